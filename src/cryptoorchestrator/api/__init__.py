@@ -1,0 +1,1 @@
+"""The FastAPI head node. Nothing imports this package; uvicorn loads it by path."""

@@ -1,0 +1,1 @@
+"""The ``cryptoorch`` command line."""

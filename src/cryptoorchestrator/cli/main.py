@@ -1,0 +1,84 @@
+"""The ``cryptoorch`` command: one typer app with a sub-app per capability.
+
+Heavy imports (numba, Ray, ccxt, uvicorn) happen inside the commands, so ``cryptoorch --help``
+stays fast.  Every :class:`CryptoOrchError` is printed as one line and exits with status 2;
+``--verbose`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cryptoorchestrator import __version__
+from cryptoorchestrator.cli import db as db_cli
+from cryptoorchestrator.platform.errors import CryptoOrchError
+
+app = typer.Typer(
+    name="cryptoorch",
+    help="CryptoOrchestrator: backtest, optimize and run crypto trading bots on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(db_cli.app, name="db")
+
+err_console = Console(stderr=True)
+_state = {"verbose": False}
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug logs.")
+    ] = False,
+) -> None:
+    """CryptoOrchestrator command line."""
+    _state["verbose"] = verbose
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    typer.echo(f"cryptoorchestrator {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn platform errors into one clear line and a non-zero exit."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except CryptoOrchError as exc:
+        if verbose:
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if verbose:
+            err_console.print_exception()
+        else:
+            err_console.print(
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} "
+                "(run with --verbose for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Technical indicators as numba kernels, equal to TA-Lib's element by element."""

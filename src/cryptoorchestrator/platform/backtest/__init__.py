@@ -1,0 +1,1 @@
+"""The numba backtest engine and its results."""

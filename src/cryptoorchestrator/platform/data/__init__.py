@@ -1,0 +1,1 @@
+"""Market data: the Parquet OHLCV store, importers, validation, resampling and downloads."""

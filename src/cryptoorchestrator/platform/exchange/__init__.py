@@ -1,0 +1,1 @@
+"""Exchanges: the Binance-compatible simulator and the execution clients."""

@@ -1,0 +1,124 @@
+"""The platform's one configuration object.
+
+Values come from (highest first): keyword arguments, ``CRYPTOORCH_*`` environment variables
+(nested with ``__``, e.g. ``CRYPTOORCH_DB__POOL_SIZE``), a ``.env`` file in the working directory,
+and the embedded defaults, which run everything locally: a SQLite file under ``./var/``, a local
+Ray, logs in ``./logs`` and market data in ``./var/data``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cryptoorchestrator.platform.errors import ConfigError
+
+SECRET_KEY_FILE = "secret.key"
+
+
+class DatabasePool(BaseModel):
+    """Connection-pool settings, used for PostgreSQL (SQLite uses its own pool)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(20, ge=0, le=500)
+    pool_timeout: float = Field(30.0, gt=0)
+    pool_recycle: int = Field(3600, ge=-1, description="seconds; -1 disables recycling")
+    pre_ping: bool = True
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform, read once per process (see :func:`get_settings`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRYPTOORCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        "sqlite:///./var/cryptoorchestrator.db",
+        description="SQLAlchemy URL; postgresql+psycopg://user@host:5432/cryptoorchestrator",
+    )
+    db: DatabasePool = DatabasePool()
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts one"
+    )
+    ray_namespace: str = "cryptoorchestrator"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    log_dir: Path = Path("./logs")
+    data_dir: Path = Path("./var/data")
+    var_dir: Path = Path("./var")
+    secret_key: SecretStr | None = Field(
+        None, description="JWT signing and credential-encryption key; generated when absent"
+    )
+    redis_url: str | None = Field(None, description="redis://127.0.0.1:6379/0 shares rate limits")
+    cors_origins: list[str] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        allowed = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.upper() not in allowed:
+            raise ValueError(f"log_level must be one of {', '.join(allowed)}")
+        return value.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must start with sqlite:// or postgresql+psycopg://")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is our only PostgreSQL driver; plain URLs would pick psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is an embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """Return the secret key, creating ``var_dir/secret.key`` (mode 0600) on first use.
+
+        The key is never logged; callers must not log the returned value either.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.var_dir / SECRET_KEY_FILE
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        try:
+            # O_EXCL makes two processes starting at once agree on a single key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot create the secret key file {path}: {exc}") from exc
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(key)
+        return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment once."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid CRYPTOORCH_* settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Database access: the SQLAlchemy 2 ORM, engines and sessions, Alembic migrations."""

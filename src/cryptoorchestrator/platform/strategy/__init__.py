@@ -1,0 +1,1 @@
+"""The strategy API: declared parameters, signals, the guard around user code."""
