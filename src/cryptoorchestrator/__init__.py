@@ -37,7 +37,16 @@ if TYPE_CHECKING:
         list_strategies,
     )
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "Settings",
+    "__version__",
+    "backtest",
+    "check_lookahead",
+    "get_settings",
+    "get_strategy",
+    "list_strategies",
+    "load_ohlcv",
+]
 
 
 def __getattr__(name: str) -> Any:

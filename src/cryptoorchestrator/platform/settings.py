@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptoorchestrator.platform.errors import ConfigError
 
-SECRET_KEY_FILE = "secret.key"
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name, not a secret)
 
 
 class DatabasePool(BaseModel):

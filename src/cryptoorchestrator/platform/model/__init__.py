@@ -11,7 +11,11 @@ from cryptoorchestrator.platform.model.enums import (
     OrderType,
     RunStatus,
 )
-from cryptoorchestrator.platform.model.symbols import normalize_symbol, symbol_from_path, symbol_to_path
+from cryptoorchestrator.platform.model.symbols import (
+    normalize_symbol,
+    symbol_from_path,
+    symbol_to_path,
+)
 from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-#: Column order of every OHLCV table: timestamp is the candle's open time in ms since the epoch (UTC).
+#: Column order of every OHLCV table; timestamp is the candle's open time, ms since epoch, UTC.
 OHLCV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 
 OHLCV_SCHEMA = pa.schema(

@@ -13,7 +13,9 @@ def normalize_symbol(symbol: str, *, field: str = "symbol") -> str:
     """Return ``symbol`` as ``BASE/QUOTE`` in upper case, accepting ``base-quote`` too."""
     text = symbol.strip().upper().replace("-", "/").replace("_", "/")
     if not _SYMBOL.match(text):
-        raise InvalidInputError(field, f"malformed trading pair {symbol!r}", allowed="BASE/QUOTE, e.g. BTC/USDT")
+        raise InvalidInputError(
+            field, f"malformed trading pair {symbol!r}", allowed="BASE/QUOTE, e.g. BTC/USDT"
+        )
     return text
 
 
@@ -24,4 +26,6 @@ def symbol_to_path(symbol: str) -> str:
 
 def symbol_from_path(text: str) -> str:
     """Return ``BTC/USDT`` from the path spelling ``BTC-USDT``."""
-    return normalize_symbol(text.replace("_", ":") if text.count("_") == 1 and "-" in text else text)
+    if text.count("_") == 1 and "-" in text:  # BTC-USDT_USDT is the path form of BTC/USDT:USDT
+        text = text.replace("_", ":")
+    return normalize_symbol(text)
