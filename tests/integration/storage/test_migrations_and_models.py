@@ -120,11 +120,16 @@ def test_money_round_trips_exactly(migrated: Settings) -> None:
 
 
 def test_money_refuses_floats(migrated: Settings) -> None:
-    with pytest.raises(Exception, match="never float"), db.session_scope(migrated) as session:
-        user = _user(session)
-        bot = _bot(session, user)
-        bot.risk_per_trade = 2.1  # type: ignore[assignment]
-        session.flush()
+    def store_float() -> None:
+        with db.session_scope(migrated) as session:
+            bot = _bot(session, _user(session))
+            bot.risk_per_trade = 2.1  # type: ignore[assignment]
+            session.flush()
+
+    with pytest.raises(Exception, match="never float"):
+        store_float()
+    with db.session_scope(migrated) as session:
+        assert session.scalars(select(Bot)).all() == []
 
 
 def test_client_order_id_is_unique(migrated: Settings) -> None:
@@ -181,10 +186,14 @@ def test_foreign_keys_cascade_and_restrict(migrated: Settings) -> None:
             )
         )
         bot_id = bot.id
+
     # A bot with fills cannot be deleted: its history is a financial record.
-    with pytest.raises(IntegrityError), db.session_scope(migrated) as session:
-        session.delete(session.get(Bot, bot_id))
-        session.flush()
+    def delete_bot() -> None:
+        with db.session_scope(migrated) as session:
+            session.delete(session.get(Bot, bot_id))
+
+    with pytest.raises(IntegrityError):
+        delete_bot()
     with db.session_scope(migrated) as session:
         assert session.get(Bot, bot_id) is not None
         assert len(session.scalars(select(BotStatusEvent)).all()) == 1

@@ -39,12 +39,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ensure_sqlite_dir(database_url: str) -> None:
+    """Create the folder of a SQLite file, so a fresh checkout needs no setup step."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_db_engine(settings: Settings) -> Engine:
     """Create a new engine for ``settings.database_url`` (callers own and dispose it)."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_dir(settings.database_url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -116,6 +122,7 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> str | N
     from alembic import command
 
     settings = settings or get_settings()
+    _ensure_sqlite_dir(settings.database_url)
     try:
         command.upgrade(_alembic_config(settings), revision)
     except SQLAlchemyError as exc:

@@ -1,0 +1,173 @@
+"""Structured, rotating, secret-redacting logs.
+
+* The API writes ``<log_dir>/fastapi.log``; each bot writes ``<log_dir>/bot_<id>.log``; both rotate.
+* Every record is one JSON object per line (time, level, logger, message, and any ``extra``
+  fields), so ``tail -f logs/bot_123.log | jq`` and log shippers work without parsing.
+* A filter masks secrets before anything is formatted: values of keys that look secret
+  (``api_secret``, ``password``, ``token``...), bearer tokens, JWTs and any string registered with
+  :func:`register_secret` (the platform registers its secret key and decrypted exchange keys).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REDACTED = "***"
+
+_SECRET_KEYS = re.compile(
+    r"(?i)(api[_-]?secret|secret[_-]?key|secret|password|passwd|passphrase|token|api[_-]?key"
+    r"|authorization|totp|mfa[_-]?code|backup[_-]?code|signature)"
+)
+_INLINE_PATTERNS = [
+    # key=value and "key": "value" pairs whose key looks secret
+    re.compile(
+        r"(?i)((?:api[_-]?secret|secret[_-]?key|secret|password|passphrase|refresh[_-]?token"
+        r"|access[_-]?token|token|api[_-]?key|signature)[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,}]+)"
+    ),
+    re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=-]+)"),
+    # JWTs anywhere
+    re.compile(r"()(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"),
+]
+_known_secrets: set[str] = set()
+_known_lock = threading.Lock()
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def register_secret(value: str | None) -> None:
+    """Mask every later occurrence of ``value`` in any log record (ignores short strings)."""
+    if value and len(value) >= 6:
+        with _known_lock:
+            _known_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with registered secrets and secret-looking values masked."""
+    with _known_lock:
+        secrets = sorted(_known_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _INLINE_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """Mask ``value`` when ``key`` names a secret; recurse into mappings and lists."""
+    if isinstance(value, dict):
+        return {k: redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(key, v) for v in value]
+    if _SECRET_KEYS.search(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrite a record's message, arguments and extra fields with secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drop the record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_ATTRS:
+                setattr(record, key, redact_value(key, value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the record's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as JSON."""
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info:
+            payload["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(payload, default=str)
+
+
+def _rotating_handler(path: Path, level: str) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8", delay=True
+    )
+    handler.setLevel(level)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def setup_api_logging(log_dir: Path, level: str = "INFO") -> logging.Logger:
+    """Send the API's and the platform's logs to ``<log_dir>/fastapi.log`` (rotating)."""
+    logger = logging.getLogger("cryptoorchestrator")
+    target = (log_dir / "fastapi.log").resolve()
+    if not any(getattr(h, "baseFilename", None) == str(target) for h in logger.handlers):
+        logger.addHandler(_rotating_handler(target, level))
+    for name in ("uvicorn.error", "uvicorn.access"):
+        other = logging.getLogger(name)
+        if not any(getattr(h, "baseFilename", None) == str(target) for h in other.handlers):
+            other.addHandler(_rotating_handler(target, level))
+    logger.setLevel(level)
+    return logger
+
+
+def bot_logger(bot_id: int | str, log_dir: Path, level: str = "INFO") -> logging.Logger:
+    """Return the logger of one bot, writing to ``<log_dir>/bot_<id>.log`` (rotating).
+
+    It also propagates to the ``cryptoorchestrator`` logger, so bot events appear in
+    ``fastapi.log`` when the bot runs inside the API process.
+    """
+    logger = logging.getLogger(f"cryptoorchestrator.bot.{bot_id}")
+    target = (log_dir / f"bot_{bot_id}.log").resolve()
+    if not any(getattr(h, "baseFilename", None) == str(target) for h in logger.handlers):
+        logger.addHandler(_rotating_handler(target, level))
+    logger.setLevel(level)
+    return logger
+
+
+def tail(path: Path, lines: int = 100) -> list[str]:
+    """Return the last ``lines`` lines of a log file (empty when it does not exist yet)."""
+    if lines <= 0:
+        return []
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            block = 8192
+            data = b""
+            while size > 0 and data.count(b"\n") <= lines:
+                step = min(block, size)
+                size -= step
+                fh.seek(size)
+                data = fh.read(step) + data
+    except FileNotFoundError:
+        return []
+    return [line.decode("utf-8", "replace") for line in data.splitlines()[-lines:]]

@@ -1,0 +1,62 @@
+"""Structured logs: JSON lines, per-bot files, rotation handlers and secret redaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cryptoorchestrator.platform.logs import (
+    bot_logger,
+    redact,
+    redact_value,
+    register_secret,
+    setup_api_logging,
+    tail,
+)
+
+
+def _flush(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
+        handler.flush()
+
+
+def test_bot_log_is_json_lines_in_its_own_file(tmp_path: Path) -> None:
+    logger = bot_logger(123, tmp_path)
+    logger.info("status changed", extra={"status": "Running", "reason": "started"})
+    _flush(logger)
+    lines = (tmp_path / "bot_123.log").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["status"] == "Running"
+    assert record["level"] == "INFO"
+    assert record["logger"] == "cryptoorchestrator.bot.123"
+
+
+def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
+    register_secret("MY-EXCHANGE-SECRET-42")
+    logger = setup_api_logging(tmp_path)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXZhbHVl"
+    logger.warning(
+        "login with password=hunter2 header Bearer %s secret MY-EXCHANGE-SECRET-42",
+        jwt,
+        extra={"api_secret": "abc123456", "params": {"apiKey": "k-123456", "symbol": "BTC/USDT"}},
+    )
+    _flush(logger)
+    text = (tmp_path / "fastapi.log").read_text()
+    for leaked in ("hunter2", jwt, "MY-EXCHANGE-SECRET-42", "abc123456", "k-123456"):
+        assert leaked not in text
+    record = json.loads(text.splitlines()[-1])
+    assert record["params"]["symbol"] == "BTC/USDT"
+
+
+def test_redact_helpers() -> None:
+    assert redact("url?signature=deadbeef&x=1") == "url?signature=***&x=1"
+    assert redact_value("password", "p") == "***"
+    assert redact_value("symbol", "BTC/USDT") == "BTC/USDT"
+
+
+def test_tail_returns_last_lines(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_text("".join(f"line {i}\n" for i in range(20000)))
+    assert tail(path, 3) == ["line 19997", "line 19998", "line 19999"]
+    assert tail(tmp_path / "missing.log", 3) == []
