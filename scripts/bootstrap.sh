@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create ./.venv (Python 3.11+) and install the project with the pinned versions in constraints.txt.
+# Usage: scripts/bootstrap.sh [extra]   e.g. scripts/bootstrap.sh dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: Python 3.11 or newer is required (found: $("$PY" --version 2>&1)); set PYTHON=..." >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+spec="."
+[ -n "$extra" ] && spec=".[$extra]"
+# Re-install only when the inputs changed, so repeated runs start in a second.
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extra:-base}"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e "$spec"
+    touch "$stamp"
+fi
