@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from cryptoorchestrator import __version__
+from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
 from cryptoorchestrator.platform.errors import CryptoOrchError
 
@@ -25,6 +26,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(db_cli.app, name="db")
+app.add_typer(data_cli.app, name="data")
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}
