@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ import pytest
 
 from cryptoorchestrator.platform.exchange.sim_market import read_candles
 from cryptoorchestrator.platform.exchange.simulator import (
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
     ExchangeSimulator,
+    SimAccountSpec,
     ccxt_binance_for,
     run_simulator_in_thread,
 )
@@ -193,3 +197,212 @@ def test_in_process_start_stop_on_one_loop(candles: pa.Table) -> None:
             await sim.stop()
 
     assert asyncio.run(run()) == candles.column("timestamp")[-1].as_py() + HOUR
+
+
+# ---------------------------------------------------------------- trading
+
+
+@pytest.fixture
+def trading(candles: pa.Table) -> Iterator[tuple[ExchangeSimulator, Any]]:
+    """A stepped simulator at the open of candle 100 and a signed sync client."""
+    start = candles.column("timestamp")[100].as_py()
+    accounts = [SimAccountSpec(balances={"USDT": Decimal(10_000), "BTC": Decimal("0.5")})]
+    with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=start, accounts=accounts) as sim:
+        ex = ccxt_binance_for(sim.base_url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET)
+        ex.load_markets()
+        yield sim, ex
+
+
+def _d(value: float | str) -> Decimal:
+    return Decimal(str(value))
+
+
+def test_order_lifecycle_with_client_ids(trading: tuple[ExchangeSimulator, Any]) -> None:
+    sim, ex = trading
+    balance = ex.fetch_balance()
+    assert balance["USDT"]["free"] == 10_000
+    assert balance["BTC"]["free"] == 0.5
+
+    bought = ex.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "bot-1"})
+    assert bought["status"] == "closed"
+    assert bought["clientOrderId"] == "bot-1"
+    assert bought["filled"] == 0.01
+    fee = _d(bought["fee"]["cost"])
+    assert bought["fee"]["currency"] == "BTC"
+    assert fee == Decimal("0.00001")
+    free = sim.balances()
+    assert free["BTC"] == (Decimal("0.51") - fee, Decimal(0))
+    assert free["USDT"] == (Decimal(10_000) - _d(bought["info"]["cummulativeQuoteQty"]), Decimal(0))
+
+    price = ex.fetch_ticker("BTC/USDT")["last"]
+    limit_price = float(ex.price_to_precision("BTC/USDT", price * 0.8))
+    resting = ex.create_order(
+        "BTC/USDT", "limit", "buy", 0.02, limit_price, params={"clientOrderId": "bot-2"}
+    )
+    assert resting["status"] == "open"
+    open_orders = ex.fetch_open_orders("BTC/USDT")
+    assert [o["clientOrderId"] for o in open_orders] == ["bot-2"]
+    locked = ex.fetch_balance()["USDT"]["used"]
+    assert _d(locked) == _d(ex.price_to_precision("BTC/USDT", limit_price)) * Decimal("0.02")
+
+    by_id = ex.fetch_order(resting["id"], "BTC/USDT")
+    by_client = ex.fetch_order(None, "BTC/USDT", params={"origClientOrderId": "bot-2"})
+    assert by_id["id"] == by_client["id"] == resting["id"]
+    assert by_client["price"] == limit_price
+
+    cancelled = ex.cancel_order(resting["id"], "BTC/USDT")
+    assert cancelled["status"] == "canceled"
+    assert ex.fetch_order(resting["id"], "BTC/USDT")["status"] == "canceled"
+    assert ex.fetch_open_orders("BTC/USDT") == []
+    assert ex.fetch_balance()["USDT"]["used"] == 0
+
+    assert [o["clientOrderId"] for o in ex.fetch_orders("BTC/USDT")] == ["bot-1", "bot-2"]
+    trades = ex.fetch_my_trades("BTC/USDT")
+    assert len(trades) == 1
+    assert trades[0]["order"] == bought["id"]
+    assert trades[0]["takerOrMaker"] == "taker"
+    assert trades[0]["amount"] == 0.01
+
+
+def test_limit_order_fills_when_the_replayed_price_reaches_it(
+    trading: tuple[ExchangeSimulator, Any], candles: pa.Table
+) -> None:
+    sim, ex = trading
+    lows = candles.column("low").to_numpy()[100:148]
+    open_ = candles.column("open")[100].as_py()
+    target = float(ex.price_to_precision("BTC/USDT", (open_ + lows.min()) / 2))
+    assert target < open_
+    first_hit = 100 + int(np.argmax(lows <= target))
+    order = ex.create_order("BTC/USDT", "limit", "buy", 0.05, target)
+    for i in range(100, first_hit + 1):
+        assert ex.fetch_order(order["id"], "BTC/USDT")["status"] == "open", i
+        sim.advance(HOUR)
+    filled = ex.fetch_order(order["id"], "BTC/USDT")
+    assert filled["status"] == "closed"
+    assert filled["average"] == target
+    trade = ex.fetch_my_trades("BTC/USDT")[-1]
+    assert trade["takerOrMaker"] == "maker"
+    hit_open = candles.column("timestamp")[first_hit].as_py()
+    assert hit_open <= trade["timestamp"] < hit_open + HOUR
+
+
+def test_partial_fills_step_candle_by_candle(candles: pa.Table) -> None:
+    start = candles.column("timestamp")[200].as_py()
+    with run_simulator_in_thread(
+        {"BTC/USDT": candles}, start_ms=start, partial_fill_ratio="0.25"
+    ) as sim:
+        ex = ccxt_binance_for(sim.base_url, api_key=sim.api_key, secret=sim.api_secret)
+        ex.load_markets()
+        open_ = candles.column("open")[200].as_py()
+        limit_price = float(ex.price_to_precision("BTC/USDT", open_ * 1.01))
+        order = ex.create_order("BTC/USDT", "limit", "buy", 0.04, limit_price)
+        # Marketable: a quarter fills at once, at the market, not at the limit.
+        assert order["status"] == "open"
+        assert order["filled"] == 0.01
+        lows = candles.column("low").to_numpy()
+        expected = 0.01
+        for i in range(201, 206):
+            sim.advance(HOUR)
+            if lows[i] <= limit_price:
+                expected = min(0.04, expected + 0.01)
+            got = ex.fetch_order(order["id"], "BTC/USDT")
+            assert got["filled"] == pytest.approx(expected)
+            assert got["status"] == ("closed" if expected >= 0.04 else "open")
+        assert expected > 0.01  # the data did trade through the limit in later candles
+        fills = ex.fetch_my_trades("BTC/USDT")
+        assert sum(_d(t["amount"]) for t in fills) == _d(expected)
+
+
+def test_async_client_trades(candles: pa.Table) -> None:
+    start = candles.column("timestamp")[300].as_py()
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        sim = ExchangeSimulator({"BTC/USDT": candles}, start_ms=start)
+        base = await sim.start()
+        ex = ccxt_binance_for(base, api_key=sim.api_key, secret=sim.api_secret, async_=True)
+        try:
+            await ex.load_markets()
+            order = await ex.create_order(
+                "BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "async-1"}
+            )
+            fetched = await ex.fetch_order(
+                None, "BTC/USDT", params={"origClientOrderId": "async-1"}
+            )
+            return order, fetched
+        finally:
+            await ex.close()
+            await sim.stop()
+
+    order, fetched = asyncio.run(run())
+    assert order["status"] == "closed"
+    assert fetched["id"] == order["id"]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_error_codes_map_to_ccxt_exceptions(trading: tuple[ExchangeSimulator, Any]) -> None:
+    sim, ex = trading
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order("BTC/USDT", "market", "buy", 5)
+    with pytest.raises(ccxt.InvalidOrder, match="LOT_SIZE"):
+        ex.private_post_order(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.000015",
+                "price": "30000",
+            }
+        )
+    with pytest.raises(ccxt.InvalidOrder, match="PRICE_FILTER"):
+        ex.private_post_order(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.001",
+                "price": "30000.005",
+            }
+        )
+    # Below min notional: Binance's -1013 "Filter failure: NOTIONAL", which ccxt files under
+    # BadRequest (its parent class of InvalidOrder's siblings), exactly as against Binance.
+    with pytest.raises(ccxt.BadRequest, match="-1013"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.00001, 30000)
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order("987654", "BTC/USDT")
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.cancel_order("987654", "BTC/USDT")
+    ex.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "dup-1"})
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):
+        ex.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": "dup-1"})
+    assert len(sim.orders()) == 1
+
+
+def test_authentication_failures(trading: tuple[ExchangeSimulator, Any]) -> None:
+    sim, _ = trading
+    wrong_secret = ccxt_binance_for(sim.base_url, api_key=sim.api_key, secret="not-the-secret")
+    with pytest.raises(ccxt.AuthenticationError, match="-1022"):
+        wrong_secret.fetch_balance()
+    with pytest.raises(ccxt.AuthenticationError, match="-1022"):
+        wrong_secret.private_post_order(
+            {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}
+        )
+    unknown_key = ccxt_binance_for(sim.base_url, api_key="someone-else", secret=sim.api_secret)
+    with pytest.raises(ccxt.AuthenticationError, match="-2015"):
+        unknown_key.fetch_balance()
+    malformed = ccxt_binance_for(sim.base_url, api_key="bad key!", secret=sim.api_secret)
+    with pytest.raises(ccxt.AuthenticationError, match="-2014"):
+        malformed.fetch_balance()
+    # ccxt signs with its clock minus timeDifference: two minutes late is outside recvWindow.
+    late = ccxt_binance_for(
+        sim.base_url,
+        api_key=sim.api_key,
+        secret=sim.api_secret,
+        options={"timeDifference": 120_000, "recvWindow": 5_000},
+    )
+    with pytest.raises(ccxt.InvalidNonce, match="-1021"):
+        late.fetch_balance()
+    assert sim.orders() == []
