@@ -35,10 +35,13 @@ def sim(ftx_1m: pa.Table) -> Iterator[ExchangeSimulator]:
         yield s
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def cli(
+    capsys: pytest.CaptureFixture[str], *args: str, progress: bool = False
+) -> tuple[int, str, str]:
     code = 0
     try:
-        main(["data", "download", "--no-progress", "--backoff", "0.01", *args])
+        flag = "--progress" if progress else "--no-progress"
+        main(["data", "download", flag, "--backoff", "0.01", *args])
     except SystemExit as exc:
         code = int(exc.code or 0)
     out = capsys.readouterr()
@@ -123,6 +126,7 @@ def test_several_symbols_and_timeframes_in_one_call(
         sim.base_url,
         "--data-dir",
         dd,
+        progress=True,
     )
     assert code == 0, err
     assert "BTC/USDT 1h: 168 rows added" in out
