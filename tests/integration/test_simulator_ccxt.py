@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
@@ -406,3 +407,90 @@ def test_authentication_failures(trading: tuple[ExchangeSimulator, Any]) -> None
     with pytest.raises(ccxt.InvalidNonce, match="-1021"):
         late.fetch_balance()
     assert sim.orders() == []
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_rate_limit_fault_answers_429_with_retry_after(
+    trading: tuple[ExchangeSimulator, Any],
+) -> None:
+    sim, ex = trading
+    sim.set_faults(rate_limit_next=2, retry_after_s=7)
+    with pytest.raises(ccxt.DDoSProtection, match="429"):
+        ex.fetch_ticker("BTC/USDT")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(sim.base_url + "/api/v3/ping", timeout=10)  # noqa: S310
+    assert raised.value.code == 429
+    assert raised.value.headers["Retry-After"] == "7"
+    assert json.loads(raised.value.read())["code"] == -1003
+    assert ex.fetch_ticker("BTC/USDT")["symbol"] == "BTC/USDT"
+
+
+def test_5xx_burst_is_exchange_not_available_then_recovers(
+    trading: tuple[ExchangeSimulator, Any],
+) -> None:
+    sim, ex = trading
+    state = _admin(sim, "/_sim/faults", {"fail_next": 2, "fail_status": 502})
+    assert state["fail_next"] == 2
+    for _ in range(2):
+        with pytest.raises(ccxt.ExchangeNotAvailable) as exc:
+            ex.fetch_balance()
+        assert isinstance(exc.value, ccxt.NetworkError)
+    assert ex.fetch_balance()["USDT"]["free"] == 10_000
+    assert _admin(sim, "/_sim/faults")["fail_next"] == 0
+
+
+def test_timeout_and_latency_faults_are_request_timeouts(candles: pa.Table) -> None:
+    with run_simulator_in_thread({"BTC/USDT": candles}) as sim:
+        ex = ccxt_binance_for(sim.base_url, timeout_ms=300)
+        sim.set_faults(timeout_next=1, hang_s=5)
+        with pytest.raises(ccxt.RequestTimeout):
+            ex.fetch_time()
+        assert ex.fetch_time() == sim.now()
+        sim.set_faults(latency_ms=1500)
+        with pytest.raises(ccxt.RequestTimeout):
+            ex.fetch_time()
+        sim.set_faults(latency_ms=20)
+        assert ex.fetch_time() == sim.now()
+
+
+def test_faults_can_target_one_path(trading: tuple[ExchangeSimulator, Any]) -> None:
+    sim, ex = trading
+    sim.set_faults(fail_next=1, path_prefix="/api/v3/order")
+    assert ex.fetch_ticker("BTC/USDT")["last"] > 0
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.create_order("BTC/USDT", "market", "buy", 0.001)
+    assert sim.orders() == []  # a 5xx fault refuses before anything is booked
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"), [("503", ccxt.ExchangeNotAvailable), ("close", ccxt.NetworkError)]
+)
+def test_dropped_answer_leaves_the_order_booked(
+    trading: tuple[ExchangeSimulator, Any], mode: str, error: type[Exception]
+) -> None:
+    sim, ex = trading
+    sim.set_faults(drop_next_orders=1, drop_mode=mode)
+    with pytest.raises(error):
+        ex.create_order("BTC/USDT", "market", "buy", 0.002, params={"clientOrderId": "lost-1"})
+    # The client saw an error, yet the exchange filled the order: look it up, do not resend.
+    found = ex.fetch_order(None, "BTC/USDT", params={"origClientOrderId": "lost-1"})
+    assert found["status"] == "closed"
+    assert found["filled"] == 0.002
+    assert [o["clientOrderId"] for o in sim.orders()] == ["lost-1"]
+    assert ex.fetch_balance()["BTC"]["free"] > 0.5
+    # A naive resend with the same client id is refused instead of buying twice.
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):
+        ex.create_order("BTC/USDT", "market", "buy", 0.002, params={"clientOrderId": "lost-1"})
+    assert len(sim.orders()) == 1
+
+
+def test_fault_switches_are_validated(trading: tuple[ExchangeSimulator, Any]) -> None:
+    sim, _ = trading
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        _admin(sim, "/_sim/faults", {"no_such_switch": 1})
+    assert exc.value.code == 400
+    with pytest.raises(urllib.error.HTTPError):
+        _admin(sim, "/_sim/faults", {"drop_mode": "sometimes"})
+    assert _admin(sim, "/_sim/faults", {"clear": True})["drop_mode"] == "503"
