@@ -1,0 +1,253 @@
+"""The risk actor: one named, detached Ray actor that approves every order of every bot.
+
+A thin shell around :class:`~cryptoorchestrator.platform.risk.manager.RiskManager`:
+
+* ``approve`` does no I/O, so it answers in well under a millisecond inside the actor; bots wait
+  for it with a timeout and deny their own order when it is late or unreachable (fail closed).
+* Limits and risk events are persisted; after a restart the actor rebuilds exposure, equity and
+  open orders from the database before it approves anything (until then it denies).
+* A breach halts the affected bots: their status becomes Stopped with the limit as the reason,
+  the event is stored, and their actors are told to stop.  The kill switch stops every bot,
+  cancelling open orders and optionally flattening positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+
+import ray
+
+from cryptoorchestrator.cluster.runtime import NAMESPACE
+from cryptoorchestrator.platform.bots.status import set_bot_status
+from cryptoorchestrator.platform.model import BotStatus, OrderSide
+from cryptoorchestrator.platform.risk import store
+from cryptoorchestrator.platform.risk.limits import Breach, OrderCheck, RiskDecision, RiskLimits
+from cryptoorchestrator.platform.risk.manager import RiskManager
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.db import session_scope
+
+RISK_ACTOR_NAME = "risk"
+log = logging.getLogger("cryptoorchestrator.risk")
+
+
+def check_to_dict(check: OrderCheck) -> dict[str, Any]:
+    """Serialise an order check for the actor call (decimals as strings)."""
+    data = asdict(check)
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in data.items()}
+
+
+def check_from_dict(data: dict[str, Any]) -> OrderCheck:
+    """Rebuild an order check sent by :func:`check_to_dict`."""
+    return OrderCheck(
+        bot_id=int(data["bot_id"]),
+        client_order_id=str(data["client_order_id"]),
+        symbol=str(data["symbol"]),
+        side=OrderSide(data["side"]),
+        amount=Decimal(data["amount"]),
+        price=Decimal(data["price"]),
+        reduce_only=bool(data.get("reduce_only", False)),
+        stop_price=Decimal(data["stop_price"]) if data.get("stop_price") else None,
+    )
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class RiskActor:
+    """Portfolio-wide risk gate (see the module docstring)."""
+
+    def __init__(self, settings_data: dict[str, Any]) -> None:
+        # Never raise here: an exception in __init__ during a restart kills the actor for good.
+        self._settings = Settings(**settings_data)
+        self._manager = RiskManager()
+        self._ready = False
+        self._load_error: str | None = None
+        self._try_load()
+
+    def _try_load(self) -> bool:
+        try:
+            with session_scope(self._settings) as session:
+                store.rebuild(session, self._manager)
+        except Exception as exc:  # degraded: deny everything until the database answers
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("risk actor could not load its state")
+            return False
+        self._ready, self._load_error = True, None
+        return True
+
+    async def ping(self) -> dict[str, Any]:
+        """Report readiness for the health routes."""
+        return {"ready": self._ready, "error": self._load_error}
+
+    async def approve(self, check: dict[str, Any]) -> dict[str, Any]:
+        """Approve or deny one order (no I/O on this path)."""
+        if not self._ready and not self._try_load():
+            decision = RiskDecision.deny(
+                "risk_unavailable", f"risk state not loaded: {self._load_error}"
+            )
+        else:
+            decision = self._manager.approve(check_from_dict(check))
+        return {"approved": decision.approved, "reason": decision.reason, "limit": decision.limit}
+
+    async def register_bot(
+        self,
+        bot_id: int,
+        equity: str,
+        max_position_pct: str,
+        risk_per_trade_pct: str,
+        positions: dict[str, str] | None = None,
+        open_orders: list[str] | None = None,
+    ) -> None:
+        """Start tracking a bot, or re-arm it after a user restarted it."""
+        self._manager.register_bot(
+            bot_id,
+            equity=Decimal(equity),
+            max_position_pct=Decimal(max_position_pct),
+            risk_per_trade_pct=Decimal(risk_per_trade_pct),
+            positions={k: Decimal(v) for k, v in (positions or {}).items()},
+            open_orders=set(open_orders or ()),
+        )
+
+    async def unregister_bot(self, bot_id: int) -> None:
+        """Stop tracking a bot."""
+        self._manager.unregister_bot(bot_id)
+
+    async def order_closed(self, bot_id: int, client_order_id: str) -> None:
+        """Release an order's open-order slot."""
+        self._manager.order_closed(bot_id, client_order_id)
+
+    async def update_position(self, bot_id: int, symbol: str, signed_notional: str) -> None:
+        """Record a bot's position at mark."""
+        self._manager.update_position(bot_id, symbol, Decimal(signed_notional))
+
+    async def update_equity(self, bot_id: int, equity: str) -> list[dict[str, Any]]:
+        """Record a bot's equity; persist and act on any breach; return the breaches."""
+        breaches = self._manager.update_equity(bot_id, Decimal(equity))
+        if breaches:
+            await self._handle_breaches(breaches)
+        return [asdict(b) for b in breaches]
+
+    async def _handle_breaches(self, breaches: list[Breach]) -> None:
+        affected: set[int] = set()
+        with session_scope(self._settings) as session:
+            for breach in breaches:
+                store.record_breach(session, breach)
+                targets = [breach.bot_id] if breach.bot_id is not None else list(self._manager.bots)
+                for bot_id in targets:
+                    set_bot_status(
+                        session,
+                        bot_id,
+                        BotStatus.STOPPED,
+                        f"risk limit breached: {breach.limit}: {breach.message}",
+                        desired_state="stopped",
+                        log_dir=self._settings.log_dir,
+                    )
+                    affected.add(bot_id)
+        await self._stop_bots(affected, reason="risk limit breached", flatten=False)
+
+    async def _stop_bots(self, bot_ids: set[int], *, reason: str, flatten: bool) -> list[int]:
+        stopped: list[int] = []
+        calls: list[Any] = []
+        for bot_id in bot_ids:
+            try:
+                handle = ray.get_actor(f"bot:{bot_id}", namespace=NAMESPACE)
+            except ValueError:
+                continue  # not running in this cluster: the database status already says Stopped
+            calls.append(handle.halt.remote(reason, flatten))
+            stopped.append(bot_id)
+        if calls:
+            # Bounded wait: a hung bot must not hang the risk actor.
+            try:
+                await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+            except TimeoutError:
+                log.warning("bots did not confirm the halt within 10 s", extra={"bots": stopped})
+        return stopped
+
+    async def get_limits(self) -> dict[str, Any]:
+        """Return the current limits."""
+        return self._manager.limits.to_public()
+
+    async def set_limits(
+        self, limits: dict[str, Any], user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Validate, persist and apply new limits; return them."""
+        merged = {**self._manager.limits.model_dump(), **limits}
+        new = RiskLimits(**merged)
+        with session_scope(self._settings) as session:
+            store.save_limits(session, new, user_id=user_id)
+        self._manager.set_limits(new)
+        return new.to_public()
+
+    async def kill_switch(
+        self, flatten: bool = False, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Stop all trading: deny every order, stop every bot, cancel (and maybe flatten)."""
+        self._manager.activate_kill_switch()
+        with session_scope(self._settings) as session:
+            store.save_limits(session, self._manager.limits, user_id=user_id)
+            store.record_event(
+                session,
+                "kill_switch",
+                "kill switch activated",
+                details={"flatten": flatten, "user_id": user_id},
+            )
+            bot_ids = set(self._manager.bots) | set(_running_bot_ids(session))
+            for bot_id in bot_ids:
+                set_bot_status(
+                    session,
+                    bot_id,
+                    BotStatus.STOPPED,
+                    "kill switch activated",
+                    desired_state="stopped",
+                    log_dir=self._settings.log_dir,
+                )
+        stopped = await self._stop_bots(bot_ids, reason="kill switch activated", flatten=flatten)
+        return {"kill_switch": True, "bots_stopped": sorted(bot_ids), "actors_halted": stopped}
+
+    async def utilisation(self) -> dict[str, Any]:
+        """Return limit utilisation for ``GET /api/analytics/risk``."""
+        return {"ready": self._ready, **self._manager.utilisation()}
+
+
+def _running_bot_ids(session: Any) -> list[int]:
+    from sqlalchemy import select
+
+    from cryptoorchestrator.platform.storage.models import Bot
+
+    return list(session.scalars(select(Bot.id).where(Bot.desired_state == "running")).all())
+
+
+def settings_payload(settings: Settings) -> dict[str, Any]:
+    """Return what an actor needs to rebuild the driver's settings in its own process."""
+    return {
+        "database_url": settings.database_url,
+        "log_dir": str(settings.log_dir.resolve()),
+        "data_dir": str(settings.data_dir.resolve()),
+        "var_dir": str(settings.var_dir.resolve()),
+        "secret_key": settings.resolved_secret_key(),
+    }
+
+
+def get_risk_actor(settings: Settings) -> Any:
+    """Return the handle of the risk actor, creating it (detached) if it does not exist."""
+    return RiskActor.options(  # type: ignore[attr-defined]
+        name=RISK_ACTOR_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote(settings_payload(settings))
+
+
+async def request_approval(handle: Any, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:
+    """Ask the risk actor about ``check``; deny when it is slow or unreachable (fail closed)."""
+    try:
+        answer = await asyncio.wait_for(handle.approve.remote(check_to_dict(check)), timeout_s)
+    except TimeoutError:
+        return RiskDecision.deny("risk_timeout", f"risk actor did not answer within {timeout_s} s")
+    except Exception as exc:  # RayActorError, RayTaskError, connection loss: all mean "no"
+        return RiskDecision.deny(
+            "risk_unavailable", f"risk actor unreachable: {type(exc).__name__}"
+        )
+    return RiskDecision(bool(answer["approved"]), str(answer["reason"]), answer.get("limit"))

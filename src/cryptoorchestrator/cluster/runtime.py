@@ -1,0 +1,78 @@
+"""Joining or starting Ray the same way from every entry point (SDK, CLI, API, tests).
+
+``RAY_AUTH_MODE`` is always set explicitly: Ray 2.60's ``ray.init()`` may switch token
+authentication on by itself, after which ``ray status`` and other drivers fail to connect.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptoorchestrator.platform.settings import Settings, get_settings
+
+#: Namespace of every named actor of the platform (bots, the risk actor, the supervisor).
+NAMESPACE = "cryptoorchestrator"
+
+
+def configure_ray_environment() -> None:
+    """Set the environment Ray reads at import and init time (idempotent, never overrides)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's log deduplication hides which bot printed what; our logs go to files anyway.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def ensure_ray(
+    settings: Settings | None = None,
+    *,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+) -> Any:
+    """Connect to Ray once per process and return the ``ray`` module.
+
+    With ``settings.ray_address`` unset, start a local Ray (the laptop and CI default);
+    otherwise join that cluster (``auto`` or ``ray://host:10001``).  A driver already connected
+    (tests, notebooks, ``ray job submit``) is reused as it is.
+    """
+    configure_ray_environment()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    settings = settings or get_settings()
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "namespace": settings.ray_namespace or NAMESPACE,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    if address is None:
+        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        if object_store_memory is not None:
+            kwargs["object_store_memory"] = object_store_memory
+    ray.init(address=address, **kwargs)
+    return ray
+
+
+def ray_status() -> dict[str, Any]:
+    """Describe the Ray connection for health checks (never starts Ray)."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return {"status": "not_connected"}
+    import ray
+
+    if not ray.is_initialized():
+        return {"status": "not_connected"}
+    try:
+        resources = ray.cluster_resources()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception as exc:  # the GCS went away under us
+        return {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "status": "healthy",
+        "nodes": len(nodes),
+        "cpus": resources.get("CPU", 0.0),
+        "namespace": ray.get_runtime_context().namespace,
+    }

@@ -1,0 +1,131 @@
+"""The risk actor on a real local Ray: approvals, persistence, breaches, fail-closed clients."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cryptoorchestrator.cluster.risk_actor import (
+    RiskActor,
+    get_risk_actor,
+    request_approval,
+    settings_payload,
+)
+from cryptoorchestrator.cluster.runtime import NAMESPACE
+from cryptoorchestrator.platform.model import OrderSide
+from cryptoorchestrator.platform.risk.limits import OrderCheck
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage import db
+from cryptoorchestrator.platform.storage.models import Bot, RiskEvent, RiskLimit, User
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def risk_env(ray_session: Any, tmp_path: Path):  # noqa: ANN201
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'risk.db'}",
+        var_dir=tmp_path / "var",
+        log_dir=tmp_path / "logs",
+        secret_key="test-secret-key-0123456789",
+    )
+    db.upgrade(settings)
+    with db.session_scope(settings) as session:
+        user = User(email="u@example.com", password_hash="x")
+        session.add(user)
+        session.flush()
+        bot = Bot(
+            user_id=user.id,
+            name="b",
+            trading_pair="BTC/USDT",
+            strategy="sma_cross",
+            timeframe="1h",
+            risk_per_trade=D(1),
+            max_position_size=D(50),
+            desired_state="running",
+            status="Running",
+            starting_balance=D(1000),
+        )
+        session.add(bot)
+        session.flush()
+        bot_id = bot.id
+    # A private actor name per test keeps tests independent of each other.
+    actor = RiskActor.options(namespace=NAMESPACE).remote(settings_payload(settings))  # type: ignore[attr-defined]
+    yield settings, actor, bot_id
+    ray_session.kill(actor)
+    db.dispose_engines()
+
+
+def _check(bot_id: int, amount: str = "1", price: str = "100") -> OrderCheck:
+    return OrderCheck(
+        bot_id=bot_id,
+        client_order_id=f"c-{amount}-{price}",
+        symbol="BTC/USDT",
+        side=OrderSide.BUY,
+        amount=D(amount),
+        price=D(price),
+    )
+
+
+def test_rebuilds_from_db_and_approves(risk_env: Any, ray_session: Any) -> None:
+    _, actor, bot_id = risk_env
+    assert ray_session.get(actor.ping.remote())["ready"] is True
+    ok = asyncio.run(request_approval(actor, _check(bot_id, "1", "100")))
+    assert ok.approved
+    too_big = asyncio.run(request_approval(actor, _check(bot_id, "6", "100")))
+    assert (too_big.approved, too_big.limit) == (False, "max_position_size")
+
+
+def test_limits_persist_and_breach_stops_the_bot(risk_env: Any, ray_session: Any) -> None:
+    settings, actor, bot_id = risk_env
+    limits = ray_session.get(actor.set_limits.remote({"max_daily_loss_pct": "3"}))
+    assert limits["max_daily_loss_pct"] == "3"
+    breaches = ray_session.get(actor.update_equity.remote(bot_id, "960"))
+    assert breaches[0]["limit"] == "max_daily_loss"
+    with db.session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        assert bot is not None
+        assert bot.status == "Stopped"
+        assert "max_daily_loss" in (bot.status_reason or "")
+        assert session.query(RiskEvent).filter_by(limit_name="max_daily_loss").count() == 1
+        stored = {r.name: r.value for r in session.query(RiskLimit).all()}
+        assert stored["max_daily_loss_pct"] == D(3)
+
+
+def test_kill_switch_persists_and_denies(risk_env: Any, ray_session: Any) -> None:
+    settings, actor, bot_id = risk_env
+    result = ray_session.get(actor.kill_switch.remote(False))
+    assert bot_id in result["bots_stopped"]
+    denied = asyncio.run(request_approval(actor, _check(bot_id, "0.1")))
+    assert denied.limit == "kill_switch"
+    # A fresh actor (a restart) reloads the kill switch from the database.
+    fresh = RiskActor.options(namespace=NAMESPACE).remote(settings_payload(settings))  # type: ignore[attr-defined]
+    assert asyncio.run(request_approval(fresh, _check(bot_id, "0.1"))).limit == "kill_switch"
+    ray_session.kill(fresh)
+
+
+def test_slow_or_dead_risk_actor_means_deny(ray_session: Any) -> None:
+    @ray_session.remote(num_cpus=0)
+    class Slow:
+        async def approve(self, check: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.sleep(5)
+            return {"approved": True, "reason": "late", "limit": None}
+
+    slow = Slow.remote()
+    decision = asyncio.run(request_approval(slow, _check(1), timeout_s=0.2))
+    assert (decision.approved, decision.limit) == (False, "risk_timeout")
+    ray_session.kill(slow)
+    dead = asyncio.run(request_approval(slow, _check(1), timeout_s=5))
+    assert (dead.approved, dead.limit) == (False, "risk_unavailable")
+
+
+def test_get_risk_actor_is_a_named_singleton(risk_env: Any, ray_session: Any) -> None:
+    settings, _, _ = risk_env
+    first = get_risk_actor(settings)
+    second = get_risk_actor(settings)
+    assert first._actor_id == second._actor_id  # noqa: SLF001
+    ray_session.kill(first)
