@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -226,3 +228,46 @@ def test_load_ohlcv_uses_settings_data_dir(
     bars = co.load_ohlcv("binance", "btc-usdt", "1h", start="2022-12-31")
     assert bars.num_rows == 24
     assert (settings.data_dir / "binance/BTC-USDT/1h/_manifest.json").is_file()  # type: ignore[attr-defined]
+
+
+@hypothesis.settings(
+    max_examples=25, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+@hypothesis.given(
+    chunks=st.lists(
+        st.tuples(st.integers(0, 20_000), st.integers(1, 300), st.integers(0, 1_000)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_appends_equal_the_union_with_newest_winning(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_bars: Bars,
+    chunks: list[tuple[int, int, int]],
+) -> None:
+    s = OhlcvStore(tmp_path_factory.mktemp("prop"))
+    expected: dict[int, tuple[float, ...]] = {}
+    for offset, n, seed in chunks:
+        bars = make_bars(n, start=T2021 + offset * HOUR, seed=seed)
+        s.write("binance", "BTC/USDT", "1h", bars)
+        for row in bars.to_pylist():
+            expected[row["timestamp"]] = tuple(row.values())
+    got = s.read("binance", "BTC/USDT", "1h")
+    assert [tuple(r.values()) for r in got.to_pylist()] == [expected[k] for k in sorted(expected)]
+    info = s.info("binance", "BTC/USDT", "1h")
+    assert info is not None
+    ts = np.array(sorted(expected))
+    assert (info.rows, info.gaps) == (len(ts), int(np.count_nonzero(np.diff(ts) > HOUR)))
+
+
+def test_importing_the_store_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cryptoorchestrator.platform.data.store, cryptoorchestrator.platform.data"
+        ".download, cryptoorchestrator.cli.data; "
+        "print(sorted(m for m in ('ccxt', 'numba', 'ray', 'fastapi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
