@@ -271,3 +271,47 @@ def test_importing_the_store_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_WRITER = """
+import sys
+import numpy as np, pyarrow as pa
+from cryptoorchestrator.platform.data.store import OhlcvStore
+from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
+s = OhlcvStore(sys.argv[1])
+n = 20_000
+ts = 1_609_459_200_000 + 3_600_000 * np.arange(n, dtype=np.int64)
+k = 0
+while True:
+    px = np.full(n, 100.0 + k % 4)
+    t = pa.Table.from_arrays([pa.array(ts)] + [pa.array(px)] * 5, schema=OHLCV_SCHEMA)
+    s.write("binance", "BTC/USDT", "1h", t, mode="replace")
+    print(k, flush=True)
+    k += 1
+"""
+
+
+def test_killed_writer_never_leaves_a_torn_dataset(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    s = OhlcvStore(tmp_path)
+    for delay_lines in (1, 3, 6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        for _ in range(delay_lines):  # let it commit a few versions, then kill it mid-stream
+            proc.stdout.readline()
+        proc.kill()
+        proc.wait()
+        got = s.read("binance", "BTC/USDT", "1h")
+        assert got.num_rows == 20_000
+        closes = np.unique(got.column("close").to_numpy())
+        assert len(closes) == 1  # one whole version, never a mix
+        assert closes[0] in (100.0, 101.0, 102.0, 103.0)
+    # the next write succeeds and clears what the killed writer left behind
+    s.write("binance", "BTC/USDT", "1h", got.slice(0, 10), mode="replace")
+    ddir = s.dataset_dir("binance", "BTC/USDT", "1h")
+    assert not list(ddir.glob(".*.tmp-*"))
+    assert len(list(ddir.glob("part-*.parquet"))) == 1
