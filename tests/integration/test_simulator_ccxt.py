@@ -494,3 +494,22 @@ def test_fault_switches_are_validated(trading: tuple[ExchangeSimulator, Any]) ->
     with pytest.raises(urllib.error.HTTPError):
         _admin(sim, "/_sim/faults", {"drop_mode": "sometimes"})
     assert _admin(sim, "/_sim/faults", {"clear": True})["drop_mode"] == "503"
+
+
+def test_admin_endpoints_show_orders_balances_and_request_counts(
+    trading: tuple[ExchangeSimulator, Any],
+) -> None:
+    sim, ex = trading
+    order = ex.create_order("BTC/USDT", "market", "sell", 0.1, params={"clientOrderId": "adm-1"})
+    orders = _admin(sim, "/_sim/orders")
+    assert [(o["clientOrderId"], o["apiKey"], o["status"]) for o in orders] == [
+        ("adm-1", sim.api_key, "FILLED")
+    ]
+    balances = _admin(sim, "/_sim/balances")
+    assert Decimal(balances["BTC"]["free"]) == Decimal("0.4")
+    proceeds = Decimal(order["info"]["cummulativeQuoteQty"]) - Decimal(str(order["fee"]["cost"]))
+    assert Decimal(balances["USDT"]["free"]) == Decimal(10_000) + proceeds
+    assert _admin(sim, "/_sim/stats")["POST /api/v3/order"] == 1
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        _admin(sim, "/_sim/clock", {"set_time": 0})  # the clock never goes backwards
+    assert exc.value.code == 400
