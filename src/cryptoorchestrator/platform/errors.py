@@ -176,3 +176,24 @@ class CancelledError(CryptoOrchError):
     """A long-running job (sweep, backtest run) was cancelled by the user."""
 
     code = "cancelled"
+
+
+class OrderNotFoundError(FatalExchangeError):
+    """The exchange does not know the order (by exchange id or client order id)."""
+
+    code = "order_not_found"
+
+
+class OrderStateUnknownError(RetryableExchangeError):
+    """An order was sent, its answer was lost, and the exchange could not be asked about it.
+
+    The order may or may not exist: reconcile later by ``client_order_id``, never resend blindly.
+    """
+
+    code = "order_state_unknown"
+
+    def __init__(
+        self, message: str, *, client_order_id: str, exchange_message: str | None = None
+    ) -> None:
+        self.client_order_id = client_order_id
+        super().__init__(message, exchange_message=exchange_message)
