@@ -1,1 +1,88 @@
-"""Technical indicators as numba kernels, equal to TA-Lib's element by element."""
+"""Technical indicators as numba kernels, equal to TA-Lib's element by element.
+
+Functions carry TA-Lib's lower-cased names, parameter names, defaults and output order
+(``macd(close) -> (macd, signal, hist)``), accept any 1-D numeric array (converted once to
+contiguous float64; read-only arrays are fine) and an optional ``out=`` buffer. Leading NaN bars
+are skipped and the output starts ``lookback`` bars after the first valid one, as TA-Lib does.
+Bad arguments raise :class:`IndicatorInputError` (a ``ValueError``) naming the argument.
+
+``sma_batch``, ``ema_batch`` and ``rsi_batch`` compute many periods in one pass for sweeps.
+"""
+
+from cryptoorchestrator.indicators._validate import IndicatorInputError
+from cryptoorchestrator.indicators.misc import (
+    crossed_above,
+    crossed_below,
+    rolling_max,
+    rolling_min,
+    sar,
+)
+from cryptoorchestrator.indicators.momentum import (
+    adx,
+    cci,
+    mfi,
+    minus_di,
+    mom,
+    plus_di,
+    roc,
+    rsi,
+    rsi_batch,
+    stoch,
+    stochrsi,
+    willr,
+)
+from cryptoorchestrator.indicators.overlap import (
+    bbands,
+    dema,
+    ema,
+    ema_batch,
+    kama,
+    ma,
+    macd,
+    sma,
+    sma_batch,
+    tema,
+    trima,
+    wma,
+)
+from cryptoorchestrator.indicators.volatility import atr, natr, trange
+from cryptoorchestrator.indicators.volume import obv, session_vwap, vwap
+
+__all__ = [
+    "IndicatorInputError",
+    "adx",
+    "atr",
+    "bbands",
+    "cci",
+    "crossed_above",
+    "crossed_below",
+    "dema",
+    "ema",
+    "ema_batch",
+    "kama",
+    "ma",
+    "macd",
+    "mfi",
+    "minus_di",
+    "mom",
+    "natr",
+    "obv",
+    "plus_di",
+    "roc",
+    "rolling_max",
+    "rolling_min",
+    "rsi",
+    "rsi_batch",
+    "sar",
+    "session_vwap",
+    "sma",
+    "sma_batch",
+    "stoch",
+    "stochrsi",
+    "tema",
+    "trange",
+    "trima",
+    "vwap",
+    "willr",
+    "wma",
+]

@@ -1,0 +1,1 @@
+"""Pure numba kernels behind the indicator wrappers (numpy, numba and math only)."""

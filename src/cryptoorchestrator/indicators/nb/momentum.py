@@ -1,0 +1,566 @@
+"""Momentum oscillators as numba kernels, operation for operation as TA-Lib 0.8.
+
+RSI, STOCH, STOCHRSI, WILLR, CCI, MFI, ROC, MOM, ADX, +DI and -DI. Kernels write TA-Lib's NaN
+prefix themselves and never write into their inputs.
+"""
+
+import numpy as np
+from numba import njit
+
+from cryptoorchestrator.indicators.nb.common import (
+    EPSILON,
+    fill_nan_nb,
+    first_valid3_nb,
+    first_valid4_nb,
+    first_valid_nb,
+)
+from cryptoorchestrator.indicators.nb.overlap import ma_core_nb, ma_lookback_nb
+
+
+@njit(cache=True, nogil=True)
+def rsi_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write Wilder's RSI from ``x[beg:]``; return the first output index."""
+    n = x.shape[0]
+    start = beg + period
+    if start >= n:
+        return n
+    inv = 1.0 / period
+    keep = float(period - 1)
+    gain = 0.0
+    loss = 0.0
+    prev = x[beg]
+    for i in range(beg + 1, start + 1):
+        value = x[i]
+        diff = value - prev
+        prev = value
+        if diff < 0:
+            loss -= diff
+        else:
+            gain += diff
+    gain *= inv
+    loss *= inv
+    total = gain + loss
+    out[start] = 100.0 * (gain / total) if total > 0.0 else 0.0
+    for i in range(start + 1, n):
+        value = x[i]
+        diff = value - prev
+        prev = value
+        if diff < 0:
+            gain = (gain * keep) * inv
+            loss = (loss * keep - diff) * inv
+        else:
+            gain = (gain * keep + diff) * inv
+            loss = (loss * keep) * inv
+        total = gain + loss
+        out[i] = 100.0 * (gain / total) if total > 0.0 else 0.0
+    return start
+
+
+@njit(cache=True, nogil=True)
+def rsi_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Relative strength index into ``out``."""
+    start = rsi_core_nb(x, first_valid_nb(x), period, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def rsi_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
+    """RSI for several periods; row ``r`` equals ``rsi_nb(x, periods[r])`` bit for bit."""
+    n = x.shape[0]
+    m = periods.shape[0]
+    beg = first_valid_nb(x)
+    gains = np.zeros(m)
+    losses = np.zeros(m)
+    invs = np.empty(m)
+    keeps = np.empty(m)
+    last_start = beg
+    for r in range(m):
+        p = periods[r]
+        invs[r] = 1.0 / p
+        keeps[r] = float(p - 1)
+        last_start = max(last_start, beg + p)
+        fill_nan_nb(out[r], beg + p)
+    warm = min(last_start + 1, n)
+    for i in range(beg + 1, warm):
+        diff = x[i] - x[i - 1]
+        for r in range(m):
+            s = beg + periods[r]
+            if i < s:
+                if diff < 0:
+                    losses[r] -= diff
+                else:
+                    gains[r] += diff
+                continue
+            if i == s:
+                if diff < 0:
+                    losses[r] -= diff
+                else:
+                    gains[r] += diff
+                gains[r] *= invs[r]
+                losses[r] *= invs[r]
+            elif diff < 0:
+                gains[r] = (gains[r] * keeps[r]) * invs[r]
+                losses[r] = (losses[r] * keeps[r] - diff) * invs[r]
+            else:
+                gains[r] = (gains[r] * keeps[r] + diff) * invs[r]
+                losses[r] = (losses[r] * keeps[r]) * invs[r]
+            total = gains[r] + losses[r]
+            out[r, i] = 100.0 * (gains[r] / total) if total > 0.0 else 0.0
+    for i in range(warm, n):
+        diff = x[i] - x[i - 1]
+        up = diff if diff > 0.0 else 0.0
+        down = -diff if diff < 0.0 else 0.0
+        for r in range(m):
+            g = (gains[r] * keeps[r] + up) * invs[r]
+            lo = (losses[r] * keeps[r] + down) * invs[r]
+            gains[r] = g
+            losses[r] = lo
+            total = g + lo
+            out[r, i] = 100.0 * (g / total) if total > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def fastk_core_nb(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, beg: int, period: int, out: np.ndarray
+) -> int:
+    """Write the raw stochastic %K (TA-Lib's incremental highest/lowest); return the first index."""
+    n = close.shape[0]
+    start = beg + period - 1
+    if start >= n:
+        return n
+    trailing = beg
+    lowest_idx = -1
+    highest_idx = -1
+    lowest = 0.0
+    highest = 0.0
+    diff = 0.0
+    for today in range(start, n):
+        value = low[today]
+        if lowest_idx < trailing:
+            lowest_idx = trailing
+            lowest = low[lowest_idx]
+            for i in range(lowest_idx + 1, today + 1):
+                value = low[i]
+                if value < lowest:
+                    lowest_idx = i
+                    lowest = value
+            diff = highest - lowest
+        elif value <= lowest:
+            lowest_idx = today
+            lowest = value
+            diff = highest - lowest
+        value = high[today]
+        if highest_idx < trailing:
+            highest_idx = trailing
+            highest = high[highest_idx]
+            for i in range(highest_idx + 1, today + 1):
+                value = high[i]
+                if value > highest:
+                    highest_idx = i
+                    highest = value
+            diff = highest - lowest
+        elif value >= highest:
+            highest_idx = today
+            highest = value
+            diff = highest - lowest
+        if -EPSILON < diff < EPSILON:
+            out[today] = 0.0
+        else:
+            out[today] = (close[today] - lowest) / diff * 100.0
+        trailing += 1
+    return start
+
+
+@njit(cache=True, nogil=True)
+def stoch_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    fastk_period: int,
+    slowk_period: int,
+    slowk_matype: int,
+    slowd_period: int,
+    slowd_matype: int,
+    slowk: np.ndarray,
+    slowd: np.ndarray,
+) -> None:
+    """Slow stochastic: %K smoothed by ``slowk_matype``, %D its ``slowd_matype`` average."""
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    start = (
+        beg
+        + fastk_period
+        - 1
+        + ma_lookback_nb(slowk_period, slowk_matype)
+        + ma_lookback_nb(slowd_period, slowd_matype)
+    )
+    fill_nan_nb(slowk, start)
+    fill_nan_nb(slowd, start)
+    if start >= n:
+        return
+    fastk = np.empty(n)
+    s = fastk_core_nb(high, low, close, beg, fastk_period, fastk)
+    s = ma_core_nb(fastk, s, slowk_period, slowk_matype, slowk)
+    ma_core_nb(slowk, s, slowd_period, slowd_matype, slowd)
+    fill_nan_nb(slowk, start)
+
+
+@njit(cache=True, nogil=True)
+def stochf_core_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    beg: int,
+    fastk_period: int,
+    fastd_period: int,
+    fastd_matype: int,
+    fastk: np.ndarray,
+    fastd: np.ndarray,
+) -> int:
+    """Write fast %K and %D; return the first index where both are defined."""
+    n = close.shape[0]
+    start = beg + fastk_period - 1 + ma_lookback_nb(fastd_period, fastd_matype)
+    if start >= n:
+        return n
+    s = fastk_core_nb(high, low, close, beg, fastk_period, fastk)
+    ma_core_nb(fastk, s, fastd_period, fastd_matype, fastd)
+    return start
+
+
+@njit(cache=True, nogil=True)
+def stochrsi_nb(
+    x: np.ndarray,
+    period: int,
+    fastk_period: int,
+    fastd_period: int,
+    fastd_matype: int,
+    fastk: np.ndarray,
+    fastd: np.ndarray,
+) -> None:
+    """Stochastic RSI: the fast stochastic of RSI(``period``)."""
+    n = x.shape[0]
+    beg = first_valid_nb(x)
+    start = beg + period + fastk_period - 1 + ma_lookback_nb(fastd_period, fastd_matype)
+    fill_nan_nb(fastk, start)
+    fill_nan_nb(fastd, start)
+    if start >= n:
+        return
+    rsi = np.empty(n)
+    s = rsi_core_nb(x, beg, period, rsi)
+    stochf_core_nb(rsi, rsi, rsi, s, fastk_period, fastd_period, fastd_matype, fastk, fastd)
+    fill_nan_nb(fastk, start)
+
+
+@njit(cache=True, nogil=True)
+def willr_nb(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int, out: np.ndarray
+) -> None:
+    """Williams' %R into ``out`` (between -100 and 0)."""
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    start = beg + period - 1
+    fill_nan_nb(out, start)
+    if start >= n:
+        return
+    trailing = beg
+    lowest_idx = -1
+    highest_idx = -1
+    lowest = 0.0
+    highest = 0.0
+    diff = 0.0
+    for today in range(start, n):
+        value = low[today]
+        if lowest_idx < trailing:
+            lowest_idx = trailing
+            lowest = low[lowest_idx]
+            for i in range(lowest_idx + 1, today + 1):
+                value = low[i]
+                if value < lowest:
+                    lowest_idx = i
+                    lowest = value
+            diff = highest - lowest
+        elif value <= lowest:
+            lowest_idx = today
+            lowest = value
+            diff = highest - lowest
+        value = high[today]
+        if highest_idx < trailing:
+            highest_idx = trailing
+            highest = high[highest_idx]
+            for i in range(highest_idx + 1, today + 1):
+                value = high[i]
+                if value > highest:
+                    highest_idx = i
+                    highest = value
+            diff = highest - lowest
+        elif value >= highest:
+            highest_idx = today
+            highest = value
+            diff = highest - lowest
+        out[today] = (highest - close[today]) / diff * -100.0 if diff != 0.0 else 0.0
+        trailing += 1
+
+
+@njit(cache=True, nogil=True)
+def cci_nb(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int, out: np.ndarray
+) -> None:
+    """Commodity channel index into ``out`` (TA-Lib's circular buffer order of summation)."""
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    start = beg + period - 1
+    fill_nan_nb(out, start)
+    if start >= n:
+        return
+    buf = np.empty(period)
+    idx = 0
+    for i in range(beg, start):
+        buf[idx] = (high[i] + low[i] + close[i]) / 3.0
+        idx += 1
+    for i in range(start, n):
+        last = (high[i] + low[i] + close[i]) / 3.0
+        buf[idx] = last
+        average = 0.0
+        for j in range(period):
+            average += buf[j]
+        average /= period
+        dev = 0.0
+        for j in range(period):
+            dev += abs(buf[j] - average)
+        value = last - average
+        if not (-EPSILON < value < EPSILON) and not (-EPSILON < dev < EPSILON):
+            out[i] = value / (0.015 * (dev / period))
+        else:
+            out[i] = 0.0
+        idx += 1
+        if idx == period:
+            idx = 0
+
+
+@njit(cache=True, nogil=True)
+def mfi_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    period: int,
+    out: np.ndarray,
+) -> None:
+    """Money flow index into ``out`` (0 while the window's money flow is below 1, as TA-Lib)."""
+    n = close.shape[0]
+    beg = first_valid4_nb(high, low, close, volume)
+    start = beg + period
+    fill_nan_nb(out, start)
+    if start >= n:
+        return
+    pos_buf = np.zeros(period)
+    neg_buf = np.zeros(period)
+    idx = 0
+    pos_sum = 0.0
+    neg_sum = 0.0
+    prev = (high[beg] + low[beg] + close[beg]) / 3.0
+    for today in range(beg + 1, start + 1):
+        tp = (high[today] + low[today] + close[today]) / 3.0
+        diff = tp - prev
+        prev = tp
+        flow = tp * volume[today]
+        if diff < 0:
+            neg_buf[idx] = flow
+            neg_sum += flow
+            pos_buf[idx] = 0.0
+        elif diff > 0:
+            pos_buf[idx] = flow
+            pos_sum += flow
+            neg_buf[idx] = 0.0
+        else:
+            pos_buf[idx] = 0.0
+            neg_buf[idx] = 0.0
+        idx += 1
+        if idx == period:
+            idx = 0
+    total = pos_sum + neg_sum
+    out[start] = 0.0 if total < 1.0 else 100.0 * (pos_sum / total)
+    # TA-Lib 0.8 zeroes both running sums once the whole window holds no money flow, so the
+    # rounding residue of a flat stretch does not leak into the bars after it.
+    nonzero = 0
+    for j in range(period):
+        if pos_buf[j] != 0.0 or neg_buf[j] != 0.0:
+            nonzero += 1
+    for today in range(start + 1, n):
+        if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
+            nonzero -= 1
+        pos_sum -= pos_buf[idx]
+        neg_sum -= neg_buf[idx]
+        tp = (high[today] + low[today] + close[today]) / 3.0
+        diff = tp - prev
+        prev = tp
+        flow = tp * volume[today]
+        if diff < 0:
+            neg_buf[idx] = flow
+            neg_sum += flow
+            pos_buf[idx] = 0.0
+        elif diff > 0:
+            pos_buf[idx] = flow
+            pos_sum += flow
+            neg_buf[idx] = 0.0
+        else:
+            pos_buf[idx] = 0.0
+            neg_buf[idx] = 0.0
+        if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
+            nonzero += 1
+        elif nonzero == 0:
+            pos_sum = 0.0
+            neg_sum = 0.0
+        # Subtracting the flows that leave the window can leave a sum a hair below zero.
+        pos = pos_sum if pos_sum > 0.0 else 0.0
+        neg = neg_sum if neg_sum > 0.0 else 0.0
+        total = pos + neg
+        out[today] = 0.0 if total < 1.0 else 100.0 * (pos / total)
+        idx += 1
+        if idx == period:
+            idx = 0
+
+
+@njit(cache=True, nogil=True)
+def roc_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Rate of change in percent, ``(x / x[-period] - 1) * 100``, into ``out``."""
+    n = x.shape[0]
+    beg = first_valid_nb(x)
+    start = beg + period
+    fill_nan_nb(out, start)
+    for i in range(start, n):
+        prev = x[i - period]
+        out[i] = (x[i] / prev - 1.0) * 100.0 if prev != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def mom_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Momentum ``x - x[-period]`` into ``out``."""
+    n = x.shape[0]
+    beg = first_valid_nb(x)
+    start = beg + period
+    fill_nan_nb(out, start)
+    for i in range(start, n):
+        out[i] = x[i] - x[i - period]
+
+
+@njit(cache=True, nogil=True)
+def _true_range(high: float, low: float, prev_close: float) -> float:
+    value = high - low
+    other = abs(prev_close - high)
+    if other > value:
+        value = other
+    other = abs(low - prev_close)
+    if other > value:
+        value = other
+    return value
+
+
+@njit(cache=True, nogil=True)
+def dm_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    period: int,
+    plus_di: np.ndarray,
+    minus_di: np.ndarray,
+    adx: np.ndarray,
+    want_adx: bool,
+) -> None:
+    """Wilder's directional movement: +DI, -DI and (when ``want_adx``) ADX into the buffers.
+
+    +DI and -DI start at ``period``; ADX at ``2 * period - 1``. For ``period == 1`` the DIs are
+    the raw one-bar movement over the true range, as TA-Lib.
+    """
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    di_start = beg + period
+    fill_nan_nb(plus_di, di_start)
+    fill_nan_nb(minus_di, di_start)
+    adx_start = beg + 2 * period - 1
+    if want_adx:
+        fill_nan_nb(adx, adx_start)
+    if di_start >= n:
+        return
+    if period == 1:
+        for today in range(beg + 1, n):
+            diff_p = high[today] - high[today - 1]
+            diff_m = low[today - 1] - low[today]
+            tr = _true_range(high[today], low[today], close[today - 1])
+            plus = diff_p if diff_p > 0 and diff_p > diff_m else 0.0
+            minus = diff_m if diff_m > 0 and diff_m > diff_p else 0.0
+            if -EPSILON < tr < EPSILON:
+                plus_di[today] = 0.0
+                minus_di[today] = 0.0
+            else:
+                plus_di[today] = plus / tr
+                minus_di[today] = minus / tr
+        return
+    prev_plus = 0.0
+    prev_minus = 0.0
+    prev_tr = 0.0
+    today = beg
+    prev_high = high[today]
+    prev_low = low[today]
+    prev_close = close[today]
+    for _ in range(period - 1):
+        today += 1
+        value = high[today]
+        diff_p = value - prev_high
+        prev_high = value
+        value = low[today]
+        diff_m = prev_low - value
+        prev_low = value
+        if diff_m > 0 and diff_p < diff_m:
+            prev_minus += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            prev_plus += diff_p
+        prev_tr += _true_range(prev_high, prev_low, prev_close)
+        prev_close = close[today]
+    sum_dx = 0.0
+    prev_adx = 0.0
+    while today < n - 1:
+        today += 1
+        value = high[today]
+        diff_p = value - prev_high
+        prev_high = value
+        value = low[today]
+        diff_m = prev_low - value
+        prev_low = value
+        prev_minus -= prev_minus / period
+        prev_plus -= prev_plus / period
+        if diff_m > 0 and diff_p < diff_m:
+            prev_minus += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            prev_plus += diff_p
+        prev_tr = prev_tr - prev_tr / period + _true_range(prev_high, prev_low, prev_close)
+        prev_close = close[today]
+        if prev_tr == 0.0:
+            plus_di[today] = 0.0
+            minus_di[today] = 0.0
+            continue_dx = False
+            mdi = 0.0
+            pdi = 0.0
+        else:
+            mdi = 100.0 * (prev_minus / prev_tr)
+            pdi = 100.0 * (prev_plus / prev_tr)
+            plus_di[today] = pdi
+            minus_di[today] = mdi
+            continue_dx = True
+        if not want_adx:
+            continue
+        if today <= adx_start:
+            if continue_dx:
+                total = mdi + pdi
+                if not (-EPSILON < total < EPSILON):
+                    sum_dx += 100.0 * (abs(mdi - pdi) / total)
+            if today == adx_start:
+                prev_adx = sum_dx / period
+                adx[today] = prev_adx
+            continue
+        if continue_dx:
+            total = mdi + pdi
+            if not (-EPSILON < total < EPSILON):
+                dx = 100.0 * (abs(mdi - pdi) / total)
+                prev_adx = (prev_adx * (period - 1) + dx) / period
+        adx[today] = prev_adx

@@ -1,0 +1,548 @@
+"""Moving averages, Bollinger Bands and MACD as numba kernels, operation for operation as TA-Lib.
+
+Each ``*_core_nb`` function follows TA-Lib's internal routine: it reads ``x`` from index ``beg``
+(the first valid bar), writes ``out`` from the first full window on and returns that index;
+it never touches ``out`` before it. The public ``*_nb`` kernels add TA-Lib's NaN prefix. The order
+of additions and the single roundings (``fma_nb``) are TA-Lib's, so results are bit-identical.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from cryptoorchestrator.indicators.nb.common import EPSILON, fill_nan_nb, first_valid_nb
+from cryptoorchestrator.indicators.nb.fma import fma_nb
+
+MA_SMA = 0
+MA_EMA = 1
+MA_WMA = 2
+MA_DEMA = 3
+MA_TEMA = 4
+MA_TRIMA = 5
+MA_KAMA = 6
+
+
+@njit(cache=True, nogil=True)
+def sma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write the simple moving average from ``x[beg:]``; return the first output index."""
+    n = x.shape[0]
+    start = beg + period - 1
+    if start >= n:
+        return n
+    total = 0.0
+    for i in range(beg, start):
+        total += x[i]
+    trailing = beg
+    for i in range(start, n):
+        total += x[i]
+        value = total
+        total -= x[trailing]
+        trailing += 1
+        out[i] = value / period
+    return start
+
+
+@njit(cache=True, nogil=True)
+def ema_core_nb(x: np.ndarray, beg: int, period: int, k: float, out: np.ndarray) -> int:
+    """Write the EMA seeded with the mean of the first ``period`` bars; return the first index."""
+    n = x.shape[0]
+    start = beg + period - 1
+    if start >= n:
+        return n
+    total = 0.0
+    for i in range(beg, start + 1):
+        total += x[i]
+    prev = total / period
+    out[start] = prev
+    for i in range(start + 1, n):
+        prev = fma_nb(x[i] - prev, k, prev)
+        out[i] = prev
+    return start
+
+
+@njit(cache=True, nogil=True)
+def wma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write the linearly weighted moving average; return the first output index."""
+    n = x.shape[0]
+    start = beg + period - 1
+    if start >= n:
+        return n
+    if period == 1:
+        for i in range(start, n):
+            out[i] = x[i]
+        return start
+    divider = float((period * (period + 1)) >> 1)
+    period_sub = 0.0
+    period_sum = 0.0
+    weight = 1
+    for i in range(beg, start):
+        value = x[i]
+        period_sub += value
+        period_sum += value * weight
+        weight += 1
+    trailing_value = 0.0
+    trailing = beg
+    # TA-Lib 0.8 rebuilds both running sums from the window every 8 * period outputs so that
+    # their rounding drift stays bounded; doing the same keeps the outputs bit-identical.
+    anchor = 8 * period
+    countdown = anchor - 1
+    for i in range(start, n):
+        if countdown == 0:
+            countdown = anchor
+            period_sub = 0.0
+            period_sum = 0.0
+            weight = 1
+            for j in range(i - period + 1, i):
+                value = x[j]
+                period_sub += value
+                period_sum += value * weight
+                weight += 1
+            trailing_value = 0.0
+        countdown -= 1
+        value = x[i]
+        period_sub += value
+        period_sub -= trailing_value
+        period_sum += value * period
+        trailing_value = x[trailing]
+        trailing += 1
+        out[i] = period_sum / divider
+        period_sum -= period_sub
+    return start
+
+
+@njit(cache=True, nogil=True)
+def trima_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write the triangular moving average (TA-Lib's incremental form); return the first index."""
+    n = x.shape[0]
+    start = beg + period - 1
+    if start >= n:
+        return n
+    half = period >> 1
+    odd = period % 2 == 1
+    if odd:
+        factor = 1.0 / float((half + 1) * (half + 1))
+        middle = beg + half
+    else:
+        factor = 1.0 / float(half * (half + 1))
+        middle = beg + half - 1
+    today = middle + half
+    trailing = beg
+    numerator = 0.0
+    numerator_sub = 0.0
+    for i in range(middle, trailing - 1, -1):
+        numerator_sub += x[i]
+        numerator += numerator_sub
+    numerator_add = 0.0
+    middle += 1
+    for i in range(middle, today + 1):
+        numerator_add += x[i]
+        numerator += numerator_add
+    value = x[trailing]
+    trailing += 1
+    out[start] = numerator * factor
+    today += 1
+    o = start + 1
+    while today < n:
+        numerator -= numerator_sub
+        numerator_sub -= value
+        value = x[middle]
+        middle += 1
+        numerator_sub += value
+        if odd:
+            numerator += numerator_add
+            numerator_add -= value
+        else:
+            numerator_add -= value
+            numerator += numerator_add
+        value = x[today]
+        today += 1
+        numerator_add += value
+        numerator += value
+        value = x[trailing]
+        trailing += 1
+        out[o] = numerator * factor
+        o += 1
+    return start
+
+
+@njit(cache=True, nogil=True)
+def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write Kaufman's adaptive moving average; return the first output index."""
+    n = x.shape[0]
+    start = beg + period
+    if start >= n:
+        return n
+    const_max = 2.0 / (30.0 + 1.0)
+    const_diff = 2.0 / (2.0 + 1.0) - const_max
+    sum_roc = 0.0
+    today = beg
+    trailing = beg
+    for _ in range(period):
+        diff = x[today]
+        today += 1
+        diff -= x[today]
+        sum_roc += abs(diff)
+    prev = x[today - 1]
+    value = x[today]
+    value2 = x[trailing]
+    trailing += 1
+    period_roc = value - value2
+    trailing_value = value2
+    if sum_roc <= abs(period_roc) or (-EPSILON < sum_roc < EPSILON):
+        ratio = 1.0
+    else:
+        ratio = abs(period_roc / sum_roc)
+    sc = fma_nb(ratio, const_diff, const_max)
+    sc *= sc
+    prev = fma_nb(x[today] - prev, sc, prev)
+    today += 1
+    out[start] = prev
+    while today < n:
+        value = x[today]
+        value2 = x[trailing]
+        trailing += 1
+        period_roc = value - value2
+        sum_roc -= abs(trailing_value - value2)
+        sum_roc += abs(value - x[today - 1])
+        trailing_value = value2
+        if sum_roc <= abs(period_roc) or (-EPSILON < sum_roc < EPSILON):
+            ratio = 1.0
+        else:
+            ratio = abs(period_roc / sum_roc)
+        sc = fma_nb(ratio, const_diff, const_max)
+        sc *= sc
+        prev = fma_nb(x[today] - prev, sc, prev)
+        out[today] = prev
+        today += 1
+    return start
+
+
+@njit(cache=True, nogil=True)
+def dema_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write the double EMA ``2*e1 - e2``; return the first output index."""
+    n = x.shape[0]
+    k = 2.0 / (period + 1)
+    e1 = np.empty(n)
+    s1 = ema_core_nb(x, beg, period, k, e1)
+    if s1 >= n:
+        return n
+    e2 = np.empty(n)
+    s2 = ema_core_nb(e1, s1, period, k, e2)
+    for i in range(s2, n):
+        out[i] = 2.0 * e1[i] - e2[i]
+    return s2
+
+
+@njit(cache=True, nogil=True)
+def tema_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
+    """Write the triple EMA ``3*e1 - 3*e2 + e3``; return the first output index."""
+    n = x.shape[0]
+    k = 2.0 / (period + 1)
+    e1 = np.empty(n)
+    s1 = ema_core_nb(x, beg, period, k, e1)
+    if s1 >= n:
+        return n
+    e2 = np.empty(n)
+    s2 = ema_core_nb(e1, s1, period, k, e2)
+    if s2 >= n:
+        return n
+    e3 = np.empty(n)
+    s3 = ema_core_nb(e2, s2, period, k, e3)
+    for i in range(s3, n):
+        out[i] = 3.0 * e1[i] - 3.0 * e2[i] + e3[i]
+    return s3
+
+
+@njit(cache=True, nogil=True)
+def ma_core_nb(x: np.ndarray, beg: int, period: int, matype: int, out: np.ndarray) -> int:
+    """Dispatch to the moving average ``matype`` (TA-Lib's TA_MA, types 0-6)."""
+    n = x.shape[0]
+    if period == 1:
+        for i in range(beg, n):
+            out[i] = x[i]
+        return beg
+    if matype == MA_SMA:
+        return sma_core_nb(x, beg, period, out)
+    if matype == MA_EMA:
+        return ema_core_nb(x, beg, period, 2.0 / (period + 1), out)
+    if matype == MA_WMA:
+        return wma_core_nb(x, beg, period, out)
+    if matype == MA_DEMA:
+        return dema_core_nb(x, beg, period, out)
+    if matype == MA_TEMA:
+        return tema_core_nb(x, beg, period, out)
+    if matype == MA_TRIMA:
+        return trima_core_nb(x, beg, period, out)
+    return kama_core_nb(x, beg, period, out)
+
+
+@njit(cache=True, nogil=True)
+def ma_lookback_nb(period: int, matype: int) -> int:
+    """Return TA-Lib's lookback of the moving average ``matype``."""
+    if period == 1:
+        return 0
+    if matype == MA_DEMA:
+        return 2 * (period - 1)
+    if matype == MA_TEMA:
+        return 3 * (period - 1)
+    if matype == MA_KAMA:
+        return period
+    return period - 1
+
+
+@njit(cache=True, nogil=True)
+def sma_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Simple moving average into ``out`` (NaN during the lookback)."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_SMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def ema_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Exponential moving average, ``k = 2/(period+1)``, into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_EMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def wma_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Weighted moving average into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_WMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def trima_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Triangular moving average into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_TRIMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def kama_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Kaufman adaptive moving average into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_KAMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def dema_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Double exponential moving average into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_DEMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def tema_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
+    """Triple exponential moving average into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, MA_TEMA, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def ma_nb(x: np.ndarray, period: int, matype: int, out: np.ndarray) -> None:
+    """Moving average of type ``matype`` (0-6) into ``out``."""
+    start = ma_core_nb(x, first_valid_nb(x), period, matype, out)
+    fill_nan_nb(out, start)
+
+
+@njit(cache=True, nogil=True)
+def bbands_nb(
+    x: np.ndarray,
+    period: int,
+    nbdevup: float,
+    nbdevdn: float,
+    matype: int,
+    upper: np.ndarray,
+    middle: np.ndarray,
+    lower: np.ndarray,
+) -> None:
+    """Bollinger Bands: moving average plus/minus population standard deviations."""
+    n = x.shape[0]
+    beg = first_valid_nb(x)
+    start = ma_core_nb(x, beg, period, matype, middle)
+    std_start = beg + period - 1
+    if std_start > start:
+        start = std_start
+    fill_nan_nb(upper, start)
+    fill_nan_nb(middle, start)
+    fill_nan_nb(lower, start)
+    if start >= n:
+        return
+    stddev_nb(x, start, period, lower)
+    for i in range(start, n):
+        dev = lower[i]
+        mid = middle[i]
+        upper[i] = fma_nb(dev, nbdevup, mid)
+        lower[i] = fma_nb(-dev, nbdevdn, mid)
+
+
+@njit(cache=True, nogil=True)
+def stddev_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
+    """Write the population standard deviation of the windows ending at ``start`` and later.
+
+    As TA-Lib 0.8: running sums of ``x - c`` and ``(x - c)**2`` with ``c`` the first value of a
+    window (so the sums stay small and ``E[d**2] - E[d]**2`` does not cancel catastrophically),
+    rebuilt from the window with a new ``c`` every ``32 * period`` outputs.
+    """
+    n = x.shape[0]
+    if start >= n:
+        return
+    inv = 1.0 / period
+    lo = start - period + 1
+    c = x[lo]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(lo, start):
+        d = x[j] - c
+        s1 += d
+        s2 += d * d
+    anchor = 32 * period
+    countdown = anchor - 1
+    for i in range(start, n):
+        if countdown == 0:
+            countdown = anchor
+            c = x[i - period + 1]
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(i - period + 1, i):
+                d = x[j] - c
+                s1 += d
+                s2 += d * d
+        countdown -= 1
+        d = x[i] - c
+        s1 += d
+        s2 += d * d
+        mean = s1 * inv
+        var = s2 * inv - mean * mean
+        out[i] = math.sqrt(var) if var > 0.0 else 0.0
+        d = x[i - period + 1] - c
+        s1 -= d
+        s2 -= d * d
+
+
+@njit(cache=True, nogil=True)
+def macd_nb(
+    x: np.ndarray,
+    fast: int,
+    slow: int,
+    signal: int,
+    macd: np.ndarray,
+    sig: np.ndarray,
+    hist: np.ndarray,
+) -> None:
+    """MACD with TA-Lib's alignment: both EMAs seeded at ``slow - 1``, outputs from the signal's."""
+    n = x.shape[0]
+    if slow < fast:
+        fast, slow = slow, fast
+    beg = first_valid_nb(x)
+    seed = beg + slow - 1
+    start = seed + signal - 1
+    fill_nan_nb(macd, start)
+    fill_nan_nb(sig, start)
+    fill_nan_nb(hist, start)
+    if start >= n:
+        return
+    k_fast = 2.0 / (fast + 1)
+    k_slow = 2.0 / (slow + 1)
+    total = 0.0
+    for i in range(beg, seed + 1):
+        total += x[i]
+    slow_ema = total / slow
+    total = 0.0
+    for i in range(seed - fast + 1, seed + 1):
+        total += x[i]
+    fast_ema = total / fast
+    # The signal EMA's seed is the mean of the first ``signal`` MACD values: keep them in ``hist``.
+    hist[seed] = fast_ema - slow_ema
+    for i in range(seed + 1, start + 1):
+        fast_ema = fma_nb(x[i] - fast_ema, k_fast, fast_ema)
+        slow_ema = fma_nb(x[i] - slow_ema, k_slow, slow_ema)
+        hist[i] = fast_ema - slow_ema
+    total = 0.0
+    for i in range(seed, start + 1):
+        total += hist[i]
+    sig_ema = total / signal
+    k_sig = 2.0 / (signal + 1)
+    m = hist[start]
+    macd[start] = m
+    sig[start] = sig_ema
+    hist[start] = m - sig_ema
+    for i in range(start + 1, n):
+        fast_ema = fma_nb(x[i] - fast_ema, k_fast, fast_ema)
+        slow_ema = fma_nb(x[i] - slow_ema, k_slow, slow_ema)
+        m = fast_ema - slow_ema
+        sig_ema = fma_nb(m - sig_ema, k_sig, sig_ema)
+        macd[i] = m
+        sig[i] = sig_ema
+        hist[i] = m - sig_ema
+    fill_nan_nb(hist, start)
+
+
+@njit(cache=True, nogil=True)
+def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
+    """SMA for several periods in one pass; row ``r`` is bit-identical to ``sma_nb``."""
+    n = x.shape[0]
+    m = periods.shape[0]
+    beg = first_valid_nb(x)
+    totals = np.zeros(m)
+    starts = np.empty(m, dtype=np.int64)
+    last_start = beg
+    for r in range(m):
+        starts[r] = beg + periods[r] - 1
+        last_start = max(last_start, starts[r])
+        fill_nan_nb(out[r], starts[r])
+    warm = min(last_start, n)
+    for i in range(beg, warm):
+        xi = x[i]
+        for r in range(m):
+            totals[r] += xi
+            if i >= starts[r]:
+                value = totals[r]
+                totals[r] -= x[i - periods[r] + 1]
+                out[r, i] = value / periods[r]
+    for i in range(warm, n):
+        xi = x[i]
+        for r in range(m):
+            p = periods[r]
+            value = totals[r] + xi
+            totals[r] = value - x[i - p + 1]
+            out[r, i] = value / p
+
+
+@njit(cache=True, nogil=True)
+def ema_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
+    """EMA for several periods in one pass; row ``r`` is bit-identical to ``ema_nb``."""
+    n = x.shape[0]
+    m = periods.shape[0]
+    beg = first_valid_nb(x)
+    prev = np.zeros(m)
+    ks = np.empty(m)
+    starts = np.empty(m, dtype=np.int64)
+    last_start = beg
+    for r in range(m):
+        p = periods[r]
+        ks[r] = 2.0 / (p + 1)
+        starts[r] = beg + p - 1
+        last_start = max(last_start, starts[r])
+        fill_nan_nb(out[r], starts[r])
+    warm = min(last_start + 1, n)
+    for i in range(beg, warm):
+        xi = x[i]
+        for r in range(m):
+            s = starts[r]
+            if i < s:
+                prev[r] += xi
+            elif i == s:
+                prev[r] = (prev[r] + xi) / periods[r]
+                out[r, i] = prev[r]
+            else:
+                prev[r] = fma_nb(xi - prev[r], ks[r], prev[r])
+                out[r, i] = prev[r]
+    for i in range(warm, n):
+        xi = x[i]
+        for r in range(m):
+            v = fma_nb(xi - prev[r], ks[r], prev[r])
+            prev[r] = v
+            out[r, i] = v

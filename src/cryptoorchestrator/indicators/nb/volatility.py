@@ -1,0 +1,69 @@
+"""True range, ATR and NATR as numba kernels, operation for operation as TA-Lib 0.8."""
+
+import numpy as np
+from numba import njit
+
+from cryptoorchestrator.indicators.nb.common import fill_nan_nb, first_valid3_nb
+from cryptoorchestrator.indicators.nb.fma import fma_nb
+
+
+@njit(cache=True, nogil=True)
+def _true_range(high: float, low: float, prev_close: float) -> float:
+    value = high - low
+    other = abs(prev_close - high)
+    if other > value:
+        value = other
+    other = abs(low - prev_close)
+    if other > value:
+        value = other
+    return value
+
+
+@njit(cache=True, nogil=True)
+def trange_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray) -> None:
+    """True range (from the second bar) into ``out``."""
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    fill_nan_nb(out, beg + 1)
+    for i in range(beg + 1, n):
+        out[i] = _true_range(high[i], low[i], close[i - 1])
+
+
+@njit(cache=True, nogil=True)
+def atr_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    period: int,
+    normalized: bool,
+    out: np.ndarray,
+) -> None:
+    """Wilder's average true range (``normalized``: NATR, percent of close) into ``out``."""
+    n = close.shape[0]
+    beg = first_valid3_nb(high, low, close)
+    start = beg + period
+    fill_nan_nb(out, start)
+    if start >= n:
+        return
+    if period == 1:
+        for i in range(start, n):
+            # TA-Lib answers period 1 with the plain true range, for NATR too.
+            out[i] = _true_range(high[i], low[i], close[i - 1])
+        return
+    total = 0.0
+    for i in range(beg + 1, start + 1):
+        total += _true_range(high[i], low[i], close[i - 1])
+    prev = total / period
+    out[start] = _normalize(prev, close[start]) if normalized else prev
+    b = (period - 1) / period
+    a = 1.0 - b
+    for i in range(start + 1, n):
+        prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - 1]) * a)
+        out[i] = _normalize(prev, close[i]) if normalized else prev
+
+
+@njit(cache=True, nogil=True)
+def _normalize(value: float, close: float) -> float:
+    if close == 0.0:
+        return 0.0
+    return (value / close) * 100.0
