@@ -1,0 +1,626 @@
+"""Paper trading: the :class:`ExecutionClient` interface over virtual balances in the database.
+
+Prices come from any market-data source with the read half of the interface (a public
+:class:`~cryptoorchestrator.platform.exchange.ccxt_client.CcxtExecutionClient` on a real
+exchange or on the simulator).  Everything the paper "exchange" knows lives in the database, so
+a bot that restarts finds its paper orders, fills and balances exactly as a live bot finds them
+on the exchange:
+
+* balances: :class:`~cryptoorchestrator.platform.storage.models.PaperBalance` rows
+  (``free`` / ``locked`` per asset, exact decimals);
+* orders and fills: :class:`~cryptoorchestrator.platform.storage.models.Order` and
+  :class:`~cryptoorchestrator.platform.storage.models.Trade` rows with ``exchange =
+  "paper:<account id>"`` and ``bot_id`` NULL.  They are the *exchange's* records, apart from the
+  bot's own order rows: their ``client_order_id`` column holds ``paper:<account id>:<client order
+  id>`` so both can exist (that column is unique).  Lists of a user's orders should leave out
+  ``exchange LIKE 'paper:%'`` rows, as they leave out an exchange's own books.
+
+Accepting an order, filling it and moving balances happen in one transaction: after a crash an
+order either does not exist (send it again with the same client order id) or exists with its
+fills.  A second order with a client order id already used returns the existing order instead
+of a duplicate.
+
+Matching: market orders fill at once at the ask (buy) or bid (sell) moved ``slippage_bps``
+against the trader; a limit order that crosses fills at once at the better of its price and the
+quote; otherwise it rests, locking its funds, and fills whole at its price when a later look at
+the ticker shows the quote through it (every read of orders or balances looks, and so does
+:meth:`PaperBroker.process`).  Fees follow Binance: ``fee_rate`` of the received asset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.exchange.execution import (
+    Balance,
+    Candle,
+    ExchangeOrder,
+    ExecutionClient,
+    Fill,
+    MarketInfo,
+    OrderRejected,
+    OrderRequest,
+    PreparedOrder,
+    Ticker,
+    prepare_order,
+)
+from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType, normalize_symbol
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.models import Order, PaperBalance, Trade
+
+_FEE_PLACES = Decimal("0.00000001")
+_OPEN = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+
+
+class MarketDataSource(Protocol):
+    """The read half of :class:`ExecutionClient` that paper trading needs."""
+
+    async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
+        """Return every market by unified symbol."""
+        ...
+
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        """Return the latest prices of ``symbol``."""
+        ...
+
+    async def fetch_ohlcv(
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        """Return candles, oldest first."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(ts: datetime | None) -> int | None:
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return int(ts.timestamp() * 1000)
+
+
+class PaperBroker(ExecutionClient):
+    """Simulated execution on live prices with balances, orders and fills in the database.
+
+    Parameters
+    ----------
+    settings
+        Where the database is.
+    account_id
+        The :class:`~cryptoorchestrator.platform.storage.models.ExchangeAccount` (mode
+        ``paper``) whose virtual balances these are.
+    market_data
+        Where prices and markets come from.
+    fee_rate
+        Commission rate of every fill (Binance's default 0.1 %).
+    slippage_bps
+        How far market orders fill from the quote, against the trader.
+    clock
+        Aware UTC time of fills (tests may fix it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        account_id: int,
+        market_data: MarketDataSource,
+        *,
+        fee_rate: Decimal | str = Decimal("0.001"),
+        slippage_bps: Decimal | str | int = 0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.settings = settings
+        self.account_id = int(account_id)
+        self.market_data = market_data
+        self.fee_rate = Decimal(fee_rate)
+        self.slippage_bps = Decimal(slippage_bps)
+        self._clock = clock
+        self.exchange_name = f"paper:{self.account_id}"
+        self.account_key = self.exchange_name
+        # One transaction at a time per broker; other processes are kept out by row locks.
+        self._lock = asyncio.Lock()
+
+    def _key(self, client_order_id: str) -> str:
+        return f"{self.exchange_name}:{client_order_id}"
+
+    async def _db(self, fn: Callable[[Session], object]) -> object:
+        def run() -> object:
+            with session_scope(self.settings) as session:
+                return fn(session)
+
+        async with self._lock:
+            return await asyncio.to_thread(run)
+
+    # ------------------------------------------------------------------ balances
+
+    async def fund(
+        self, balances: Mapping[str, Decimal | str | int], *, reset: bool = False
+    ) -> None:
+        """Give the account its starting balances (once: later calls keep what exists).
+
+        Parameters
+        ----------
+        balances
+            Asset -> free amount.
+        reset
+            Overwrite existing balances (and release nothing: use on an account without open
+            orders).
+        """
+        wanted = {a.upper(): Decimal(v) for a, v in balances.items()}
+        for asset, amount in wanted.items():
+            if not amount.is_finite() or amount < 0:
+                raise InvalidInputError(f"balances.{asset}", "must be a non-negative number")
+
+        def run(session: Session) -> None:
+            rows = self._balance_rows(session, lock=True)
+            if rows and not reset:
+                return
+            for asset, amount in wanted.items():
+                row = rows.get(asset)
+                if row is None:
+                    session.add(
+                        PaperBalance(
+                            account_id=self.account_id, asset=asset, free=amount, locked=Decimal(0)
+                        )
+                    )
+                else:
+                    row.free, row.locked = amount, Decimal(0)
+
+        await self._db(run)
+
+    def _balance_rows(self, session: Session, *, lock: bool) -> dict[str, PaperBalance]:
+        query = select(PaperBalance).where(PaperBalance.account_id == self.account_id)
+        if lock:
+            # Another process trading the same paper account waits here (PostgreSQL).
+            query = query.with_for_update()
+        return {row.asset: row for row in session.scalars(query)}
+
+    @staticmethod
+    def _row(
+        session: Session, rows: dict[str, PaperBalance], account_id: int, asset: str
+    ) -> PaperBalance:
+        row = rows.get(asset)
+        if row is None:
+            row = PaperBalance(
+                account_id=account_id, asset=asset, free=Decimal(0), locked=Decimal(0)
+            )
+            session.add(row)
+            rows[asset] = row
+        return row
+
+    async def fetch_balances(self) -> dict[str, Balance]:
+        """Return the virtual balances (after filling resting orders the price reached)."""
+        await self.process()
+
+        def run(session: Session) -> dict[str, Balance]:
+            rows = self._balance_rows(session, lock=False)
+            return {
+                a: Balance(a, r.free, r.locked)
+                for a, r in sorted(rows.items())
+                if r.free or r.locked
+            }
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ market data
+
+    async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
+        """Return the market-data source's markets."""
+        return await self.market_data.load_markets(reload)
+
+    async def fetch_ohlcv(
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        """Return the market-data source's candles."""
+        return await self.market_data.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        """Return the market-data source's ticker."""
+        return await self.market_data.fetch_ticker(normalize_symbol(symbol))
+
+    # ------------------------------------------------------------------ orders
+
+    def _slipped(self, price: Decimal, side: OrderSide, market: MarketInfo) -> Decimal:
+        if not self.slippage_bps:
+            return price
+        factor = self.slippage_bps / Decimal(10_000)
+        buy = side is OrderSide.BUY
+        moved = price * (1 + factor) if buy else price * (1 - factor)
+        tick = market.price_tick
+        if not tick:
+            return moved
+        # Against the trader, as slippage is: a buyer pays the next tick up, a seller gets less.
+        units = (moved / tick).to_integral_value(rounding=ROUND_CEILING if buy else ROUND_FLOOR)
+        return max(tick, units * tick)
+
+    async def create_order(self, request: OrderRequest) -> ExchangeOrder | OrderRejected:
+        """Fill or book an order against the current quote, in one transaction."""
+        market = await self.market(request.symbol)
+        ticker = await self.fetch_ticker(request.symbol)
+        quote = ticker.price_for(request.side)
+        prepared = prepare_order(market, request, quote)
+        if isinstance(prepared, OrderRejected):
+            return prepared
+        if quote is None:
+            return OrderRejected(
+                request.client_order_id, request.symbol, "no_reference_price", "no quote to fill at"
+            )
+        fill_price: Decimal | None
+        if request.type is OrderType.MARKET:
+            fill_price = self._slipped(quote, request.side, market)
+        else:
+            assert prepared.price is not None
+            crosses = (
+                quote <= prepared.price
+                if request.side is OrderSide.BUY
+                else quote >= prepared.price
+            )
+            fill_price = (
+                (
+                    min(quote, prepared.price)
+                    if request.side is OrderSide.BUY
+                    else max(quote, prepared.price)
+                )
+                if crosses
+                else None
+            )
+        now = self._clock()
+
+        def run(session: Session) -> ExchangeOrder | OrderRejected:
+            existing = session.scalar(
+                select(Order).where(Order.client_order_id == self._key(request.client_order_id))
+            )
+            if existing is not None:
+                return self._to_order(session, existing)
+            return self._book(session, prepared, market, fill_price, now)
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    def _book(
+        self,
+        session: Session,
+        prepared: PreparedOrder,
+        market: MarketInfo,
+        fill_price: Decimal | None,
+        now: datetime,
+    ) -> ExchangeOrder | OrderRejected:
+        request = prepared.request
+        amount = prepared.amount
+        rows = self._balance_rows(session, lock=True)
+        buy = request.side is OrderSide.BUY
+        need_asset = market.quote if buy else market.base
+        if buy:
+            need = amount * (prepared.price if prepared.price is not None else fill_price or 0)
+        else:
+            need = amount
+        have = rows[need_asset].free if need_asset in rows else Decimal(0)
+        if need > have:
+            return OrderRejected(
+                request.client_order_id,
+                request.symbol,
+                "insufficient_funds",
+                f"needs {need} {need_asset}, {have} free",
+                sent=True,
+            )
+        order = Order(
+            bot_id=None,
+            client_order_id=self._key(request.client_order_id),
+            exchange=self.exchange_name,
+            symbol=request.symbol,
+            side=request.side.value,
+            type=request.type.value,
+            price=prepared.price,
+            amount=amount,
+            filled=Decimal(0),
+            status=OrderStatus.OPEN.value,
+            submitted_at=now,
+        )
+        session.add(order)
+        session.flush()  # the row id is the paper exchange's order id
+        order.exchange_order_id = str(order.id)
+        if fill_price is None:
+            # Resting: lock what it may spend.
+            row = self._row(session, rows, self.account_id, need_asset)
+            row.free -= need
+            row.locked += need
+        else:
+            self._fill(session, rows, order, market, fill_price, now, locked=False)
+        session.flush()
+        return self._to_order(session, order)
+
+    def _fill(
+        self,
+        session: Session,
+        rows: dict[str, PaperBalance],
+        order: Order,
+        market: MarketInfo,
+        price: Decimal,
+        now: datetime,
+        *,
+        locked: bool,
+    ) -> None:
+        """Fill the whole order at ``price``; ``locked``: its funds were locked when it rested."""
+        qty = order.amount - order.filled
+        cost = price * qty
+        base = self._row(session, rows, self.account_id, market.base)
+        quote = self._row(session, rows, self.account_id, market.quote)
+        if order.side == OrderSide.BUY.value:
+            fee = (qty * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+            fee_currency = market.base
+            if locked:
+                reserved = qty * (order.price or price)
+                quote.locked -= reserved
+                quote.free += reserved - cost
+            else:
+                quote.free -= cost
+            base.free += qty - fee
+        else:
+            fee = (cost * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+            fee_currency = market.quote
+            if locked:
+                base.locked -= qty
+            else:
+                base.free -= qty
+            quote.free += cost - fee
+        count = len(list(session.scalars(select(Trade.id).where(Trade.order_id == order.id))))
+        session.add(
+            Trade(
+                bot_id=None,
+                order_id=order.id,
+                exchange_trade_id=f"{order.id}-{count + 1}",
+                symbol=order.symbol,
+                side=order.side,
+                price=price,
+                amount=qty,
+                fee=fee,
+                fee_currency=fee_currency,
+                timestamp=now,
+            )
+        )
+        order.filled = order.amount
+        order.average_price = price
+        order.status = OrderStatus.FILLED.value
+        order.closed_at = now
+
+    async def process(self, symbol: str | None = None) -> list[ExchangeOrder]:
+        """Fill resting orders whose price the current quote reached; return the filled ones."""
+
+        def open_symbols(session: Session) -> list[str]:
+            query = select(Order.symbol).where(
+                Order.exchange == self.exchange_name, Order.status.in_(_OPEN)
+            )
+            if symbol is not None:
+                query = query.where(Order.symbol == normalize_symbol(symbol))
+            return sorted(set(session.scalars(query)))
+
+        symbols: Sequence[str] = await self._db(open_symbols)  # type: ignore[assignment]
+        filled: list[ExchangeOrder] = []
+        for sym in symbols:
+            market = await self.market(sym)
+            ticker = await self.fetch_ticker(sym)
+            now = self._clock()
+
+            def run(
+                session: Session,
+                sym: str = sym,
+                market: MarketInfo = market,
+                ticker: Ticker = ticker,
+                now: datetime = now,
+            ) -> list[ExchangeOrder]:
+                rows = self._balance_rows(session, lock=True)
+                out = []
+                query = (
+                    select(Order)
+                    .where(
+                        Order.exchange == self.exchange_name,
+                        Order.symbol == sym,
+                        Order.status.in_(_OPEN),
+                    )
+                    .order_by(Order.id)
+                    .with_for_update()
+                )
+                for order in session.scalars(query):
+                    assert order.price is not None
+                    if order.side == OrderSide.BUY.value:
+                        reached = ticker.ask is not None and ticker.ask <= order.price
+                    else:
+                        reached = ticker.bid is not None and ticker.bid >= order.price
+                    if not reached and ticker.last is not None:
+                        reached = (
+                            ticker.last <= order.price
+                            if order.side == OrderSide.BUY.value
+                            else ticker.last >= order.price
+                        )
+                    if reached:
+                        # A resting order is a maker: it fills at its own price.
+                        self._fill(session, rows, order, market, order.price, now, locked=True)
+                        session.flush()
+                        out.append(self._to_order(session, order))
+                return out
+
+            filled.extend(await self._db(run))  # type: ignore[arg-type]
+        return filled
+
+    def _find(
+        self,
+        session: Session,
+        order_id: str | None,
+        client_order_id: str | None,
+        *,
+        lock: bool = False,
+    ) -> Order | None:
+        query = select(Order).where(Order.exchange == self.exchange_name)
+        if order_id:
+            query = query.where(Order.exchange_order_id == str(order_id))
+        elif client_order_id:
+            query = query.where(Order.client_order_id == self._key(client_order_id))
+        else:
+            raise InvalidInputError("order_id", "give an exchange order id or a client order id")
+        if lock:
+            query = query.with_for_update()
+        return session.scalar(query)
+
+    async def fetch_order(
+        self,
+        symbol: str,
+        *,
+        order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> ExchangeOrder | None:
+        """Return a paper order by id or client order id; None when it does not exist."""
+        await self.process(symbol)
+        sym = normalize_symbol(symbol)
+
+        def run(session: Session) -> ExchangeOrder | None:
+            order = self._find(session, order_id, client_order_id)
+            if order is None or order.symbol != sym:
+                return None
+            return self._to_order(session, order)
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    async def cancel_order(
+        self,
+        symbol: str,
+        *,
+        order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> ExchangeOrder | None:
+        """Cancel a resting order and release its funds; return its state, None if unknown."""
+        await self.process(symbol)
+        sym = normalize_symbol(symbol)
+        market = await self.market(sym)
+        now = self._clock()
+
+        def run(session: Session) -> ExchangeOrder | None:
+            rows = self._balance_rows(session, lock=True)
+            order = self._find(session, order_id, client_order_id, lock=True)
+            if order is None or order.symbol != sym:
+                return None
+            if order.status in _OPEN:
+                remaining = order.amount - order.filled
+                if order.side == OrderSide.BUY.value:
+                    row = self._row(session, rows, self.account_id, market.quote)
+                    release = remaining * (order.price or Decimal(0))
+                else:
+                    row = self._row(session, rows, self.account_id, market.base)
+                    release = remaining
+                row.locked -= release
+                row.free += release
+                order.status = OrderStatus.CANCELED.value
+                order.closed_at = now
+                session.flush()
+            return self._to_order(session, order)
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
+        """Return resting paper orders (of ``symbol``, or all)."""
+        await self.process(symbol)
+
+        def run(session: Session) -> list[ExchangeOrder]:
+            query = select(Order).where(
+                Order.exchange == self.exchange_name, Order.status.in_(_OPEN)
+            )
+            if symbol is not None:
+                query = query.where(Order.symbol == normalize_symbol(symbol))
+            return [self._to_order(session, o) for o in session.scalars(query.order_by(Order.id))]
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    async def fetch_my_trades(
+        self,
+        symbol: str,
+        since_ms: int | None = None,
+        limit: int | None = None,
+        *,
+        order_id: str | None = None,
+    ) -> list[Fill]:
+        """Return paper fills in ``symbol``, oldest first."""
+        await self.process(symbol)
+        sym = normalize_symbol(symbol)
+
+        def run(session: Session) -> list[Fill]:
+            query = (
+                select(Trade, Order.exchange_order_id)
+                .join(Order, Trade.order_id == Order.id)
+                .where(Order.exchange == self.exchange_name, Trade.symbol == sym)
+            )
+            if order_id is not None:
+                query = query.where(Order.exchange_order_id == str(order_id))
+            fills = [_fill_value(t, oid or "") for t, oid in session.execute(query)]
+            fills.sort(key=lambda f: (f.timestamp_ms, f.trade_id))
+            if since_ms is not None:
+                fills = [f for f in fills if f.timestamp_ms >= since_ms]
+            return fills[:limit] if limit else fills
+
+        return await self._db(run)  # type: ignore[return-value]
+
+    def _to_order(self, session: Session, order: Order) -> ExchangeOrder:
+        trades = list(
+            session.scalars(select(Trade).where(Trade.order_id == order.id).order_by(Trade.id))
+        )
+        fills = tuple(_fill_value(t, order.exchange_order_id or "") for t in trades)
+        fee = sum((f.fee for f in fills), Decimal(0)) if fills else None
+        prefix = f"{self.exchange_name}:"
+        cost = sum((f.cost for f in fills), Decimal(0))
+        return ExchangeOrder(
+            order_id=order.exchange_order_id or str(order.id),
+            client_order_id=order.client_order_id.removeprefix(prefix),
+            symbol=order.symbol,
+            side=OrderSide(order.side),
+            type=OrderType(order.type),
+            status=OrderStatus(order.status),
+            amount=order.amount,
+            filled=order.filled,
+            price=order.price,
+            average_price=order.average_price,
+            cost=cost,
+            timestamp_ms=_ms(order.submitted_at),
+            fills=fills,
+            fee=fee,
+            fee_currency=fills[0].fee_currency if fills else None,
+        )
+
+    async def close(self) -> None:
+        """Close the market-data source."""
+        await self.market_data.close()
+
+
+def _fill_value(trade: Trade, order_id: str) -> Fill:
+    return Fill(
+        trade_id=trade.exchange_trade_id,
+        order_id=order_id,
+        symbol=trade.symbol,
+        side=OrderSide(trade.side),
+        price=trade.price,
+        amount=trade.amount,
+        fee=trade.fee,
+        fee_currency=trade.fee_currency,
+        timestamp_ms=_ms(trade.timestamp) or 0,
+        is_maker=None,
+    )

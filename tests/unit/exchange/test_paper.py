@@ -1,0 +1,277 @@
+"""Paper broker: exact virtual balances in the database, fills, resting orders, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from cryptoorchestrator.platform.exchange.execution import (
+    Candle,
+    ExchangeOrder,
+    MarketInfo,
+    OrderRejected,
+    OrderRequest,
+    Ticker,
+)
+from cryptoorchestrator.platform.exchange.paper import PaperBroker
+from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage import db
+from cryptoorchestrator.platform.storage.models import ExchangeAccount, Order, Trade, User
+
+BTC = MarketInfo(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    amount_step=Decimal("0.00001"),
+    price_tick=Decimal("0.01"),
+    min_amount=Decimal("0.00001"),
+    min_notional=Decimal("5"),
+)
+NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+class Prices:
+    """A market-data source whose quote the test sets (the broker's only input)."""
+
+    def __init__(self) -> None:
+        self.ticker = Ticker(
+            "BTC/USDT", last=Decimal("60000"), bid=Decimal("59999.99"), ask=Decimal("60000.01")
+        )
+        self.closed = False
+
+    def quote(self, bid: str, ask: str) -> None:
+        self.ticker = Ticker("BTC/USDT", last=Decimal(bid), bid=Decimal(bid), ask=Decimal(ask))
+
+    async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
+        return {"BTC/USDT": BTC}
+
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        return self.ticker
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int | None = None
+    ) -> list[Candle]:
+        return [Candle(0, 1.0, 2.0, 0.5, 1.5, 10.0)]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def setup(db_url: str, tmp_path: object) -> Iterator[tuple[Settings, int]]:
+    settings = Settings(database_url=db_url, secret_key="x" * 32)
+    db.upgrade(settings)
+    with db.session_scope(settings) as s:
+        user = User(email="p@example.com", password_hash="x")
+        s.add(user)
+        s.flush()
+        account = ExchangeAccount(user_id=user.id, name="paper", exchange="binance", mode="paper")
+        s.add(account)
+        s.flush()
+        account_id = account.id
+    yield settings, account_id
+    db.dispose_engines()
+
+
+def broker(setup: tuple[Settings, int], prices: Prices, **kw: object) -> PaperBroker:
+    settings, account_id = setup
+    return PaperBroker(settings, account_id, prices, clock=lambda: NOW, **kw)  # type: ignore[arg-type]
+
+
+def req(side: str, otype: str, amount: str, cid: str, price: str | None = None) -> OrderRequest:
+    return OrderRequest(
+        "BTC/USDT",
+        OrderSide(side),
+        OrderType(otype),
+        Decimal(amount),
+        cid,
+        Decimal(price) if price else None,
+    )
+
+
+def test_market_buy_then_sell_moves_balances_exactly(setup: tuple[Settings, int]) -> None:
+    prices = Prices()
+    b = broker(setup, prices)
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"USDT": Decimal("10000")})
+        buy = await b.create_order(req("buy", "market", "0.0123456", "buy-1"))
+        after_buy = await b.fetch_balances()
+        prices.quote("61000.00", "61000.01")
+        sell = await b.create_order(req("sell", "market", "0.01", "sell-1"))
+        return buy, after_buy, sell, await b.fetch_balances()
+
+    buy, after_buy, sell, final = asyncio.run(scenario())
+    assert isinstance(buy, ExchangeOrder)
+    assert buy.status is OrderStatus.FILLED
+    assert buy.amount == Decimal("0.01234")  # rounded down to the lot step
+    assert buy.average_price == Decimal("60000.01")  # buys pay the ask
+    fee = Decimal("0.01234") * Decimal("0.001")
+    assert buy.fee == fee
+    assert buy.fee_currency == "BTC"
+    assert after_buy["USDT"].free == Decimal("10000") - Decimal("0.01234") * Decimal("60000.01")
+    assert after_buy["BTC"].free == Decimal("0.01234") - fee
+    assert isinstance(sell, ExchangeOrder)
+    proceeds = Decimal("0.01") * Decimal("61000.00")
+    assert final["USDT"].free == after_buy["USDT"].free + proceeds - proceeds * Decimal("0.001")
+    assert final["BTC"].free == after_buy["BTC"].free - Decimal("0.01")
+    assert final["BTC"].locked == 0
+
+
+def test_slippage_moves_market_fills_against_the_trader(setup: tuple[Settings, int]) -> None:
+    b = broker(setup, Prices(), slippage_bps=10)
+
+    async def scenario() -> object:
+        await b.fund({"USDT": 1000})
+        return await b.create_order(req("buy", "market", "0.001", "s-1"))
+
+    order = asyncio.run(scenario())
+    assert isinstance(order, ExchangeOrder)
+    assert order.average_price == Decimal("60060.02")  # 60000.01 * 1.001, on the tick
+
+
+def test_refusals_are_values_and_leave_no_trace(setup: tuple[Settings, int]) -> None:
+    settings, _ = setup
+    b = broker(setup, Prices())
+
+    async def scenario() -> tuple[object, object, object]:
+        await b.fund({"USDT": 100})
+        poor = await b.create_order(req("buy", "market", "0.01", "poor-1"))
+        tiny = await b.create_order(req("buy", "market", "0.00005", "tiny-1"))
+        lookup = await b.fetch_order("BTC/USDT", client_order_id="poor-1")
+        return poor, tiny, lookup
+
+    poor, tiny, lookup = asyncio.run(scenario())
+    assert isinstance(poor, OrderRejected)
+    assert poor.code == "insufficient_funds"
+    assert isinstance(tiny, OrderRejected)
+    assert tiny.code == "min_notional"
+    assert lookup is None  # proves the order does not exist: safe to send again
+    with db.session_scope(settings) as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 0
+    assert asyncio.run(b.fetch_balances())["USDT"].free == 100
+
+
+def test_limit_order_rests_locks_funds_and_fills_when_price_crosses(
+    setup: tuple[Settings, int],
+) -> None:
+    prices = Prices()
+    b = broker(setup, prices)
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"USDT": 1000})
+        placed = await b.create_order(req("buy", "limit", "0.01", "lim-1", "59000"))
+        resting = await b.fetch_balances()
+        still_open = await b.fetch_open_orders("BTC/USDT")
+        prices.quote("58990.00", "58990.01")
+        done = await b.fetch_order("BTC/USDT", client_order_id="lim-1")
+        return placed, resting, still_open, done, await b.fetch_balances()
+
+    placed, resting, still_open, done, final = asyncio.run(scenario())
+    assert isinstance(placed, ExchangeOrder)
+    assert placed.status is OrderStatus.OPEN
+    assert resting["USDT"].locked == Decimal("590")
+    assert resting["USDT"].free == Decimal("410")
+    assert [o.client_order_id for o in still_open] == ["lim-1"]  # type: ignore[attr-defined]
+    assert isinstance(done, ExchangeOrder)
+    assert done.status is OrderStatus.FILLED
+    assert done.average_price == Decimal("59000")  # a resting order fills at its price
+    assert final["USDT"].total == Decimal("410")
+    assert final["BTC"].free == Decimal("0.01") - Decimal("0.00001")
+
+
+def test_marketable_limit_fills_at_the_better_quote(setup: tuple[Settings, int]) -> None:
+    b = broker(setup, Prices())
+
+    async def scenario() -> object:
+        await b.fund({"USDT": 1000})
+        return await b.create_order(req("buy", "limit", "0.001", "lim-x", "61000"))
+
+    order = asyncio.run(scenario())
+    assert isinstance(order, ExchangeOrder)
+    assert order.status is OrderStatus.FILLED
+    assert order.average_price == Decimal("60000.01")
+
+
+def test_cancel_releases_locked_funds_and_is_idempotent(setup: tuple[Settings, int]) -> None:
+    b = broker(setup, Prices())
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"USDT": 1000, "BTC": "0.5"})
+        await b.create_order(req("sell", "limit", "0.2", "ask-1", "70000"))
+        locked = await b.fetch_balances()
+        first = await b.cancel_order("BTC/USDT", client_order_id="ask-1")
+        again = await b.cancel_order("BTC/USDT", client_order_id="ask-1")
+        unknown = await b.cancel_order("BTC/USDT", order_id="999999")
+        return locked, first, again, unknown, await b.fetch_balances()
+
+    locked, first, again, unknown, final = asyncio.run(scenario())
+    assert locked["BTC"].locked == Decimal("0.2")  # type: ignore[index]
+    assert isinstance(first, ExchangeOrder)
+    assert first.status is OrderStatus.CANCELED
+    assert again == first
+    assert unknown is None
+    assert final["BTC"].free == Decimal("0.5")  # type: ignore[index]
+    assert final["BTC"].locked == 0  # type: ignore[index]
+
+
+def test_same_client_order_id_never_makes_a_second_order(setup: tuple[Settings, int]) -> None:
+    settings, _ = setup
+    b = broker(setup, Prices())
+
+    async def scenario() -> tuple[object, object]:
+        await b.fund({"USDT": 1000})
+        first = await b.create_order(req("buy", "market", "0.001", "dup-1"))
+        second = await b.create_order(req("buy", "market", "0.001", "dup-1"))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first == second
+    with db.session_scope(settings) as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 1
+        assert s.scalar(select(func.count()).select_from(Trade)) == 1
+
+
+def test_state_survives_a_restart(setup: tuple[Settings, int]) -> None:
+    prices = Prices()
+
+    async def before() -> ExchangeOrder:
+        b = broker(setup, prices)
+        await b.fund({"USDT": 1000})
+        await b.create_order(req("buy", "market", "0.002", "r-1"))
+        placed = await b.create_order(req("buy", "limit", "0.002", "r-2", "50000"))
+        assert isinstance(placed, ExchangeOrder)
+        await b.close()
+        return placed
+
+    placed = asyncio.run(before())
+    assert prices.closed
+
+    async def after() -> tuple[object, ...]:
+        b = broker(setup, prices)  # a new process: nothing in memory
+        await b.fund({"USDT": 5})  # a restarted bot funding again changes nothing
+        filled = await b.fetch_order("BTC/USDT", client_order_id="r-1")
+        open_orders = await b.fetch_open_orders()
+        trades = await b.fetch_my_trades("BTC/USDT")
+        return filled, open_orders, trades, await b.fetch_balances()
+
+    filled, open_orders, trades, balances = asyncio.run(after())
+    assert isinstance(filled, ExchangeOrder)
+    assert filled.status is OrderStatus.FILLED
+    assert open_orders == [placed]
+    assert [t.order_id for t in trades] == [filled.order_id]  # type: ignore[attr-defined]
+    assert balances["USDT"].locked == Decimal("100")  # type: ignore[index]
+    assert balances["USDT"].total == Decimal(1000) - Decimal("0.002") * Decimal("60000.01")  # type: ignore[index]
+
+
+def test_market_data_passes_through(setup: tuple[Settings, int]) -> None:
+    b = broker(setup, Prices())
+    candles = asyncio.run(b.fetch_ohlcv("BTC/USDT", "1h"))
+    assert candles == [Candle(0, 1.0, 2.0, 0.5, 1.5, 10.0)]
+    assert asyncio.run(b.market("btc-usdt")) == BTC
