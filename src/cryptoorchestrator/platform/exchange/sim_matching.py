@@ -5,7 +5,9 @@ at once at the replayed price moved against the trader by ``slippage_bps``; limi
 lock their funds, and fill at their limit price when the replayed price path reaches it as the
 clock advances (see :mod:`cryptoorchestrator.platform.exchange.sim_market`).  With
 ``partial_fill_ratio`` set, a resting limit order fills at most that fraction of its original
-quantity per candle in which the price trades through it.  Fees are Binance's: a rate of the
+quantity per candle in which the price trades through it, and a market order executes at once as
+several trades of that fraction (one fill per chunk, as Binance reports one fill per price level
+a market order crosses).  Fees are Binance's: a rate of the
 received asset (a buyer pays in base, a seller in quote).
 
 Rejections use Binance's own error codes and messages (:class:`BinanceReject`), which the HTTP
@@ -432,10 +434,17 @@ class MatchingEngine:
             order.locked_left = need
         if marketable:
             candle = market.visible_count(now) - 1
-            chunk = self._chunk(order, spec) if otype != "MARKET" else order.remaining
-            if tif in ("IOC", "FOK") and otype != "MARKET":
-                chunk = order.remaining
-            self._fill(account, order, spec, fill_price, chunk, now, candle, is_maker=False)
+            if otype == "MARKET":
+                # A market order sweeps the book at once; with partial fills on it executes as
+                # several trades (as Binance reports one fill per price level it crossed).
+                while order.remaining > 0:
+                    chunk = self._chunk(order, spec)
+                    self._fill(account, order, spec, fill_price, chunk, now, candle, is_maker=False)
+            else:
+                chunk = self._chunk(order, spec)
+                if tif in ("IOC", "FOK"):
+                    chunk = order.remaining
+                self._fill(account, order, spec, fill_price, chunk, now, candle, is_maker=False)
             if tif == "IOC" and order.is_open:
                 self._cancel(account, order, spec, now, status="EXPIRED")
         account.update_time = now

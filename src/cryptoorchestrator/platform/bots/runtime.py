@@ -1,0 +1,699 @@
+"""The bot runtime: the trading loop of one bot, with the database as the source of truth.
+
+``BotRuntime`` knows nothing of Ray; ``cluster.bot_actor.BotActor`` is a thin shell around it.
+
+On each closed candle
+---------------------
+1. Evaluate the strategy on a rolling window of closed candles: the same ``signals`` code as a
+   backtest, read at the last closed bar, so live and backtest decisions cannot diverge.
+2. Decide as the backtest engine does (an entry and an exit of one side on one bar cancel; an
+   opposite entry closes the position).  Spot accounts cannot short: short entries only close.
+3. Persist the order **intent** with a deterministic client order id
+   ``co<bot>-<candle open ms>-<tag>`` before anything leaves the process.
+4. Ask the risk gate; a denial (or a late or unreachable risk actor) marks the intent denied.
+5. Submit through the execution client; persist the answer and every fill (fills are unique per
+   order and exchange trade id, so a fill can be offered twice and is stored once), and update
+   the position and cash in the same transaction.
+6. Snapshot equity at the candle's close and report it (breaches halt the bot).
+
+Crash safety
+------------
+Killing the process at any point is safe.  On (re)start the runtime reconciles every order that
+is not final: it asks the exchange by client order id and adopts what happened (status, filled
+amount, every fill it had missed).  An intent the exchange never saw is resubmitted (same id)
+only when it belongs to the newest closed candle; an older one is cancelled as stale.  Candles
+missed while down are not replayed: the bot resumes with the newest closed candle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from cryptoorchestrator.platform.errors import (
+    CryptoOrchError,
+    OrderStateUnknownError,
+    RetryableExchangeError,
+)
+from cryptoorchestrator.platform.exchange.execution import (
+    Candle,
+    ExchangeOrder,
+    ExecutionClient,
+    Fill,
+    OrderRejected,
+    OrderRequest,
+)
+from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus, OrderType
+from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
+from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Order, Position, Trade
+from cryptoorchestrator.platform.storage.types import utcnow
+
+_OPEN = (
+    OrderStatus.INTENT.value,
+    OrderStatus.SUBMITTED.value,
+    OrderStatus.OPEN.value,
+    OrderStatus.PARTIALLY_FILLED.value,
+)
+_ZERO = Decimal(0)
+
+
+class SignalSource(Protocol):
+    """Evaluates a strategy over a window of bars (the cluster layer binds the registry)."""
+
+    def __call__(self, bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
+        """Return ``(long_entry, long_exit, short_entry, short_exit)`` at the last bar."""
+        ...
+
+
+#: Asks the risk gate about an order (``cluster.risk_actor.request_approval`` bound to a handle).
+RiskGate = Callable[[OrderCheck], Awaitable[RiskDecision]]
+#: Receives events for ``/ws/bots`` and the risk actor: ``(kind, payload)``.
+EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """What the runtime needs from the bot's stored configuration."""
+
+    bot_id: int
+    symbol: str
+    timeframe: str
+    exchange: str
+    starting_balance: Decimal
+    max_position_pct: Decimal
+    risk_per_trade_pct: Decimal
+    stop_loss_pct: Decimal | None = None
+    take_profit_pct: Decimal | None = None
+    trailing_stop_pct: Decimal | None = None
+    fee_rate: Decimal = Decimal("0.001")
+    window: int = 500
+
+    @classmethod
+    def from_row(cls, bot: Bot, exchange: str, window: int = 500) -> BotSettings:
+        """Build from a ``bots`` row."""
+        return cls(
+            bot_id=bot.id,
+            symbol=bot.trading_pair,
+            timeframe=bot.timeframe,
+            exchange=exchange,
+            starting_balance=bot.starting_balance or Decimal(10_000),
+            max_position_pct=bot.max_position_size,
+            risk_per_trade_pct=bot.risk_per_trade,
+            stop_loss_pct=bot.stop_loss,
+            take_profit_pct=bot.take_profit,
+            trailing_stop_pct=bot.trailing_stop,
+            window=window,
+        )
+
+
+@dataclass
+class Ledger:
+    """The bot's own books, exact: cash in quote, position in base, costs and P&L.
+
+    The position's cost basis (quote paid, fees included) is kept as a total rather than an
+    average price, so a full exit realises exactly ``proceeds - basis`` with no rounding.
+    """
+
+    cash: Decimal
+    amount: Decimal = _ZERO
+    cost_basis: Decimal = _ZERO
+    realized_pnl: Decimal = _ZERO
+    fees_paid: Decimal = _ZERO
+    peak_price: Decimal = _ZERO  # highest price since entry, for trailing stops
+
+    @property
+    def average_price(self) -> Decimal:
+        """Cost basis per unit held (fees included); zero when flat."""
+        return self.cost_basis / self.amount if self.amount > 0 else _ZERO
+
+    def equity(self, mark: Decimal) -> Decimal:
+        """Cash plus the position marked at ``mark``."""
+        return self.cash + self.amount * mark
+
+    def apply(self, fill: Fill, base: str, quote: str) -> Decimal:
+        """Apply one fill (spot: fees in the received asset, or quote); return realised P&L."""
+        fee_quote = _ZERO
+        pnl = _ZERO
+        if fill.side is OrderSide.BUY:
+            received, paid = fill.amount, fill.cost
+            if fill.fee_currency == base:
+                # Paid in units never received: the basis is the quote spent.
+                received -= fill.fee
+                fee_quote = fill.fee * fill.price
+            else:
+                paid += fill.fee
+                fee_quote = fill.fee
+            self.cash -= paid
+            self.amount += received
+            self.cost_basis += paid
+            self.peak_price = max(self.peak_price, fill.price)
+        else:
+            proceeds = fill.cost
+            sold = fill.amount
+            if fill.fee_currency == base:
+                sold += fill.fee
+                fee_quote = fill.fee * fill.price
+            else:
+                proceeds -= fill.fee
+                fee_quote = fill.fee
+            self.cash += proceeds
+            if sold >= self.amount:
+                basis_out = self.cost_basis
+            else:
+                basis_out = self.cost_basis * sold / self.amount
+            pnl = proceeds - basis_out
+            self.cost_basis -= basis_out
+            self.amount -= sold
+            if self.amount <= 0:
+                self.amount, self.cost_basis, self.peak_price = _ZERO, _ZERO, _ZERO
+        self.fees_paid += fee_quote
+        self.realized_pnl += pnl
+        return pnl
+
+
+@dataclass
+class RuntimeState:
+    """What control calls report while the loop runs (read without locks: plain values)."""
+
+    status: BotStatus = BotStatus.STARTING
+    reason: str | None = None
+    last_candle_ms: int | None = None
+    last_decision_ms: float | None = None
+    orders_sent: int = 0
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
+    """Return ``"buy"`` (open long), ``"sell"`` (close long) or None, as the engine decides.
+
+    Mirrors ``platform.backtest.nb._decide_nb`` restricted to a spot account: an entry and an
+    exit of one side on one bar cancel; a short entry while long closes the long.
+    """
+    if le and lx:
+        le = lx = False
+    if se and sx:
+        se = sx = False
+    if position > 0:
+        return "sell" if (se or lx) else None
+    return "buy" if (le and not se) else None
+
+
+def client_order_id(bot_id: int, candle_ms: int, tag: str) -> str:
+    """Return the deterministic client order id of a decision (same candle: same id)."""
+    return f"co{bot_id}-{candle_ms}-{tag}"
+
+
+def candle_of(client_id: str) -> int | None:
+    """Return the candle time encoded in one of our client order ids."""
+    parts = client_id.split("-")
+    if len(parts) == 3 and parts[0].startswith("co") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+class BotRuntime:
+    """One bot's trading loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: BotSettings,
+        settings: Settings,
+        client: ExecutionClient,
+        signals: SignalSource,
+        risk: RiskGate,
+        *,
+        clock: Clock | None = None,
+        events: EventSink | None = None,
+        on_equity: Callable[[Decimal], Awaitable[None]] | None = None,
+        poll_interval_s: float = 1.0,
+        settle_s: float = 11.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.client = client
+        self.signals = signals
+        self.risk = risk
+        self.clock = clock or LiveClock()
+        self.events = events
+        self.on_equity = on_equity
+        self.poll_interval_s = poll_interval_s
+        self.settle_s = settle_s
+        self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
+        self.state = RuntimeState()
+        self.ledger = Ledger(cash=config.starting_balance)
+        self._tf_ms = timeframe_to_ms(config.timeframe)
+        base, _, quote = config.symbol.partition("/")
+        self._base, self._quote = base, quote.split(":")[0]
+        self._stop = asyncio.Event()
+        self._unconfirmed = False
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish after the current step."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop.is_set()
+
+    async def prepare(self) -> None:
+        """Load the books from the database and reconcile with the exchange (before trading)."""
+        self._load_ledger()
+        await self.reconcile()
+
+    async def run(self) -> None:
+        """Trade until :meth:`request_stop`: process each newly closed candle once."""
+        while not self._stop.is_set():
+            try:
+                await self.poll_once()
+            except RetryableExchangeError as exc:
+                self.state.errors += 1
+                self.log.warning("exchange unavailable, retrying: %s", exc)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    # -------------------------------------------------------------------------- the loop
+
+    async def poll_once(self) -> bool:
+        """Process the newest closed candle if it is new; return whether one was processed."""
+        if self._unconfirmed:
+            self._unconfirmed = False
+            await self.reconcile()
+        candles = await self._closed_candles()
+        if not candles or candles[-1].timestamp_ms == self.state.last_candle_ms:
+            return False
+        if self.state.last_candle_ms is not None and candles[-1].timestamp_ms < (
+            self.state.last_candle_ms
+        ):
+            return False  # the exchange answered from a stale replica: never go back in time
+        await self.on_candle(candles)
+        return True
+
+    async def _closed_candles(self) -> list[Candle]:
+        candles = await self.client.fetch_ohlcv(
+            self.config.symbol, self.config.timeframe, limit=self.config.window + 1
+        )
+        # The exchange's last candle is the one still forming: decisions use closed bars only.
+        return candles[:-1]
+
+    async def on_candle(self, candles: list[Candle]) -> None:
+        """Decide and act on the newest closed candle of ``candles`` (oldest first)."""
+        started = self.clock.monotonic()
+        last = candles[-1]
+        bars = {
+            "timestamp": np.array([c.timestamp_ms for c in candles], dtype=np.int64),
+            "open": np.array([c.open for c in candles], dtype=np.float64),
+            "high": np.array([c.high for c in candles], dtype=np.float64),
+            "low": np.array([c.low for c in candles], dtype=np.float64),
+            "close": np.array([c.close for c in candles], dtype=np.float64),
+            "volume": np.array([c.volume for c in candles], dtype=np.float64),
+        }
+        action, tag, reason = self._stop_exit(last)
+        if action is None:
+            le, lx, se, sx = self.signals(bars)
+            action = decide(self.ledger.amount, le, lx, se, sx)
+            tag, reason = ("L" if action == "buy" else "X"), "signal"
+        if action is not None:
+            await self._act(last, action, tag, reason)
+        mark = Decimal(repr(last.close))
+        if self.ledger.amount > 0:
+            self.ledger.peak_price = max(self.ledger.peak_price, Decimal(repr(last.high)))
+        self._snapshot(last, mark)
+        self.state.last_candle_ms = last.timestamp_ms
+        self.state.last_decision_ms = (self.clock.monotonic() - started) * 1000
+        if self.on_equity is not None:
+            await self.on_equity(self.ledger.equity(mark))
+
+    def _stop_exit(self, candle: Candle) -> tuple[str | None, str, str]:
+        """Exit a long position whose stop-loss, take-profit or trailing stop the candle hit."""
+        cfg, book = self.config, self.ledger
+        if book.amount <= 0 or book.average_price <= 0:
+            return None, "", ""
+        low, high = Decimal(repr(candle.low)), Decimal(repr(candle.high))
+        hundred = Decimal(100)
+        # The conservative rule, as in the backtest: when a stop and a target are both inside
+        # one candle, assume the stop was hit first.
+        if cfg.stop_loss_pct is not None and low <= book.average_price * (
+            1 - cfg.stop_loss_pct / hundred
+        ):
+            return "sell", "S", "stop_loss"
+        if cfg.trailing_stop_pct is not None and book.peak_price > 0:
+            if low <= book.peak_price * (1 - cfg.trailing_stop_pct / hundred):
+                return "sell", "T", "trailing_stop"
+        if cfg.take_profit_pct is not None and high >= book.average_price * (
+            1 + cfg.take_profit_pct / hundred
+        ):
+            return "sell", "P", "take_profit"
+        return None, "", ""
+
+    async def _act(self, candle: Candle, action: str, tag: str, reason: str) -> None:
+        cfg = self.config
+        cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
+        ticker = await self.client.fetch_ticker(cfg.symbol)
+        side = OrderSide.BUY if action == "buy" else OrderSide.SELL
+        price = ticker.price_for(side) or Decimal(repr(candle.close))
+        if side is OrderSide.BUY:
+            amount = self._entry_amount(price)
+        else:
+            amount = self.ledger.amount
+        if amount <= 0:
+            return
+        market = await self.client.market(cfg.symbol)
+        amount = market.round_amount(amount)
+        if amount <= 0:
+            self.log.info("order below the lot step skipped", extra={"client_order_id": cid})
+            return
+        existing = self._intent(cid, side, amount, price)
+        if existing is not None and existing != OrderStatus.INTENT.value:
+            return  # this decision was already carried out (before a restart)
+        stop_price = None
+        if side is OrderSide.BUY and cfg.stop_loss_pct is not None:
+            stop_price = price * (1 - cfg.stop_loss_pct / Decimal(100))
+        decision = await self.risk(
+            OrderCheck(
+                bot_id=cfg.bot_id,
+                client_order_id=cid,
+                symbol=cfg.symbol,
+                side=side,
+                amount=amount,
+                price=price,
+                reduce_only=side is OrderSide.SELL,
+                stop_price=stop_price,
+            )
+        )
+        if not decision.approved:
+            self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
+            await self._emit(
+                "order_denied",
+                {"clientOrderId": cid, "reason": decision.reason, "limit": decision.limit},
+            )
+            return
+        await self._submit(OrderRequest(cfg.symbol, side, OrderType.MARKET, amount, cid), reason)
+
+    def _entry_amount(self, price: Decimal) -> Decimal:
+        """Size an entry as the backtest engine does: risk-based with a stop, else a fraction."""
+        cfg = self.config
+        equity = self.ledger.equity(price)
+        one_plus_fee = 1 + cfg.fee_rate
+        cap = equity * cfg.max_position_pct / Decimal(100) * one_plus_fee
+        if cfg.stop_loss_pct is not None and cfg.stop_loss_pct > 0:
+            budget = equity * cfg.risk_per_trade_pct / cfg.stop_loss_pct * one_plus_fee
+            budget = min(budget, cap)
+        else:
+            budget = cap
+        budget = min(budget, self.ledger.cash)
+        return budget / one_plus_fee / price if budget > 0 else _ZERO
+
+    async def _submit(self, request: OrderRequest, reason: str) -> None:
+        self._mark(request.client_order_id, OrderStatus.SUBMITTED, reason, submitted=True)
+        try:
+            result = await self.client.create_order(request)
+        except OrderStateUnknownError as exc:
+            # The answer was lost and the exchange cannot be asked now: keep the order
+            # "submitted" and let reconciliation find out what happened on the next poll.
+            self._unconfirmed = True
+            self.log.warning("order state unknown, will reconcile: %s", exc)
+            return
+        except RetryableExchangeError as exc:
+            # Certainly not sent (circuit open, rate limited before sending): the decision lapses.
+            self._mark(request.client_order_id, OrderStatus.CANCELED, f"not sent: {exc}")
+            return
+        self.state.orders_sent += 1
+        if isinstance(result, OrderRejected):
+            self._mark(request.client_order_id, OrderStatus.REJECTED, result.reason)
+            await self._emit(
+                "order_rejected",
+                {"clientOrderId": request.client_order_id, "reason": result.reason},
+            )
+            return
+        await self._adopt(result)
+
+    # ------------------------------------------------------------------- reconciliation
+
+    async def reconcile(self) -> int:
+        """Adopt what the exchange did with every order not yet final; return how many."""
+        with session_scope(self.settings) as session:
+            pending = session.scalars(
+                select(Order).where(Order.bot_id == self.config.bot_id, Order.status.in_(_OPEN))
+            ).all()
+            rows = [(o.client_order_id, o.status, o.submitted_at) for o in pending]
+        newest = None
+        if rows:
+            candles = await self._closed_candles()
+            newest = candles[-1].timestamp_ms if candles else None
+        now = utcnow()
+        for cid, status, submitted_at in rows:
+            order = await self.client.fetch_order(self.config.symbol, client_order_id=cid)
+            if order is not None:
+                await self._adopt(order)
+            elif (
+                status == OrderStatus.SUBMITTED.value
+                and submitted_at is not None
+                and (now - submitted_at).total_seconds() < self.settle_s
+            ):
+                # A request in flight may still arrive (the exchange accepts it within its
+                # receive window): ask again on the next poll before concluding anything.
+                self._unconfirmed = True
+            elif candle_of(cid) == newest:
+                # The exchange never got it and never will; the decision is still current, so
+                # the next on_candle sends it, under the same client order id.
+                if status != OrderStatus.INTENT.value:
+                    self._mark(cid, OrderStatus.INTENT, "not received by the exchange; resending")
+            else:
+                why = "never reached the exchange; stale after restart"
+                self._mark(cid, OrderStatus.CANCELED, why)
+        return len(rows)
+
+    async def _adopt(self, order: ExchangeOrder) -> None:
+        """Persist the exchange's view of an order and every fill of it we had missed."""
+        fills = list(order.fills)
+        if order.filled > sum((f.amount for f in fills), _ZERO):
+            fills = await self.client.fetch_my_trades(self.config.symbol, order_id=order.order_id)
+        new_fills = self._record(order, fills)
+        for fill in new_fills:
+            await self._emit(
+                "fill",
+                {
+                    "clientOrderId": order.client_order_id,
+                    "price": str(fill.price),
+                    "amount": str(fill.amount),
+                    "side": fill.side.value,
+                },
+            )
+        if order.is_final:
+            await self._emit(
+                "order",
+                {
+                    "clientOrderId": order.client_order_id,
+                    "status": order.status.value,
+                    "filled": str(order.filled),
+                },
+            )
+
+    def _record(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
+        """Store the order's state and its new fills, and move the books, in one transaction."""
+        assert order.client_order_id is not None
+        applied: list[Fill] = []
+        with session_scope(self.settings) as session:
+            row = session.scalars(
+                select(Order).where(Order.client_order_id == order.client_order_id)
+            ).one()
+            row.exchange_order_id = order.order_id
+            row.average_price = order.average_price
+            stored = session.scalars(select(Trade).where(Trade.order_id == row.id)).all()
+            known = {t.exchange_trade_id for t in stored}
+            have = sum((t.amount for t in stored), _ZERO) + sum(
+                (f.amount for f in fills if f.trade_id not in known), _ZERO
+            )
+            complete = have >= order.filled
+            # An order is final in our books only once every fill of it is stored; until then
+            # it stays open, so reconciliation comes back for the missing fills.
+            if order.is_final and not complete:
+                row.status = OrderStatus.PARTIALLY_FILLED.value
+            else:
+                row.status = order.status.value
+            row.filled = min(have, order.filled)
+            if order.is_final and complete and row.closed_at is None:
+                row.closed_at = utcnow()
+            for fill in fills:
+                if fill.trade_id in known:
+                    continue
+                pnl = self.ledger.apply(fill, self._base, self._quote)
+                session.add(
+                    Trade(
+                        bot_id=self.config.bot_id,
+                        order_id=row.id,
+                        exchange_trade_id=fill.trade_id,
+                        symbol=fill.symbol,
+                        side=fill.side.value,
+                        price=fill.price,
+                        amount=fill.amount,
+                        fee=fill.fee,
+                        fee_currency=fill.fee_currency,
+                        realized_pnl=pnl if fill.side is OrderSide.SELL else None,
+                        timestamp=ms_to_datetime(fill.timestamp_ms),
+                    )
+                )
+                known.add(fill.trade_id)
+                applied.append(fill)
+            if applied:
+                self._save_position(session)
+        return applied
+
+    # ------------------------------------------------------------------------ persistence
+
+    def _intent(self, cid: str, side: OrderSide, amount: Decimal, price: Decimal) -> str | None:
+        """Persist a new intent; return the status of an existing order with this id, if any."""
+        try:
+            with session_scope(self.settings) as session:
+                existing = session.scalars(
+                    select(Order.status).where(Order.client_order_id == cid)
+                ).first()
+                if existing is not None:
+                    return existing
+                session.add(
+                    Order(
+                        bot_id=self.config.bot_id,
+                        client_order_id=cid,
+                        exchange=self.config.exchange,
+                        symbol=self.config.symbol,
+                        side=side.value,
+                        type=OrderType.MARKET.value,
+                        price=price,
+                        amount=amount,
+                        status=OrderStatus.INTENT.value,
+                    )
+                )
+        except IntegrityError:  # another incarnation of this bot got there first
+            return "exists"
+        return None
+
+    def _mark(self, cid: str, status: OrderStatus, reason: str, *, submitted: bool = False) -> None:
+        with session_scope(self.settings) as session:
+            row = session.scalars(select(Order).where(Order.client_order_id == cid)).one()
+            row.status = status.value
+            row.status_reason = reason
+            if submitted:
+                row.submitted_at = utcnow()
+            if status.is_final:
+                row.closed_at = utcnow()
+
+    def _save_position(self, session: Any) -> None:
+        pos = session.scalars(
+            select(Position).where(
+                Position.bot_id == self.config.bot_id, Position.symbol == self.config.symbol
+            )
+        ).first()
+        if pos is None:
+            pos = Position(bot_id=self.config.bot_id, symbol=self.config.symbol)
+            session.add(pos)
+        pos.amount = self.ledger.amount
+        pos.average_price = self.ledger.average_price
+        pos.realized_pnl = self.ledger.realized_pnl
+        pos.fees_paid = self.ledger.fees_paid
+
+    def _snapshot(self, candle: Candle, mark: Decimal) -> None:
+        value = self.ledger.amount * mark
+        with session_scope(self.settings) as session:
+            session.add(
+                EquitySnapshot(
+                    bot_id=self.config.bot_id,
+                    timestamp=ms_to_datetime(candle.timestamp_ms + self._tf_ms),
+                    equity=self.ledger.cash + value,
+                    cash=self.ledger.cash,
+                    position_value=value,
+                )
+            )
+
+    def _load_ledger(self) -> None:
+        """Rebuild the books exactly from the stored fills (the database is the truth)."""
+        book = Ledger(cash=self.config.starting_balance)
+        with session_scope(self.settings) as session:
+            trades = session.scalars(
+                select(Trade).where(Trade.bot_id == self.config.bot_id).order_by(Trade.id)
+            ).all()
+            for t in trades:
+                book.apply(
+                    Fill(
+                        trade_id=t.exchange_trade_id,
+                        order_id=str(t.order_id),
+                        symbol=t.symbol,
+                        side=OrderSide(t.side),
+                        price=t.price,
+                        amount=t.amount,
+                        fee=t.fee,
+                        fee_currency=t.fee_currency,
+                        timestamp_ms=int(t.timestamp.timestamp() * 1000),
+                    ),
+                    self._base,
+                    self._quote,
+                )
+            last = session.scalars(
+                select(EquitySnapshot)
+                .where(EquitySnapshot.bot_id == self.config.bot_id)
+                .order_by(EquitySnapshot.timestamp.desc())
+                .limit(1)
+            ).first()
+            if last is not None:
+                self.state.last_candle_ms = int(last.timestamp.timestamp() * 1000) - self._tf_ms
+        self.ledger = book
+
+    async def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self.log.info(kind, extra={"event": kind, **payload})
+        if self.events is not None:
+            try:
+                await self.events(kind, {"botId": self.config.bot_id, **payload})
+            except CryptoOrchError:
+                self.log.warning("event sink refused %s", kind)
+
+    # -------------------------------------------------------------------------- control
+
+    async def cancel_open_orders(self) -> int:
+        """Cancel every open order of the bot on the exchange; return how many."""
+        cancelled = 0
+        for order in await self.client.fetch_open_orders(self.config.symbol):
+            cid = order.client_order_id or ""
+            if not cid.startswith(f"co{self.config.bot_id}-"):
+                continue  # another bot's order on a shared account
+            result = await self.client.cancel_order(self.config.symbol, client_order_id=cid)
+            if result is not None:
+                await self._adopt(result)
+                cancelled += 1
+        return cancelled
+
+    async def flatten(self) -> bool:
+        """Sell the whole position at market (kill switch); return whether an order was sent."""
+        if self.ledger.amount <= 0:
+            return False
+        market = await self.client.market(self.config.symbol)
+        amount = market.round_amount(self.ledger.amount)
+        if amount <= 0:
+            return False
+        cid = client_order_id(self.config.bot_id, self.clock.now_ms(), "K")
+        ticker = await self.client.fetch_ticker(self.config.symbol)
+        price = ticker.price_for(OrderSide.SELL) or self.ledger.average_price
+        if self._intent(cid, OrderSide.SELL, amount, price) is not None:
+            return False
+        await self._submit(
+            OrderRequest(self.config.symbol, OrderSide.SELL, OrderType.MARKET, amount, cid),
+            "kill switch: flatten",
+        )
+        return True

@@ -1,0 +1,233 @@
+"""The bot runtime against ccxt's real binance class and the exchange simulator.
+
+Crashes are injected at every point of an order's life (before submit, after the exchange
+accepted it but before the answer was stored, between fills); a fresh runtime then reconciles.
+Each case must end with exactly one order at the exchange and every fill stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, Ledger, decide
+from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
+from cryptoorchestrator.platform.exchange.execution import Fill
+from cryptoorchestrator.platform.model import OrderSide
+from cryptoorchestrator.platform.model.clock import TestClock
+from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision, RiskLimits
+from cryptoorchestrator.platform.risk.manager import RiskManager
+from cryptoorchestrator.platform.storage import db
+from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order, Position, Trade
+
+HOUR = 3_600_000
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, nothing is cleaned up."""
+
+
+class Scripted:
+    """Signals from a script: buy on the n-th decision, sell on the m-th."""
+
+    def __init__(self, buy_at: int, sell_at: int) -> None:
+        self.calls = 0
+        self.buy_at, self.sell_at = buy_at, sell_at
+
+    def __call__(self, bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
+        self.calls += 1
+        return self.calls == self.buy_at, self.calls == self.sell_at, False, False
+
+
+def make_runtime(
+    settings: Any, bot_id: int, sim: Any, signals: Any, manager: RiskManager | None = None
+) -> BotRuntime:
+    client = CcxtExecutionClient.for_exchange(
+        "binance",
+        api_key=sim.api_key,
+        secret=sim.api_secret,
+        api_url=sim.base_url,
+        account_id=f"test-{bot_id}-{id(signals)}",
+        enable_rate_limit=False,
+    )
+    manager = manager or RiskManager(RiskLimits(max_orders_per_minute=1000), TestClock())
+    manager.register_bot(
+        bot_id, equity=Decimal(10_000), max_position_pct=Decimal(50), risk_per_trade_pct=Decimal(1)
+    )
+
+    async def gate(check: OrderCheck) -> RiskDecision:
+        return manager.approve(check)
+
+    cfg = BotSettings(
+        bot_id=bot_id,
+        symbol="BTC/USDT",
+        timeframe="1h",
+        exchange="binance",
+        starting_balance=Decimal(10_000),
+        max_position_pct=Decimal(50),
+        risk_per_trade_pct=Decimal(1),
+        window=100,
+    )
+    return BotRuntime(cfg, settings, client, signals, gate, poll_interval_s=0.01, settle_s=0.0)
+
+
+async def step(rt: BotRuntime, sim: Any, n: int) -> None:
+    for _ in range(n):
+        sim.advance(HOUR)
+        assert await rt.poll_once()
+
+
+def exchange_orders(sim: Any) -> list[dict[str, Any]]:
+    return [o for o in sim.orders() if o["clientOrderId"].startswith("co")]
+
+
+def test_decide_mirrors_the_engine() -> None:
+    assert decide(Decimal(0), True, False, False, False) == "buy"
+    assert decide(Decimal(0), True, True, False, False) is None
+    assert decide(Decimal(1), False, True, False, False) == "sell"
+    assert decide(Decimal(1), False, False, True, False) == "sell"
+    assert decide(Decimal(0), False, False, True, False) is None  # spot cannot short
+    assert decide(Decimal(1), True, False, False, False) is None
+
+
+def test_ledger_is_exact_with_base_and_quote_fees() -> None:
+    book = Ledger(cash=Decimal(1000))
+    book.apply(
+        Fill(
+            "1",
+            "o",
+            "BTC/USDT",
+            OrderSide.BUY,
+            Decimal(100),
+            Decimal(2),
+            Decimal("0.002"),
+            "BTC",
+            0,
+        ),
+        "BTC",
+        "USDT",
+    )
+    assert book.cash == Decimal(800)
+    assert book.amount == Decimal("1.998")
+    pnl = book.apply(
+        Fill(
+            "2",
+            "o2",
+            "BTC/USDT",
+            OrderSide.SELL,
+            Decimal(110),
+            Decimal("1.998"),
+            Decimal("0.21978"),
+            "USDT",
+            0,
+        ),
+        "BTC",
+        "USDT",
+    )
+    assert book.amount == 0
+    assert book.cash == Decimal(800) + Decimal("219.78") - Decimal("0.21978")
+    # the buy's fee was paid in BTC: the basis is the 200 USDT spent for 1.998 BTC
+    assert pnl == Decimal("219.78") - Decimal("0.21978") - Decimal(200)
+    assert book.realized_pnl == pnl
+    assert book.fees_paid == Decimal("0.2") + Decimal("0.21978")
+
+
+def test_round_trip_books_match_the_exchange(sim: Any, bot_db: Any) -> None:
+    settings, bot_id = bot_db
+
+    async def scenario() -> BotRuntime:
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=4))
+        await rt.prepare()
+        await step(rt, sim, 5)
+        await rt.client.close()
+        return rt
+
+    rt = asyncio.run(scenario())
+    orders = exchange_orders(sim)
+    assert [o["side"] for o in orders] == ["BUY", "SELL"]
+    assert all(o["status"] == "FILLED" for o in orders)
+    with db.session_scope(settings) as session:
+        stored = session.scalars(select(Order).order_by(Order.id)).all()
+        assert [o.status for o in stored] == ["filled", "filled"]
+        assert [o.exchange_order_id for o in stored] == [str(o["orderId"]) for o in orders]
+        trades = session.scalars(select(Trade)).all()
+        assert sum(t.amount for t in trades if t.side == "buy") == Decimal(orders[0]["executedQty"])
+        assert session.query(EquitySnapshot).count() == 5
+        pos = session.scalars(select(Position)).one()
+        assert pos.amount == rt.ledger.amount
+    # The bot's books equal the exchange's balances, to the last satoshi and cent.
+    balances = sim.balances()
+    assert rt.ledger.cash == sum(balances["USDT"])
+    assert rt.ledger.amount == sum(balances.get("BTC", (Decimal(0), Decimal(0))))
+    # The entry used half the equity (maxPositionSize 50 %), as the backtest sizes it.
+    buy = Decimal(orders[0]["cummulativeQuoteQty"])
+    assert Decimal(4900) < buy <= Decimal(5000)
+
+
+@pytest.mark.parametrize("sim", ["0.25"], indirect=True)  # market orders fill in 4 trades
+@pytest.mark.parametrize("point", ["before_submit", "after_accept", "between_fills"])
+def test_crash_at_any_point_leaves_one_order_and_every_fill(
+    point: str, sim: Any, bot_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, bot_id = bot_db
+
+    async def first_life() -> None:
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=99))
+        await rt.prepare()
+        real_create = rt.client.create_order
+        real_record = rt._record  # noqa: SLF001
+
+        async def crashing_create(request: Any) -> Any:
+            if point == "before_submit":
+                raise Crash
+            await real_create(request)
+            raise Crash  # accepted by the exchange, answer never stored
+
+        def crashing_record(order: Any, fills: list[Fill]) -> list[Fill]:
+            applied = real_record(order, fills[:1])
+            if len(fills) > 1 or order.filled > sum(f.amount for f in fills[:1]):
+                raise Crash
+            return applied
+
+        if point == "between_fills":
+            monkeypatch.setattr(rt, "_record", crashing_record)
+        else:
+            monkeypatch.setattr(rt.client, "create_order", crashing_create)
+        sim.advance(HOUR)
+        try:
+            with pytest.raises(Crash):
+                await rt.poll_once()
+        finally:
+            await rt.client.close()
+
+    async def second_life() -> BotRuntime:
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=99))
+        await rt.prepare()
+        await rt.poll_once()  # the same candle: resubmits an unsent intent under the same id
+        sim.advance(HOUR)
+        await rt.poll_once()
+        await rt.client.close()
+        return rt
+
+    asyncio.run(first_life())
+    rt = asyncio.run(second_life())
+    orders = exchange_orders(sim)
+    assert len(orders) == 1, orders
+    cid = orders[0]["clientOrderId"]
+    with db.session_scope(settings) as session:
+        row = session.scalars(select(Order).where(Order.client_order_id == cid)).one()
+        assert row.status == "filled"
+        trades = session.scalars(select(Trade).where(Trade.order_id == row.id)).all()
+        ids = [t.exchange_trade_id for t in trades]
+        assert len(ids) == len(set(ids))
+        assert sum(t.amount for t in trades) == Decimal(orders[0]["executedQty"])
+        assert len(trades) == 4
+    # The rebuilt books equal the exchange's balances exactly.
+    balances = sim.balances()
+    assert rt.ledger.cash == sum(balances["USDT"])
+    assert rt.ledger.amount == sum(balances["BTC"])
