@@ -178,6 +178,40 @@ class CancelledError(CryptoOrchError):
     code = "cancelled"
 
 
+class UnauthorizedError(CryptoOrchError):
+    """Missing, invalid or expired credentials (the message says which, e.g. "Token expired")."""
+
+    code = "unauthorized"
+
+
+class MfaRequiredError(UnauthorizedError):
+    """The password was right but the account needs a TOTP or backup code as well."""
+
+    code = "mfa_required"
+
+
+class ForbiddenError(CryptoOrchError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class AccountLockedError(CryptoOrchError):
+    """Too many failed logins; the account is locked until ``retry_after`` seconds pass."""
+
+    code = "account_locked"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class UnavailableError(CryptoOrchError):
+    """A capability is not available (not built, not configured, or down): ``not available: X``."""
+
+    code = "not_available"
+
+
 class OrderNotFoundError(FatalExchangeError):
     """The exchange does not know the order (by exchange id or client order id)."""
 

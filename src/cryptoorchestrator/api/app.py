@@ -1,0 +1,253 @@
+"""The FastAPI application factory; uvicorn loads ``cryptoorchestrator.api.app:create_app``.
+
+``create_app(settings)`` wires settings, database sessions, auth, the cluster facade, the health
+registry, the bot event hub and the market feed onto ``app.state``, installs the one error shape
+and the pure-ASGI middleware stack (outermost first): access log, HEAD, CORS, rate limits, body
+size limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import select
+from starlette.middleware.cors import CORSMiddleware
+
+from cryptoorchestrator import __version__
+from cryptoorchestrator.api.config import ApiOptions
+from cryptoorchestrator.api.errors import install_error_handlers
+from cryptoorchestrator.api.events import EventHub
+from cryptoorchestrator.api.facade import ClusterFacade, UnavailableCluster
+from cryptoorchestrator.api.feeds import MarketFeed, StoreFeed
+from cryptoorchestrator.api.health import HealthRegistry
+from cryptoorchestrator.api.middleware import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    HeadMiddleware,
+)
+from cryptoorchestrator.api.ratelimit import (
+    MemoryBackend,
+    RateLimitBackend,
+    RateLimitMiddleware,
+    RateLimits,
+    RedisBackend,
+    token_identifier,
+)
+from cryptoorchestrator.api.routers import (
+    auth,
+    bots,
+    health,
+    integrations,
+    markets,
+    runs,
+    trading,
+    ws,
+)
+from cryptoorchestrator.platform.crypto import SecretBox
+from cryptoorchestrator.platform.logs import setup_api_logging
+from cryptoorchestrator.platform.services.auth import AuthConfig, decode_access_token
+from cryptoorchestrator.platform.services.bots import bots_by_status
+from cryptoorchestrator.platform.settings import Settings, get_settings
+from cryptoorchestrator.platform.storage.db import check_database, session_factory
+from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount
+
+TAGS = [
+    {"name": "auth", "description": "Accounts, tokens (refresh rotation), MFA."},
+    {"name": "bots", "description": "Bot configuration, status, logs, start/stop."},
+    {"name": "trading", "description": "Trades, orders, positions (keyset pagination)."},
+    {"name": "markets", "description": "Stored market data."},
+    {"name": "integrations", "description": "Exchange accounts (write-only credentials)."},
+    {"name": "runs", "description": "Backtests and optimizations."},
+    {"name": "risk", "description": "Risk limits, events, kill switch."},
+    {"name": "health", "description": "Liveness and component health (no auth)."},
+]
+
+
+def _rate_backend(settings: Settings, options: ApiOptions) -> RateLimitBackend:
+    use_redis = options.rate_limit_backend == "redis" or (
+        options.rate_limit_backend == "auto" and settings.redis_url
+    )
+    if use_redis:
+        if not settings.redis_url:
+            from cryptoorchestrator.platform.errors import ConfigError
+
+            raise ConfigError("rate_limit_backend=redis needs CRYPTOORCH_REDIS_URL")
+        return RedisBackend(settings.redis_url, options.rate_limit_prefix)
+    return MemoryBackend()
+
+
+def _register_health(app: FastAPI) -> None:
+    state = app.state
+    registry: HealthRegistry = state.health
+
+    def database() -> dict[str, Any]:
+        return check_database(state.settings)
+
+    def bots_check() -> dict[str, Any]:
+        with state.session_factory() as session:
+            return {"status": "healthy", "by_status": bots_by_status(session)}
+
+    def circuit_breaker() -> dict[str, Any]:
+        provider = getattr(state, "circuit_breakers", None)
+        if provider is None:
+            return {
+                "status": "unavailable",
+                "reason": "no execution clients installed (issue 7); no breaker to report",
+                "exchanges": {},
+            }
+        exchanges: dict[str, dict[str, Any]] = provider()
+        open_ = [name for name, s in exchanges.items() if s.get("state") == "open"]
+        return {
+            "status": "degraded" if open_ else "healthy",
+            "open": open_,
+            "exchanges": exchanges,
+        }
+
+    async def exchanges_reachable() -> dict[str, Any]:
+        import httpx
+
+        with state.session_factory() as session:
+            targets = sorted(
+                set(
+                    session.execute(
+                        select(ExchangeAccount.exchange, ExchangeAccount.api_url).where(
+                            ExchangeAccount.api_url.is_not(None)
+                        )
+                    ).all()
+                )
+            )
+        if not targets:
+            return {
+                "status": "unavailable",
+                "reason": "no exchange account with an API URL to probe",
+                "exchanges": {},
+            }
+        results: dict[str, Any] = {}
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for exchange, url in targets:
+                try:
+                    response = await client.get(url.rstrip("/") + "/api/v3/ping")
+                    ok = response.status_code < 500
+                    results[f"{exchange} {url}"] = {
+                        "reachable": ok,
+                        "status_code": response.status_code,
+                        "latency_ms": round(response.elapsed.total_seconds() * 1000, 1),
+                    }
+                except httpx.HTTPError as exc:
+                    results[f"{exchange} {url}"] = {"reachable": False, "error": type(exc).__name__}
+        down = [k for k, v in results.items() if not v["reachable"]]
+        return {
+            "status": "unhealthy" if down else "healthy",
+            "reason": f"unreachable: {', '.join(down)}" if down else None,
+            "exchanges": results,
+        }
+
+    registry.register("database", database)
+    registry.register("ray", lambda: state.cluster.ray_status())
+    registry.register("risk_actor", lambda: state.cluster.risk_status())
+    registry.register("circuit_breaker", circuit_breaker)
+    registry.register("bots", bots_check)
+    registry.register("exchanges", exchanges_reachable, external=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    options: ApiOptions | None = None,
+    cluster: ClusterFacade | None = None,
+    feed: MarketFeed | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    Parameters
+    ----------
+    settings
+        Platform settings; ``get_settings()`` when omitted (how uvicorn calls it).
+    options
+        API options; read from ``CRYPTOORCH_API_*`` when omitted.
+    cluster
+        The cluster facade (bots, risk, jobs); :class:`UnavailableCluster` until issue 8.
+    feed
+        Market data for ``/ws/market-data``; the Parquet store's newest candles by default.
+    """
+    settings = settings or get_settings()
+    options = options or ApiOptions()
+    setup_api_logging(settings.log_dir, settings.log_level)
+    secret = settings.resolved_secret_key()
+    auth_config = AuthConfig(
+        secret_key=secret,
+        access_ttl=timedelta(minutes=options.access_token_minutes),
+        refresh_ttl=timedelta(days=options.refresh_token_days),
+        max_failed_logins=options.max_failed_logins,
+        lockout=timedelta(minutes=options.lockout_minutes),
+    )
+    backend = _rate_backend(settings, options)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await backend.close()
+
+    app = FastAPI(
+        title="CryptoOrchestrator API",
+        version=__version__,
+        description="Backtest, optimize and run crypto trading bots. Errors always have the "
+        'shape {"code", "message", "details": [{"field", "message"}]}.',
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    factory = session_factory(settings)
+    app.state.settings = settings
+    app.state.options = options
+    app.state.session_factory = factory
+    app.state.auth_config = auth_config
+    app.state.secret_box = SecretBox(secret)
+    app.state.cluster = cluster or UnavailableCluster()
+    app.state.feed = feed or StoreFeed(
+        settings.data_dir, options.market_exchange, options.market_timeframe, options.ws_poll_s / 2
+    )
+    app.state.health = HealthRegistry()
+    # Seams for issue 7: set these to callables to enable the routes that use them.
+    app.state.circuit_breakers = None
+    app.state.exchange_tester = None
+    app.state.exchange_syncer = None
+
+    def owner_of(bot_id: int) -> int | None:
+        with factory() as session:
+            return session.scalar(select(Bot.user_id).where(Bot.id == bot_id))
+
+    app.state.event_hub = EventHub(owner_of)
+    _register_health(app)
+    install_error_handlers(app)
+    for module in (health, auth, bots, trading, markets, integrations, runs, ws):
+        app.include_router(module.router)
+
+    # add_middleware puts each new one outside the previous ones: add innermost first.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
+    app.add_middleware(
+        RateLimitMiddleware,
+        backend=backend,
+        limits=RateLimits(
+            default=options.rate_limit,
+            auth=options.rate_limit_auth,
+            window_s=options.rate_limit_window_s,
+            trust_forwarded_for=options.trust_forwarded_for,
+        ),
+        identify=token_identifier(lambda token: decode_access_token(auth_config, token)),
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        )
+    app.add_middleware(HeadMiddleware)
+    if options.access_log:
+        app.add_middleware(AccessLogMiddleware)
+    return app

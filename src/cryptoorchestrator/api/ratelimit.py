@@ -1,0 +1,206 @@
+"""Fixed-window rate limits per user (authenticated) or per client IP, as pure ASGI middleware.
+
+Every HTTP response carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and
+``X-RateLimit-Reset`` (epoch seconds when the window ends); over the limit the answer is 429 with
+``Retry-After`` (seconds).  ``/api/auth/*`` has its own, stricter budget keyed by IP, so password
+guessing cannot borrow from the API budget.  Counters live in memory (one process) or in Redis
+(shared by every replica; one atomic INCR + PEXPIRE script per request).  If Redis fails, requests
+are let through: an outage of the limiter must not take the API down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptoorchestrator.api.middleware import send_error
+
+log = logging.getLogger("cryptoorchestrator.api.ratelimit")
+
+_LUA = """
+local c = redis.call('INCR', KEYS[1])
+if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return c
+"""
+
+
+class RateLimitBackend(Protocol):
+    """Counts hits in the current window."""
+
+    async def hit(self, key: str, window_s: int, now: float) -> int:
+        """Count one hit of ``key`` in the window containing ``now``; return the count."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemoryBackend:
+    """Counters in this process's memory (one replica)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._window: int = -1
+
+    async def hit(self, key: str, window_s: int, now: float) -> int:
+        """Count a hit; counters reset when the window changes."""
+        window = int(now // window_s)
+        if window != self._window:
+            # All keys share window boundaries, so one reset frees every old counter.
+            self._counts.clear()
+            self._window = window
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        return count
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisBackend:
+    """Counters in Redis, shared by every API replica using the same ``prefix``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.prefix = prefix
+        self._script = self.client.register_script(_LUA)
+
+    async def hit(self, key: str, window_s: int, now: float) -> int:
+        """Atomically increment ``prefix:key:window`` (expiring with the window)."""
+        window = int(now // window_s)
+        result = await self._script(
+            keys=[f"{self.prefix}:{key}:{window}"], args=[window_s * 1000 + 1000]
+        )
+        return int(result)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Budgets per window."""
+
+    default: int
+    auth: int
+    window_s: int
+    trust_forwarded_for: bool = False
+
+
+class RateLimitMiddleware:
+    """Apply :class:`RateLimits` and add the ``X-RateLimit-*`` headers.
+
+    Parameters
+    ----------
+    identify
+        Maps a bearer token to a user id, or None when it is not a valid access token; invalid
+        tokens are limited per IP (the route itself will answer 401).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: RateLimitBackend,
+        limits: RateLimits,
+        identify: Callable[[str], int | None],
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.limits = limits
+        self.identify = identify
+
+    def _client(self, scope: Scope) -> str:
+        if self.limits.trust_forwarded_for:
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    return value.decode("latin-1").split(",")[0].strip()
+        client = scope.get("client")
+        return client[0] if client else "unknown"
+
+    def _key(self, scope: Scope, auth_route: bool) -> tuple[str, int | None]:
+        if not auth_route:
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    text = value.decode("latin-1")
+                    if text[:7].lower() == "bearer ":
+                        user_id = self.identify(text[7:].strip())
+                        if user_id is not None:
+                            return f"user:{user_id}", user_id
+                    break
+        return f"ip:{self._client(scope)}", None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request and answer 429 when the budget is spent."""
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        auth_route = scope["path"].startswith("/api/auth/")
+        key, user_id = self._key(scope, auth_route)
+        if user_id is not None:
+            scope.setdefault("state", {})["user_id"] = user_id
+        limit = self.limits.auth if auth_route else self.limits.default
+        window = self.limits.window_s
+        now = time.time()
+        try:
+            count = await self.backend.hit(("auth:" if auth_route else "api:") + key, window, now)
+        except Exception as exc:  # Redis down: let traffic through rather than fail closed
+            log.warning("rate limiter backend failed: %s", exc)
+            count = 0
+        reset = (int(now // window) + 1) * window
+        headers = [
+            (b"x-ratelimit-limit", str(limit).encode()),
+            (b"x-ratelimit-remaining", str(max(0, limit - count)).encode()),
+            (b"x-ratelimit-reset", str(reset).encode()),
+        ]
+        if count > limit:
+            retry = max(1, math.ceil(reset - now))
+            await send_error(
+                send,
+                429,
+                "rate_limited",
+                f"Rate limit exceeded: {limit} requests per {window} s; retry in {retry} s",
+                [*headers, (b"retry-after", str(retry).encode())],
+            )
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def token_identifier(decode: Callable[[str], int], cache_size: int = 4096) -> Callable[[str], Any]:
+    """Wrap an access-token decoder with a small cache (tokens are re-sent on every request).
+
+    Cached entries expire with a short TTL so a token is never trusted long after its ``exp``.
+    """
+    cache: dict[str, tuple[float, int]] = {}
+
+    def identify(token: str) -> int | None:
+        now = time.monotonic()
+        hit = cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            user_id = decode(token)
+        except Exception:  # any invalid token: fall back to the IP budget
+            return None
+        if len(cache) >= cache_size:
+            cache.clear()
+        cache[token] = (now + 30.0, user_id)
+        return user_id
+
+    return identify

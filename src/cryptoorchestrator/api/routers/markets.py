@@ -1,0 +1,78 @@
+"""``/api/markets``: stored datasets and their candles (public market data, no auth)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic
+from cryptoorchestrator.platform.data.store import BUNDLED, OhlcvStore, seed_bundled
+from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError
+from cryptoorchestrator.platform.model import TIMEFRAMES, symbol_from_path, timeframe_to_ms
+
+router = APIRouter(prefix="/api/markets", tags=["markets"])
+
+
+def _store(request: Request) -> OhlcvStore:
+    return OhlcvStore(request.app.state.settings.data_dir)
+
+
+@router.get("")
+def list_markets(
+    request: Request,
+    exchange: Annotated[str | None, Query(max_length=40)] = None,
+) -> list[MarketPublic]:
+    """List stored datasets (exchange, symbol, timeframe, span); bundled ones are included."""
+    store = _store(request)
+    for ex, sym, tf in BUNDLED:
+        if not store.exists(ex, sym, tf):
+            seed_bundled(store, ex, sym, tf)
+    return [
+        MarketPublic(
+            exchange=d.exchange,
+            symbol=d.symbol,
+            timeframe=d.timeframe,
+            rows=d.rows,
+            first=d.first,
+            last=d.last,
+            gaps=d.gaps,
+        )
+        for d in store.list_datasets()
+        if exchange is None or d.exchange == exchange
+    ]
+
+
+@router.get("/{symbol}/ohlcv")
+def ohlcv(
+    request: Request,
+    symbol: Annotated[str, Path(max_length=45, description="path form, e.g. BTC-USDT")],
+    timeframe: Annotated[str, Query(max_length=4)] = "1h",
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    since: Annotated[int | None, Query(ge=0, description="ms since epoch, inclusive")] = None,
+    exchange: Annotated[str, Query(max_length=40)] = "binance",
+) -> OhlcvPublic:
+    """Return up to ``limit`` candles: from ``since`` forward, or the latest ones."""
+    pair = symbol_from_path(symbol)
+    if timeframe not in TIMEFRAMES:
+        raise InvalidInputError("timeframe", "unknown timeframe", allowed=TIMEFRAMES)
+    store = _store(request)
+    try:
+        if not store.exists(exchange, pair, timeframe):
+            seed_bundled(store, exchange, pair, timeframe)
+        if since is not None:
+            end = since + limit * timeframe_to_ms(timeframe)
+            table = store.read(exchange, pair, timeframe, start=since, end=end)
+        else:
+            info = store.info(exchange, pair, timeframe)
+            if info is None or info.last is None:
+                raise NotFoundError(f"no stored data for {exchange} {pair} {timeframe}")
+            start = info.last - (limit - 1) * timeframe_to_ms(timeframe)
+            table = store.read(exchange, pair, timeframe, start=start)
+    except InvalidInputError as exc:
+        if exc.field == "exchange":
+            raise InvalidInputError("exchange", exc.reason, allowed=exc.allowed) from exc
+        raise
+    table = table.slice(max(0, table.num_rows - limit)) if since is None else table.slice(0, limit)
+    candles = [CandlePublic(**row) for row in table.to_pylist()]
+    return OhlcvPublic(exchange=exchange, symbol=pair, timeframe=timeframe, candles=candles)

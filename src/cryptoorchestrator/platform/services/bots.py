@@ -1,0 +1,326 @@
+"""Bot configurations: create, read, update, archive, and record desired state and status events.
+
+Every query is scoped to one user: another user's bot is "not found", never "forbidden", so ids
+reveal nothing.  Running the bot is the cluster's job (issue 8); this service only persists what
+the user wants (``desired_state``) and the status transitions the cluster reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import exists, func, literal, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cryptoorchestrator.platform.errors import ConflictError, InvalidInputError, NotFoundError
+from cryptoorchestrator.platform.model import TIMEFRAMES, BotMode, BotStatus, normalize_symbol
+from cryptoorchestrator.platform.services.pagination import (
+    Page,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from cryptoorchestrator.platform.storage.models import (
+    AuditLog,
+    Bot,
+    BotStatusEvent,
+    ExchangeAccount,
+    Order,
+    Trade,
+)
+from cryptoorchestrator.platform.storage.types import UTCDateTime, utcnow
+
+#: Validates a strategy name and its parameters; returns the parameters with defaults filled in.
+#: Raises InvalidInputError / NotFoundError.  Supplied by a layer that can see the strategies.
+StrategyValidator = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+
+RANGES: dict[str, tuple[Decimal, Decimal]] = {
+    "risk_per_trade": (Decimal("0.1"), Decimal("5.0")),
+    "max_position_size": (Decimal(1), Decimal(100)),
+    "stop_loss": (Decimal("0.01"), Decimal(100)),
+    "take_profit": (Decimal("0.01"), Decimal(1000)),
+    "trailing_stop": (Decimal("0.01"), Decimal(100)),
+}
+#: Wire names of fields, so that errors name the field the user actually sent.
+WIRE_NAMES = {
+    "name": "name",
+    "trading_pair": "tradingPair",
+    "strategy": "strategy",
+    "params": "params",
+    "timeframe": "timeframe",
+    "exchange_account_id": "exchangeAccountId",
+    "mode": "mode",
+    "risk_per_trade": "riskPerTrade",
+    "max_position_size": "maxPositionSize",
+    "stop_loss": "stopLoss",
+    "take_profit": "takeProfit",
+    "trailing_stop": "trailingStop",
+    "starting_balance": "startingBalance",
+}
+EDITABLE = frozenset(WIRE_NAMES)
+REQUIRED = ("name", "trading_pair", "strategy")
+DEFAULTS: dict[str, Any] = {
+    "params": {},
+    "timeframe": "1h",
+    "mode": BotMode.PAPER.value,
+    "risk_per_trade": Decimal(1),
+    "max_position_size": Decimal(10),
+}
+
+
+@dataclass(frozen=True)
+class BotStatusView:
+    """A bot's status and its most recent transitions."""
+
+    bot: Bot
+    events: list[BotStatusEvent]
+
+
+def _decimal(field: str, value: Any) -> Decimal:
+    if isinstance(value, float):
+        value = repr(value)  # the shortest text that round-trips, not the binary expansion
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidInputError(WIRE_NAMES.get(field, field), "must be a number") from exc
+    if not number.is_finite():
+        raise InvalidInputError(WIRE_NAMES.get(field, field), "must be a finite number")
+    return number
+
+
+class BotService:
+    """CRUD and state records of one user's bots.
+
+    Parameters
+    ----------
+    session
+        The request's database session.
+    user_id
+        The acting user; every query is restricted to their bots.
+    strategy_validator
+        Checks strategy names and parameters against the strategy registry; ``None`` while no
+        registry is installed (then only the name's shape is checked).
+    """
+
+    def __init__(
+        self, session: Session, user_id: int, strategy_validator: StrategyValidator | None = None
+    ) -> None:
+        self.session = session
+        self.user_id = user_id
+        self.strategy_validator = strategy_validator
+
+    # ---------------------------------------------------------------------------- validation
+    def validate(self, values: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+        """Return ``values`` normalized and checked; raise InvalidInputError naming the field."""
+        out = {k: v for k, v in values.items() if k in EDITABLE}
+        if not partial:
+            for key in REQUIRED:
+                if out.get(key) in (None, ""):
+                    raise InvalidInputError(WIRE_NAMES[key], "is required")
+            for key, default in DEFAULTS.items():
+                if out.get(key) is None:
+                    out[key] = default() if callable(default) else default
+        if "name" in out:
+            name = str(out["name"]).strip()
+            if not 1 <= len(name) <= 100:
+                raise InvalidInputError("name", "must be 1 to 100 characters", allowed="1-100")
+            out["name"] = name
+        if "trading_pair" in out:
+            out["trading_pair"] = normalize_symbol(str(out["trading_pair"]), field="tradingPair")
+        if out.get("timeframe") is not None and out["timeframe"] not in TIMEFRAMES:
+            raise InvalidInputError("timeframe", "unknown timeframe", allowed=TIMEFRAMES)
+        if out.get("mode") is not None and out["mode"] not in {m.value for m in BotMode}:
+            raise InvalidInputError("mode", "unknown mode", allowed=[m.value for m in BotMode])
+        for key, (lo, hi) in RANGES.items():
+            if out.get(key) is None:
+                continue
+            number = _decimal(key, out[key])
+            if not lo <= number <= hi:
+                raise InvalidInputError(
+                    WIRE_NAMES[key], f"{number} is out of range", allowed=f"{lo}-{hi}"
+                )
+            out[key] = number
+        if out.get("starting_balance") is not None:
+            balance = _decimal("starting_balance", out["starting_balance"])
+            if balance <= 0:
+                raise InvalidInputError("startingBalance", "must be positive")
+            out["starting_balance"] = balance
+        if out.get("exchange_account_id") is not None:
+            owned = self.session.scalar(
+                select(ExchangeAccount.id).where(
+                    ExchangeAccount.id == out["exchange_account_id"],
+                    ExchangeAccount.user_id == self.user_id,
+                )
+            )
+            if owned is None:
+                raise InvalidInputError("exchangeAccountId", "no such exchange account")
+        return out
+
+    def _check_strategy(self, strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.strategy_validator is None:
+            return dict(params)
+        return self.strategy_validator(strategy, params)
+
+    # ---------------------------------------------------------------------------------- CRUD
+    def _query(self) -> Any:
+        return select(Bot).where(Bot.user_id == self.user_id, Bot.archived_at.is_(None))
+
+    def get(self, bot_id: int) -> Bot:
+        """Return the user's bot; NotFoundError if it is missing, archived or someone else's."""
+        bot = self.session.scalar(self._query().where(Bot.id == bot_id))
+        if bot is None:
+            raise NotFoundError(f"bot {bot_id} not found")
+        return bot
+
+    def list_bots(self, *, limit: int = 100, cursor: str | None = None) -> Page[Bot]:
+        """Return the user's bots, newest first."""
+        check_limit(limit)
+        query = self._query()
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            query = query.where(
+                tuple_(Bot.created_at, Bot.id) < tuple_(literal(at, UTCDateTime()), literal(row_id))
+            )
+        rows = list(
+            self.session.scalars(
+                query.order_by(Bot.created_at.desc(), Bot.id.desc()).limit(limit + 1)
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        return Page(rows, nxt)
+
+    def create(self, values: Mapping[str, Any]) -> Bot:
+        """Create a bot from validated ``values``; ConflictError if the name is taken."""
+        data = self.validate(values)
+        data["params"] = self._check_strategy(data["strategy"], data.get("params") or {})
+        if data["mode"] == BotMode.LIVE.value and data.get("exchange_account_id") is None:
+            raise InvalidInputError("exchangeAccountId", "live bots need an exchange account")
+        self._check_name_free(data["name"])
+        bot = Bot(user_id=self.user_id, **data)
+        self.session.add(bot)
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise ConflictError(f"a bot named {data['name']!r} already exists") from exc
+        self._audit("bot.created", bot.id, {"name": bot.name, "strategy": bot.strategy})
+        return bot
+
+    def _check_name_free(self, name: str, except_id: int | None = None) -> None:
+        query = select(Bot.id).where(Bot.user_id == self.user_id, Bot.name == name)
+        if except_id is not None:
+            query = query.where(Bot.id != except_id)
+        if self.session.scalar(query) is not None:
+            raise ConflictError(f"a bot named {name!r} already exists")
+
+    def update(self, bot_id: int, values: Mapping[str, Any]) -> Bot:
+        """Change some fields of a stopped bot; ConflictError while it should be running."""
+        bot = self.get(bot_id)
+        changes = self.validate(values, partial=True)
+        if not changes:
+            return bot
+        trading = set(changes) - {"name"}
+        if trading and bot.desired_state == "running":
+            raise ConflictError("stop the bot before changing its trading configuration")
+        if "strategy" in changes or "params" in changes:
+            strategy = changes.get("strategy", bot.strategy)
+            params = changes.get("params", bot.params) or {}
+            changes["params"] = self._check_strategy(strategy, params)
+        mode = changes.get("mode", bot.mode)
+        account = changes.get("exchange_account_id", bot.exchange_account_id)
+        if mode == BotMode.LIVE.value and account is None:
+            raise InvalidInputError("exchangeAccountId", "live bots need an exchange account")
+        if "name" in changes:
+            self._check_name_free(changes["name"], except_id=bot.id)
+        for key, value in changes.items():
+            setattr(bot, key, value)
+        self.session.flush()
+        self._audit("bot.updated", bot.id, {"fields": sorted(WIRE_NAMES[k] for k in changes)})
+        return bot
+
+    def delete(self, bot_id: int) -> str:
+        """Delete a stopped bot; archive it instead when it has orders or trades.
+
+        Returns ``"deleted"`` or ``"archived"``.
+        """
+        bot = self.get(bot_id)
+        if bot.desired_state == "running" or bot.status in (BotStatus.RUNNING, BotStatus.STARTING):
+            raise ConflictError("stop the bot before deleting it")
+        has_history = self.session.scalar(
+            select(exists().where(Order.bot_id == bot.id) | exists().where(Trade.bot_id == bot.id))
+        )
+        if has_history:
+            bot.archived_at = utcnow()
+            # Free the name for a new bot; the archived one keeps its history under a suffix.
+            bot.name = f"{bot.name[:80]}~archived-{bot.id}"
+            outcome = "archived"
+        else:
+            self.session.delete(bot)
+            outcome = "deleted"
+        self.session.flush()
+        self._audit(f"bot.{outcome}", bot_id, None)
+        return outcome
+
+    # ----------------------------------------------------------------------------- state
+    def record_status(self, bot: Bot, status: BotStatus, reason: str | None) -> BotStatusEvent:
+        """Persist a status transition (status, time, reason) on the bot and as an event."""
+        now = utcnow()
+        bot.status = status.value
+        bot.status_reason = reason
+        bot.status_changed_at = now
+        event = BotStatusEvent(bot_id=bot.id, status=status.value, reason=reason, at=now)
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def set_desired_state(self, bot: Bot, state: str) -> None:
+        """Persist what the user wants (``running`` or ``stopped``); the supervisor enforces it."""
+        bot.desired_state = state
+        self._audit(f"bot.{'start' if state == 'running' else 'stop'}", bot.id, None)
+
+    def status(self, bot_id: int, *, events: int = 20) -> BotStatusView:
+        """Return the bot and its latest status events, newest first."""
+        bot = self.get(bot_id)
+        rows = self.session.scalars(
+            select(BotStatusEvent)
+            .where(BotStatusEvent.bot_id == bot.id)
+            .order_by(BotStatusEvent.at.desc(), BotStatusEvent.id.desc())
+            .limit(events)
+        )
+        return BotStatusView(bot, list(rows))
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Return how many of the user's bots are in each status."""
+        rows = self.session.execute(
+            select(Bot.status, func.count())
+            .where(Bot.user_id == self.user_id, Bot.archived_at.is_(None))
+            .group_by(Bot.status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    def _audit(self, action: str, bot_id: int, details: dict[str, Any] | None) -> None:
+        self.session.add(
+            AuditLog(
+                user_id=self.user_id,
+                action=action,
+                target_type="bot",
+                target_id=str(bot_id),
+                details=details,
+            )
+        )
+
+
+def bots_by_status(session: Session) -> dict[str, int]:
+    """Return how many (non-archived) bots of all users are in each status, for health checks."""
+    rows = session.execute(
+        select(Bot.status, func.count()).where(Bot.archived_at.is_(None)).group_by(Bot.status)
+    )
+    counts = {s.value: 0 for s in BotStatus}
+    for status, n in rows:
+        counts[str(status)] = int(n)
+    return counts

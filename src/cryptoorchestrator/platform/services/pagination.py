@@ -1,0 +1,65 @@
+"""Keyset (cursor) pagination: an opaque cursor encodes the last row's ``(timestamp, id)``.
+
+Offsets get slower with every page and skip or repeat rows when new ones arrive; a keyset cursor
+costs one index seek whatever the page, and newest-first lists stay stable while rows are added.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+
+from cryptoorchestrator.platform.errors import InvalidInputError
+
+T = TypeVar("T")
+
+MAX_LIMIT = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of rows, newest first, and the cursor of the next page (None at the end)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(at: datetime | None, row_id: int) -> str:
+    """Return the opaque cursor for a row at ``at`` with primary key ``row_id``."""
+    stamp = None if at is None else (at - _EPOCH) // _US  # exact: floats lose microseconds
+    raw = json.dumps([stamp, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, field: str = "cursor") -> tuple[datetime | None, int]:
+    """Return ``(timestamp, id)`` from a cursor made by :func:`encode_cursor`.
+
+    Raises
+    ------
+    InvalidInputError
+        If the cursor was not produced by this API.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, row_id = json.loads(raw)
+        if not isinstance(row_id, int) or not (stamp is None or isinstance(stamp, int)):
+            raise ValueError("bad types")
+        at = None if stamp is None else _EPOCH + stamp * _US
+    except (ValueError, TypeError, binascii.Error, OverflowError, OSError) as exc:
+        raise InvalidInputError(field, "malformed cursor; pass nextCursor unchanged") from exc
+    return at, row_id
+
+
+def check_limit(limit: int, *, field: str = "limit") -> int:
+    """Return ``limit`` if it is within 1..MAX_LIMIT."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInputError(
+            field, f"must be between 1 and {MAX_LIMIT}", allowed=f"1-{MAX_LIMIT}"
+        )
+    return limit

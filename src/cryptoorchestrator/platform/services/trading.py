@@ -1,0 +1,122 @@
+"""Read-only queries over a user's trading records: trades (fills), orders and positions.
+
+Lists are newest first with keyset pagination on ``(timestamp, id)``; the descending indexes
+``ix_trades_bot_timestamp_desc`` / ``ix_orders_bot_created_desc`` serve them without sorting, so a
+page costs the same on the millionth trade as on the first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import literal, select, tuple_
+from sqlalchemy.orm import Session
+
+from cryptoorchestrator.platform.errors import NotFoundError
+from cryptoorchestrator.platform.services.pagination import (
+    Page,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from cryptoorchestrator.platform.storage.models import Bot, Order, Position, Trade
+from cryptoorchestrator.platform.storage.types import BigId, UTCDateTime
+
+
+class TradingQueries:
+    """Trades, orders and positions of one user's bots."""
+
+    def __init__(self, session: Session, user_id: int) -> None:
+        self.session = session
+        self.user_id = user_id
+
+    def _bot_ids(self, bot_id: int | None) -> Any:
+        """A subquery of the user's bot ids, or just ``bot_id`` after checking it is theirs."""
+        if bot_id is None:
+            return select(Bot.id).where(Bot.user_id == self.user_id).scalar_subquery()
+        owner = self.session.scalar(select(Bot.user_id).where(Bot.id == bot_id))
+        if owner != self.user_id:
+            raise NotFoundError(f"bot {bot_id} not found")
+        return None
+
+    def trades(
+        self, *, bot_id: int | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[Trade]:
+        """Return fills, newest first."""
+        check_limit(limit)
+        ids = self._bot_ids(bot_id)
+        query = select(Trade)
+        query = (
+            query.where(Trade.bot_id == bot_id)
+            if ids is None
+            else query.where(Trade.bot_id.in_(ids))
+        )
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            query = query.where(
+                tuple_(Trade.timestamp, Trade.id)
+                < tuple_(literal(at, UTCDateTime()), literal(row_id, BigId))
+            )
+        query = query.order_by(Trade.timestamp.desc(), Trade.id.desc()).limit(limit + 1)
+        rows = list(self.session.scalars(query))
+        return _page(rows, limit, lambda r: encode_cursor(r.timestamp, r.id))
+
+    def orders(
+        self,
+        *,
+        bot_id: int | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Order]:
+        """Return orders, newest first, optionally of one status."""
+        check_limit(limit)
+        ids = self._bot_ids(bot_id)
+        query = select(Order)
+        query = (
+            query.where(Order.bot_id == bot_id)
+            if ids is None
+            else query.where(Order.bot_id.in_(ids))
+        )
+        if status:
+            query = query.where(Order.status == status)
+        if cursor:
+            at, row_id = decode_cursor(cursor)
+            query = query.where(
+                tuple_(Order.created_at, Order.id)
+                < tuple_(literal(at, UTCDateTime()), literal(row_id, BigId))
+            )
+        query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        rows = list(self.session.scalars(query))
+        return _page(rows, limit, lambda r: encode_cursor(r.created_at, r.id))
+
+    def positions(
+        self,
+        *,
+        bot_id: int | None = None,
+        include_flat: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Position]:
+        """Return positions (open ones unless ``include_flat``), highest id first."""
+        check_limit(limit)
+        ids = self._bot_ids(bot_id)
+        query = select(Position)
+        query = (
+            query.where(Position.bot_id == bot_id)
+            if ids is None
+            else query.where(Position.bot_id.in_(ids))
+        )
+        if not include_flat:
+            query = query.where(Position.amount != 0)
+        if cursor:
+            _, row_id = decode_cursor(cursor)
+            query = query.where(Position.id < row_id)
+        rows = list(self.session.scalars(query.order_by(Position.id.desc()).limit(limit + 1)))
+        return _page(rows, limit, lambda r: encode_cursor(None, r.id))
+
+
+def _page(rows: list[Any], limit: int, key: Any) -> Page[Any]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, key(rows[-1]) if more and rows else None)

@@ -1,0 +1,180 @@
+"""Health, rate limits, error shape, HEAD, body limit, CORS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.integration.api.conftest import assert_error_shape, options, register_and_login
+
+from cryptoorchestrator.api.health import HealthRegistry
+
+
+def test_health_routes(client: TestClient) -> None:
+    r = client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+    d = client.get("/api/health/detailed")
+    assert d.status_code == 200
+    body = d.json()
+    assert {"database", "ray", "risk_actor", "circuit_breaker", "bots"} <= set(body["components"])
+    assert "circuit_breaker" in body
+    assert body["components"]["database"]["status"] == "healthy"
+    assert body["components"]["bots"]["by_status"] == {
+        "Starting": 0,
+        "Running": 0,
+        "Stopped": 0,
+        "Error": 0,
+    }
+    db = client.get("/api/health/database")
+    assert db.status_code == 200
+    assert db.json()["latency_ms"] >= 0
+    assert "pool" in db.json()
+    ext = client.get("/api/health/external-apis")
+    assert ext.status_code == 200
+    assert "exchanges" in ext.json()["components"]
+
+
+def test_unhealthy_component_gives_503_with_reason(lite: TestClient) -> None:
+    registry: HealthRegistry = lite.app.state.health  # type: ignore[attr-defined]
+
+    def broken() -> dict[str, str]:
+        raise ConnectionError("risk actor unreachable")
+
+    registry.register("risk_actor", broken)
+    r = lite.get("/api/health/detailed")
+    assert r.status_code == 503
+    assert r.json()["status"] == "unhealthy"
+    assert any("risk actor unreachable" in reason for reason in r.json()["reasons"])
+    lite.app.state.circuit_breakers = lambda: {  # type: ignore[attr-defined]
+        "binance:1": {"state": "open", "failures": 5, "last_error": "timeout"}
+    }
+    cb = lite.get("/api/health/detailed").json()["circuit_breaker"]
+    assert cb["open"] == ["binance:1"]
+
+
+def test_exchange_probe_reports_unreachable_exchange(lite: TestClient) -> None:
+    headers = register_and_login(lite, "probe@example.com")
+    lite.post(
+        "/api/integrations/exchanges/accounts",
+        json={"name": "sim", "exchange": "binance", "apiUrl": "http://127.0.0.1:9"},
+        headers=headers,
+    )
+    r = lite.get("/api/health/external-apis")
+    assert r.status_code == 503
+    assert r.json()["reasons"]
+
+
+def test_error_shapes_404_405_422_413_500(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(options=options(max_body_bytes=1000))
+    assert_error_shape(client.get("/api/nope").json(), "not_found")
+    r = client.delete("/api/health")
+    assert r.status_code == 405
+    assert_error_shape(r.json(), "method_not_allowed")
+    r = client.get("/api/trades/?limit=0", headers={"Authorization": "Bearer x"})
+    assert r.status_code in (401, 422)
+    assert_error_shape(r.json())
+    r = client.post(
+        "/api/auth/register", content=b"x" * 5000, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert_error_shape(r.json(), "payload_too_large")
+
+    def boom() -> None:
+        raise RuntimeError("kaput")
+
+    client.app.add_api_route("/api/boom", boom)  # type: ignore[attr-defined]
+    crashing = TestClient(client.app, raise_server_exceptions=False)
+    r = crashing.get("/api/boom")
+    assert r.status_code == 500
+    assert_error_shape(r.json(), "internal_error")
+    assert "kaput" not in r.text
+
+
+def test_head_answers_where_get_does(lite: TestClient) -> None:
+    for path in ("/api/health", "/api/markets", "/api/health/database"):
+        r = lite.head(path)
+        assert r.status_code == 200
+        assert r.content == b""
+        assert r.headers["x-ratelimit-limit"]
+
+
+def test_rate_limit_headers_and_429(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(options=options(rate_limit=5, rate_limit_auth=3))
+    seen = []
+    for _ in range(5):
+        r = client.get("/api/health")
+        assert r.status_code == 200
+        seen.append(int(r.headers["x-ratelimit-remaining"]))
+        assert r.headers["x-ratelimit-limit"] == "5"
+        assert int(r.headers["x-ratelimit-reset"]) > 0
+    assert seen == [4, 3, 2, 1, 0]
+    over = client.get("/api/health")
+    assert over.status_code == 429
+    assert_error_shape(over.json(), "rate_limited")
+    assert "Rate limit exceeded" in over.json()["message"]
+    assert int(over.headers["retry-after"]) >= 1
+    # Auth routes have their own, stricter budget.
+    codes = [
+        client.post(
+            "/api/auth/login", json={"email": "x@example.com", "password": "p" * 8}
+        ).status_code
+        for _ in range(4)
+    ]
+    assert codes[:3] == [401, 401, 401]
+    assert codes[3] == 429
+
+
+def test_rate_limit_is_per_user_when_authenticated(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(options=options(rate_limit=4, rate_limit_auth=100))
+    alice = register_and_login(client, "rl-a@example.com")
+    bob = register_and_login(client, "rl-b@example.com")
+    for _ in range(4):
+        assert client.get("/api/bots", headers=alice).status_code == 200
+    assert client.get("/api/bots", headers=alice).status_code == 429
+    r = client.get("/api/bots", headers=bob)
+    assert r.status_code == 200
+    assert r.headers["x-ratelimit-remaining"] == "3"
+    # Anonymous traffic from the same IP has its own budget too.
+    assert client.get("/api/health").status_code == 200
+
+
+def test_redis_shares_limits_between_replicas(
+    app_factory: Callable[..., TestClient], settings: object
+) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    prefix = f"cryptoorch-test:{uuid.uuid4().hex}"
+    opts = options(rate_limit=6, rate_limit_backend="redis", rate_limit_prefix=prefix)
+    redis_settings = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})  # type: ignore[attr-defined]
+    from cryptoorchestrator.api.app import create_app
+
+    app_factory()  # migrates the database
+    a_app = create_app(redis_settings, options=opts)
+    b_app = create_app(redis_settings, options=opts)
+    with TestClient(a_app) as one, TestClient(b_app) as two:
+        got = [one.get("/api/health").status_code for _ in range(3)]
+        got += [two.get("/api/health").status_code for _ in range(3)]
+        assert got == [200] * 6
+        assert one.get("/api/health").status_code == 429
+        assert two.get("/api/health").status_code == 429
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def test_cors_from_settings(app_factory: Callable[..., TestClient], settings: object) -> None:
+    from cryptoorchestrator.api.app import create_app
+
+    s = settings.model_copy(update={"cors_origins": ["https://ui.example.com"]})  # type: ignore[attr-defined]
+    app_factory()  # migrates the database
+    with TestClient(create_app(s, options=options())) as client:
+        r = client.get("/api/health", headers={"Origin": "https://ui.example.com"})
+        assert r.headers["access-control-allow-origin"] == "https://ui.example.com"
+        r = client.get("/api/health", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in r.headers
