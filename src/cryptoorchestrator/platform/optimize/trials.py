@@ -1,0 +1,395 @@
+"""Evaluating a batch of trials serially in-process: the unit of work of a sweep task.
+
+:func:`run_trials` is what each Ray task calls (``cluster/optimize.py`` is a thin shell around it)
+and what the serial reference run calls, so the two agree bit for bit.  Within a batch, indicator
+arrays are computed once per distinct period (``indicators.sma_batch``) when a batch adapter is
+registered for the strategy; the adapter is checked once per process against the strategy's own
+``signals`` and is dropped (with a warning) if they differ, so reuse can never change a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
+from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
+from cryptoorchestrator.platform.errors import InvalidInputError, StrategyError
+from cryptoorchestrator.platform.optimize.objective import Objective, ResultFilter
+from cryptoorchestrator.platform.optimize.space import Params, trial_key
+
+log = logging.getLogger(__name__)
+
+OK = "succeeded"
+FAILED = "failed"
+REJECTED = "rejected"
+
+_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+class BarArrays(NamedTuple):
+    """OHLCV as contiguous float64 arrays (int64 ms timestamps); cheap to slice and ray.put."""
+
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.close.shape[0])
+
+    def window(self, start: int, stop: int) -> BarArrays:
+        """Return the bars ``[start, stop)`` as views (no copy)."""
+        return BarArrays(*(a[start:stop] for a in self))
+
+    def column(self, name: str) -> np.ndarray:
+        """Return the column called ``name``."""
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def to_table(self) -> Any:
+        """Return the bars as a pyarrow table with the OHLCV column names."""
+        import pyarrow as pa
+
+        return pa.table(
+            {
+                "timestamp": pa.array(self.timestamp.astype("datetime64[ms]")),
+                **{name: pa.array(getattr(self, name)) for name in _COLUMNS[1:]},
+            }
+        )
+
+
+def bars_to_arrays(bars: Any) -> BarArrays:
+    """Convert a pyarrow table, pandas DataFrame, mapping of arrays or BarArrays to BarArrays.
+
+    Raises
+    ------
+    InvalidInputError
+        If a column is missing or there are no bars.
+    """
+    if isinstance(bars, BarArrays):
+        return bars
+    cols: dict[str, np.ndarray] = {}
+    if hasattr(bars, "column_names"):
+        names = list(bars.column_names)
+    elif hasattr(bars, "keys"):
+        names = list(bars.keys())
+    else:
+        raise InvalidInputError(
+            "bars",
+            f"cannot read bars from {type(bars).__name__}",
+            allowed="pyarrow table, pandas DataFrame, mapping of arrays",
+        )
+    for name in _COLUMNS:
+        if name not in names:
+            if name in ("timestamp", "volume") and "close" in names:
+                continue
+            raise InvalidInputError("bars", f"missing column {name!r}", allowed=_COLUMNS)
+        col = bars[name]
+        if hasattr(col, "to_numpy"):
+            col = col.to_numpy()
+        cols[name] = np.asarray(col)
+    n = cols["close"].shape[0]
+    if n == 0:
+        raise InvalidInputError("bars", "no bars", allowed=">= 1 bar")
+    ts = cols.get("timestamp")
+    if ts is None:
+        ts = np.arange(n, dtype=np.int64)
+    elif np.issubdtype(ts.dtype, np.datetime64):
+        ts = ts.astype("datetime64[ms]").astype(np.int64)
+    out = [np.ascontiguousarray(ts, dtype=np.int64)]
+    for name in _COLUMNS[1:]:
+        arr = cols.get(name)
+        if arr is None:
+            arr = np.zeros(n)
+        out.append(np.ascontiguousarray(arr, dtype=np.float64))
+    return BarArrays(*out)
+
+
+def data_fingerprint(bars: BarArrays) -> str:
+    """Return a short hash of the bars' content (part of the study key)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for arr in bars:
+        h.update(np.ascontiguousarray(arr).view(np.uint8).data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything fixed across the trials of a study (pickled once into each task)."""
+
+    sim: SimConfig
+    periods_per_year: float
+    objective: Objective
+    result_filter: ResultFilter = field(default_factory=ResultFilter)
+
+
+@dataclass
+class TrialResult:
+    """The outcome of one trial: ``status`` is succeeded, failed (with ``error``) or rejected."""
+
+    trial_key: str
+    params: Params
+    metrics: dict[str, float] | None
+    value: float | None
+    status: str
+    error: str | None = None
+    duration_s: float = 0.0
+    node: str | None = None
+    reused: bool = False
+
+    def same_outcome(self, other: TrialResult) -> bool:
+        """Return whether two results have the same key, status, metrics and value (NaN == NaN)."""
+
+        def eq(a: Any, b: Any) -> bool:
+            if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+                return True
+            return bool(a == b)
+
+        if (self.trial_key, self.status) != (other.trial_key, other.status):
+            return False
+        if (self.metrics is None) != (other.metrics is None) or not eq(self.value, other.value):
+            return False
+        if self.metrics is None or other.metrics is None:
+            return True
+        return self.metrics.keys() == other.metrics.keys() and all(
+            eq(self.metrics[k], other.metrics[k]) for k in self.metrics
+        )
+
+
+# ---------------------------------------------------------------------------- the strategy API
+
+
+class Signals(NamedTuple):
+    """The four signal arrays the engine takes (None: never)."""
+
+    long_entries: np.ndarray | None
+    long_exits: np.ndarray | None
+    short_entries: np.ndarray | None = None
+    short_exits: np.ndarray | None = None
+
+
+def strategy_name(strategy: Any) -> str:
+    """Return a strategy's registered name (its ``name`` attribute, else the class name)."""
+    name = getattr(strategy, "name", None)
+    return str(name) if name else type(strategy).__name__
+
+
+def declared_params(strategy: Any) -> dict[str, Any]:
+    """Return the strategy's declared parameters as ``{name: Param}``."""
+    decl = getattr(strategy, "params", None)
+    if decl is None:
+        decl = getattr(strategy, "parameters", None)
+    if callable(decl):
+        decl = decl()
+    if decl is None:
+        return {}
+    if isinstance(decl, Mapping):
+        return dict(decl)
+    return {p.name: p for p in decl}
+
+
+def param_domain(param: Any) -> tuple[Any, Any, tuple[Any, ...] | None]:
+    """Return ``(low, high, choices)`` of a declared parameter (None where not declared)."""
+    choices = getattr(param, "choices", None)
+    low = getattr(param, "low", getattr(param, "min", None))
+    high = getattr(param, "high", getattr(param, "max", None))
+    rng = getattr(param, "range", None)
+    if rng is not None and low is None and high is None:
+        low, high = rng[0], rng[1]
+    return low, high, tuple(choices) if choices else None
+
+
+def validate_trial_params(strategy: Any, params: Mapping[str, Any]) -> Params:
+    """Return the full parameter dict the strategy runs with (defaults filled in).
+
+    Raises
+    ------
+    InvalidInputError
+        If the strategy rejects the parameters.
+    """
+    validate = getattr(strategy, "validate_params", None)
+    if callable(validate):
+        validated = validate(dict(params))
+        return dict(validated) if validated is not None else dict(params)
+    return dict(params)
+
+
+def strategy_signals(strategy: Any, bars: BarArrays, params: Params) -> Signals:
+    """Run the strategy's ``signals`` inside the guard and normalise what it returns.
+
+    Raises
+    ------
+    StrategyError
+        If the strategy raises.
+    """
+    try:
+        out = strategy.signals(bars, params)
+    except StrategyError:
+        raise
+    except Exception as exc:
+        raise StrategyError(strategy_name(strategy), params, exc) from exc
+    return _as_signals(out)
+
+
+def _as_signals(out: Any) -> Signals:
+    if isinstance(out, Signals):
+        return out
+    get = (lambda k: out.get(k)) if isinstance(out, Mapping) else (lambda k: getattr(out, k, None))
+    le = get("long_entries")
+    if le is None:
+        le = get("entries")
+    if le is not None or get("long_exits") is not None or get("exits") is not None:
+        lx = get("long_exits")
+        if lx is None:
+            lx = get("exits")
+        return Signals(le, lx, get("short_entries"), get("short_exits"))
+    parts = tuple(out)
+    return Signals(*parts[:4])
+
+
+# -------------------------------------------------------------------- batch (indicator reuse)
+
+BatchAdapter = Callable[[BarArrays, Sequence[Params]], Iterator[Signals]]
+
+
+def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signals]:
+    """Signals of an SMA cross for every trial, each distinct SMA period computed once."""
+    from cryptoorchestrator.indicators import crossed_above, crossed_below, sma_batch
+
+    periods = sorted({int(p["fast"]) for p in batch} | {int(p["slow"]) for p in batch})
+    table = sma_batch(bars.close, periods)
+    row = {p: i for i, p in enumerate(periods)}
+    for p in batch:
+        fast, slow = table[row[int(p["fast"])]], table[row[int(p["slow"])]]
+        yield Signals(crossed_above(fast, slow), crossed_below(fast, slow), None, None)
+
+
+#: Batch adapters by strategy name; each is verified against the strategy before use.
+BATCH_ADAPTERS: dict[str, BatchAdapter] = {"sma_cross": _sma_cross_batch}
+_VERIFIED: dict[tuple[str, str], bool] = {}
+
+
+def _signals_equal(a: Signals, b: Signals, n: int) -> bool:
+    for x, y in zip(a, b, strict=True):
+        xa = np.zeros(n, dtype=np.bool_) if x is None else np.asarray(x, dtype=np.bool_).ravel()
+        ya = np.zeros(n, dtype=np.bool_) if y is None else np.asarray(y, dtype=np.bool_).ravel()
+        if xa.shape != ya.shape or not np.array_equal(xa, ya):
+            return False
+    return True
+
+
+def _adapter_for(strategy: Any, bars: BarArrays, sample: Params) -> BatchAdapter | None:
+    name = strategy_name(strategy)
+    adapter = BATCH_ADAPTERS.get(name)
+    if adapter is None or getattr(strategy, "stateful_signals", False):
+        return None
+    key = (f"{type(strategy).__module__}.{type(strategy).__qualname__}", name)
+    ok = _VERIFIED.get(key)
+    if ok is None:
+        try:
+            mine = next(adapter(bars, [sample]))
+            theirs = strategy_signals(strategy, bars, sample)
+            ok = _signals_equal(mine, theirs, len(bars))
+        except Exception:  # the adapter does not fit this strategy: use the strategy itself
+            ok = False
+        if not ok:
+            log.warning(
+                "batch adapter for %r differs from the strategy; not reusing indicators", name
+            )
+        _VERIFIED[key] = ok
+    return adapter if ok else None
+
+
+# ------------------------------------------------------------------------------- the runner
+
+
+def run_trials(
+    batch: Sequence[Params],
+    bars: BarArrays,
+    strategy: Any,
+    config: TrialConfig,
+) -> list[TrialResult]:
+    """Evaluate ``batch`` serially on ``bars``; one result per parameter set, in order.
+
+    A trial whose parameters are rejected or whose strategy code raises is returned as failed
+    with its error; the other trials go on.  Arrays may be read-only (Ray's object store).
+    """
+    results: list[TrialResult] = []
+    if not batch:
+        return results
+    validated: list[Params | BaseException] = []
+    for params in batch:
+        try:
+            validated.append(validate_trial_params(strategy, params))
+        except Exception as exc:
+            validated.append(exc)
+    good = [p for p in validated if not isinstance(p, BaseException)]
+    adapter = _adapter_for(strategy, bars, good[0]) if good else None
+    batch_sigs = adapter(bars, good) if adapter is not None else None
+    empty = np.empty(0)
+    sim = config.sim
+    for params, full in zip(batch, validated, strict=True):
+        key = trial_key(params)
+        t0 = time.perf_counter()
+        if isinstance(full, BaseException):
+            results.append(
+                TrialResult(
+                    key, dict(params), None, None, FAILED, _describe(full), time.perf_counter() - t0
+                )
+            )
+            continue
+        try:
+            sigs = (
+                next(batch_sigs)
+                if batch_sigs is not None
+                else strategy_signals(strategy, bars, full)
+            )
+            out = simulate(
+                bars.open, bars.high, bars.low, bars.close, *sigs, config=sim, equity_out=empty
+            )
+            metrics = metrics_from_stats(out.stats, sim.init_cash, config.periods_per_year)
+            value = config.objective.value(metrics)
+        except Exception as exc:
+            results.append(
+                TrialResult(
+                    key, dict(params), None, None, FAILED, _describe(exc), time.perf_counter() - t0
+                )
+            )
+            continue
+        reason = config.result_filter.reason(metrics)
+        status = OK if reason is None else REJECTED
+        results.append(
+            TrialResult(key, dict(params), metrics, value, status, reason, time.perf_counter() - t0)
+        )
+    return results
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, InvalidInputError | StrategyError):
+        # An unexpected error: keep where it came from, the last frames are enough.
+        tb = "".join(traceback.format_exception(exc)[-3:])
+        text = f"{text}\n{tb}"
+    return text[:4000]
+
+
+def best_of(results: Sequence[TrialResult], objective: Objective) -> TrialResult | None:
+    """Return the succeeded trial with the best finite value (ties: the earliest trial)."""
+    best: TrialResult | None = None
+    for r in results:
+        if r.status != OK or r.value is None:
+            continue
+        if best is None or objective.is_better(r.value, best.value):
+            best = r
+    return best
