@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # name -> module that defines it; resolved lazily by __getattr__ so that importing the package
 # does not pull in numba, Ray, FastAPI or ccxt.
 _LAZY: dict[str, str] = {
+    "Client": "cryptoorchestrator.client",
     "Settings": "cryptoorchestrator.platform.settings",
     "get_settings": "cryptoorchestrator.platform.settings",
     "load_ohlcv": "cryptoorchestrator.platform.data.store",
@@ -28,6 +29,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from cryptoorchestrator.client import Client
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.strategies.sdk import (
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Client",
     "Settings",
     "__version__",
     "backtest",
