@@ -144,6 +144,14 @@ class CcxtExecutionClient(ExecutionClient):
         self.settle_s = float(settle_s)
         self._sleep = sleep
         self._markets: dict[str, MarketInfo] | None = None
+        options = getattr(exchange, "options", None)
+        if isinstance(options, dict):
+            # Reconciliation after a restart asks for every open order at once: a deliberate,
+            # rare call, so ccxt's "heavier rate-limit weight" warning must not refuse it.
+            options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+            per_call = options.setdefault("fetchOpenOrders", {})
+            if isinstance(per_call, dict):
+                per_call["warnWithoutSymbol"] = False
 
     # ------------------------------------------------------------------ construction
 
