@@ -1,0 +1,138 @@
+"""run_trials: serial batch evaluation, indicator reuse, failures, storage and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _strategy import Exploding, SmaCross, random_bars
+
+from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
+from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
+from cryptoorchestrator.platform.optimize import store
+from cryptoorchestrator.platform.optimize import trials as trials_mod
+from cryptoorchestrator.platform.optimize.objective import parse_objective, parse_result_filter
+from cryptoorchestrator.platform.optimize.trials import (
+    FAILED,
+    OK,
+    REJECTED,
+    TrialConfig,
+    bars_to_arrays,
+    run_trials,
+)
+
+BATCH = [{"fast": f, "slow": s} for f in (5, 10, 15) for s in (20, 40, 60)]
+
+
+@pytest.fixture(scope="module")
+def bars() -> trials_mod.BarArrays:
+    return bars_to_arrays(random_bars(5000, seed=3))
+
+
+def _config(**kw: object) -> TrialConfig:
+    return TrialConfig(
+        SimConfig(fee_bps=10), 8760.0, parse_objective("sharpe"), parse_result_filter(**kw)
+    )  # type: ignore[arg-type]
+
+
+def test_batch_equals_one_backtest_per_trial(bars: trials_mod.BarArrays) -> None:
+    strat = SmaCross()
+    results = run_trials(BATCH, bars, strat, _config())
+    assert [r.params for r in results] == BATCH
+    for r in results:
+        le, lx = strat.signals(bars, r.params)
+        out = simulate(
+            bars.open, bars.high, bars.low, bars.close, le, lx, config=SimConfig(fee_bps=10)
+        )
+        expected = metrics_from_stats(out.stats, 10_000.0, 8760.0)
+        assert r.status == OK
+        assert r.metrics == pytest.approx(expected, nan_ok=True, rel=0, abs=0)
+        assert r.value == expected["sharpe"]
+
+
+def test_indicator_reuse_is_used_and_matches(
+    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    adapter = trials_mod.BATCH_ADAPTERS["sma_cross"]
+
+    def counting(b: trials_mod.BarArrays, batch: list[dict[str, int]]):  # noqa: ANN202
+        calls.append(len(batch))
+        return adapter(b, batch)
+
+    monkeypatch.setitem(trials_mod.BATCH_ADAPTERS, "sma_cross", counting)
+    monkeypatch.setattr(trials_mod, "_VERIFIED", {})
+    fast = run_trials(BATCH, bars, SmaCross(), _config())
+    assert calls[-1] == len(BATCH)  # one adapter pass served the whole batch
+    monkeypatch.setitem(trials_mod.BATCH_ADAPTERS, "sma_cross", lambda b, batch: iter(()))
+    monkeypatch.setattr(trials_mod, "_VERIFIED", {})
+    slow = run_trials(BATCH, bars, SmaCross(), _config())  # broken adapter: verified, dropped
+    assert all(a.same_outcome(b) for a, b in zip(fast, slow, strict=True))
+
+
+def test_read_only_arrays_are_accepted(bars: trials_mod.BarArrays) -> None:
+    ro = []
+    for a in bars:
+        v = a.copy()
+        v.flags.writeable = False
+        ro.append(v)
+    res = run_trials(BATCH[:2], trials_mod.BarArrays(*ro), SmaCross(), _config())
+    ref = run_trials(BATCH[:2], bars, SmaCross(), _config())
+    assert all(a.same_outcome(b) for a, b in zip(res, ref, strict=True))
+
+
+def test_failures_and_rejections_are_recorded_and_the_batch_goes_on(
+    bars: trials_mod.BarArrays,
+) -> None:
+    batch = [{"fast": 10, "slow": 40}, {"fast": 5, "slow": 40}, {"fast": 1, "slow": 40}]
+    res = run_trials(batch, bars, Exploding(), _config(min_trades=10**6))
+    assert res[0].status == FAILED
+    assert "ZeroDivisionError" in (res[0].error or "")
+    assert res[1].status == REJECTED
+    assert "min_trades" in (res[1].error or "")
+    assert res[2].status == FAILED
+    assert "params.fast" in (res[2].error or "")
+
+
+def test_store_resume_skips_finished_and_retries_failed(
+    bars: trials_mod.BarArrays, settings: object
+) -> None:
+    from cryptoorchestrator.platform.storage.db import upgrade
+
+    upgrade(settings)  # type: ignore[arg-type]
+    kw = {
+        "study_key": "k" * 64,
+        "strategy": "sma_cross",
+        "method": "grid",
+        "objective": "sharpe",
+        "space": {},
+        "config": {},
+    }
+    run_id, done = store.open_run(settings, **kw)  # type: ignore[arg-type]
+    assert done == {}
+    res = run_trials(
+        [{"fast": 10, "slow": 40}, {"fast": 5, "slow": 40}], bars, Exploding(), _config()
+    )
+    store.record_trials(settings, run_id, res)  # type: ignore[arg-type]
+    again, done = store.open_run(settings, **kw)  # type: ignore[arg-type]
+    assert again == run_id
+    assert set(done) == {res[1].trial_key}  # the failed one will be retried
+    assert done[res[1].trial_key].same_outcome(res[1])
+    assert store.request_cancel(settings, run_id)  # type: ignore[arg-type]
+    assert store.cancel_requested(settings, run_id)  # type: ignore[arg-type]
+
+
+def test_results_table_and_plots(bars: trials_mod.BarArrays, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from cryptoorchestrator.platform.optimize.results import plot_results, results_table
+
+    res = run_trials(BATCH, bars, SmaCross(), _config())
+    table = results_table(res, ["fast", "slow"])
+    df = table.to_pandas()
+    assert len(df) == len(BATCH)
+    assert np.allclose(df["sharpe"].to_numpy(), [r.metrics["sharpe"] for r in res], equal_nan=True)
+    obj = parse_objective("sharpe")
+    p2 = plot_results(res, ["fast", "slow"], obj, Path(str(tmp_path)) / "heat.png")
+    p1 = plot_results(res, ["fast", "slow", "x"][:1], obj, Path(str(tmp_path)) / "pc.png")
+    assert p2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert p1.stat().st_size > 1000
