@@ -1,0 +1,877 @@
+"""Distributed parameter optimization and walk-forward analysis on Ray.
+
+A thin shell around :mod:`cryptoorchestrator.platform.optimize`: the bars go into the object store
+once (``ray.put``), trials are grouped into batches worth at least ``batch_target_s`` of work
+(measured on one trial first), a bounded number of batch tasks is kept in flight with
+``ray.wait``, and every task calls the same :func:`run_trials` a serial run calls, so the results
+are identical.  Finished trials are stored as they arrive; re-running the same study skips them.
+
+>>> import cryptoorchestrator as co
+>>> space = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
+>>> opt = co.optimize("sma_cross", bars, space=space, constraint="fast < slow")
+>>> opt.best, opt.results.to_pandas().head(), opt.plot()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from cryptoorchestrator.platform.backtest.engine import SimConfig
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.optimize import store as study_store
+from cryptoorchestrator.platform.optimize.objective import (
+    Objective,
+    ObjectiveFn,
+    parse_objective,
+    parse_result_filter,
+)
+from cryptoorchestrator.platform.optimize.results import plot_results, ranked, results_table
+from cryptoorchestrator.platform.optimize.sampling import (
+    ConstraintSpec,
+    ParamConstraint,
+    TrialSource,
+)
+from cryptoorchestrator.platform.optimize.space import (
+    Params,
+    SearchSpace,
+    canonical_json,
+    parse_space,
+    trial_key,
+)
+from cryptoorchestrator.platform.optimize.trials import (
+    OK,
+    BarArrays,
+    TrialConfig,
+    TrialResult,
+    bars_to_arrays,
+    best_of,
+    data_fingerprint,
+    declared_params,
+    param_domain,
+    run_trials,
+    strategy_name,
+)
+from cryptoorchestrator.platform.optimize.walkforward import (
+    Mode,
+    evaluate_window,
+    split_folds,
+    stitch_equity,
+)
+from cryptoorchestrator.platform.settings import Settings, get_settings
+
+Executor = Literal["ray", "serial"]
+_MS_PER_YEAR = 365 * 24 * 3600 * 1000
+_UPGRADED: set[str] = set()
+
+
+# --------------------------------------------------------------------------------- results
+
+
+@dataclass
+class OptimizationResult:
+    """The outcome of a study: every trial, the best one, a table and a plot."""
+
+    study_key: str
+    run_id: str | None
+    status: str
+    strategy: Any
+    objective: Objective
+    param_names: tuple[str, ...]
+    trials: list[TrialResult]
+    config: TrialConfig
+    n_reused: int = 0
+    elapsed_s: float = 0.0
+    batch_size: int = 0
+    name: str = ""
+
+    @property
+    def best_trial(self) -> TrialResult | None:
+        """The succeeded trial with the best objective value (None if none succeeded)."""
+        return best_of(self.trials, self.objective)
+
+    @property
+    def best(self) -> Params | None:
+        """The best parameters."""
+        t = self.best_trial
+        return dict(t.params) if t else None
+
+    @property
+    def best_value(self) -> float | None:
+        """The best objective value."""
+        t = self.best_trial
+        return t.value if t else None
+
+    @property
+    def results(self) -> pa.Table:
+        """One row per trial (params, value, status, error, metrics); ``.to_pandas()`` works."""
+        return results_table(self.trials, self.param_names)
+
+    def top(self, n: int = 10) -> list[TrialResult]:
+        """Return the ``n`` best succeeded trials, best first."""
+        return ranked(self.trials, self.objective)[:n]
+
+    def plot(self, path: str | Path | None = None) -> Path:
+        """Save a heatmap (two parameters) or parallel coordinates plot as PNG; return its path."""
+        path = Path(path) if path else Path(f"optimize-{self.study_key[:12]}.png")
+        return plot_results(
+            self.trials,
+            self.param_names,
+            self.objective,
+            path,
+            title=f"{self.name or strategy_name(self.strategy)}: {self.objective.name}",
+        )
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def _resolve_strategy(strategy: Any) -> Any:
+    if isinstance(strategy, str):
+        from cryptoorchestrator.strategies.registry import get_strategy
+
+        strategy = get_strategy(strategy)
+    if isinstance(strategy, type):
+        strategy = strategy()
+    if not callable(getattr(strategy, "signals", None)):
+        raise InvalidInputError(
+            "strategy",
+            f"{strategy!r} has no signals(bars, params) method",
+            allowed="a strategy name, class or instance",
+        )
+    return strategy
+
+
+def _check_space(strategy: Any, space: SearchSpace) -> None:
+    declared = declared_params(strategy)
+    if not declared:
+        return
+    for dim in space.dimensions:
+        field_ = f"space.{dim.name}"
+        if dim.name not in declared:
+            raise InvalidInputError(
+                field_,
+                f"strategy {strategy_name(strategy)!r} has no parameter {dim.name!r}",
+                allowed=sorted(declared),
+            )
+        low, high, choices = param_domain(declared[dim.name])
+        values = dim.values if dim.values is not None else (dim.low, dim.high)
+        for v in values:
+            if choices is not None and v not in choices:
+                raise InvalidInputError(field_, f"{v!r} is not a declared choice", allowed=choices)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if (low is not None and v < low) or (high is not None and v > high):
+                    raise InvalidInputError(
+                        field_,
+                        f"{v!r} is outside the declared range",
+                        allowed=f"{low} <= {dim.name} <= {high}",
+                    )
+
+
+def _periods_per_year(bars: BarArrays, timeframe: str | None) -> float:
+    if timeframe:
+        from cryptoorchestrator.platform.model.timeframe import periods_per_year
+
+        return float(periods_per_year(timeframe))
+    if len(bars) < 2:
+        return 365.0
+    step = float(np.median(np.diff(bars.timestamp[: min(len(bars), 10_000)])))
+    return _MS_PER_YEAR / step if step > 0 else 365.0
+
+
+@dataclass
+class _Study:
+    strategy: Any
+    space: SearchSpace
+    constraint: ParamConstraint
+    objective: Objective
+    method: str
+    n_trials: int | None
+    seed: int | None
+    config: TrialConfig
+    settings: Settings | None
+    name: str
+    extra_key: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, bars: BarArrays) -> str:
+        doc = {
+            "strategy": strategy_name(self.strategy),
+            "data": data_fingerprint(bars),
+            "space": self.space.to_json(),
+            "constraint": self.constraint.to_json(),
+            "objective": self.objective.to_json(),
+            "method": self.method,
+            "seed": self.seed,
+            "config": self.config_json(),
+            **self.extra_key,
+        }
+        if self.method == "grid":
+            doc["n_trials"] = self.n_trials
+        return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+    def config_json(self) -> dict[str, Any]:
+        sim = {
+            k: getattr(self.config.sim, k)
+            for k in self.config.sim.__dataclass_fields__
+            if not k.startswith("_")
+        }
+        return {
+            "sim": sim,
+            "periods_per_year": self.config.periods_per_year,
+            "result_filter": self.config.result_filter.to_json(),
+        }
+
+
+def _prepare(
+    strategy: Any,
+    *,
+    space: Any,
+    constraint: ConstraintSpec,
+    objective: Any,
+    minimize: bool | None,
+    method: str,
+    n_trials: int | None,
+    seed: int | None,
+    min_trades: int | None,
+    result_constraint: str | None,
+    fee_bps: float,
+    sim_config: SimConfig | None,
+    periods_per_year: float,
+    settings: Settings | None,
+    store: bool,
+    study_name: str | None,
+) -> _Study:
+    strat = _resolve_strategy(strategy)
+    parsed = parse_space(space)
+    _check_space(strat, parsed)
+    cons = ParamConstraint(constraint, parsed.names)
+    obj = parse_objective(objective, minimize=minimize)
+    sim = sim_config if sim_config is not None else SimConfig(fee_bps=fee_bps)
+    cfg = TrialConfig(
+        sim, periods_per_year, obj, parse_result_filter(min_trades, result_constraint)
+    )
+    # Builds the first proposals now, so an unsatisfiable constraint fails before any task.
+    TrialSource(
+        parsed, cons, method, n_trials=n_trials, seed=seed, maximize=obj.direction == "maximize"
+    )
+    st = (settings or get_settings()) if store else None
+    return _Study(
+        strat,
+        parsed,
+        cons,
+        obj,
+        method,
+        n_trials,
+        seed,
+        cfg,
+        st,
+        study_name or strategy_name(strat),
+    )
+
+
+# ------------------------------------------------------------------------------- Ray parts
+
+
+def _batch_task_fn(
+    bars: BarArrays,
+    window: tuple[int, int] | None,
+    strategy: Any,
+    batch: list[Params],
+    config: TrialConfig,
+) -> list[TrialResult]:
+    import numba
+    import ray
+
+    # Ray limits its own threads per task but numba does not read that limit.
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    arrays = bars.window(*window) if window is not None else bars
+    results = run_trials(batch, arrays, strategy, config)
+    node = ray.get_runtime_context().get_node_id()
+    for r in results:
+        r.node = node
+    return results
+
+
+_REMOTE: dict[str, Any] = {}
+
+
+def _remote_batch() -> Any:
+    fn = _REMOTE.get("batch")
+    if fn is None:
+        import ray
+
+        fn = ray.remote(num_cpus=1, max_retries=0)(_batch_task_fn)
+        _REMOTE["batch"] = fn
+    return fn
+
+
+def _readonly(bars: BarArrays) -> BarArrays:
+    views = []
+    for a in bars:
+        v = a.view()
+        v.flags.writeable = False
+        views.append(v)
+    return BarArrays(*views)
+
+
+def _measure_trial(study: _Study, bars: BarArrays, params: Params) -> float:
+    """Warm numba for read-only arrays (what tasks get) and time one trial on the full data."""
+    ro = _readonly(bars)
+    run_trials([params], ro.window(0, min(len(bars), 2_000)), study.strategy, study.config)
+    t0 = time.perf_counter()
+    run_trials([params], ro, study.strategy, study.config)
+    return max(time.perf_counter() - t0, 1e-5)
+
+
+def _batch_size(trial_s: float, n_total: int, n_cpus: int, target_s: float) -> int:
+    size = max(1, math.ceil(target_s / trial_s))
+    n_batches = math.ceil(n_total / size)
+    if n_batches > 1 and n_cpus > 1:
+        # Equal batches, a multiple of the CPU count: no worker idles on the last round.
+        n_batches = math.ceil(n_batches / n_cpus) * n_cpus
+    return max(1, math.ceil(n_total / max(n_batches, 1)))
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._p: Any = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._p = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._p.start()
+        self._task = self._p.add_task(label, total=total, best="-")
+
+    def update(self, done: int, best: float | None) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=done, best="-" if best is None else f"{best:.4g}")
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def _run_study(
+    study: _Study,
+    bars: BarArrays,
+    *,
+    executor: Executor,
+    bars_ref: Any = None,
+    window: tuple[int, int] | None = None,
+    batch_target_s: float,
+    batch_size: int | None,
+    max_in_flight: int | None,
+    progress: bool,
+    cancel_event: threading.Event | None,
+) -> OptimizationResult:
+    t_start = time.perf_counter()
+    arrays = bars.window(*window) if window is not None else bars
+    key = study.key(arrays)
+    source = TrialSource(
+        study.space,
+        study.constraint,
+        study.method,
+        n_trials=study.n_trials,
+        seed=study.seed,
+        maximize=study.objective.direction == "maximize",
+    )
+    run_id: str | None = None
+    done: dict[str, TrialResult] = {}
+    settings = study.settings
+    if settings is not None:
+        if settings.database_url not in _UPGRADED:
+            from cryptoorchestrator.platform.storage.db import upgrade
+
+            upgrade(settings)
+            _UPGRADED.add(settings.database_url)
+        run_id, done = study_store.open_run(
+            settings,
+            study_key=key,
+            strategy=strategy_name(study.strategy),
+            method=study.method,
+            objective=study.objective.name,
+            space=study.space.to_json(),
+            config={
+                **study.config_json(),
+                "constraint": study.constraint.to_json(),
+                "seed": study.seed,
+                "n_trials": study.n_trials,
+                "name": study.name,
+                "direction": study.objective.direction,
+            },
+        )
+    total = source.n_trials
+    results: dict[str, TrialResult] = {}
+    order: list[str] = []
+    n_reused = 0
+    best: float | None = None
+    n_cpus = 1
+    ray: Any = None
+    if executor == "ray":
+        import ray as ray_module
+
+        ray = ray_module
+        n_cpus = max(
+            1,
+            int(ray.available_resources().get("CPU", 0))
+            or int(ray.cluster_resources().get("CPU", 1)),
+        )
+        if bars_ref is None:
+            bars_ref = ray.put(bars)
+    size = batch_size
+    in_flight: dict[Any, list[Params]] = {}
+    limit = max_in_flight or 2 * n_cpus
+    status = study_store.SUCCEEDED
+    bar = _Progress(progress, total, f"{study.name} [{study.method}]")
+    batch_no = 0
+    last_cancel_check = time.monotonic()
+
+    def absorb(batch_results: Sequence[TrialResult]) -> None:
+        nonlocal best
+        for r in batch_results:
+            results[r.trial_key] = r
+            source.tell(r.params, r.value if r.status == OK else None)
+            if r.status == OK and r.value is not None and study.objective.is_better(r.value, best):
+                best = r.value
+        if settings is not None and run_id is not None:
+            fresh = [r for r in batch_results if not r.reused]
+            study_store.record_trials(
+                settings, run_id, fresh, progress=len(results) / max(total, 1)
+            )
+        bar.update(len(results), best)
+
+    def cancelled() -> bool:
+        nonlocal last_cancel_check
+        if cancel_event is not None and cancel_event.is_set():
+            return True
+        if (
+            settings is not None
+            and run_id is not None
+            and time.monotonic() - last_cancel_check > 1.0
+        ):
+            last_cancel_check = time.monotonic()
+            return study_store.cancel_requested(settings, run_id)
+        return False
+
+    try:
+        while True:
+            if cancelled():
+                status = study_store.CANCELLED
+                break
+            while len(in_flight) < limit and not source.exhausted:
+                if executor == "serial" and cancelled():
+                    status = study_store.CANCELLED
+                    break
+                if size is None:
+                    first = source.ask(1)
+                    if not first:
+                        break
+                    trial_s = _measure_trial(study, arrays, first[0])
+                    size = _batch_size(trial_s, total, n_cpus, batch_target_s)
+                    proposals = first + source.ask(size - 1)
+                else:
+                    proposals = source.ask(size)
+                if not proposals:
+                    break
+                before = len(results)
+                new = _split_known(proposals, done, order, results, absorb)
+                n_reused += len(results) - before
+                if not new:
+                    continue
+                if executor == "serial":
+                    absorb(run_trials(new, arrays, study.strategy, study.config))
+                    continue
+                ref = (
+                    _remote_batch()
+                    .options(name=f"optimize:{study.name}:batch{batch_no}")
+                    .remote(bars_ref, window, study.strategy, new, study.config)
+                )
+                batch_no += 1
+                in_flight[ref] = new
+            if not in_flight or status == study_store.CANCELLED:
+                break
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                batch = in_flight.pop(ref)
+                try:
+                    absorb(ray.get(ref))
+                except Exception as exc:  # the worker died: these trials failed, go on
+                    err = f"{type(exc).__name__}: {exc}"[:4000]
+                    absorb(
+                        [
+                            TrialResult(trial_key(p), dict(p), None, None, "failed", err)
+                            for p in batch
+                        ]
+                    )
+    except KeyboardInterrupt:
+        status = study_store.CANCELLED
+        _cancel(ray, in_flight)
+        _finish(study, run_id, status, results, order)
+        bar.close()
+        raise
+    except BaseException as exc:
+        _cancel(ray, in_flight)
+        _finish(
+            study,
+            run_id,
+            study_store.FAILED_RUN,
+            results,
+            order,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        bar.close()
+        raise
+    if status == study_store.CANCELLED:
+        _cancel(ray, in_flight)
+    bar.close()
+    trials = [results[k] for k in order if k in results]
+    _finish(study, run_id, status, results, order)
+    return OptimizationResult(
+        key,
+        run_id,
+        status,
+        study.strategy,
+        study.objective,
+        study.space.names,
+        trials,
+        study.config,
+        n_reused,
+        time.perf_counter() - t_start,
+        size or 0,
+        study.name,
+    )
+
+
+def _split_known(
+    proposals: Sequence[Params],
+    done: Mapping[str, TrialResult],
+    order: list[str],
+    results: Mapping[str, TrialResult],
+    absorb: Callable[[Sequence[TrialResult]], None],
+) -> list[Params]:
+    """Note the order of ``proposals``; absorb those a previous run finished; return the rest."""
+    new: list[Params] = []
+    reused: list[TrialResult] = []
+    for p in proposals:
+        k = trial_key(p)
+        if k in results:
+            continue
+        order.append(k)
+        if k in done:
+            reused.append(done[k])
+        else:
+            new.append(p)
+    if reused:
+        absorb(reused)
+    return new
+
+
+def _cancel(ray: Any, in_flight: Mapping[Any, Any]) -> None:
+    if ray is None:
+        return
+    for ref in in_flight:
+        try:
+            ray.cancel(ref)
+        except Exception:  # noqa: S112  (already finished or gone: nothing to cancel)
+            continue
+
+
+def _finish(
+    study: _Study,
+    run_id: str | None,
+    status: str,
+    results: Mapping[str, TrialResult],
+    order: Sequence[str],
+    error: str | None = None,
+) -> None:
+    if study.settings is None or run_id is None:
+        return
+    trials = [results[k] for k in order if k in results]
+    b = best_of(trials, study.objective)
+    study_store.finish_run(
+        study.settings,
+        run_id,
+        status=status,
+        n_trials=len(trials),
+        best_params=b.params if b else None,
+        best_value=b.value if b else None,
+        error=error,
+    )
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def optimize(
+    strategy: Any,
+    bars: Any,
+    *,
+    space: Mapping[str, Any] | Sequence[str],
+    constraint: ConstraintSpec = None,
+    objective: str | ObjectiveFn = "sharpe",
+    minimize: bool | None = None,
+    method: str = "grid",
+    n_trials: int | None = None,
+    seed: int | None = None,
+    min_trades: int | None = None,
+    result_constraint: str | None = None,
+    fee_bps: float = 0.0,
+    sim_config: SimConfig | None = None,
+    timeframe: str | None = None,
+    batch_target_s: float = 0.1,
+    batch_size: int | None = None,
+    max_in_flight: int | None = None,
+    settings: Settings | None = None,
+    store: bool = True,
+    progress: bool = True,
+    study_name: str | None = None,
+    cancel_event: threading.Event | None = None,
+    executor: Executor = "ray",
+    num_cpus: int | None = None,
+) -> OptimizationResult:
+    """Optimise a strategy's parameters over ``space`` on Ray; return every trial and the best.
+
+    Parameters
+    ----------
+    strategy
+        A registered strategy name, a strategy class or instance.
+    bars
+        A pyarrow table (``load_ohlcv``), pandas DataFrame or mapping of OHLCV arrays.
+    space
+        ``{"fast": range(5, 55, 5), ...}`` or CLI entries ``["fast=5:50:5", ...]``.
+    constraint
+        Parameter constraint(s) such as ``"fast < slow"`` (safe expressions), or a predicate.
+    objective, minimize
+        A metric name (``"sharpe"``...) or a function of the metrics; direction.
+    method, n_trials, seed
+        ``"grid"``, ``"random"`` or ``"tpe"``; random and TPE need ``n_trials``.
+    min_trades, result_constraint
+        Trials whose metrics fail these are kept but marked rejected (never best).
+    fee_bps, sim_config, timeframe
+        Engine settings (``sim_config`` wins over ``fee_bps``); the timeframe sets annualisation
+        (inferred from the timestamps when omitted).
+    batch_target_s, batch_size, max_in_flight
+        Work per task (measured on one trial) or a fixed size; tasks in flight (2 per CPU).
+    settings, store
+        Where to record the run and its trials; ``store=False`` keeps nothing.
+    progress, study_name, cancel_event
+        Progress bar, display name, and an event that cancels the study when set.
+    executor, num_cpus
+        ``"serial"`` runs the same batches in this process; ``num_cpus`` for a local Ray.
+
+    Raises
+    ------
+    InvalidInputError
+        Before any task starts, for an empty space, an unsatisfiable constraint, an unknown
+        objective or method, or values outside the strategy's declared ranges.
+    """
+    arrays = bars_to_arrays(bars)
+    study = _prepare(
+        strategy,
+        space=space,
+        constraint=constraint,
+        objective=objective,
+        minimize=minimize,
+        method=method,
+        n_trials=n_trials,
+        seed=seed,
+        min_trades=min_trades,
+        result_constraint=result_constraint,
+        fee_bps=fee_bps,
+        sim_config=sim_config,
+        periods_per_year=_periods_per_year(arrays, timeframe),
+        settings=settings,
+        store=store,
+        study_name=study_name,
+    )
+    if executor == "ray":
+        from cryptoorchestrator.cluster.runtime import ensure_ray
+
+        ensure_ray(study.settings or settings, num_cpus=num_cpus)
+    elif executor != "serial":
+        raise InvalidInputError(
+            "executor", f"unknown executor {executor!r}", allowed=("ray", "serial")
+        )
+    return _run_study(
+        study,
+        arrays,
+        executor=executor,
+        batch_target_s=batch_target_s,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        progress=progress,
+        cancel_event=cancel_event,
+    )
+
+
+@dataclass
+class WalkForwardResult:
+    """Per-fold best parameters with in-sample and out-of-sample metrics, stitched OOS equity."""
+
+    folds: list[dict[str, Any]]
+    equity: np.ndarray
+    timestamps: np.ndarray
+    studies: list[OptimizationResult]
+
+    @property
+    def table(self) -> pa.Table:
+        """One row per fold: windows, best params, ``is_<metric>`` and ``oos_<metric>``."""
+        rows = []
+        for f in self.folds:
+            row = {k: v for k, v in f.items() if k not in ("is_metrics", "oos_metrics", "params")}
+            row.update({f"param_{k}": v for k, v in (f["params"] or {}).items()})
+            row.update({f"is_{k}": v for k, v in (f["is_metrics"] or {}).items()})
+            row.update({f"oos_{k}": v for k, v in (f["oos_metrics"] or {}).items()})
+            rows.append(row)
+        return pa.Table.from_pylist(rows)
+
+    @property
+    def oos_return(self) -> float:
+        """Total return of the stitched out-of-sample equity curve."""
+        if not self.equity.size or not self.studies:
+            return math.nan
+        return float(self.equity[-1] / self.studies[0].config.sim.init_cash - 1.0)
+
+
+def walk_forward(
+    strategy: Any,
+    bars: Any,
+    *,
+    space: Mapping[str, Any] | Sequence[str],
+    n_folds: int = 4,
+    train_frac: float = 0.7,
+    mode: Mode = "rolling",
+    executor: Executor = "ray",
+    **kwargs: Any,
+) -> WalkForwardResult:
+    """Optimise on each train window and evaluate the best parameters on the next test window.
+
+    Takes the arguments of :func:`optimize` besides ``n_folds``, ``train_frac`` (share of the
+    first fold used for training) and ``mode`` (``"rolling"`` or ``"anchored"``).  The bars are
+    put in the object store once for all folds.
+    """
+    arrays = bars_to_arrays(bars)
+    folds = split_folds(len(arrays), n_folds, train_frac=train_frac, mode=mode)
+    opt_keys = {
+        "constraint",
+        "objective",
+        "minimize",
+        "method",
+        "n_trials",
+        "seed",
+        "min_trades",
+        "result_constraint",
+        "fee_bps",
+        "sim_config",
+        "settings",
+        "store",
+        "study_name",
+    }
+    run_keys = {"batch_target_s", "batch_size", "max_in_flight", "progress", "cancel_event"}
+    unknown = set(kwargs) - opt_keys - run_keys - {"timeframe", "num_cpus"}
+    if unknown:
+        raise TypeError(f"walk_forward() got unexpected arguments {sorted(unknown)}")
+    study = _prepare(
+        strategy,
+        space=space,
+        constraint=kwargs.get("constraint"),
+        objective=kwargs.get("objective", "sharpe"),
+        minimize=kwargs.get("minimize"),
+        method=kwargs.get("method", "grid"),
+        n_trials=kwargs.get("n_trials"),
+        seed=kwargs.get("seed"),
+        min_trades=kwargs.get("min_trades"),
+        result_constraint=kwargs.get("result_constraint"),
+        fee_bps=kwargs.get("fee_bps", 0.0),
+        sim_config=kwargs.get("sim_config"),
+        periods_per_year=_periods_per_year(arrays, kwargs.get("timeframe")),
+        settings=kwargs.get("settings"),
+        store=kwargs.get("store", True),
+        study_name=kwargs.get("study_name"),
+    )
+    bars_ref = None
+    if executor == "ray":
+        from cryptoorchestrator.cluster.runtime import ensure_ray
+
+        ray = ensure_ray(study.settings or kwargs.get("settings"), num_cpus=kwargs.get("num_cpus"))
+        bars_ref = ray.put(arrays)
+    base_name = study.name
+    out: list[dict[str, Any]] = []
+    studies: list[OptimizationResult] = []
+    curves: list[np.ndarray] = []
+    for fold in folds:
+        study.name = f"{base_name}:fold{fold.index}"
+        study.extra_key = {"fold": [fold.train_start, fold.train_stop]}
+        res = _run_study(
+            study,
+            arrays,
+            executor=executor,
+            bars_ref=bars_ref,
+            window=(fold.train_start, fold.train_stop),
+            batch_target_s=kwargs.get("batch_target_s", 0.1),
+            batch_size=kwargs.get("batch_size"),
+            max_in_flight=kwargs.get("max_in_flight"),
+            progress=kwargs.get("progress", True),
+            cancel_event=kwargs.get("cancel_event"),
+        )
+        studies.append(res)
+        bt = res.best_trial
+        row: dict[str, Any] = {
+            "fold": fold.index,
+            "train_start": fold.train_start,
+            "train_stop": fold.train_stop,
+            "test_start": fold.test_start,
+            "test_stop": fold.test_stop,
+            "params": bt.params if bt else None,
+            "is_value": bt.value if bt else None,
+            "is_metrics": bt.metrics if bt else None,
+            "oos_metrics": None,
+            "oos_value": None,
+        }
+        if bt is not None:
+            win = evaluate_window(
+                study.strategy,
+                arrays,
+                bt.params,
+                study.config,
+                fold.test_start,
+                fold.test_stop,
+                warmup_start=fold.train_start,
+            )
+            row["oos_metrics"] = win.metrics
+            row["oos_value"] = study.objective.value(win.metrics)
+            curves.append(win.equity)
+        else:  # nothing tradable in this fold: stay in cash out of sample
+            curves.append(np.full(fold.test_stop - fold.test_start, study.config.sim.init_cash))
+        out.append(row)
+        if res.status != study_store.SUCCEEDED:
+            break
+    equity = stitch_equity(curves, study.config.sim.init_cash)
+    ts = arrays.timestamp[folds[0].test_start : folds[0].test_start + equity.size]
+    return WalkForwardResult(out, equity, ts, studies)
