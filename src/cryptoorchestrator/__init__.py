@@ -26,10 +26,13 @@ _LAZY: dict[str, str] = {
     "check_lookahead": "cryptoorchestrator.strategies.sdk",
     "list_strategies": "cryptoorchestrator.strategies.sdk",
     "get_strategy": "cryptoorchestrator.strategies.sdk",
+    "optimize": "cryptoorchestrator.cluster.optimize",
+    "walk_forward": "cryptoorchestrator.cluster.optimize",
 }
 
 if TYPE_CHECKING:
     from cryptoorchestrator.client import Client
+    from cryptoorchestrator.cluster.optimize import optimize, walk_forward
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.strategies.sdk import (
@@ -49,6 +52,8 @@ __all__ = [
     "get_strategy",
     "list_strategies",
     "load_ohlcv",
+    "optimize",
+    "walk_forward",
 ]
 
 

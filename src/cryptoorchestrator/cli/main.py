@@ -17,6 +17,7 @@ from cryptoorchestrator import __version__
 from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
 from cryptoorchestrator.cli import exchange_sim as exchange_sim_cli
+from cryptoorchestrator.cli import optimize as optimize_cli
 from cryptoorchestrator.cli.serve import serve
 from cryptoorchestrator.platform.errors import CryptoOrchError
 
@@ -31,6 +32,7 @@ app.add_typer(db_cli.app, name="db")
 app.add_typer(data_cli.app, name="data")
 app.command()(serve)
 app.command("exchange-sim")(exchange_sim_cli.exchange_sim)
+app.command("optimize")(optimize_cli.optimize)
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}
