@@ -23,6 +23,8 @@ MaxPositionSize = Annotated[
 ]
 Percent = Annotated[Decimal, Field(gt=Decimal(0), le=Decimal(1000), description="percent")]
 Mode = Literal["paper", "live"]
+#: Database ids are 32-bit on some tables; larger numbers can name nothing.
+DbId = Annotated[int, Field(ge=1, le=2_147_483_647)]
 
 
 class CamelModel(BaseModel):
@@ -142,7 +144,7 @@ class BotCreate(StrictBody):
     strategy: str = Field(min_length=1, max_length=100, examples=["sma_cross"])
     params: dict[str, Any] = Field(default_factory=dict)
     timeframe: str = Field("1h", max_length=8)
-    exchange_account_id: int | None = None
+    exchange_account_id: DbId | None = None
     mode: Mode = "paper"
     risk_per_trade: RiskPerTrade = Decimal(1)
     max_position_size: MaxPositionSize = Decimal(10)
@@ -160,7 +162,7 @@ class BotUpdate(StrictBody):
     strategy: str | None = Field(None, min_length=1, max_length=100)
     params: dict[str, Any] | None = None
     timeframe: str | None = Field(None, max_length=8)
-    exchange_account_id: int | None = None
+    exchange_account_id: DbId | None = None
     mode: Mode | None = None
     risk_per_trade: RiskPerTrade | None = None
     max_position_size: MaxPositionSize | None = None

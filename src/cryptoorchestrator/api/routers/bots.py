@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from cryptoorchestrator.api.deps import BotsDep, ClusterDep, HubDep
@@ -21,6 +21,8 @@ from cryptoorchestrator.api.schemas import (
 from cryptoorchestrator.platform.logs import tail
 from cryptoorchestrator.platform.model import BotStatus
 from cryptoorchestrator.platform.services.bots import BotService
+
+IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 router = APIRouter(prefix="/api/bots", tags=["bots"])
 
@@ -47,13 +49,13 @@ def create_bot(body: BotCreate, bots: BotsDep, hub: HubDep) -> BotPublic:
 
 
 @router.get("/{bot_id}")
-def get_bot(bot_id: int, bots: BotsDep) -> BotPublic:
+def get_bot(bot_id: IdPath, bots: BotsDep) -> BotPublic:
     """Return one of your bots."""
     return BotPublic.model_validate(bots.get(bot_id))
 
 
 @router.patch("/{bot_id}")
-def update_bot(bot_id: int, body: BotUpdate, bots: BotsDep) -> BotPublic:
+def update_bot(bot_id: IdPath, body: BotUpdate, bots: BotsDep) -> BotPublic:
     """Change a bot; trading fields only while it is stopped (409 otherwise)."""
     bot = bots.update(bot_id, body.model_dump(by_alias=False, exclude_unset=True))
     bots.session.commit()
@@ -61,7 +63,7 @@ def update_bot(bot_id: int, body: BotUpdate, bots: BotsDep) -> BotPublic:
 
 
 @router.delete("/{bot_id}")
-def delete_bot(bot_id: int, bots: BotsDep) -> DeletedPublic:
+def delete_bot(bot_id: IdPath, bots: BotsDep) -> DeletedPublic:
     """Delete a stopped bot; one with orders or trades is archived instead."""
     outcome = bots.delete(bot_id)
     bots.session.commit()
@@ -81,14 +83,14 @@ def _status(bots: BotService, bot_id: int) -> BotStatusPublic:
 
 
 @router.get("/{bot_id}/status")
-def bot_status(bot_id: int, bots: BotsDep) -> BotStatusPublic:
+def bot_status(bot_id: IdPath, bots: BotsDep) -> BotStatusPublic:
     """Return the bot's status ("Starting", "Running", "Stopped", "Error") and recent changes."""
     return _status(bots, bot_id)
 
 
 @router.get("/{bot_id}/logs")
 def bot_logs(
-    bot_id: int,
+    bot_id: IdPath,
     bots: BotsDep,
     request: Request,
     tail_lines: Annotated[int, Query(alias="tail", ge=1, le=5000)] = 100,
@@ -100,7 +102,7 @@ def bot_logs(
 
 
 async def _control(
-    bot_id: int, bots: BotService, cluster: ClusterDep, hub: HubDep, start: bool
+    bot_id: IdPath, bots: BotService, cluster: ClusterDep, hub: HubDep, start: bool
 ) -> BotStatusPublic:
     bot = await run_in_threadpool(bots.get, bot_id)
     # The cluster decides first: nothing is persisted unless it accepted the command.
@@ -124,13 +126,15 @@ async def _control(
 
 @router.post("/{bot_id}/start", responses={503: {"description": "cluster not available"}})
 async def start_bot(
-    bot_id: int, bots: BotsDep, cluster: ClusterDep, hub: HubDep
+    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep
 ) -> BotStatusPublic:
     """Ask the cluster to start the bot; 503 while the cluster layer is not available."""
     return await _control(bot_id, bots, cluster, hub, start=True)
 
 
 @router.post("/{bot_id}/stop", responses={503: {"description": "cluster not available"}})
-async def stop_bot(bot_id: int, bots: BotsDep, cluster: ClusterDep, hub: HubDep) -> BotStatusPublic:
+async def stop_bot(
+    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep
+) -> BotStatusPublic:
     """Ask the cluster to stop the bot; 503 while the cluster layer is not available."""
     return await _control(bot_id, bots, cluster, hub, start=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 
 from cryptoorchestrator.api.deps import AccountsDep
 from cryptoorchestrator.api.schemas import (
@@ -15,6 +15,8 @@ from cryptoorchestrator.api.schemas import (
 )
 from cryptoorchestrator.platform.errors import UnavailableError
 from cryptoorchestrator.platform.storage.models import ExchangeAccount
+
+IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
 
@@ -59,14 +61,14 @@ def create_account(body: ExchangeAccountCreate, accounts: AccountsDep) -> Exchan
 
 
 @router.get("/exchanges/accounts/{account_id}")
-def get_account(account_id: int, accounts: AccountsDep) -> ExchangeAccountPublic:
+def get_account(account_id: IdPath, accounts: AccountsDep) -> ExchangeAccountPublic:
     """Return one of your exchange accounts."""
     return _public(accounts.get(account_id))
 
 
 @router.patch("/exchanges/accounts/{account_id}")
 def update_account(
-    account_id: int, body: ExchangeAccountUpdate, accounts: AccountsDep
+    account_id: IdPath, body: ExchangeAccountUpdate, accounts: AccountsDep
 ) -> ExchangeAccountPublic:
     """Change an account or replace its credentials."""
     row = accounts.update(account_id, _values(body))
@@ -75,7 +77,7 @@ def update_account(
 
 
 @router.delete("/exchanges/accounts/{account_id}")
-def delete_account(account_id: int, accounts: AccountsDep) -> DeletedPublic:
+def delete_account(account_id: IdPath, accounts: AccountsDep) -> DeletedPublic:
     """Delete an exchange account and its stored credentials."""
     accounts.delete(account_id)
     accounts.session.commit()
@@ -86,7 +88,7 @@ def delete_account(account_id: int, accounts: AccountsDep) -> DeletedPublic:
 def check_exchange_connections(
     request: Request,
     accounts: AccountsDep,
-    account_id: Annotated[int | None, Query(alias="accountId", ge=1)] = None,
+    account_id: Annotated[int | None, Query(alias="accountId", ge=1, le=2_147_483_647)] = None,
 ) -> dict[str, Any]:
     """Check that stored keys work and report their permissions, without placing an order."""
     if account_id is not None:

@@ -11,7 +11,9 @@ from cryptoorchestrator.api.schemas import OrderPublic, Page, PositionPublic, Tr
 
 router = APIRouter(prefix="/api", tags=["trading"])
 
-BotId = Annotated[int | None, Query(alias="botId", ge=1, description="only this bot")]
+BotId = Annotated[
+    int | None, Query(alias="botId", ge=1, le=2_147_483_647, description="only this bot")
+]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200, description="nextCursor of the last page")]
 

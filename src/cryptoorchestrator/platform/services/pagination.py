@@ -50,6 +50,9 @@ def decode_cursor(cursor: str, *, field: str = "cursor") -> tuple[datetime | Non
         stamp, row_id = json.loads(raw)
         if not isinstance(row_id, int) or not (stamp is None or isinstance(stamp, int)):
             raise ValueError("bad types")
+        # Bounds of BIGINT and of datetime: anything else was not made by encode_cursor.
+        if not 0 < row_id < 2**63 or (stamp is not None and not 0 <= stamp < 2**55):
+            raise ValueError("out of range")
         at = None if stamp is None else _EPOCH + stamp * _US
     except (ValueError, TypeError, binascii.Error, OverflowError, OSError) as exc:
         raise InvalidInputError(field, "malformed cursor; pass nextCursor unchanged") from exc
