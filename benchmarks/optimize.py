@@ -1,0 +1,149 @@
+"""Benchmark: the 174-pair SMA-cross grid through co.optimize on Ray vs vectorbt broadcasting.
+
+Prints trials/s, peak memory (driver + Ray workers' RSS, sampled), the ratio to vectorbt,
+1 vs 2 worker scaling and Ray's overhead against the same batches run serially in-process;
+writes ``benchmarks/results/optimize.json``.  Run: ``.venv/bin/python -m benchmarks.optimize``
+or ``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit" / "optimize"))
+
+SPACE = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
+
+
+class PeakRss:
+    """Sample the summed RSS of this process and all its descendants (Ray workers)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def strategy() -> Any:
+    try:
+        from cryptoorchestrator.strategies.registry import get_strategy
+
+        return get_strategy("sma_cross")
+    except ImportError:  # the registry has not landed yet: the tests' equivalent strategy
+        from _strategy import SmaCross
+
+        return SmaCross()
+
+
+def run_ours(bars: dict[str, np.ndarray], cpus: int, executor: str) -> tuple[float, Any]:
+    import ray
+
+    from cryptoorchestrator.cluster.optimize import optimize
+
+    if executor == "ray":
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        from ray import cloudpickle
+
+        import _strategy
+
+        cloudpickle.register_pickle_by_value(_strategy)
+    try:
+        kw = {"space": SPACE, "constraint": "fast < slow", "store": False, "progress": False,
+              "executor": executor, "fee_bps": 10.0}
+        optimize(strategy(), {k: v[:5000] for k, v in bars.items()}, **kw)  # JIT + workers up
+        t0 = time.perf_counter()
+        res = optimize(strategy(), bars, **kw)
+        return time.perf_counter() - t0, res
+    finally:
+        if executor == "ray":
+            ray.shutdown()
+
+
+def run_vectorbt(bars: dict[str, np.ndarray]) -> float:
+    import pandas as pd
+    import vectorbt as vbt
+
+    close = pd.Series(bars["close"])
+    fast_w = [f for f in SPACE["fast"] for s in SPACE["slow"] if f < s]
+    slow_w = [s for f in SPACE["fast"] for s in SPACE["slow"] if f < s]
+    t0 = time.perf_counter()
+    fast = vbt.MA.run(close, fast_w, short_name="fast", per_column=False)
+    slow = vbt.MA.run(close, slow_w, short_name="slow", per_column=False)
+    fast.ma.columns = slow.ma.columns = range(len(fast_w))
+    entries = fast.ma_crossed_above(slow)
+    exits = fast.ma_crossed_below(slow)
+    pf = vbt.Portfolio.from_signals(close, entries, exits, fees=0.001, freq="1h")
+    pf.sharpe_ratio()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--vbt-bars", type=int, default=100_000)
+    args = ap.parse_args()
+    from _strategy import random_bars
+
+    bars = random_bars(args.bars, seed=42)
+    out: dict[str, Any] = {"bars": args.bars, "trials": 174}
+    with PeakRss() as mem2:
+        t2, res2 = run_ours(bars, 2, "ray")
+    t1, res1 = run_ours(bars, 1, "ray")
+    ts, ress = run_ours(bars, 1, "serial")
+    assert all(a.same_outcome(b) for a, b in zip(res2.trials, ress.trials, strict=True))
+    assert res2.best == ress.best == res1.best
+    vb_bars = {k: v[: args.vbt_bars] for k, v in bars.items()}
+    with PeakRss() as memv:
+        tv = run_vectorbt(vb_bars)
+    n = len(res2.trials)
+    ours_tps = n / t2
+    vbt_tps_norm = n / tv * args.vbt_bars / args.bars  # per-bar normalised to args.bars
+    out.update({
+        "ray_2cpu_s": t2, "ray_1cpu_s": t1, "serial_s": ts, "batch_size": res2.batch_size,
+        "trials_per_s": ours_tps, "peak_rss_gb": mem2.peak / 1e9,
+        "vectorbt_bars": args.vbt_bars, "vectorbt_s": tv,
+        "vectorbt_trials_per_s_normalised": vbt_tps_norm, "vectorbt_peak_rss_gb": memv.peak / 1e9,
+        "ratio_vs_vectorbt": ours_tps / vbt_tps_norm, "scaling_1_to_2": t1 / t2,
+        "ray_overhead": t1 / ts - 1.0, "best": res2.best,
+    })
+    for k, v in out.items():
+        print(f"{k:>34}: {v:.4g}" if isinstance(v, float) else f"{k:>34}: {v}")
+    path = Path(__file__).resolve().parent / "results" / "optimize.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
