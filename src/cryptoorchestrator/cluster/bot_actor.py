@@ -1,0 +1,339 @@
+"""Bots as Ray actors: a thin shell around ``platform.bots.runtime.BotRuntime``.
+
+Each bot is a named, detached actor ``bot:<id>`` in the platform's namespace, restarted without
+limit and with ``max_task_retries=0`` (a retried call would run its side effects twice).  The
+constructor never raises, since an exception there during a restart kills the actor for good; it
+only starts the trading loop on a thread of its own, so the loop comes back by itself after every
+restart.  The loop loads the bot from the database, reconciles its orders with the exchange, and
+only then trades; when anything fails it records ``Error`` with the reason and retries with
+backoff while the user still wants the bot running.
+
+Control calls (``status``, ``stop``, ``halt``, ``logs``) run in their own concurrency group, on
+their own event loop, so they answer in milliseconds while the loop works on its thread.
+Whatever they do to the runtime is handed to the loop's event loop, where its connections live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import ray
+
+from cryptoorchestrator.cluster.events import get_event_bus
+from cryptoorchestrator.cluster.risk_actor import get_risk_actor, request_approval
+from cryptoorchestrator.cluster.runtime import NAMESPACE
+from cryptoorchestrator.platform.bots.clients import execution_client_for
+from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, SignalSource
+from cryptoorchestrator.platform.bots.status import set_bot_status
+from cryptoorchestrator.platform.logs import bot_logger, tail
+from cryptoorchestrator.platform.model import BotStatus
+from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.models import Bot
+
+#: Builds the signal function of a strategy; replaced in tests, bound to the registry by default.
+SignalFactory = Callable[[str, Mapping[str, Any]], SignalSource]
+
+
+def actor_name(bot_id: int) -> str:
+    """Return the Ray actor name of a bot."""
+    return f"bot:{bot_id}"
+
+
+def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
+    """Return a signal source over the strategy registry (the backtest's own code)."""
+    from cryptoorchestrator.cluster.signals import last_bar_signals
+
+    return last_bar_signals(strategy, params)
+
+
+@ray.remote(  # type: ignore[call-overload]  # Ray's stubs omit concurrency_groups
+    num_cpus=0,
+    max_restarts=-1,
+    max_task_retries=0,
+    concurrency_groups={"control": 4},
+)
+class BotActor:
+    """One bot (see the module docstring)."""
+
+    def __init__(
+        self,
+        bot_id: int,
+        settings_data: dict[str, Any],
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        # Never raise here: a constructor exception during a restart kills the actor for good.
+        self.bot_id = bot_id
+        self._opts = dict(options or {})
+        self.state: dict[str, Any] = {
+            "status": BotStatus.STARTING.value,
+            "reason": None,
+            "started_at": time.time(),
+            "restarts": 0,
+        }
+        self._runtime: BotRuntime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._settings: Settings | None = None
+        try:
+            self._settings = Settings(**settings_data)
+            self._log = bot_logger(bot_id, self._settings.log_dir)
+        except Exception as exc:  # degraded: run() reports it as an Error status
+            self.state["reason"] = f"bad settings: {exc}"
+            self._log = logging.getLogger(f"cryptoorchestrator.bot.{bot_id}")
+        try:
+            self.state["restarts"] = int(ray.get_runtime_context().was_current_actor_reconstructed)
+        except Exception:  # noqa: S110 (informational only)
+            pass
+        # The loop gets its own thread and event loop.  A call to our own ``run`` method would
+        # fail while Ray still marks the actor as restarting (no task retries, on purpose).
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"bot-{bot_id}-loop", daemon=True
+        )
+        self._thread.start()
+
+    # --------------------------------------------------------------------- trading loop
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._trading_loop())
+        except Exception as exc:  # never let the thread die silently
+            self.state.update(status=BotStatus.ERROR.value, reason=f"loop crashed: {exc}")
+
+    async def _trading_loop(self) -> None:
+        """Load, reconcile and trade until stopped; report failures and retry with backoff."""
+        self._loop = asyncio.get_running_loop()
+        backoff = float(self._opts.get("retry_initial_s", 1.0))
+        while not self._stopping:
+            if self._settings is None:
+                return
+            if not self._wants_running():
+                self._set_status(BotStatus.STOPPED, "desired state is stopped")
+                return
+            try:
+                await self._trade()
+                return  # a requested stop
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                self._log.exception("bot failed", extra={"event": "error"})
+                self._set_status(BotStatus.ERROR, reason)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, float(self._opts.get("retry_max_s", 60.0)))
+            finally:
+                runtime, self._runtime = self._runtime, None
+                if runtime is not None:
+                    await runtime.client.close()
+
+    async def _trade(self) -> None:
+        assert self._settings is not None
+        settings = self._settings
+        self._set_status(BotStatus.STARTING, "loading and reconciling")
+        with session_scope(settings) as session:
+            bot = session.get(Bot, self.bot_id)
+            if bot is None:
+                raise LookupError(f"bot {self.bot_id} does not exist")
+            strategy, params = bot.strategy, dict(bot.params or {})
+            client, exchange = await execution_client_for(settings, self.bot_id)
+            config = BotSettings.from_row(bot, exchange, int(self._opts.get("window", 500)))
+        factory: SignalFactory = self._opts.get("signal_factory") or registry_signals
+        signals = factory(strategy, params)
+        risk = get_risk_actor(settings)
+        timeout = float(self._opts.get("risk_timeout_s", 2.0))
+        bus = get_event_bus()
+
+        async def gate(check: OrderCheck) -> RiskDecision:
+            return await request_approval(risk, check, timeout)
+
+        async def on_equity(equity: Decimal) -> None:
+            runtime = self._runtime
+            assert runtime is not None
+            # the position at mark is what the equity holds beyond cash (spot: long only)
+            await risk.update_position.remote(
+                self.bot_id, config.symbol, str(equity - runtime.ledger.cash)
+            )
+            breaches = await risk.update_equity.remote(self.bot_id, str(equity))
+            if any(b.get("bot_id") in (None, self.bot_id) for b in breaches):
+                runtime.request_stop()
+
+        async def publish(kind: str, payload: dict[str, Any]) -> None:
+            bus.publish.remote({"type": kind, **payload})
+
+        self._runtime = BotRuntime(
+            config,
+            settings,
+            client,
+            signals,
+            gate,
+            events=publish,
+            on_equity=on_equity,
+            poll_interval_s=float(self._opts.get("poll_interval_s", 1.0)),
+            logger=self._log,
+        )
+        await self._runtime.prepare()
+        await risk.register_bot.remote(
+            self.bot_id,
+            str(self._runtime.ledger.equity(self._runtime.ledger.average_price)),
+            str(config.max_position_pct),
+            str(config.risk_per_trade_pct),
+            {config.symbol: str(self._runtime.ledger.cost_basis)}
+            if self._runtime.ledger.amount > 0
+            else {},
+        )
+        self._set_status(BotStatus.RUNNING, "trading")
+        await self._runtime.run()
+        if not self._stopping and self.state["status"] != BotStatus.STOPPED.value:
+            self._set_status(BotStatus.STOPPED, "risk limit breached")
+
+    def _wants_running(self) -> bool:
+        assert self._settings is not None
+        try:
+            with session_scope(self._settings) as session:
+                bot = session.get(Bot, self.bot_id)
+                return bot is not None and bot.desired_state == "running"
+        except Exception:  # the database is down: keep trying as the user asked
+            return True
+
+    def _set_status(self, status: BotStatus, reason: str | None) -> None:
+        previous = self.state["status"]
+        self.state.update(status=status.value, reason=reason, changed_at=time.time())
+        if self._settings is None:
+            return
+        try:
+            with session_scope(self._settings) as session:
+                bot = session.get(Bot, self.bot_id)
+                if bot is not None and (bot.status != status.value or bot.status_reason != reason):
+                    set_bot_status(
+                        session, self.bot_id, status, reason, log_dir=self._settings.log_dir
+                    )
+        except Exception:
+            self._log.exception("could not persist status %s", status.value)
+        if previous != status.value:
+            try:
+                get_event_bus().publish.remote(
+                    {
+                        "type": "status",
+                        "botId": self.bot_id,
+                        "status": status.value,
+                        "reason": reason,
+                    }
+                )
+            except Exception:  # noqa: S110 (events are best effort; the database has it)
+                pass
+
+    # -------------------------------------------------------------------------- control
+
+    @ray.method(concurrency_group="control")
+    async def status(self) -> dict[str, Any]:
+        """Return the bot's live status (answers while the loop works)."""
+        runtime = self._runtime
+        out = dict(self.state)
+        if runtime is not None:
+            out.update(
+                last_candle_ms=runtime.state.last_candle_ms,
+                last_decision_ms=runtime.state.last_decision_ms,
+                orders_sent=runtime.state.orders_sent,
+                position=str(runtime.ledger.amount),
+                cash=str(runtime.ledger.cash),
+            )
+        return out
+
+    @ray.method(concurrency_group="control")
+    async def stop(self, reason: str = "stopped by user") -> dict[str, Any]:
+        """Stop trading after the current step; open orders stay on the exchange."""
+        self._stopping = True
+        await self._on_loop(self._request_stop)
+        self._set_status(BotStatus.STOPPED, reason)
+        return dict(self.state)
+
+    @ray.method(concurrency_group="control")
+    async def halt(self, reason: str, flatten: bool = False) -> dict[str, Any]:
+        """Stop now: cancel the bot's open orders and, if asked, sell its position."""
+        self._stopping = True
+        result: dict[str, Any] = {"cancelled": 0, "flattened": False}
+
+        async def do() -> None:
+            runtime = self._runtime
+            if runtime is None:
+                return
+            runtime.request_stop()
+            result["cancelled"] = await runtime.cancel_open_orders()
+            if flatten:
+                result["flattened"] = await runtime.flatten()
+
+        try:
+            await self._on_loop(do)
+        except Exception as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        self._set_status(BotStatus.STOPPED, reason)
+        return {**self.state, **result}
+
+    @ray.method(concurrency_group="control")
+    async def logs(self, lines: int = 100) -> list[str]:
+        """Return the last lines of ``logs/bot_<id>.log``."""
+        if self._settings is None:
+            return []
+        return tail(self._settings.log_dir / f"bot_{self.bot_id}.log", lines)
+
+    @ray.method(concurrency_group="control")
+    async def pid(self) -> int:
+        """Return the actor's process id (tests kill it to prove crash safety)."""
+        import os
+
+        return os.getpid()
+
+    def _request_stop(self) -> None:
+        if self._runtime is not None:
+            self._runtime.request_stop()
+
+    async def _on_loop(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (a function or coroutine function) on the trading loop's event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if asyncio.iscoroutinefunction(fn):
+            future = asyncio.run_coroutine_threadsafe(fn(), loop)
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout=30)
+        else:
+            loop.call_soon_threadsafe(fn)
+
+
+def settings_for_actor(settings: Settings) -> dict[str, Any]:
+    """Return what a bot actor needs to rebuild the driver's settings."""
+    from cryptoorchestrator.cluster.risk_actor import settings_payload
+
+    return settings_payload(settings)
+
+
+def start_bot_actor(settings: Settings, bot_id: int, options: dict[str, Any] | None = None) -> Any:
+    """Create (or find) the detached actor of a bot; its constructor starts the loop."""
+    return BotActor.options(  # type: ignore[attr-defined]
+        name=actor_name(bot_id),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote(bot_id, settings_for_actor(settings), options)
+
+
+def find_bot_actor(bot_id: int) -> Any | None:
+    """Return the handle of a running bot actor, or None."""
+    try:
+        return ray.get_actor(actor_name(bot_id), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "BotActor",
+    "actor_name",
+    "find_bot_actor",
+    "registry_signals",
+    "settings_for_actor",
+    "start_bot_actor",
+]

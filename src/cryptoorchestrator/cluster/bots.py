@@ -1,0 +1,117 @@
+"""Starting, stopping and supervising bot actors; the database says what should run.
+
+``desired_state`` is written first, then the actor is told.  The supervisor (run by
+``cryptoorch serve``) re-creates every bot whose desired state is ``running`` but which has no
+actor, e.g. after the Ray cluster itself restarted and lost every actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+from sqlalchemy import select
+
+from cryptoorchestrator.cluster.bot_actor import find_bot_actor, start_bot_actor
+from cryptoorchestrator.platform.bots.status import set_bot_status
+from cryptoorchestrator.platform.errors import NotFoundError
+from cryptoorchestrator.platform.model import BotStatus
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.models import Bot
+
+log = logging.getLogger("cryptoorchestrator.supervisor")
+
+
+def start_bot(settings: Settings, bot_id: int, options: dict[str, Any] | None = None) -> str:
+    """Record that the bot should run and create its actor; return its status (Starting)."""
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        if bot is None:
+            raise NotFoundError(f"bot {bot_id} does not exist")
+        if bot.status != BotStatus.STARTING.value:
+            set_bot_status(
+                session,
+                bot_id,
+                BotStatus.STARTING,
+                "start requested",
+                desired_state="running",
+                log_dir=settings.log_dir,
+            )
+        else:
+            bot.desired_state = "running"
+    start_bot_actor(settings, bot_id, options)
+    return BotStatus.STARTING.value
+
+
+async def stop_bot(settings: Settings, bot_id: int, reason: str = "stopped by user") -> str:
+    """Record that the bot should not run, stop its loop and remove its actor; return Stopped."""
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        if bot is None:
+            raise NotFoundError(f"bot {bot_id} does not exist")
+        bot.desired_state = "stopped"
+    handle = find_bot_actor(bot_id)
+    if handle is not None:
+        try:
+            await asyncio.wait_for(handle.stop.remote(reason), timeout=30)
+        except Exception:  # a dead or hung actor is removed below all the same
+            log.warning("bot %s did not stop cleanly", bot_id)
+        ray.kill(handle, no_restart=True)
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        if bot is not None and bot.status != BotStatus.STOPPED.value:
+            set_bot_status(session, bot_id, BotStatus.STOPPED, reason, log_dir=settings.log_dir)
+    return BotStatus.STOPPED.value
+
+
+async def bot_status(settings: Settings, bot_id: int) -> dict[str, Any]:
+    """Return the stored status, with the actor's live view when it runs."""
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        if bot is None:
+            raise NotFoundError(f"bot {bot_id} does not exist")
+        out: dict[str, Any] = {
+            "botId": bot.id,
+            "status": bot.status,
+            "reason": bot.status_reason,
+            "desiredState": bot.desired_state,
+            "changedAt": bot.status_changed_at.isoformat() if bot.status_changed_at else None,
+        }
+    handle = find_bot_actor(bot_id)
+    out["actor"] = None
+    if handle is not None:
+        try:
+            out["actor"] = await asyncio.wait_for(handle.status.remote(), timeout=5)
+        except Exception as exc:
+            out["actor"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def supervise_once(settings: Settings, options: dict[str, Any] | None = None) -> list[int]:
+    """Create the actor of every bot that should run but has none; return their ids."""
+    with session_scope(settings) as session:
+        wanted = list(
+            session.scalars(
+                select(Bot.id).where(Bot.desired_state == "running", Bot.archived_at.is_(None))
+            ).all()
+        )
+    started = []
+    for bot_id in wanted:
+        if find_bot_actor(bot_id) is None:
+            log.info("re-creating bot %s", bot_id)
+            start_bot_actor(settings, bot_id, options)
+            started.append(bot_id)
+    return started
+
+
+async def supervise(settings: Settings, interval_s: float = 10.0) -> None:
+    """Run :func:`supervise_once` forever (the head node's supervisor task)."""
+    while True:
+        try:
+            await asyncio.to_thread(supervise_once, settings)
+        except Exception:
+            log.exception("supervisor pass failed")
+        await asyncio.sleep(interval_s)
