@@ -35,7 +35,9 @@ def _stop_cluster(port: int, temp: Path) -> None:
     victims = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if proc.pid != os.getpid() and any(m in cmd for m in marks):
+        if proc.pid == os.getpid():
+            continue
+        if any(m in cmd for m in marks) or _holds_files_in(proc, temp):
             victims.append(proc)
     for proc in victims:
         try:
@@ -43,6 +45,16 @@ def _stop_cluster(port: int, temp: Path) -> None:
         except psutil.Error:
             continue
     psutil.wait_procs(victims, timeout=30)
+
+
+def _holds_files_in(proc: object, temp: Path) -> bool:
+    # Ray's agents rename themselves ("ray::DashboardAgent"): find them by their open log files.
+    import psutil
+
+    try:
+        return any(f.path.startswith(str(temp)) for f in proc.open_files())  # type: ignore[attr-defined]
+    except psutil.Error:
+        return False
 
 
 DRIVER = textwrap.dedent(
