@@ -730,6 +730,76 @@ def optimize(
     )
 
 
+def open_study(
+    strategy: Any,
+    bars: Any,
+    *,
+    space: Mapping[str, Any] | Sequence[str],
+    constraint: ConstraintSpec = None,
+    objective: str = "sharpe",
+    minimize: bool | None = None,
+    method: str = "grid",
+    n_trials: int | None = None,
+    seed: int | None = None,
+    min_trades: int | None = None,
+    fee_bps: float = 0.0,
+    timeframe: str | None = None,
+    settings: Settings | None = None,
+    study_name: str | None = None,
+) -> str:
+    """Validate a study and record its run without running it; return the run id.
+
+    :func:`optimize` called later with the same arguments finds the same study (same key) and
+    runs it under this id, which lets the API answer with an id at once while the study runs as
+    a Ray task.
+
+    Raises
+    ------
+    InvalidInputError
+        As :func:`optimize` does, before anything is recorded.
+    """
+    arrays = bars_to_arrays(bars)
+    study = _prepare(
+        strategy,
+        space=space,
+        constraint=constraint,
+        objective=objective,
+        minimize=minimize,
+        method=method,
+        n_trials=n_trials,
+        seed=seed,
+        min_trades=min_trades,
+        result_constraint=None,
+        fee_bps=fee_bps,
+        sim_config=None,
+        periods_per_year=_periods_per_year(arrays, timeframe),
+        settings=settings,
+        store=True,
+        study_name=study_name,
+    )
+    assert study.settings is not None
+    from cryptoorchestrator.platform.storage.db import upgrade
+
+    upgrade(study.settings)
+    run_id, _ = study_store.open_run(
+        study.settings,
+        study_key=study.key(arrays),
+        strategy=strategy_name(study.strategy),
+        method=study.method,
+        objective=study.objective.name,
+        space=study.space.to_json(),
+        config={
+            **study.config_json(),
+            "constraint": study.constraint.to_json(),
+            "seed": study.seed,
+            "n_trials": study.n_trials,
+            "name": study.name,
+            "direction": study.objective.direction,
+        },
+    )
+    return run_id
+
+
 @dataclass
 class WalkForwardResult:
     """Per-fold best parameters with in-sample and out-of-sample metrics, stitched OOS equity."""

@@ -1,0 +1,258 @@
+"""``co.bots`` and ``co.risk``: bots and risk limits from a notebook, on the local cluster.
+
+>>> import cryptoorchestrator as co
+>>> bot = co.bots.create("sma-btc", "BTC/USDT", "sma_cross", params={"fast": 10, "slow": 50},
+...                      api_url="http://127.0.0.1:8765")      # paper, on the simulator
+>>> bot.start(); bot.status(); bot.trades().to_pandas(); bot.stop()
+>>> co.risk.limits(); co.risk.set_limits(max_drawdown_pct=15); co.risk.kill_switch()
+
+Everything goes through the same services as the API (validation, ownership, audit), acting
+as a local user, and the same Ray actors as ``cryptoorch serve``.  For a remote head node use
+``co.Client`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import select
+
+from cryptoorchestrator.cluster import bots as bot_control
+from cryptoorchestrator.cluster.facade import kill_switch_local, parse_limits
+from cryptoorchestrator.cluster.risk_actor import get_risk_actor
+from cryptoorchestrator.cluster.runtime import ensure_ray
+from cryptoorchestrator.platform.logs import tail
+from cryptoorchestrator.platform.services.bots import BotService
+from cryptoorchestrator.platform.settings import Settings, get_settings
+from cryptoorchestrator.platform.storage.db import session_scope, upgrade
+from cryptoorchestrator.platform.storage.models import ExchangeAccount, Trade, User
+from cryptoorchestrator.strategies.registry import get_strategy
+
+LOCAL_USER = "local@cryptoorchestrator"
+
+
+def strategy_validator(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a strategy name and its parameters against the registry."""
+    return get_strategy(strategy).validate_params(params)
+
+
+def local_user_id(settings: Settings) -> int:
+    """Return the id of the local operator (created on first use; it cannot log in)."""
+    with session_scope(settings) as session:
+        uid = session.scalar(select(User.id).where(User.email == LOCAL_USER))
+        if uid is None:
+            # "!" can never be an argon2 hash: the local operator cannot log in over HTTP.
+            user = User(email=LOCAL_USER, password_hash="!local", is_admin=True)  # noqa: S106
+            session.add(user)
+            session.flush()
+            uid = user.id
+        return int(uid)
+
+
+def paper_account_id(settings: Settings, user_id: int, exchange: str, api_url: str | None) -> int:
+    """Return the user's paper account on ``exchange`` (and ``api_url``), creating it once."""
+    name = f"paper-{exchange}" + (f"@{api_url}" if api_url else "")
+    with session_scope(settings) as session:
+        account = session.scalar(
+            select(ExchangeAccount).where(
+                ExchangeAccount.user_id == user_id, ExchangeAccount.name == name[:100]
+            )
+        )
+        if account is None:
+            account = ExchangeAccount(
+                user_id=user_id, name=name[:100], exchange=exchange, mode="paper", api_url=api_url
+            )
+            session.add(account)
+            session.flush()
+        return int(account.id)
+
+
+@dataclass
+class BotHandle:
+    """One bot, as a notebook sees it."""
+
+    id: int
+    name: str
+    settings: Settings
+
+    def start(self) -> str:
+        """Start the bot on the cluster; return its status (Starting)."""
+        ensure_ray(self.settings)
+        return bot_control.start_bot(self.settings, self.id)
+
+    def stop(self, reason: str = "stopped by user") -> str:
+        """Stop the bot and remove its actor; return its status (Stopped)."""
+        ensure_ray(self.settings)
+        return asyncio.run(bot_control.stop_bot(self.settings, self.id, reason))
+
+    def status(self) -> dict[str, Any]:
+        """Return the stored status and, while it runs, the actor's live view."""
+        ensure_ray(self.settings)
+        return asyncio.run(bot_control.bot_status(self.settings, self.id))
+
+    def trades(self, limit: int = 1000) -> pa.Table:
+        """Return the bot's fills, newest first, as a pyarrow table (``.to_pandas()`` works)."""
+        with session_scope(self.settings) as session:
+            rows = session.scalars(
+                select(Trade)
+                .where(Trade.bot_id == self.id)
+                .order_by(Trade.timestamp.desc(), Trade.id.desc())
+                .limit(limit)
+            ).all()
+            return pa.table(
+                {
+                    "timestamp": pa.array([r.timestamp for r in rows], pa.timestamp("ms", "UTC")),
+                    "side": [r.side for r in rows],
+                    "price": pa.array([r.price for r in rows], pa.decimal128(38, 18)),
+                    "amount": pa.array([r.amount for r in rows], pa.decimal128(38, 18)),
+                    "fee": pa.array([r.fee for r in rows], pa.decimal128(38, 18)),
+                    "fee_currency": [r.fee_currency for r in rows],
+                    "order_id": [r.order_id for r in rows],
+                }
+            )
+
+    def logs(self, lines: int = 100) -> list[str]:
+        """Return the last lines of the bot's log file."""
+        return tail(self.settings.log_dir / f"bot_{self.id}.log", lines)
+
+
+class BotsAPI:
+    """``co.bots``: create, find and list bots of the local operator."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in use (``get_settings()`` unless given)."""
+        return self._settings or get_settings()
+
+    def _service(self, session: Any) -> BotService:
+        return BotService(session, local_user_id(self.settings), strategy_validator)
+
+    def create(
+        self,
+        name: str,
+        trading_pair: str,
+        strategy: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeframe: str = "1h",
+        mode: str = "paper",
+        exchange: str = "binance",
+        api_url: str | None = None,
+        exchange_account_id: int | None = None,
+        risk_per_trade: Decimal | float | str = Decimal(1),
+        max_position_size: Decimal | float | str = Decimal(10),
+        stop_loss: Decimal | float | str | None = None,
+        take_profit: Decimal | float | str | None = None,
+        trailing_stop: Decimal | float | str | None = None,
+        starting_balance: Decimal | float | str = Decimal(10_000),
+    ) -> BotHandle:
+        """Create a bot (validated as the API validates it) and return its handle.
+
+        Paper bots without an account get the operator's paper account on ``exchange``
+        (``api_url`` points it at the exchange simulator or another endpoint).
+        """
+        settings = self.settings
+        upgrade(settings)
+        user_id = local_user_id(settings)
+        if exchange_account_id is None:
+            exchange_account_id = paper_account_id(settings, user_id, exchange, api_url)
+        values = {
+            "name": name,
+            "trading_pair": trading_pair,
+            "strategy": strategy,
+            "params": dict(params or {}),
+            "timeframe": timeframe,
+            "mode": mode,
+            "exchange_account_id": exchange_account_id,
+            "risk_per_trade": risk_per_trade,
+            "max_position_size": max_position_size,
+            "stop_loss": stop_loss,
+            "take_profit": take_profit,
+            "trailing_stop": trailing_stop,
+            "starting_balance": starting_balance,
+        }
+        with session_scope(settings) as session:
+            bot = self._service(session).create({k: v for k, v in values.items() if v is not None})
+            return BotHandle(bot.id, bot.name, settings)
+
+    def get(self, bot: int | str) -> BotHandle:
+        """Return the handle of a bot by id or name."""
+        with session_scope(self.settings) as session:
+            service = self._service(session)
+            if isinstance(bot, int) or str(bot).isdigit():
+                row = service.get(int(bot))
+            else:
+                rows = [b for b in service.list_bots(limit=1000).items if b.name == bot]
+                if not rows:
+                    from cryptoorchestrator.platform.errors import NotFoundError
+
+                    raise NotFoundError(f"bot {bot!r} not found")
+                row = rows[0]
+            return BotHandle(row.id, row.name, self.settings)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Return every bot with its status."""
+        with session_scope(self.settings) as session:
+            return [
+                {
+                    "id": b.id,
+                    "name": b.name,
+                    "tradingPair": b.trading_pair,
+                    "strategy": b.strategy,
+                    "status": b.status,
+                    "reason": b.status_reason,
+                    "desiredState": b.desired_state,
+                }
+                for b in self._service(session).list_bots(limit=1000).items
+            ]
+
+
+class RiskAPI:
+    """``co.risk``: the portfolio's risk limits and the kill switch."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in use."""
+        return self._settings or get_settings()
+
+    def limits(self) -> dict[str, Any]:
+        """Return the limits in force."""
+        import ray
+
+        ensure_ray(self.settings)
+        return dict(ray.get(get_risk_actor(self.settings).get_limits.remote()))
+
+    def set_limits(self, **limits: Any) -> dict[str, Any]:
+        """Change limits by name (``max_drawdown_pct=15``); validated, persisted, applied."""
+        import ray
+
+        ensure_ray(self.settings)
+        values = parse_limits(dict(limits))
+        actor = get_risk_actor(self.settings)
+        return dict(ray.get(actor.set_limits.remote(values, None)))
+
+    def utilisation(self) -> dict[str, Any]:
+        """Return exposure, drawdown and open orders against the limits."""
+        import ray
+
+        ensure_ray(self.settings)
+        return dict(ray.get(get_risk_actor(self.settings).utilisation.remote()))
+
+    def kill_switch(self, flatten: bool = False) -> dict[str, Any]:
+        """Stop all trading now: deny orders, cancel open orders, stop every bot."""
+        return kill_switch_local(self.settings, flatten)
+
+
+bots = BotsAPI()
+risk = RiskAPI()
