@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from cryptoorchestrator import __version__
+from cryptoorchestrator.cli import bots as bots_cli
 from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
 from cryptoorchestrator.cli import exchange_sim as exchange_sim_cli
@@ -33,6 +34,8 @@ app.add_typer(data_cli.app, name="data")
 app.command()(serve)
 app.command("exchange-sim")(exchange_sim_cli.exchange_sim)
 app.command("optimize")(optimize_cli.optimize)
+app.add_typer(bots_cli.app, name="bots")
+app.add_typer(bots_cli.risk_app, name="risk")
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
     try:
-        app(args=args, standalone_mode=False)
+        # Outside standalone mode typer returns a command's exit code instead of exiting.
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except CryptoOrchError as exc:
         if verbose:
             err_console.print_exception()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cryptoorchestrator.platform.errors import ConfigError
 from cryptoorchestrator.platform.settings import Settings, get_settings
 
 #: Namespace of every named actor of the platform (bots, the risk actor, the supervisor).
@@ -28,12 +29,21 @@ def ensure_ray(
     *,
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
+    start_local: bool = True,
 ) -> Any:
     """Connect to Ray once per process and return the ``ray`` module.
 
-    With ``settings.ray_address`` unset, start a local Ray (the laptop and CI default);
-    otherwise join that cluster (``auto`` or ``ray://host:10001``).  A driver already connected
-    (tests, notebooks, ``ray job submit``) is reused as it is.
+    With ``settings.ray_address`` set, join that cluster (``auto`` or ``ray://host:10001``).
+    Otherwise join a cluster already running on this machine (``cryptoorch serve`` or
+    ``ray start --head``), and failing that start a private local Ray that lives as long as this
+    process (the laptop and notebook default), unless ``start_local`` is False.  A driver already
+    connected (tests, notebooks, ``ray job submit``) is reused as it is.
+
+    Raises
+    ------
+    ConfigError
+        With ``start_local=False`` and no cluster to join: bots must outlive the command that
+        starts them, so they need a long-running cluster.
     """
     configure_ray_environment()
     import ray
@@ -47,11 +57,22 @@ def ensure_ray(
         "log_to_driver": False,
         "configure_logging": False,
     }
-    if address is None:
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
-        if object_store_memory is not None:
-            kwargs["object_store_memory"] = object_store_memory
-    ray.init(address=address, **kwargs)
+    if address is not None:
+        ray.init(address=address, **kwargs)
+        return ray
+    try:
+        ray.init(address="auto", **kwargs)
+        return ray
+    except (ConnectionError, RuntimeError):
+        if not start_local:
+            raise ConfigError(
+                "no Ray cluster is running: start the platform with `cryptoorch serve` (or "
+                "`ray start --head`), or set CRYPTOORCH_RAY_ADDRESS"
+            ) from None
+    local: dict[str, Any] = {"include_dashboard": False, "num_cpus": num_cpus}
+    if object_store_memory is not None:
+        local["object_store_memory"] = object_store_memory
+    ray.init(**kwargs, **local)
     return ray
 
 

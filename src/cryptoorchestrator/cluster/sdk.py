@@ -79,20 +79,21 @@ class BotHandle:
     id: int
     name: str
     settings: Settings
+    start_local: bool = True
 
     def start(self) -> str:
         """Start the bot on the cluster; return its status (Starting)."""
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         return bot_control.start_bot(self.settings, self.id)
 
     def stop(self, reason: str = "stopped by user") -> str:
         """Stop the bot and remove its actor; return its status (Stopped)."""
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         return asyncio.run(bot_control.stop_bot(self.settings, self.id, reason))
 
     def status(self) -> dict[str, Any]:
         """Return the stored status and, while it runs, the actor's live view."""
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         return asyncio.run(bot_control.bot_status(self.settings, self.id))
 
     def trades(self, limit: int = 1000) -> pa.Table:
@@ -124,8 +125,9 @@ class BotHandle:
 class BotsAPI:
     """``co.bots``: create, find and list bots of the local operator."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, start_local: bool = True) -> None:
         self._settings = settings
+        self.start_local = start_local
 
     @property
     def settings(self) -> Settings:
@@ -181,7 +183,7 @@ class BotsAPI:
         }
         with session_scope(settings) as session:
             bot = self._service(session).create({k: v for k, v in values.items() if v is not None})
-            return BotHandle(bot.id, bot.name, settings)
+            return BotHandle(bot.id, bot.name, settings, self.start_local)
 
     def get(self, bot: int | str) -> BotHandle:
         """Return the handle of a bot by id or name."""
@@ -196,7 +198,7 @@ class BotsAPI:
 
                     raise NotFoundError(f"bot {bot!r} not found")
                 row = rows[0]
-            return BotHandle(row.id, row.name, self.settings)
+            return BotHandle(row.id, row.name, self.settings, self.start_local)
 
     def list(self) -> list[dict[str, Any]]:
         """Return every bot with its status."""
@@ -218,8 +220,9 @@ class BotsAPI:
 class RiskAPI:
     """``co.risk``: the portfolio's risk limits and the kill switch."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, start_local: bool = True) -> None:
         self._settings = settings
+        self.start_local = start_local
 
     @property
     def settings(self) -> Settings:
@@ -230,14 +233,14 @@ class RiskAPI:
         """Return the limits in force."""
         import ray
 
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         return dict(ray.get(get_risk_actor(self.settings).get_limits.remote()))
 
     def set_limits(self, **limits: Any) -> dict[str, Any]:
         """Change limits by name (``max_drawdown_pct=15``); validated, persisted, applied."""
         import ray
 
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         values = parse_limits(dict(limits))
         actor = get_risk_actor(self.settings)
         return dict(ray.get(actor.set_limits.remote(values, None)))
@@ -246,11 +249,12 @@ class RiskAPI:
         """Return exposure, drawdown and open orders against the limits."""
         import ray
 
-        ensure_ray(self.settings)
+        ensure_ray(self.settings, start_local=self.start_local)
         return dict(ray.get(get_risk_actor(self.settings).utilisation.remote()))
 
     def kill_switch(self, flatten: bool = False) -> dict[str, Any]:
         """Stop all trading now: deny orders, cancel open orders, stop every bot."""
+        ensure_ray(self.settings, start_local=self.start_local)
         return kill_switch_local(self.settings, flatten)
 
 
