@@ -6,6 +6,18 @@ from numba import njit
 # TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG thresholds (ta_utility.h).
 EPSILON = 0.00000001
 
+# Hot loops index with unsigned integers: numba wraps negative signed indices around (x[-1] is the
+# last element), and that per-access check keeps LLVM from vectorizing simple loops (measured
+# 2.5 ns/bar against 0.3 ns/bar for MOM on 1M bars). Unsigned arithmetic must stay unsigned:
+# mixing uint64 and int64 in numba gives float64.
+U0 = np.uint64(0)
+
+# TA-Lib 0.8 treats a difference as zero relative to the values it came from, not below 1e-8:
+# a flat stretch leaves rounding residue (~1 ulp) that must count as zero, while prices of 1e-7
+# must still compute. The exact factor is not documented; 1e-12 separates the two by decades.
+REL_ZERO = 1e-12
+U1 = np.uint64(1)
+
 
 @njit(cache=True, nogil=True)
 def first_valid_nb(x: np.ndarray) -> int:

@@ -9,6 +9,7 @@ from numba import njit
 
 from cryptoorchestrator.indicators.nb.common import (
     EPSILON,
+    REL_ZERO,
     fill_nan_nb,
     first_valid3_nb,
     first_valid4_nb,
@@ -163,7 +164,7 @@ def fastk_core_nb(
             highest_idx = today
             highest = value
             diff = highest - lowest
-        if -EPSILON < diff < EPSILON:
+        if abs(diff) <= REL_ZERO * max(abs(highest), abs(lowest)):
             out[today] = 0.0
         else:
             out[today] = (close[today] - lowest) / diff * 100.0
@@ -328,7 +329,8 @@ def cci_nb(
         for j in range(period):
             dev += abs(buf[j] - average)
         value = last - average
-        if not (-EPSILON < value < EPSILON) and not (-EPSILON < dev < EPSILON):
+        tol = REL_ZERO * abs(average)
+        if not (abs(value) <= tol or dev <= tol):
             out[i] = value / (0.015 * (dev / period))
         else:
             out[i] = 0.0
@@ -372,14 +374,20 @@ def mfi_nb(
             pos_buf[idx] = flow
             pos_sum += flow
             neg_buf[idx] = 0.0
-        else:
+        elif diff == 0:
             pos_buf[idx] = 0.0
             neg_buf[idx] = 0.0
+        else:
+            # A NaN price poisons both sums for good, as in TA-Lib.
+            pos_buf[idx] = flow
+            neg_buf[idx] = flow
+            pos_sum += flow
+            neg_sum += flow
         idx += 1
         if idx == period:
             idx = 0
     total = pos_sum + neg_sum
-    out[start] = 0.0 if total < 1.0 else 100.0 * (pos_sum / total)
+    out[start] = 0.0 if total <= 0.0 else 100.0 * (pos_sum / total)
     # TA-Lib 0.8 zeroes both running sums once the whole window holds no money flow, so the
     # rounding residue of a flat stretch does not leak into the bars after it.
     nonzero = 0
@@ -403,19 +411,25 @@ def mfi_nb(
             pos_buf[idx] = flow
             pos_sum += flow
             neg_buf[idx] = 0.0
-        else:
+        elif diff == 0:
             pos_buf[idx] = 0.0
             neg_buf[idx] = 0.0
+        else:
+            # A NaN price poisons both sums for good, as in TA-Lib.
+            pos_buf[idx] = flow
+            neg_buf[idx] = flow
+            pos_sum += flow
+            neg_sum += flow
         if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
             nonzero += 1
         elif nonzero == 0:
             pos_sum = 0.0
             neg_sum = 0.0
         # Subtracting the flows that leave the window can leave a sum a hair below zero.
-        pos = pos_sum if pos_sum > 0.0 else 0.0
-        neg = neg_sum if neg_sum > 0.0 else 0.0
+        pos = 0.0 if pos_sum < 0.0 else pos_sum
+        neg = 0.0 if neg_sum < 0.0 else neg_sum
         total = pos + neg
-        out[today] = 0.0 if total < 1.0 else 100.0 * (pos / total)
+        out[today] = 0.0 if total <= 0.0 else 100.0 * (pos / total)
         idx += 1
         if idx == period:
             idx = 0
@@ -428,8 +442,9 @@ def roc_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
     beg = first_valid_nb(x)
     start = beg + period
     fill_nan_nb(out, start)
-    for i in range(start, n):
-        prev = x[i - period]
+    p = np.uint64(period)
+    for i in range(np.uint64(start), np.uint64(n)):
+        prev = x[i - p]
         out[i] = (x[i] / prev - 1.0) * 100.0 if prev != 0.0 else 0.0
 
 
@@ -440,8 +455,9 @@ def mom_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
     beg = first_valid_nb(x)
     start = beg + period
     fill_nan_nb(out, start)
-    for i in range(start, n):
-        out[i] = x[i] - x[i - period]
+    p = np.uint64(period)
+    for i in range(np.uint64(start), np.uint64(n)):
+        out[i] = x[i] - x[i - p]
 
 
 @njit(cache=True, nogil=True)
@@ -489,7 +505,7 @@ def dm_nb(
             tr = _true_range(high[today], low[today], close[today - 1])
             plus = diff_p if diff_p > 0 and diff_p > diff_m else 0.0
             minus = diff_m if diff_m > 0 and diff_m > diff_p else 0.0
-            if -EPSILON < tr < EPSILON:
+            if not (tr > 0.0):
                 plus_di[today] = 0.0
                 minus_di[today] = 0.0
             else:
@@ -535,7 +551,8 @@ def dm_nb(
             prev_plus += diff_p
         prev_tr = prev_tr - prev_tr / period + _true_range(prev_high, prev_low, prev_close)
         prev_close = close[today]
-        if prev_tr == 0.0:
+        # A NaN range counts as zero, as TA-Lib 0.8: the DIs read 0 and the ADX holds.
+        if not (prev_tr > 0.0):
             plus_di[today] = 0.0
             minus_di[today] = 0.0
             continue_dx = False

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from cryptoorchestrator.indicators.nb.common import EPSILON, fill_nan_nb, first_valid_nb
+from cryptoorchestrator.indicators.nb.common import REL_ZERO, fill_nan_nb, first_valid_nb
 from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 MA_SMA = 0
@@ -189,7 +189,7 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     trailing += 1
     period_roc = value - value2
     trailing_value = value2
-    if sum_roc <= abs(period_roc) or (-EPSILON < sum_roc < EPSILON):
+    if sum_roc <= abs(period_roc) or sum_roc <= REL_ZERO * abs(value):
         ratio = 1.0
     else:
         ratio = abs(period_roc / sum_roc)
@@ -206,7 +206,7 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
         sum_roc -= abs(trailing_value - value2)
         sum_roc += abs(value - x[today - 1])
         trailing_value = value2
-        if sum_roc <= abs(period_roc) or (-EPSILON < sum_roc < EPSILON):
+        if sum_roc <= abs(period_roc) or sum_roc <= REL_ZERO * abs(value):
             ratio = 1.0
         else:
             ratio = abs(period_roc / sum_roc)
@@ -256,10 +256,14 @@ def tema_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
 
 @njit(cache=True, nogil=True)
 def ma_core_nb(x: np.ndarray, beg: int, period: int, matype: int, out: np.ndarray) -> int:
-    """Dispatch to the moving average ``matype`` (TA-Lib's TA_MA, types 0-6)."""
-    n = x.shape[0]
+    """Dispatch to the moving average ``matype`` (TA-Lib's TA_MA, types 0-6).
+
+    As TA_MA, period 1 copies the input (a NaN stays where it is), whereas TA-Lib's own SMA(1)
+    and TRIMA(1) run their running sums, which carry a NaN forward: ``sma_nb`` and ``trima_nb``
+    call their cores directly for that reason.
+    """
     if period == 1:
-        for i in range(beg, n):
+        for i in range(beg, x.shape[0]):
             out[i] = x[i]
         return beg
     if matype == MA_SMA:
@@ -294,7 +298,7 @@ def ma_lookback_nb(period: int, matype: int) -> int:
 @njit(cache=True, nogil=True)
 def sma_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
     """Simple moving average into ``out`` (NaN during the lookback)."""
-    start = ma_core_nb(x, first_valid_nb(x), period, MA_SMA, out)
+    start = sma_core_nb(x, first_valid_nb(x), period, out)
     fill_nan_nb(out, start)
 
 
@@ -315,7 +319,7 @@ def wma_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
 @njit(cache=True, nogil=True)
 def trima_nb(x: np.ndarray, period: int, out: np.ndarray) -> None:
     """Triangular moving average into ``out``."""
-    start = ma_core_nb(x, first_valid_nb(x), period, MA_TRIMA, out)
+    start = trima_core_nb(x, first_valid_nb(x), period, out)
     fill_nan_nb(out, start)
 
 
@@ -415,8 +419,10 @@ def stddev_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
         s1 += d
         s2 += d * d
         mean = s1 * inv
-        var = s2 * inv - mean * mean
-        out[i] = math.sqrt(var) if var > 0.0 else 0.0
+        mean_sq = s2 * inv
+        var = mean_sq - mean * mean
+        # What is left of a constant window after cancellation is rounding, not deviation.
+        out[i] = math.sqrt(var) if var > REL_ZERO * mean_sq else 0.0
         d = x[i - period + 1] - c
         s1 -= d
         s2 -= d * d

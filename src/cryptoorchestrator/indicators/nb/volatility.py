@@ -46,10 +46,8 @@ def atr_nb(
     if start >= n:
         return
     if period == 1:
-        for i in range(start, n):
-            # TA-Lib answers period 1 with the plain true range, for NATR too.
-            out[i] = _true_range(high[i], low[i], close[i - 1])
-        return
+        # TA-Lib answers NATR(1) with ATR(1), not normalized.
+        normalized = False
     total = 0.0
     for i in range(beg + 1, start + 1):
         total += _true_range(high[i], low[i], close[i - 1])

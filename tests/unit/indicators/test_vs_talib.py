@@ -1,0 +1,319 @@
+"""Every indicator against TA-Lib, element by element, over parameter grids and edge cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import talib
+
+import cryptoorchestrator.indicators as ci
+
+# name -> (ours, TA-Lib, input columns, parameter grid)
+Case = tuple[Callable[..., Any], Callable[..., Any], tuple[str, ...], list[dict[str, Any]]]
+
+PERIODS_1 = [1, 2, 3, 5, 14, 30, 200]
+PERIODS_2 = [2, 3, 5, 14, 30, 200]
+
+CASES: dict[str, Case] = {
+    "sma": (ci.sma, talib.SMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "ema": (ci.ema, talib.EMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "wma": (ci.wma, talib.WMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "dema": (ci.dema, talib.DEMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "tema": (ci.tema, talib.TEMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "trima": (ci.trima, talib.TRIMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "kama": (ci.kama, talib.KAMA, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "ma": (
+        ci.ma,
+        talib.MA,
+        ("close",),
+        [{"timeperiod": p, "matype": t} for p in (1, 2, 9, 30) for t in range(7)],
+    ),
+    "rsi": (ci.rsi, talib.RSI, ("close",), [{"timeperiod": p} for p in PERIODS_2]),
+    "macd": (
+        ci.macd,
+        talib.MACD,
+        ("close",),
+        [
+            {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9},
+            {"fastperiod": 2, "slowperiod": 3, "signalperiod": 1},
+            {"fastperiod": 26, "slowperiod": 12, "signalperiod": 9},
+            {"fastperiod": 5, "slowperiod": 35, "signalperiod": 5},
+            {"fastperiod": 50, "slowperiod": 200, "signalperiod": 30},
+        ],
+    ),
+    "stoch": (
+        ci.stoch,
+        talib.STOCH,
+        ("high", "low", "close"),
+        [
+            {},
+            {
+                "fastk_period": 14,
+                "slowk_period": 3,
+                "slowk_matype": 1,
+                "slowd_period": 3,
+                "slowd_matype": 1,
+            },
+            {"fastk_period": 1, "slowk_period": 1, "slowd_period": 1},
+            {
+                "fastk_period": 10,
+                "slowk_period": 4,
+                "slowk_matype": 5,
+                "slowd_period": 5,
+                "slowd_matype": 6,
+            },
+            {
+                "fastk_period": 5,
+                "slowk_period": 7,
+                "slowk_matype": 3,
+                "slowd_period": 4,
+                "slowd_matype": 4,
+            },
+        ],
+    ),
+    "stochrsi": (
+        ci.stochrsi,
+        talib.STOCHRSI,
+        ("close",),
+        [
+            {},
+            {"timeperiod": 14, "fastk_period": 14, "fastd_period": 3, "fastd_matype": 1},
+            {"timeperiod": 5, "fastk_period": 3, "fastd_period": 1},
+            {"timeperiod": 10, "fastk_period": 5, "fastd_period": 4, "fastd_matype": 2},
+        ],
+    ),
+    "atr": (ci.atr, talib.ATR, ("high", "low", "close"), [{"timeperiod": p} for p in PERIODS_1]),
+    "natr": (ci.natr, talib.NATR, ("high", "low", "close"), [{"timeperiod": p} for p in PERIODS_1]),
+    "trange": (ci.trange, talib.TRANGE, ("high", "low", "close"), [{}]),
+    "adx": (ci.adx, talib.ADX, ("high", "low", "close"), [{"timeperiod": p} for p in PERIODS_2]),
+    "plus_di": (
+        ci.plus_di,
+        talib.PLUS_DI,
+        ("high", "low", "close"),
+        [{"timeperiod": p} for p in PERIODS_1],
+    ),
+    "minus_di": (
+        ci.minus_di,
+        talib.MINUS_DI,
+        ("high", "low", "close"),
+        [{"timeperiod": p} for p in PERIODS_1],
+    ),
+    "cci": (ci.cci, talib.CCI, ("high", "low", "close"), [{"timeperiod": p} for p in PERIODS_2]),
+    "willr": (
+        ci.willr,
+        talib.WILLR,
+        ("high", "low", "close"),
+        [{"timeperiod": p} for p in PERIODS_2],
+    ),
+    "mfi": (
+        ci.mfi,
+        talib.MFI,
+        ("high", "low", "close", "volume"),
+        [{"timeperiod": p} for p in PERIODS_2],
+    ),
+    "obv": (ci.obv, talib.OBV, ("close", "volume"), [{}]),
+    "roc": (ci.roc, talib.ROC, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "mom": (ci.mom, talib.MOM, ("close",), [{"timeperiod": p} for p in PERIODS_1]),
+    "sar": (
+        ci.sar,
+        talib.SAR,
+        ("high", "low"),
+        [{}, {"acceleration": 0.01, "maximum": 0.1}, {"acceleration": 0.3, "maximum": 0.2}],
+    ),
+    "rolling_max": (ci.rolling_max, talib.MAX, ("close",), [{"timeperiod": p} for p in PERIODS_2]),
+    "rolling_min": (ci.rolling_min, talib.MIN, ("close",), [{"timeperiod": p} for p in PERIODS_2]),
+}
+# BBANDS' running deviation is re-anchored by TA-Lib 0.8 in a way not reproduced bit for bit
+# (see nb/overlap.py); the bands still agree to ~1e-11 of their magnitude.
+BBANDS_RTOL = 2e-11
+CASES_BBANDS = [
+    {"timeperiod": p, "nbdevup": up, "nbdevdn": dn, "matype": t}
+    for p in (2, 5, 20, 100)
+    for up, dn in ((2.0, 2.0), (1.0, 1.0), (1.5, 2.5))
+    for t in (0, 1, 6)
+]
+
+
+# KAMA over a slow %K that is rounding residue (~1e-12, after the flat stretch of ``bars``):
+# TA-Lib's running efficiency-ratio sum ends up a few ulps from ours there and the ratio, a
+# quotient of two residues, differs. Real prices never get there; kept visible, not hidden.
+KNOWN = {("stoch", 3): "KAMA of rounding residue after a flat stretch differs (documented)"}
+
+
+def _params(known: bool = False) -> list[Any]:
+    return [
+        pytest.param(
+            name,
+            kwargs,
+            id=f"{name}-{i}",
+            marks=[pytest.mark.xfail(reason=KNOWN[(name, i)], strict=True)]
+            if known and (name, i) in KNOWN
+            else [],
+        )
+        for name, (_, _, _, grid) in CASES.items()
+        for i, kwargs in enumerate(grid)
+    ]
+
+
+def _run(name: str, b: dict[str, np.ndarray], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    ours, ref, columns, _ = CASES[name]
+    args = [b[c] for c in columns]
+    return ours(*args, **kwargs), ref(*args, **kwargs)
+
+
+@pytest.fixture
+def compare(same: Callable[..., None]) -> Callable[..., None]:
+    """Compare one output or a tuple of outputs with TA-Lib's."""
+
+    def check(a: Any, b: Any, rtol: float = 1e-12) -> None:
+        if isinstance(b, tuple | list):
+            assert isinstance(a, tuple)
+            assert len(a) == len(b)
+            for x, y in zip(a, b, strict=True):
+                same(x, y, rtol)
+        else:
+            same(a, b, rtol)
+
+    return check
+
+
+@pytest.mark.parametrize(("name", "kwargs"), _params(known=True))
+def test_random_walk_equals_talib(
+    name: str, kwargs: dict[str, Any], bars: dict[str, np.ndarray], compare: Any
+) -> None:
+    ours, ref = _run(name, bars, kwargs)
+    compare(ours, ref)
+
+
+@pytest.mark.parametrize("kwargs", CASES_BBANDS)
+def test_bbands_equals_talib(
+    kwargs: dict[str, Any], bars: dict[str, np.ndarray], compare: Any
+) -> None:
+    compare(ci.bbands(bars["close"], **kwargs), talib.BBANDS(bars["close"], **kwargs), BBANDS_RTOL)
+
+
+def test_defaults_equal_talib_defaults(bars: dict[str, np.ndarray], compare: Any) -> None:
+    c, h, lo, v = bars["close"], bars["high"], bars["low"], bars["volume"]
+    compare(ci.sma(c), talib.SMA(c))
+    compare(ci.kama(c), talib.KAMA(c))
+    compare(ci.rsi(c), talib.RSI(c))
+    compare(ci.macd(c), talib.MACD(c))
+    compare(ci.bbands(c), talib.BBANDS(c), BBANDS_RTOL)
+    compare(ci.stoch(h, lo, c), talib.STOCH(h, lo, c))
+    compare(ci.stochrsi(c), talib.STOCHRSI(c))
+    compare(ci.adx(h, lo, c), talib.ADX(h, lo, c))
+    compare(ci.mfi(h, lo, c, v), talib.MFI(h, lo, c, v))
+    compare(ci.sar(h, lo), talib.SAR(h, lo))
+    compare(ci.roc(c), talib.ROC(c))
+    compare(ci.rolling_max(c), talib.MAX(c))
+
+
+def test_macd_alignment_differs_from_naive_ema_difference(bars: dict[str, np.ndarray]) -> None:
+    c = bars["close"]
+    macd, _, _ = ci.macd(c)
+    naive = talib.EMA(c, 12) - talib.EMA(c, 26)
+    assert np.isnan(macd[32])
+    assert not np.isnan(macd[33])
+    # The fast EMA is seeded at bar 25 from bars 14..25, not at bar 11 from bars 0..11.
+    assert abs(macd[33] - naive[33]) > 1e-6
+
+
+EDGE_SERIES = ["constant", "leading_nan", "embedded_nan", "huge", "tiny", "steps"]
+
+
+def _edge(kind: str, make: Callable[..., dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    b = make(600, seed=3)
+    if kind == "constant":
+        return {k: np.full(600, 50.0 if k != "volume" else 10.0) for k in b}
+    if kind == "leading_nan":
+        for k in b:
+            b[k][:25] = np.nan
+        return b
+    if kind == "embedded_nan":
+        b["close"][300] = np.nan
+        b["high"][420] = np.nan
+        return b
+    if kind == "huge":
+        return {k: val * 1e9 for k, val in b.items()}
+    if kind == "tiny":
+        return {k: val * 1e-9 for k, val in b.items()}
+    # Integer-valued steps: many exact ties for the max/min and zero moves for RSI and MFI.
+    rng = np.random.default_rng(5)
+    close = 100.0 + np.cumsum(rng.integers(-1, 2, 600)).astype(float)
+    return {"high": close + 1.0, "low": close - 1.0, "close": close, "volume": b["volume"]}
+
+
+# Rolling extremes of windows that hold a NaN: TA-Lib 0.8's own answer there depends on its
+# internal block layout (MAX of [2, NaN, 3] is 2 for period 3, but windows of period 4 skip the
+# NaN), which is not reproduced. Everywhere else the values are equal; these functions are
+# compared outside the windows that hold the NaN.
+NAN_WINDOW = {"willr", "rolling_max", "rolling_min"}
+
+
+def _outside_nan_windows(x: np.ndarray, nan_at: list[int], window: int) -> np.ndarray:
+    keep = np.ones(x.shape[0], dtype=bool)
+    for i in nan_at:
+        keep[i : i + window] = False
+    return x[keep]
+
+
+@pytest.mark.parametrize("kind", EDGE_SERIES)
+@pytest.mark.parametrize(("name", "kwargs"), _params())
+def test_edge_series_equal_talib(
+    name: str, kwargs: dict[str, Any], kind: str, compare: Any, ohlcv: Any
+) -> None:
+    ours, ref = _run(name, _edge(kind, ohlcv), kwargs)
+    if kind == "embedded_nan" and name in NAN_WINDOW:
+        window = kwargs["timeperiod"]
+        ours = _outside_nan_windows(ours, [300, 420], window)
+        ref = _outside_nan_windows(ref, [300, 420], window)
+        assert not np.isnan(ours[-10:]).any()
+    compare(ours, ref)
+
+
+@pytest.mark.parametrize("kind", EDGE_SERIES)
+def test_bbands_edge_series(kind: str, compare: Any, ohlcv: Any) -> None:
+    c = _edge(kind, ohlcv)["close"]
+    for p in (2, 20):
+        compare(ci.bbands(c, p), talib.BBANDS(c, p), BBANDS_RTOL)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 13])
+@pytest.mark.parametrize(("name", "kwargs"), _params())
+def test_series_shorter_than_lookback(
+    name: str, kwargs: dict[str, Any], n: int, compare: Any, ohlcv: Any
+) -> None:
+    b = ohlcv(max(n, 1), seed=1)
+    b = {k: v[:n] for k, v in b.items()}
+    ours, ref = _run(name, b, kwargs)
+    compare(ours, ref)
+
+
+def test_all_nan_input_gives_all_nan(compare: Any) -> None:
+    x = np.full(50, np.nan)
+    compare(ci.sma(x, 5), talib.SMA(x, 5))
+    compare(ci.rsi(x), talib.RSI(x))
+    assert np.isnan(ci.ema(x, 3)).all()
+
+
+def test_very_long_periods(compare: Any, ohlcv: Any) -> None:
+    b = ohlcv(5000, seed=8)
+    c = b["close"]
+    for p in (1000, 4999, 5000, 100_000):
+        compare(ci.sma(c, p), talib.SMA(c, p))
+        compare(ci.ema(c, p), talib.EMA(c, p))
+        compare(ci.rsi(c, p), talib.RSI(c, p))
+    compare(ci.wma(c, 1000), talib.WMA(c, 1000))
+    compare(ci.kama(c, 1000), talib.KAMA(c, 1000))
+
+
+def test_long_series_keeps_exactness_after_reanchoring(compare: Any, ohlcv: Any) -> None:
+    # WMA and BBANDS rebuild their running sums every 8 / 32 periods: cover many rebuilds.
+    c = ohlcv(40_000, seed=21)["close"]
+    for p in (2, 5, 30):
+        compare(ci.wma(c, p), talib.WMA(c, p))
+        compare(ci.bbands(c, p), talib.BBANDS(c, p), BBANDS_RTOL)
+        compare(ci.kama(c, p), talib.KAMA(c, p))
