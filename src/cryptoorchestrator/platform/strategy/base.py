@@ -1,0 +1,257 @@
+"""The strategy API: declared parameters, vectorised signals, and the guard around user code.
+
+A strategy is a class with a ``name``, declared :class:`Param` s and a vectorised
+``signals(bars, params)`` that returns :class:`Signals` over the whole history.  The same
+definition serves backtests, optimization (the optimizer builds its search space from
+``params``) and live bots (which evaluate the signal of the last closed bar over a rolling
+window), so backtest and live decisions cannot diverge.
+
+>>> class MyCross(Strategy):
+...     name = "my_cross"
+...     params = (Param("fast", "int", 10, low=2, high=200),
+...               Param("slow", "int", 50, low=3, high=500))
+...     def signals(self, bars, params):
+...         f, s = sma(bars.close, params["fast"]), sma(bars.close, params["slow"])
+...         return Signals(crossed_above(f, s), crossed_below(f, s))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+
+from cryptoorchestrator.platform.errors import InvalidInputError, StrategyError
+
+ParamType = Literal["int", "float", "bool", "choice"]
+_TYPES = ("int", "float", "bool", "choice")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared strategy parameter, used by validation and by the optimizer's search space.
+
+    Parameters
+    ----------
+    name
+        Parameter name as passed in ``params``.
+    type
+        ``"int"``, ``"float"``, ``"bool"`` or ``"choice"``.
+    default
+        Value used when the caller gives none.
+    low, high
+        Inclusive bounds for ``int`` and ``float``.
+    step
+        Grid step the optimizer uses (``int`` defaults to 1).
+    choices
+        Allowed values of a ``choice`` parameter.
+    doc
+        One line on what the parameter does.
+    """
+
+    name: str
+    type: ParamType
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise InvalidInputError(
+                f"Param({self.name}).type", f"unknown type {self.type!r}", allowed=_TYPES
+            )
+        if self.type == "choice" and not self.choices:
+            raise InvalidInputError(f"Param({self.name}).choices", "a choice needs choices")
+        if self.type in ("int", "float") and (self.low is None or self.high is None):
+            raise InvalidInputError(f"Param({self.name})", "numeric parameters need low and high")
+
+    @property
+    def allowed(self) -> str:
+        """Return the allowed values in words, for error messages and help."""
+        if self.type == "choice":
+            return ", ".join(repr(c) for c in self.choices or ())
+        if self.type == "bool":
+            return "true, false"
+        return f"{self.type} in [{self.low}, {self.high}]"
+
+    def validate(self, value: Any, *, field: str | None = None) -> Any:
+        """Return ``value`` converted to this parameter's type, or raise naming the field.
+
+        Raises
+        ------
+        InvalidInputError
+            If the value has the wrong type or lies outside the declared range or choices.
+        """
+        where = field or f"params.{self.name}"
+        if self.type == "bool":
+            if isinstance(value, bool | np.bool_):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            if isinstance(value, int | np.integer) and value in (0, 1):
+                return bool(value)
+            raise InvalidInputError(where, f"not a boolean: {value!r}", allowed=self.allowed)
+        if self.type == "choice":
+            for c in self.choices or ():
+                if value == c or (isinstance(value, str) and str(c) == value):
+                    return c
+            raise InvalidInputError(where, f"{value!r} is not a choice", allowed=self.allowed)
+        try:
+            if self.type == "int":
+                if isinstance(value, bool):
+                    raise ValueError("bool")
+                number: float = float(value)
+                if not number.is_integer():
+                    raise ValueError("fractional")
+                out: float = int(number)
+            else:
+                if isinstance(value, bool):
+                    raise ValueError("bool")
+                out = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                where, f"not a valid {self.type}: {value!r}", allowed=self.allowed
+            ) from None
+        if not math.isfinite(out) or not (self.low <= out <= self.high):  # type: ignore[operator]
+            raise InvalidInputError(where, f"{value!r} out of range", allowed=self.allowed)
+        return out
+
+
+class Signals(NamedTuple):
+    """Entry and exit signals as bool arrays over the bars (``None``: never)."""
+
+    long_entries: np.ndarray | None
+    long_exits: np.ndarray | None
+    short_entries: np.ndarray | None = None
+    short_exits: np.ndarray | None = None
+    #: Optional per-bar stop distances (fractions of price; NaN: none), e.g. from ATR.
+    stop_loss: np.ndarray | None = None
+    take_profit: np.ndarray | None = None
+    trailing_stop: np.ndarray | None = None
+
+
+class Strategy:
+    """Base class of every strategy: declare ``name`` and ``params``, implement ``signals``.
+
+    Optional class attributes ``stop_loss``, ``take_profit`` and ``trailing_stop`` (fractions of
+    the entry price) set default stops; the backtest's arguments override them.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    stop_loss: ClassVar[float | None] = None
+    take_profit: ClassVar[float | None] = None
+    trailing_stop: ClassVar[float | None] = None
+    #: Bars of history a live bot must keep so the last bar's signal equals the backtest's.
+    warmup: ClassVar[int] = 0
+
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
+        """Return the signals over ``bars`` (anything with ``open``/``high``/``low``/``close``).
+
+        Must be causal: the signal at bar t may only use bars up to t.
+        """
+        raise NotImplementedError
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidInputError` if parameters are inconsistent together."""
+
+    @classmethod
+    def param_map(cls) -> dict[str, Param]:
+        """Return the declared parameters by name."""
+        return {p.name: p for p in cls.params}
+
+    def defaults(self) -> dict[str, Any]:
+        """Return the default parameters."""
+        return {p.name: p.default for p in self.params}
+
+    def validate_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Return ``params`` converted, range-checked and completed with defaults.
+
+        Raises
+        ------
+        InvalidInputError
+            On an unknown parameter, a wrong type or a value out of range; the error names the
+            parameter and the allowed values.
+        """
+        given = dict(params or {})
+        decl = self.param_map()
+        unknown = sorted(set(given) - set(decl))
+        if unknown:
+            raise InvalidInputError(
+                f"params.{unknown[0]}",
+                f"unknown parameter for strategy {self.name!r}",
+                allowed=tuple(decl) or "no parameters",
+            )
+        out = {
+            name: p.validate(given[name]) if name in given else p.default
+            for name, p in decl.items()
+        }
+        self.check_params(out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Strategy {self.name or type(self).__name__}>"
+
+
+def _as_bool(arr: Any, n: int, field: str) -> np.ndarray | None:
+    if arr is None:
+        return None
+    a = np.asarray(arr)
+    if a.dtype != np.bool_:
+        if a.dtype.kind not in "biu":
+            raise InvalidInputError(
+                field, f"must be a bool array, got dtype {a.dtype}", allowed="bool"
+            )
+        a = a.astype(np.bool_)
+    if a.shape != (n,):
+        raise InvalidInputError(
+            field, f"has shape {a.shape}, expected ({n},)", allowed=f"one value per bar ({n})"
+        )
+    return a
+
+
+def _as_stop(arr: Any, n: int, field: str) -> np.ndarray | None:
+    if arr is None:
+        return None
+    a = np.ascontiguousarray(arr, dtype=np.float64)
+    if a.shape != (n,):
+        raise InvalidInputError(
+            field, f"has shape {a.shape}, expected ({n},)", allowed=f"one value per bar ({n})"
+        )
+    return a
+
+
+def run_signals(strategy: Strategy, bars: Any, params: Mapping[str, Any]) -> Signals:
+    """Run ``strategy.signals`` inside the guard and check what it returns.
+
+    Raises
+    ------
+    StrategyError
+        If the strategy raises or returns something that is not one signal per bar; the error
+        names the strategy and the parameters, so one bad strategy cannot take a sweep down.
+    """
+    name = strategy.name or type(strategy).__name__
+    n = len(bars.close)
+    try:
+        out = strategy.signals(bars, params)
+        if not isinstance(out, Signals):
+            out = Signals(*out)
+        return Signals(
+            _as_bool(out.long_entries, n, "signals.long_entries"),
+            _as_bool(out.long_exits, n, "signals.long_exits"),
+            _as_bool(out.short_entries, n, "signals.short_entries"),
+            _as_bool(out.short_exits, n, "signals.short_exits"),
+            _as_stop(out.stop_loss, n, "signals.stop_loss"),
+            _as_stop(out.take_profit, n, "signals.take_profit"),
+            _as_stop(out.trailing_stop, n, "signals.trailing_stop"),
+        )
+    except StrategyError:
+        raise
+    except Exception as exc:  # user code: anything it raises becomes one StrategyError
+        raise StrategyError(name, params, exc) from exc

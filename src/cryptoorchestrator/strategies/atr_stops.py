@@ -1,0 +1,48 @@
+"""ATR stops: an EMA trend entry protected by a stop-loss and trailing stop sized from ATR."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cryptoorchestrator.indicators import atr, crossed_above, crossed_below, ema
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+
+
+class AtrStops(Strategy):
+    """Buy when the close crosses above its EMA; exit on a stop ``atr_mult`` ATRs away.
+
+    The stop-loss distance is ``atr_mult * ATR / close`` at the signal bar, so stops widen in
+    volatile markets and tighten in calm ones; ``trail`` turns it into a trailing stop, and
+    ``tp_mult > 0`` adds a take-profit ``tp_mult`` ATRs away.  A cross back below the EMA also
+    exits.  When it works: trending markets with volatility regimes that change (crypto), and
+    with ``sizing="risk"`` in the backtest to risk a fixed share of equity per trade.
+    """
+
+    name = "atr_stops"
+    params = (
+        Param("ema_period", "int", 50, low=2, high=1000, doc="trend EMA period"),
+        Param("atr_period", "int", 14, low=2, high=200, doc="ATR period"),
+        Param("atr_mult", "float", 2.0, low=0.5, high=10.0, doc="stop distance in ATRs"),
+        Param("tp_mult", "float", 0.0, low=0.0, high=20.0, doc="take-profit in ATRs (0: none)"),
+        Param("trail", "bool", True, doc="trail the stop behind the best price"),
+    )
+    warmup = 1000
+
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
+        """Return EMA crosses plus per-bar ATR stop distances (fractions of the close)."""
+        close = np.asarray(bars.close, dtype=np.float64)
+        trend = ema(close, int(params["ema_period"]))
+        dist = atr(bars.high, bars.low, close, int(params["atr_period"])) / close
+        stop = float(params["atr_mult"]) * dist
+        tp = float(params["tp_mult"]) * dist if params["tp_mult"] > 0 else None
+        trail = bool(params["trail"])
+        return Signals(
+            crossed_above(close, trend) & ~np.isnan(dist),
+            crossed_below(close, trend),
+            stop_loss=None if trail else stop,
+            take_profit=tp,
+            trailing_stop=stop if trail else None,
+        )

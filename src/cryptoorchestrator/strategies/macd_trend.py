@@ -1,0 +1,41 @@
+"""MACD trend: long while the MACD line is above its signal line and above zero."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cryptoorchestrator.indicators import crossed_above, crossed_below, macd
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+
+
+class MacdTrend(Strategy):
+    """Buy when MACD crosses above its signal line while MACD > 0; sell when it crosses below.
+
+    When it works: established trends on 4h-1d bars; the zero-line filter skips counter-trend
+    crosses.  It is late at turning points and churns when MACD hovers around its signal line.
+    """
+
+    name = "macd_trend"
+    params = (
+        Param("fast", "int", 12, low=2, high=200, doc="fast EMA period"),
+        Param("slow", "int", 26, low=3, high=400, doc="slow EMA period"),
+        Param("signal", "int", 9, low=2, high=100, doc="signal EMA period"),
+    )
+    warmup = 2000
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Require ``fast < slow``."""
+        if params["fast"] >= params["slow"]:
+            raise InvalidInputError("params.fast", "fast must be below slow", allowed="fast < slow")
+
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
+        """Return MACD/signal crosses, entries only above the zero line."""
+        line, sig, _ = macd(
+            bars.close, int(params["fast"]), int(params["slow"]), int(params["signal"])
+        )
+        above_zero = np.greater(line, 0.0, where=~np.isnan(line), out=np.zeros(len(line), bool))
+        return Signals(crossed_above(line, sig) & above_zero, crossed_below(line, sig))

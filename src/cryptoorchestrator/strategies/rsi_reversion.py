@@ -1,0 +1,42 @@
+"""RSI mean reversion: buy when RSI leaves oversold, sell when it reaches overbought."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptoorchestrator.indicators import crossed_above, rsi
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+
+
+class RsiReversion(Strategy):
+    """Buy when RSI crosses back above ``lower``; sell when it crosses above ``upper``.
+
+    When it works: range-bound markets and short timeframes (5m-1h) where moves overshoot and
+    revert.  In strong downtrends RSI stays oversold and it keeps buying a falling market, so
+    pair it with a stop-loss (``stop_loss`` default 10 %).
+    """
+
+    name = "rsi_reversion"
+    params = (
+        Param("period", "int", 14, low=2, high=200, doc="RSI period"),
+        Param("lower", "float", 30.0, low=1.0, high=50.0, doc="oversold level"),
+        Param("upper", "float", 70.0, low=50.0, high=99.0, doc="overbought level"),
+    )
+    stop_loss = 0.10
+    warmup = 1000
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Require ``lower < upper``."""
+        if params["lower"] >= params["upper"]:
+            raise InvalidInputError(
+                "params.lower", "lower must be below upper", allowed="lower < upper"
+            )
+
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
+        """Return entries when RSI leaves oversold and exits when it reaches overbought."""
+        r = rsi(bars.close, int(params["period"]))
+        return Signals(
+            crossed_above(r, float(params["lower"])), crossed_above(r, float(params["upper"]))
+        )

@@ -1,0 +1,133 @@
+"""The notebook SDK: ``co.backtest``, ``co.check_lookahead``, ``co.get_strategy``, and
+``co.list_strategies``.
+
+>>> import cryptoorchestrator as co
+>>> res = co.backtest("sma_cross", bars, params={"fast": 10, "slow": 50}, fee_bps=10)
+>>> res.metrics["sharpe"], res.trades.to_pandas(), res.plot("report.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cryptoorchestrator.platform.backtest.engine import FillMode, SimConfig, SizeMode
+from cryptoorchestrator.platform.backtest.result import BacktestResult
+from cryptoorchestrator.platform.backtest.runner import run_backtest
+from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.strategy.bars import Bars, as_bars
+from cryptoorchestrator.platform.strategy.base import Strategy
+from cryptoorchestrator.platform.strategy.lookahead import LookaheadReport
+from cryptoorchestrator.platform.strategy.lookahead import check_lookahead as _check
+from cryptoorchestrator.strategies.registry import get_strategy, list_strategies
+
+__all__ = ["backtest", "check_lookahead", "get_strategy", "list_strategies"]
+
+
+def _is_multi(bars: Any) -> bool:
+    return (
+        isinstance(bars, Mapping)
+        and bool(bars)
+        and not any(
+            isinstance(v, np.ndarray | Sequence) and not isinstance(v, str) for v in bars.values()
+        )
+    )
+
+
+def _to_bars(data: Any, symbol: str | None, timeframe: str | None) -> Bars:
+    bar_ms = timeframe_to_ms(timeframe) if timeframe else 60_000
+    return as_bars(data, symbol=symbol, timeframe=timeframe, bar_ms=bar_ms)
+
+
+def backtest(
+    strategy: str | type[Strategy] | Strategy,
+    bars: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    fee_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    init_cash: float = 10_000.0,
+    fill: FillMode = "next_open",
+    sizing: SizeMode = "fraction",
+    size: float = 1.0,
+    max_position: float = 1.0,
+    max_open_positions: int | None = None,
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+    trailing_stop: float | None = None,
+    qty_step: float | tuple[float, ...] = 0.0,
+    min_qty: float | tuple[float, ...] = 0.0,
+    min_notional: float | tuple[float, ...] = 0.0,
+    price_tick: float | tuple[float, ...] = 0.0,
+    close_at_end: bool = False,
+    allow_short: bool = True,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    config: SimConfig | None = None,
+) -> BacktestResult:
+    """Backtest a strategy (name, class or instance) on bars and return the result.
+
+    ``bars`` is a pyarrow table (``OHLCV_SCHEMA``), a pandas DataFrame, a dict of arrays, a 2-D
+    array ``(n, 5|6)``, a 1-D array of closes, a ``Bars``, or ``{symbol: any of those}`` for
+    several symbols sharing one cash balance.  Fees and slippage are in basis points; fills
+    happen at the next bar's open unless ``fill="close"``.  ``sizing`` is ``"fraction"`` (of
+    equity), ``"quote"`` (a fixed amount) or ``"risk"`` (share of equity lost at the stop).
+    A ready ``config`` replaces all the engine keywords.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad bars, parameters or settings; the message names the field and what is allowed.
+    NotFoundError
+        Unknown strategy name.
+    StrategyError
+        The strategy's code raised.
+    """
+    strat = get_strategy(strategy)
+    if config is None:
+        config = SimConfig(
+            init_cash=init_cash,
+            fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            fill=fill,
+            size_mode=sizing,
+            size=size,
+            max_position=max_position,
+            max_open_positions=max_open_positions,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            trailing_stop=trailing_stop,
+            qty_step=qty_step,
+            min_qty=min_qty,
+            min_notional=min_notional,
+            price_tick=price_tick,
+            close_at_end=close_at_end,
+            allow_short=allow_short,
+        )
+    if _is_multi(bars):
+        series = {str(k): _to_bars(v, str(k), timeframe) for k, v in bars.items()}
+        return run_backtest(strat, series, params, config=config, timeframe=timeframe)
+    return run_backtest(
+        strat, _to_bars(bars, symbol, timeframe), params, config=config, timeframe=timeframe
+    )
+
+
+def check_lookahead(
+    strategy: str | type[Strategy] | Strategy,
+    bars: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    n_checks: int = 20,
+) -> LookaheadReport:
+    """Check that the strategy's signals up to bar t ignore bars after t; name the first bad bar.
+
+    Raises
+    ------
+    InvalidInputError, NotFoundError, StrategyError
+        As :func:`backtest`.
+    """
+    strat = get_strategy(strategy)
+    checked = strat.validate_params(params)
+    return _check(strat, _to_bars(bars, None, None), checked, n_checks=n_checks)
