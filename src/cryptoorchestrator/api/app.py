@@ -47,6 +47,7 @@ from cryptoorchestrator.api.routers import (
     trading,
     ws,
 )
+from cryptoorchestrator.api.wiring import install_cluster, install_exchange_hooks
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.logs import setup_api_logging
 from cryptoorchestrator.platform.services.auth import AuthConfig, decode_access_token
@@ -170,7 +171,9 @@ def create_app(
     options
         API options; read from ``CRYPTOORCH_API_*`` when omitted.
     cluster
-        The cluster facade (bots, risk, jobs); :class:`UnavailableCluster` until issue 8.
+        The cluster facade (bots, risk, jobs).  When omitted: the Ray cluster if
+        ``CRYPTOORCH_API_CLUSTER=ray`` (what ``cryptoorch serve`` sets), else
+        :class:`UnavailableCluster`, whose routes answer 503.
     feed
         Market data for ``/ws/market-data``; the Parquet store's newest candles by default.
     """
@@ -189,7 +192,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in app.state.on_start:
+            await hook()
         yield
+        for hook in app.state.on_stop:
+            await hook()
         await backend.close()
 
     app = FastAPI(
@@ -211,10 +218,11 @@ def create_app(
         settings.data_dir, options.market_exchange, options.market_timeframe, options.ws_poll_s / 2
     )
     app.state.health = HealthRegistry()
-    # Seams for issue 7: set these to callables to enable the routes that use them.
-    app.state.circuit_breakers = None
-    app.state.exchange_tester = None
-    app.state.exchange_syncer = None
+    app.state.on_start = []
+    app.state.on_stop = []
+    install_exchange_hooks(app, settings)
+    if cluster is None and options.cluster == "ray":
+        install_cluster(app, settings, options.supervise_interval_s)
 
     def owner_of(bot_id: int) -> int | None:
         with factory() as session:

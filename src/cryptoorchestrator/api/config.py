@@ -35,6 +35,10 @@ class ApiOptions(BaseSettings):
     access_log: bool = True
     ws_poll_s: float = Field(1.0, gt=0, description="market-data feed poll interval")
     ws_idle_timeout_s: float = Field(90.0, gt=0, description="close sockets silent this long")
+    cluster: Literal["none", "ray"] = Field(
+        "none", description="ray: bots, risk and jobs on the Ray cluster (cryptoorch serve)"
+    )
+    supervise_interval_s: float = Field(10.0, gt=0, description="bot supervisor period")
     market_exchange: str = "binance"
     market_timeframe: str = "1h"
     ohlcv_max_limit: int = Field(5000, ge=1)

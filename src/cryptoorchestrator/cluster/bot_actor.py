@@ -282,6 +282,13 @@ class BotActor:
         return tail(self._settings.log_dir / f"bot_{self.bot_id}.log", lines)
 
     @ray.method(concurrency_group="control")
+    async def circuit(self) -> dict[str, dict[str, Any]]:
+        """Return the circuit breakers of this process (its exchange accounts)."""
+        from cryptoorchestrator.platform.exchange.circuit import circuit_states
+
+        return dict(circuit_states())
+
+    @ray.method(concurrency_group="control")
     async def pid(self) -> int:
         """Return the actor's process id (tests kill it to prove crash safety)."""
         import os

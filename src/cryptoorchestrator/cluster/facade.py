@@ -184,6 +184,26 @@ class RayCluster:
                 if isinstance(bot_id, int):
                     publish(bot_id, event)
 
+    def circuit_breakers(self) -> dict[str, dict[str, Any]]:
+        """Return the circuit breakers of every running bot's exchange account."""
+        import ray
+
+        with session_scope(self.settings) as session:
+            wanted = list(session.scalars(select(Bot.id).where(Bot.desired_state == "running")))
+        handles = [h for h in (find_bot_actor(b) for b in wanted) if h is not None]
+        states: dict[str, dict[str, Any]] = {}
+        if not handles:
+            return states
+        ready, _ = ray.wait(
+            [h.circuit.remote() for h in handles], num_returns=len(handles), timeout=2.0
+        )
+        for ref in ready:
+            try:
+                states.update(ray.get(ref))
+            except Exception:  # noqa: S112 (a dying bot just reports nothing this time)
+                continue
+        return states
+
     def supervise_once(self) -> list[int]:
         """Re-create missing actors of bots that should run (see ``cluster.bots``)."""
         return bot_control.supervise_once(self.settings)
