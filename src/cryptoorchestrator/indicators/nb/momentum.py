@@ -366,15 +366,17 @@ def mfi_nb(
         diff = tp - prev
         prev = tp
         flow = tp * volume[today]
-        if diff < 0:
+        # Typical prices that differ by rounding only count as unchanged (TA-Lib 0.8).
+        tol = REL_ZERO * abs(tp)
+        if diff < -tol:
             neg_buf[idx] = flow
             neg_sum += flow
             pos_buf[idx] = 0.0
-        elif diff > 0:
+        elif diff > tol:
             pos_buf[idx] = flow
             pos_sum += flow
             neg_buf[idx] = 0.0
-        elif diff == 0:
+        elif diff == diff:
             pos_buf[idx] = 0.0
             neg_buf[idx] = 0.0
         else:
@@ -403,15 +405,17 @@ def mfi_nb(
         diff = tp - prev
         prev = tp
         flow = tp * volume[today]
-        if diff < 0:
+        # Typical prices that differ by rounding only count as unchanged (TA-Lib 0.8).
+        tol = REL_ZERO * abs(tp)
+        if diff < -tol:
             neg_buf[idx] = flow
             neg_sum += flow
             pos_buf[idx] = 0.0
-        elif diff > 0:
+        elif diff > tol:
             pos_buf[idx] = flow
             pos_sum += flow
             neg_buf[idx] = 0.0
-        elif diff == 0:
+        elif diff == diff:
             pos_buf[idx] = 0.0
             neg_buf[idx] = 0.0
         else:
