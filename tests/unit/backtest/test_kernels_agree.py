@@ -1,0 +1,58 @@
+"""The single-symbol fast kernel and the multi-symbol kernel give identical results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryptoorchestrator.platform.backtest import nb
+
+
+def _ohlc(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.003, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.006, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.006, n)))
+    return open_, high, low, close
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_kernel_equals_general_kernel(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    prices = [a.reshape(-1, 1) for a in _ohlc(rng, n)]
+    sig = [(rng.random(n) < 0.03).reshape(-1, 1) for _ in range(4)]
+    at_close = bool(seed % 2)
+    size_mode = seed % 3
+    stops = [np.full((1, 1), v) for v in (0.03, 0.05, 0.04)]
+    if seed >= 3:
+        stops[0] = rng.uniform(0.01, 0.05, (n, 1))
+    step = np.full(1, 0.001 if seed % 2 else 0.0)
+    tick = np.full(1, 0.01 if seed == 4 else 0.0)
+    args = (
+        *prices,
+        *sig,
+        *stops,
+        step,
+        np.zeros(1),
+        np.full(1, 5.0),
+        tick,
+        10_000.0,
+        0.001,
+        0.0005,
+        at_close,
+        size_mode,
+        0.5 if size_mode != 1 else 3000.0,
+        0.9,
+        1,
+        bool(seed % 2),
+        True,
+    )
+    eq1, eq2 = np.empty(n), np.empty(n)
+    o1, t1, s1 = nb.simulate_1d_nb(*args, eq1)
+    o2, t2, s2 = nb.simulate_nb(*args, eq2)
+    assert len(o1) > 20
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(eq1, eq2)
