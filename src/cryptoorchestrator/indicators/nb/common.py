@@ -65,3 +65,91 @@ def fill_nan_nb(out: np.ndarray, stop: int) -> None:
     m = min(stop, out.shape[0])
     for i in range(m):
         out[i] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def block_max_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
+    """Write into ``out[i]`` the maximum of ``x[i-period+1 : i+1]`` for ``i >= beg+period-1``.
+
+    van Herk / Gil-Werman: in blocks of ``period`` bars from ``beg``, a window is the suffix
+    maximum of one block joined with the prefix maximum of the next, so each bar costs three
+    comparisons whatever the data (rescanning when the maximum leaves the window costs O(period)
+    per bar on falling prices). ``out[beg : beg+period-1]`` is left holding prefix maxima.
+    Returns True, leaving ``out`` partly written, as soon as it meets a NaN.
+    """
+    n = np.uint64(x.shape[0])
+    p = np.uint64(period)
+    first = np.uint64(beg)
+    tmp = np.empty(period)
+    b = first
+    while b < n:
+        e = min(b + p, n)
+        m = x[b]
+        out[b] = m
+        nan = m != m
+        for i in range(b + U1, e):
+            v = x[i]
+            nan |= v != v
+            m = v if v > m else m
+            out[i] = m
+        if nan:
+            return True
+        if b > first:
+            s = x[b - U1]
+            tmp[p - U1] = s
+            for j in range(U1, p):
+                k = p - U1 - j
+                v = x[b - p + k]
+                s = v if v > s else s
+                tmp[k] = s
+            for i in range(b, min(e, b + p - U1)):
+                t = tmp[i - b + U1]
+                o = out[i]
+                out[i] = t if t > o else o
+        b = e
+    return False
+
+
+@njit(cache=True, nogil=True)
+def block_min_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
+    """Write rolling minima into ``out`` as :func:`block_max_nb` writes maxima."""
+    n = np.uint64(x.shape[0])
+    p = np.uint64(period)
+    first = np.uint64(beg)
+    tmp = np.empty(period)
+    b = first
+    while b < n:
+        e = min(b + p, n)
+        m = x[b]
+        out[b] = m
+        nan = m != m
+        for i in range(b + U1, e):
+            v = x[i]
+            nan |= v != v
+            m = v if v < m else m
+            out[i] = m
+        if nan:
+            return True
+        if b > first:
+            s = x[b - U1]
+            tmp[p - U1] = s
+            for j in range(U1, p):
+                k = p - U1 - j
+                v = x[b - p + k]
+                s = v if v < s else s
+                tmp[k] = s
+            for i in range(b, min(e, b + p - U1)):
+                t = tmp[i - b + U1]
+                o = out[i]
+                out[i] = t if t < o else o
+        b = e
+    return False
+
+
+@njit(cache=True, nogil=True)
+def has_nan_nb(x: np.ndarray, beg: int) -> bool:
+    """Return whether ``x[beg:]`` holds a NaN."""
+    for i in range(np.uint64(beg), np.uint64(x.shape[0])):
+        if x[i] != x[i]:
+            return True
+    return False

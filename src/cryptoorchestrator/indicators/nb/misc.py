@@ -3,7 +3,13 @@
 import numpy as np
 from numba import njit
 
-from cryptoorchestrator.indicators.nb.common import fill_nan_nb, first_valid2_nb, first_valid_nb
+from cryptoorchestrator.indicators.nb.common import (
+    block_max_nb,
+    block_min_nb,
+    fill_nan_nb,
+    first_valid2_nb,
+    first_valid_nb,
+)
 from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 
@@ -13,55 +19,14 @@ def rolling_extreme_nb(x: np.ndarray, period: int, is_max: bool, out: np.ndarray
     n = x.shape[0]
     beg = first_valid_nb(x)
     start = beg + period - 1
-    fill_nan_nb(out, start)
     if start >= n:
+        fill_nan_nb(out, n)
         return
-    for i in range(np.uint64(beg), np.uint64(n)):
-        if x[i] != x[i]:
-            # NaN compares false both ways: follow TA-Lib's own rescanning algorithm exactly.
-            _rescan_nb(x, beg, start, is_max, out)
-            return
-    _blocks_nb(x, beg, period, is_max, out)
+    nan = block_max_nb(x, beg, period, out) if is_max else block_min_nb(x, beg, period, out)
     fill_nan_nb(out, start)
-
-
-@njit(cache=True, nogil=True)
-def _blocks_nb(x: np.ndarray, beg: int, period: int, is_max: bool, out: np.ndarray) -> None:
-    # van Herk / Gil-Werman: in blocks of ``period`` bars, the window ending at i is the suffix
-    # extreme of the previous block from i - period + 1 joined with the prefix extreme of the
-    # current block up to i. Three comparisons per bar whatever the data, where rescanning the
-    # window whenever its extreme leaves costs O(period) per bar on trending prices.
-    n = x.shape[0]
-    tmp = np.empty(period)
-    p = period
-    for b in range(beg, n, p):
-        e = min(b + p, n)
-        m = x[b]
-        out[b] = m
-        for i in range(b + 1, e):
-            v = x[i]
-            if is_max:
-                m = v if v > m else m
-            else:
-                m = v if v < m else m
-            out[i] = m
-        if b > beg:
-            s = x[b - 1]
-            tmp[p - 1] = s
-            for k in range(p - 2, -1, -1):
-                v = x[b - p + k]
-                if is_max:
-                    s = v if v > s else s
-                else:
-                    s = v if v < s else s
-                tmp[k] = s
-            for i in range(b, min(e, b + p - 1)):
-                t = tmp[i - b + 1]
-                o = out[i]
-                if is_max:
-                    out[i] = t if t > o else o
-                else:
-                    out[i] = t if t < o else o
+    if nan:
+        # NaN compares false both ways: use TA-Lib's rescanning algorithm there.
+        _rescan_nb(x, beg, start, is_max, out)
 
 
 @njit(cache=True, nogil=True)

@@ -10,12 +10,15 @@ from numba import njit
 from cryptoorchestrator.indicators.nb.common import (
     EPSILON,
     REL_ZERO,
+    U1,
+    block_max_nb,
+    block_min_nb,
     fill_nan_nb,
     first_valid3_nb,
     first_valid4_nb,
     first_valid_nb,
 )
-from cryptoorchestrator.indicators.nb.overlap import ma_core_nb, ma_lookback_nb
+from cryptoorchestrator.indicators.nb.overlap import GROUP, ma_core_nb, ma_lookback_nb
 
 
 @njit(cache=True, nogil=True)
@@ -107,17 +110,21 @@ def rsi_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
                 losses[r] = (losses[r] * keeps[r]) * invs[r]
             total = gains[r] + losses[r]
             out[r, i] = 100.0 * (gains[r] / total) if total > 0.0 else 0.0
-    for i in range(warm, n):
-        diff = x[i] - x[i - 1]
-        up = diff if diff > 0.0 else 0.0
-        down = -diff if diff < 0.0 else 0.0
-        for r in range(m):
-            g = (gains[r] * keeps[r] + up) * invs[r]
-            lo = (losses[r] * keeps[r] + down) * invs[r]
-            gains[r] = g
-            losses[r] = lo
-            total = g + lo
-            out[r, i] = 100.0 * (g / total) if total > 0.0 else 0.0
+    un = np.uint64(n)
+    uwarm = np.uint64(warm)
+    for g in range(0, m, GROUP):
+        h = min(m, g + GROUP)
+        for i in range(uwarm, un):
+            diff = x[i] - x[i - U1]
+            up = diff if diff > 0.0 else 0.0
+            down = -diff if diff < 0.0 else 0.0
+            for r in range(g, h):
+                gain = (gains[r] * keeps[r] + up) * invs[r]
+                loss = (losses[r] * keeps[r] + down) * invs[r]
+                gains[r] = gain
+                losses[r] = loss
+                total = gain + loss
+                out[r, i] = 100.0 * (gain / total) if total > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -129,6 +136,17 @@ def fastk_core_nb(
     start = beg + period - 1
     if start >= n:
         return n
+    lowest_buf = np.empty(n)
+    if not (block_max_nb(high, beg, period, out) or block_min_nb(low, beg, period, lowest_buf)):
+        for i in range(np.uint64(start), np.uint64(n)):
+            highest = out[i]
+            lowest = lowest_buf[i]
+            diff = highest - lowest
+            if abs(diff) <= REL_ZERO * max(abs(highest), abs(lowest)):
+                out[i] = 0.0
+            else:
+                out[i] = (close[i] - lowest) / diff * 100.0
+        return start
     trailing = beg
     lowest_idx = -1
     highest_idx = -1
@@ -263,6 +281,15 @@ def willr_nb(
     fill_nan_nb(out, start)
     if start >= n:
         return
+    lowest_buf = np.empty(n)
+    if not (block_max_nb(high, beg, period, out) or block_min_nb(low, beg, period, lowest_buf)):
+        for i in range(np.uint64(start), np.uint64(n)):
+            highest = out[i]
+            diff = highest - lowest_buf[i]
+            out[i] = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
+        fill_nan_nb(out, start)
+        return
+    fill_nan_nb(out, start)
     trailing = beg
     lowest_idx = -1
     highest_idx = -1

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from cryptoorchestrator.indicators.nb.common import REL_ZERO, fill_nan_nb, first_valid_nb
+from cryptoorchestrator.indicators.nb.common import REL_ZERO, U1, fill_nan_nb, first_valid_nb
 from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 MA_SMA = 0
@@ -21,6 +21,10 @@ MA_DEMA = 3
 MA_TEMA = 4
 MA_TRIMA = 5
 MA_KAMA = 6
+
+# Periods advanced together by the batch kernels: enough independent chains to fill the
+# floating-point pipelines, few enough output streams for the write-combining buffers.
+GROUP = 8
 
 
 @njit(cache=True, nogil=True)
@@ -220,37 +224,65 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
 
 @njit(cache=True, nogil=True)
 def dema_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
-    """Write the double EMA ``2*e1 - e2``; return the first output index."""
+    """Write the double EMA ``2*e1 - e2``; return the first output index.
+
+    Both EMAs advance in one loop (e2 seeded with the mean of e1's first ``period`` values, as
+    TA-Lib): the two dependency chains overlap and no intermediate array is allocated.
+    """
     n = x.shape[0]
     k = 2.0 / (period + 1)
-    e1 = np.empty(n)
-    s1 = ema_core_nb(x, beg, period, k, e1)
-    if s1 >= n:
+    s1 = beg + period - 1
+    s2 = s1 + period - 1
+    if s2 >= n:
         return n
-    e2 = np.empty(n)
-    s2 = ema_core_nb(e1, s1, period, k, e2)
-    for i in range(s2, n):
-        out[i] = 2.0 * e1[i] - e2[i]
+    total = 0.0
+    for i in range(beg, s1 + 1):
+        total += x[i]
+    e1 = total / period
+    total = e1
+    for i in range(s1 + 1, s2 + 1):
+        e1 = fma_nb(x[i] - e1, k, e1)
+        total += e1
+    e2 = total / period
+    out[s2] = 2.0 * e1 - e2
+    for i in range(np.uint64(s2) + U1, np.uint64(n)):
+        e1 = fma_nb(x[i] - e1, k, e1)
+        e2 = fma_nb(e1 - e2, k, e2)
+        out[i] = 2.0 * e1 - e2
     return s2
 
 
 @njit(cache=True, nogil=True)
 def tema_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
-    """Write the triple EMA ``3*e1 - 3*e2 + e3``; return the first output index."""
+    """Write the triple EMA ``3*e1 - 3*e2 + e3`` in one fused loop; return the first index."""
     n = x.shape[0]
     k = 2.0 / (period + 1)
-    e1 = np.empty(n)
-    s1 = ema_core_nb(x, beg, period, k, e1)
-    if s1 >= n:
+    s1 = beg + period - 1
+    s2 = s1 + period - 1
+    s3 = s2 + period - 1
+    if s3 >= n:
         return n
-    e2 = np.empty(n)
-    s2 = ema_core_nb(e1, s1, period, k, e2)
-    if s2 >= n:
-        return n
-    e3 = np.empty(n)
-    s3 = ema_core_nb(e2, s2, period, k, e3)
-    for i in range(s3, n):
-        out[i] = 3.0 * e1[i] - 3.0 * e2[i] + e3[i]
+    total = 0.0
+    for i in range(beg, s1 + 1):
+        total += x[i]
+    e1 = total / period
+    total = e1
+    for i in range(s1 + 1, s2 + 1):
+        e1 = fma_nb(x[i] - e1, k, e1)
+        total += e1
+    e2 = total / period
+    total = e2
+    for i in range(s2 + 1, s3 + 1):
+        e1 = fma_nb(x[i] - e1, k, e1)
+        e2 = fma_nb(e1 - e2, k, e2)
+        total += e2
+    e3 = total / period
+    out[s3] = 3.0 * e1 - 3.0 * e2 + e3
+    for i in range(np.uint64(s3) + U1, np.uint64(n)):
+        e1 = fma_nb(x[i] - e1, k, e1)
+        e2 = fma_nb(e1 - e2, k, e2)
+        e3 = fma_nb(e2 - e3, k, e3)
+        out[i] = 3.0 * e1 - 3.0 * e2 + e3
     return s3
 
 
@@ -488,33 +520,51 @@ def macd_nb(
 
 @njit(cache=True, nogil=True)
 def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
-    """SMA for several periods in one pass; row ``r`` is bit-identical to ``sma_nb``."""
+    """SMA for several periods in one pass; row ``r`` is bit-identical to ``sma_nb``.
+
+    One running total per period, all advanced on each bar: the K dependency chains overlap in
+    the CPU instead of running one after another as K separate calls would.
+    """
     n = x.shape[0]
     m = periods.shape[0]
     beg = first_valid_nb(x)
     totals = np.zeros(m)
-    starts = np.empty(m, dtype=np.int64)
+    fperiods = np.empty(m)
+    uperiods = np.empty(m, dtype=np.uint64)
     last_start = beg
     for r in range(m):
-        starts[r] = beg + periods[r] - 1
-        last_start = max(last_start, starts[r])
-        fill_nan_nb(out[r], starts[r])
+        start = beg + periods[r] - 1
+        fperiods[r] = float(periods[r])
+        uperiods[r] = np.uint64(periods[r])
+        last_start = max(last_start, start)
+        fill_nan_nb(out[r], start)
     warm = min(last_start, n)
     for i in range(beg, warm):
         xi = x[i]
         for r in range(m):
             totals[r] += xi
-            if i >= starts[r]:
+            if i >= beg + periods[r] - 1:
                 value = totals[r]
                 totals[r] -= x[i - periods[r] + 1]
                 out[r, i] = value / periods[r]
-    for i in range(warm, n):
-        xi = x[i]
-        for r in range(m):
-            p = periods[r]
-            value = totals[r] + xi
-            totals[r] = value - x[i - p + 1]
-            out[r, i] = value / p
+    # Rows in groups of GROUP: their chains interleave, and each group writes a few contiguous
+    # streams. The division, whose throughput bounds a scalar SMA, runs afterwards per row over
+    # contiguous memory where it vectorizes; the stored sums divide to the same bits.
+    un = np.uint64(n)
+    uwarm = np.uint64(warm)
+    for g in range(0, m, GROUP):
+        h = min(m, g + GROUP)
+        for i in range(uwarm, un):
+            xi = x[i]
+            for r in range(g, h):
+                value = totals[r] + xi
+                totals[r] = value - x[i + U1 - uperiods[r]]
+                out[r, i] = value
+        for r in range(g, h):
+            row = out[r]
+            p = fperiods[r]
+            for i in range(uwarm, un):
+                row[i] = row[i] / p
 
 
 @njit(cache=True, nogil=True)
@@ -546,9 +596,13 @@ def ema_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
             else:
                 prev[r] = fma_nb(xi - prev[r], ks[r], prev[r])
                 out[r, i] = prev[r]
-    for i in range(warm, n):
-        xi = x[i]
-        for r in range(m):
-            v = fma_nb(xi - prev[r], ks[r], prev[r])
-            prev[r] = v
-            out[r, i] = v
+    un = np.uint64(n)
+    uwarm = np.uint64(warm)
+    for g in range(0, m, GROUP):
+        h = min(m, g + GROUP)
+        for i in range(uwarm, un):
+            xi = x[i]
+            for r in range(g, h):
+                v = fma_nb(xi - prev[r], ks[r], prev[r])
+                prev[r] = v
+                out[r, i] = v
