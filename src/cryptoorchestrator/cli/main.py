@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from cryptoorchestrator import __version__
+from cryptoorchestrator.cli import backtest as backtest_cli
 from cryptoorchestrator.cli import bots as bots_cli
 from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
@@ -36,6 +37,8 @@ app.command("exchange-sim")(exchange_sim_cli.exchange_sim)
 app.command("optimize")(optimize_cli.optimize)
 app.add_typer(bots_cli.app, name="bots")
 app.add_typer(bots_cli.risk_app, name="risk")
+app.command("backtest")(backtest_cli.backtest)
+app.command("check-lookahead")(backtest_cli.check_lookahead)
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from cryptoorchestrator.platform.backtest.engine import FillMode, SimConfig, SizeMode
 from cryptoorchestrator.platform.backtest.result import BacktestResult
 from cryptoorchestrator.platform.backtest.runner import run_backtest
+from cryptoorchestrator.platform.model.ohlcv import OHLCV_COLUMNS
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.strategy.bars import Bars, as_bars
 from cryptoorchestrator.platform.strategy.base import Strategy
@@ -27,13 +26,10 @@ __all__ = ["backtest", "check_lookahead", "get_strategy", "list_strategies"]
 
 
 def _is_multi(bars: Any) -> bool:
-    return (
-        isinstance(bars, Mapping)
-        and bool(bars)
-        and not any(
-            isinstance(v, np.ndarray | Sequence) and not isinstance(v, str) for v in bars.values()
-        )
-    )
+    # a mapping keyed by column names is one symbol's data; any other mapping is per-symbol
+    if not isinstance(bars, Mapping) or not bars:
+        return False
+    return not ({str(k).lower() for k in bars} & {*OHLCV_COLUMNS, "date"})
 
 
 def _to_bars(data: Any, symbol: str | None, timeframe: str | None) -> Bars:
