@@ -226,7 +226,7 @@ def test_crash_at_any_point_leaves_one_order_and_every_fill(
         ids = [t.exchange_trade_id for t in trades]
         assert len(ids) == len(set(ids))
         assert sum(t.amount for t in trades) == Decimal(orders[0]["executedQty"])
-        assert len(trades) == 4
+        assert len(trades) >= 4  # a 0.25 ratio: four chunks and any remainder
     # The rebuilt books equal the exchange's balances exactly.
     balances = sim.balances()
     assert rt.ledger.cash == sum(balances["USDT"])

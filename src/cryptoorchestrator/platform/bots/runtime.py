@@ -329,7 +329,7 @@ class BotRuntime:
         action, tag, reason = self._stop_exit(last)
         if action is None:
             le, lx, se, sx = self.signals(bars)
-            action = decide(self.ledger.amount, le, lx, se, sx)
+            action = decide(await self._tradable_position(), le, lx, se, sx)
             tag, reason = ("L" if action == "buy" else "X"), "signal"
         if action is not None:
             await self._act(last, action, tag, reason)
@@ -341,6 +341,17 @@ class BotRuntime:
         self.state.last_decision_ms = (self.clock.monotonic() - started) * 1000
         if self.on_equity is not None:
             await self.on_equity(self.ledger.equity(mark))
+
+    async def _tradable_position(self) -> Decimal:
+        """The position as far as decisions go: dust below the exchange's lot step is flat."""
+        amount = self.ledger.amount
+        if amount <= 0:
+            return _ZERO
+        market = await self.client.market(self.config.symbol)
+        rounded = market.round_amount(amount)
+        if rounded <= 0 or (market.min_amount is not None and rounded < market.min_amount):
+            return _ZERO
+        return amount
 
     def _stop_exit(self, candle: Candle) -> tuple[str | None, str, str]:
         """Exit a long position whose stop-loss, take-profit or trailing stop the candle hit."""
@@ -384,6 +395,10 @@ class BotRuntime:
         existing = self._intent(cid, side, amount, price)
         if existing is not None and existing != OrderStatus.INTENT.value:
             return  # this decision was already carried out (before a restart)
+        if self.on_equity is not None:
+            # The risk gate sizes its limits from the bot's equity: give it today's, at the
+            # order's reference price, not the last candle's.
+            await self.on_equity(self.ledger.equity(price))
         stop_price = None
         if side is OrderSide.BUY and cfg.stop_loss_pct is not None:
             stop_price = price * (1 - cfg.stop_loss_pct / Decimal(100))
@@ -409,16 +424,21 @@ class BotRuntime:
         await self._submit(OrderRequest(cfg.symbol, side, OrderType.MARKET, amount, cid), reason)
 
     def _entry_amount(self, price: Decimal) -> Decimal:
-        """Size an entry as the backtest engine does: risk-based with a stop, else a fraction."""
+        """Size an entry exactly as the backtest engine sizes it (``_budget_nb``).
+
+        Without a stop: ``sizing="fraction"`` with ``size = maxPositionSize``.  With a stop:
+        ``sizing="risk"``: the budget loses ``riskPerTrade`` of equity if the stop is hit,
+        capped at ``maxPositionSize`` of equity; both include the fee, as the engine's do.
+        """
         cfg = self.config
         equity = self.ledger.equity(price)
         one_plus_fee = 1 + cfg.fee_rate
-        cap = equity * cfg.max_position_pct / Decimal(100) * one_plus_fee
+        hundred = Decimal(100)
         if cfg.stop_loss_pct is not None and cfg.stop_loss_pct > 0:
             budget = equity * cfg.risk_per_trade_pct / cfg.stop_loss_pct * one_plus_fee
-            budget = min(budget, cap)
+            budget = min(budget, equity * cfg.max_position_pct / hundred * one_plus_fee)
         else:
-            budget = cap
+            budget = equity * cfg.max_position_pct / hundred
         budget = min(budget, self.ledger.cash)
         return budget / one_plus_fee / price if budget > 0 else _ZERO
 
