@@ -81,6 +81,11 @@ class MfaEnrolment:
     otpauth_uri: str
 
 
+def hash_password(password: str) -> str:
+    """Return the argon2 hash of ``password`` (for accounts created outside the API)."""
+    return _hasher.hash(password)
+
+
 def _keyed_hash(key: str, value: str) -> str:
     return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
