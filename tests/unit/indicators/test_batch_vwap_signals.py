@@ -45,6 +45,19 @@ def test_rsi_batch_rows_are_bit_identical_to_rsi(close: np.ndarray) -> None:
     np.testing.assert_array_equal(out[2], talib.RSI(close, 14))
 
 
+def test_batch_rows_match_single_kernels_with_embedded_nan(close: np.ndarray) -> None:
+    x = close.copy()
+    x[1500] = np.nan
+    for batch, single, periods in (
+        (ci.sma_batch, ci.sma, [1, 3, 30]),
+        (ci.ema_batch, ci.ema, [1, 3, 30]),
+        (ci.rsi_batch, ci.rsi, [2, 3, 30]),
+    ):
+        out = batch(x, periods)
+        for row, p in zip(out, periods, strict=True):
+            np.testing.assert_array_equal(row, single(x, p))
+
+
 def test_batch_accepts_numpy_periods_and_out(close: np.ndarray) -> None:
     buf = np.empty((2, close.shape[0]))
     result = ci.sma_batch(close, np.array([5, 9]), out=buf)

@@ -10,6 +10,7 @@ from numba import njit
 from cryptoorchestrator.indicators.nb.common import (
     EPSILON,
     REL_ZERO,
+    U0,
     U1,
     block_max_nb,
     block_min_nb,
@@ -45,16 +46,15 @@ def rsi_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     loss *= inv
     total = gain + loss
     out[start] = 100.0 * (gain / total) if total > 0.0 else 0.0
-    for i in range(start + 1, n):
+    for i in range(np.uint64(start) + U1, np.uint64(n)):
         value = x[i]
         diff = value - prev
         prev = value
-        if diff < 0:
-            gain = (gain * keep) * inv
-            loss = (loss * keep - diff) * inv
-        else:
-            gain = (gain * keep + diff) * inv
-            loss = (loss * keep) * inv
+        # Branch-free: adding +0.0 leaves a non-negative sum's bits unchanged; NaN goes to gain.
+        up = 0.0 if diff < 0.0 else diff
+        down = -diff if diff < 0.0 else 0.0
+        gain = (gain * keep + up) * inv
+        loss = (loss * keep + down) * inv
         total = gain + loss
         out[i] = 100.0 * (gain / total) if total > 0.0 else 0.0
     return start
@@ -116,7 +116,7 @@ def rsi_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
         h = min(m, g + GROUP)
         for i in range(uwarm, un):
             diff = x[i] - x[i - U1]
-            up = diff if diff > 0.0 else 0.0
+            up = 0.0 if diff < 0.0 else diff
             down = -diff if diff < 0.0 else 0.0
             for r in range(g, h):
                 gain = (gains[r] * keeps[r] + up) * invs[r]
@@ -341,11 +341,12 @@ def cci_nb(
     if start >= n:
         return
     buf = np.empty(period)
-    idx = 0
+    idx = U0
+    up = np.uint64(period)
     for i in range(beg, start):
         buf[idx] = (high[i] + low[i] + close[i]) / 3.0
-        idx += 1
-    for i in range(start, n):
+        idx += U1
+    for i in range(np.uint64(start), np.uint64(n)):
         last = (high[i] + low[i] + close[i]) / 3.0
         buf[idx] = last
         average = 0.0
@@ -361,9 +362,9 @@ def cci_nb(
             out[i] = value / (0.015 * (dev / period))
         else:
             out[i] = 0.0
-        idx += 1
-        if idx == period:
-            idx = 0
+        idx += U1
+        if idx == up:
+            idx = U0
 
 
 @njit(cache=True, nogil=True)
@@ -384,7 +385,8 @@ def mfi_nb(
         return
     pos_buf = np.zeros(period)
     neg_buf = np.zeros(period)
-    idx = 0
+    idx = U0
+    up = np.uint64(period)
     pos_sum = 0.0
     neg_sum = 0.0
     prev = (high[beg] + low[beg] + close[beg]) / 3.0
@@ -412,9 +414,9 @@ def mfi_nb(
             neg_buf[idx] = flow
             pos_sum += flow
             neg_sum += flow
-        idx += 1
-        if idx == period:
-            idx = 0
+        idx += U1
+        if idx == up:
+            idx = U0
     total = pos_sum + neg_sum
     out[start] = 0.0 if total <= 0.0 else 100.0 * (pos_sum / total)
     # TA-Lib 0.8 zeroes both running sums once the whole window holds no money flow, so the
@@ -423,7 +425,7 @@ def mfi_nb(
     for j in range(period):
         if pos_buf[j] != 0.0 or neg_buf[j] != 0.0:
             nonzero += 1
-    for today in range(start + 1, n):
+    for today in range(np.uint64(start) + U1, np.uint64(n)):
         if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
             nonzero -= 1
         pos_sum -= pos_buf[idx]
@@ -461,9 +463,9 @@ def mfi_nb(
         neg = 0.0 if neg_sum < 0.0 else neg_sum
         total = pos + neg
         out[today] = 0.0 if total <= 0.0 else 100.0 * (pos / total)
-        idx += 1
-        if idx == period:
-            idx = 0
+        idx += U1
+        if idx == up:
+            idx = U0
 
 
 @njit(cache=True, nogil=True)

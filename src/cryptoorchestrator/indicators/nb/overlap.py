@@ -86,18 +86,19 @@ def wma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
         period_sum += value * weight
         weight += 1
     trailing_value = 0.0
-    trailing = beg
+    trailing = np.uint64(beg)
+    up = np.uint64(period)
     # TA-Lib 0.8 rebuilds both running sums from the window every 8 * period outputs so that
     # their rounding drift stays bounded; doing the same keeps the outputs bit-identical.
     anchor = 8 * period
     countdown = anchor - 1
-    for i in range(start, n):
+    for i in range(np.uint64(start), np.uint64(n)):
         if countdown == 0:
             countdown = anchor
             period_sub = 0.0
             period_sum = 0.0
             weight = 1
-            for j in range(i - period + 1, i):
+            for j in range(i + U1 - up, i):
                 value = x[j]
                 period_sub += value
                 period_sum += value * weight
@@ -109,7 +110,7 @@ def wma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
         period_sub -= trailing_value
         period_sum += value * period
         trailing_value = x[trailing]
-        trailing += 1
+        trailing += U1
         out[i] = period_sum / divider
         period_sum -= period_sub
     return start
@@ -146,12 +147,14 @@ def trima_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     trailing += 1
     out[start] = numerator * factor
     today += 1
-    o = start + 1
-    while today < n:
+    o = np.uint64(start) + U1
+    umiddle = np.uint64(middle)
+    utrailing = np.uint64(trailing)
+    for utoday in range(np.uint64(today), np.uint64(n)):
         numerator -= numerator_sub
         numerator_sub -= value
-        value = x[middle]
-        middle += 1
+        value = x[umiddle]
+        umiddle += U1
         numerator_sub += value
         if odd:
             numerator += numerator_add
@@ -159,14 +162,13 @@ def trima_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
         else:
             numerator_add -= value
             numerator += numerator_add
-        value = x[today]
-        today += 1
+        value = x[utoday]
         numerator_add += value
         numerator += value
-        value = x[trailing]
-        trailing += 1
+        value = x[utrailing]
+        utrailing += U1
         out[o] = numerator * factor
-        o += 1
+        o += U1
     return start
 
 
@@ -202,13 +204,15 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     prev = fma_nb(x[today] - prev, sc, prev)
     today += 1
     out[start] = prev
-    while today < n:
-        value = x[today]
-        value2 = x[trailing]
-        trailing += 1
+    utoday = np.uint64(today)
+    utrailing = np.uint64(trailing)
+    for utoday in range(np.uint64(today), np.uint64(n)):
+        value = x[utoday]
+        value2 = x[utrailing]
+        utrailing += U1
         period_roc = value - value2
         sum_roc -= abs(trailing_value - value2)
-        sum_roc += abs(value - x[today - 1])
+        sum_roc += abs(value - x[utoday - U1])
         trailing_value = value2
         if sum_roc <= abs(period_roc) or sum_roc <= REL_ZERO * abs(value):
             ratio = 1.0
@@ -216,9 +220,8 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
             ratio = abs(period_roc / sum_roc)
         sc = fma_nb(ratio, const_diff, const_max)
         sc *= sc
-        prev = fma_nb(x[today] - prev, sc, prev)
-        out[today] = prev
-        today += 1
+        prev = fma_nb(value - prev, sc, prev)
+        out[utoday] = prev
     return start
 
 

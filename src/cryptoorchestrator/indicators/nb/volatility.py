@@ -3,7 +3,7 @@
 import numpy as np
 from numba import njit
 
-from cryptoorchestrator.indicators.nb.common import fill_nan_nb, first_valid3_nb
+from cryptoorchestrator.indicators.nb.common import U1, fill_nan_nb, first_valid3_nb
 from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 
@@ -25,8 +25,8 @@ def trange_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndar
     n = close.shape[0]
     beg = first_valid3_nb(high, low, close)
     fill_nan_nb(out, beg + 1)
-    for i in range(beg + 1, n):
-        out[i] = _true_range(high[i], low[i], close[i - 1])
+    for i in range(np.uint64(beg) + U1, np.uint64(n)):
+        out[i] = _true_range(high[i], low[i], close[i - U1])
 
 
 @njit(cache=True, nogil=True)
@@ -55,8 +55,8 @@ def atr_nb(
     out[start] = _normalize(prev, close[start]) if normalized else prev
     b = (period - 1) / period
     a = 1.0 - b
-    for i in range(start + 1, n):
-        prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - 1]) * a)
+    for i in range(np.uint64(start) + U1, np.uint64(n)):
+        prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
         out[i] = _normalize(prev, close[i]) if normalized else prev
 
 

@@ -16,7 +16,7 @@ def obv_nb(close: np.ndarray, volume: np.ndarray, out: np.ndarray) -> None:
     fill_nan_nb(out, beg)
     prev_obv = volume[beg]
     prev = close[beg]
-    for i in range(beg, n):
+    for i in range(np.uint64(beg), np.uint64(n)):
         value = close[i]
         if value > prev:
             prev_obv += volume[i]
