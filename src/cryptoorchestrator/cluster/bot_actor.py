@@ -282,6 +282,17 @@ class BotActor:
         return tail(self._settings.log_dir / f"bot_{self.bot_id}.log", lines)
 
     @ray.method(concurrency_group="control")
+    async def latencies(self) -> dict[str, list[float]]:
+        """Return recent decision and risk-approval latencies in milliseconds."""
+        runtime = self._runtime
+        if runtime is None:
+            return {"decision_ms": [], "risk_ms": []}
+        return {
+            "decision_ms": list(runtime.state.decision_ms),
+            "risk_ms": list(runtime.state.risk_ms),
+        }
+
+    @ray.method(concurrency_group="control")
     async def circuit(self) -> dict[str, dict[str, Any]]:
         """Return the circuit breakers of this process (its exchange accounts)."""
         from cryptoorchestrator.platform.exchange.circuit import circuit_states

@@ -33,7 +33,7 @@ def test_no_server_errors(settings: Settings) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         tc.post(
             "/api/bots",
-            json={"name": "f", "tradingPair": "BTC/USDT", "strategy": "s"},
+            json={"name": "f", "tradingPair": "BTC/USDT", "strategy": "sma_cross"},
             headers=headers,
         )
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -39,10 +39,14 @@ def test_bot_events_only_reach_the_owner(lite: TestClient) -> None:
     alice = register_and_login(lite, "ws-a@example.com")
     bob = register_and_login(lite, "ws-b@example.com")
     bot_a = lite.post(
-        "/api/bots", json={"name": "a", "tradingPair": "BTC/USDT", "strategy": "s"}, headers=alice
+        "/api/bots",
+        json={"name": "a", "tradingPair": "BTC/USDT", "strategy": "sma_cross"},
+        headers=alice,
     ).json()["id"]
     bot_b = lite.post(
-        "/api/bots", json={"name": "b", "tradingPair": "BTC/USDT", "strategy": "s"}, headers=bob
+        "/api/bots",
+        json={"name": "b", "tradingPair": "BTC/USDT", "strategy": "sma_cross"},
+        headers=bob,
     ).json()["id"]
     hub = lite.app.state.event_hub  # type: ignore[attr-defined]
     with lite.websocket_connect("/ws/bots") as ws:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -193,7 +194,9 @@ class RuntimeState:
     last_decision_ms: float | None = None
     orders_sent: int = 0
     errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Recent latencies (ms): candle handled end to end, and the risk gate's round trip.
+    decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    risk_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
@@ -339,6 +342,8 @@ class BotRuntime:
         self._snapshot(last, mark)
         self.state.last_candle_ms = last.timestamp_ms
         self.state.last_decision_ms = (self.clock.monotonic() - started) * 1000
+        if action is not None:
+            self.state.decision_ms.append(self.state.last_decision_ms)
         if self.on_equity is not None:
             await self.on_equity(self.ledger.equity(mark))
 
@@ -402,6 +407,7 @@ class BotRuntime:
         stop_price = None
         if side is OrderSide.BUY and cfg.stop_loss_pct is not None:
             stop_price = price * (1 - cfg.stop_loss_pct / Decimal(100))
+        asked = self.clock.monotonic()
         decision = await self.risk(
             OrderCheck(
                 bot_id=cfg.bot_id,
@@ -414,6 +420,7 @@ class BotRuntime:
                 stop_price=stop_price,
             )
         )
+        self.state.risk_ms.append((self.clock.monotonic() - asked) * 1000)
         if not decision.approved:
             self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
             await self._emit(

@@ -1,0 +1,260 @@
+"""Many paper bots on one node: memory per bot actor, decision and risk-approval latency.
+
+N paper bots (default 50) run as Ray actors on a local 2-CPU Ray, trading through paper brokers
+on the exchange simulator (real Binance BTC/USDT 1h candles, stepped one candle at a time).
+Every bot trades on every candle (buy, then sell), so each candle produces N orders, each
+approved by the one shared risk actor.
+
+Reported:
+
+* memory per bot actor: RSS and USS (memory unique to the process) of the actor processes;
+* decision latency, candle close -> order at the exchange: from the moment the simulator's clock
+  closes a candle to the moment the paper exchange books the bot's order (includes the bot's
+  poll interval, which a live bot aligns to candle boundaries);
+* in-bot decision latency: from the bot seeing the closed candle to the exchange's answer
+  (strategy, risk approval, submission, persistence);
+* risk approval round trip, bot -> risk actor -> bot.
+
+Targets (issue 8): decision p99 < 50 ms, risk approval p99 < 5 ms.
+
+Usage: ``python benchmarks/bots.py [--bots 50] [--candles 10] [--poll 0.05]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+HOUR = 3_600_000
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = (
+    ROOT / "src/cryptoorchestrator/platform/data/bundled/binance_BTC-USDT_1h_2021-2022.parquet"
+)
+
+
+def alternate(strategy: str, params: Any) -> Callable[[dict[str, np.ndarray]], Any]:
+    """A signal factory that buys on even candles and sells on odd ones: an order per candle."""
+
+    def signals(bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
+        even = (int(bars["timestamp"][-1]) // HOUR) % 2 == 0
+        return even, not even, False, False
+
+    return signals
+
+
+def pct(values: list[float], q: float) -> float:
+    """Return the q-th percentile (nan for no values)."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> None:  # noqa: PLR0915 (a linear script)
+    """Run the benchmark and print/write its results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bots", type=int, default=50)
+    parser.add_argument("--candles", type=int, default=10)
+    parser.add_argument("--poll", type=float, default=0.05, help="bot poll interval (s)")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/bots.json")
+    args = parser.parse_args()
+
+    import psutil
+    import pyarrow.parquet as pq
+    import ray
+    from sqlalchemy import select
+
+    from cryptoorchestrator.cluster.bot_actor import find_bot_actor
+    from cryptoorchestrator.cluster.bots import start_bot, stop_bot
+    from cryptoorchestrator.cluster.risk_actor import get_risk_actor
+    from cryptoorchestrator.cluster.runtime import NAMESPACE
+    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.settings import Settings
+    from cryptoorchestrator.platform.storage import db
+    from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount, Order, User
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bots-"))
+    pg_admin = os.environ.get("CRYPTOORCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    database_url = f"sqlite:///{tmp / 'bots.db'}"
+    pg_name = None
+    try:
+        import psycopg
+
+        with psycopg.connect(pg_admin, autocommit=True, connect_timeout=3) as conn:
+            pg_name = f"cryptoorch_bench_bots_{os.getpid()}"
+            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        database_url = (
+            pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            + f"/{pg_name}"
+        )
+    except Exception as exc:  # SQLite works too, with more lock contention
+        print(f"PostgreSQL unavailable ({type(exc).__name__}); using SQLite")
+    settings = Settings(
+        database_url=database_url,
+        var_dir=tmp / "var",
+        log_dir=tmp / "logs",
+        secret_key="bench-secret-key-0123456789abcdef",
+    )
+    db.upgrade(settings)
+    candles = pq.read_table(BUNDLED).slice(0, 900)
+    ts = candles.column("timestamp").to_pylist()
+    results: dict[str, Any] = {
+        "bots": args.bots,
+        "candles": args.candles,
+        "poll_s": args.poll,
+        "database": "postgresql" if pg_name else "sqlite",
+    }
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=ts[600] + 1, speed=0) as sim:
+            with db.session_scope(settings) as session:
+                user = User(email="bench@example.com", password_hash="x")
+                session.add(user)
+                session.flush()
+                account = ExchangeAccount(
+                    user_id=user.id,
+                    name="sim",
+                    exchange="binance",
+                    mode="paper",
+                    api_url=sim.base_url,
+                )
+                session.add(account)
+                session.flush()
+                ids = []
+                for i in range(args.bots):
+                    bot = Bot(
+                        user_id=user.id,
+                        name=f"b{i}",
+                        trading_pair="BTC/USDT",
+                        strategy="bench",
+                        timeframe="1h",
+                        risk_per_trade=Decimal(1),
+                        max_position_size=Decimal(10),
+                        starting_balance=Decimal(1000),
+                        exchange_account_id=account.id,
+                    )
+                    session.add(bot)
+                    session.flush()
+                    ids.append(bot.id)
+            risk = get_risk_actor(settings)
+            ray.get(
+                risk.set_limits.remote(
+                    {
+                        "max_orders_per_minute": 10_000,
+                        "max_open_orders_total": 100_000,
+                        "max_total_exposure_pct": 1000,
+                    }
+                )
+            )
+            options = {"signal_factory": alternate, "poll_interval_s": args.poll, "window": 60}
+            t0 = time.perf_counter()
+            for bot_id in ids:
+                start_bot(settings, bot_id, options)
+
+            def statuses() -> list[dict[str, Any]]:
+                refs = [find_bot_actor(b).status.remote() for b in ids]  # type: ignore[union-attr]
+                return ray.get(refs, timeout=30)
+
+            def all_at(candle_ms: int, timeout: float = 120.0) -> None:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    try:
+                        if all(s.get("last_candle_ms") == candle_ms for s in statuses()):
+                            return
+                    except Exception:  # noqa: S110 (actors still starting)
+                        pass
+                    time.sleep(0.05)
+                raise TimeoutError(f"bots did not all process candle {candle_ms}")
+
+            all_at(ts[599])
+            results["startup_s"] = round(time.perf_counter() - t0, 2)
+            closes: dict[int, float] = {}
+            for k in range(args.candles):
+                sim.advance(HOUR)
+                closes[ts[600 + k]] = time.time()
+                all_at(ts[600 + k])
+            # End to end: candle close (the clock step) -> order booked by the paper exchange.
+            with db.session_scope(settings) as session:
+                rows = session.execute(
+                    select(Order.client_order_id, Order.created_at).where(Order.bot_id.is_(None))
+                ).all()
+            e2e = []
+            for cid, created in rows:
+                candle = int(cid.split("-")[1])
+                if candle in closes:
+                    e2e.append((created.timestamp() - closes[candle]) * 1000)
+            lat = ray.get([find_bot_actor(b).latencies.remote() for b in ids])  # type: ignore[union-attr]
+            decision = [v for item in lat for v in item["decision_ms"]]
+            risk_ms = [v for item in lat for v in item["risk_ms"]]
+            pids = ray.get([find_bot_actor(b).pid.remote() for b in ids])  # type: ignore[union-attr]
+            rss = [psutil.Process(p).memory_info().rss / 2**20 for p in pids]
+            uss = [psutil.Process(p).memory_full_info().uss / 2**20 for p in pids]
+            results.update(
+                orders=len(e2e),
+                e2e_ms={"p50": pct(e2e, 50), "p99": pct(e2e, 99), "max": max(e2e, default=0)},
+                decision_ms={"p50": pct(decision, 50), "p99": pct(decision, 99)},
+                risk_ms={"p50": pct(risk_ms, 50), "p99": pct(risk_ms, 99)},
+                rss_mb_per_bot=statistics.mean(rss),
+                uss_mb_per_bot=statistics.mean(uss),
+                rss_mb_total=sum(rss),
+            )
+            import asyncio
+
+            for bot_id in ids:
+                asyncio.run(stop_bot(settings, bot_id))
+            ray.kill(risk, no_restart=True)
+    finally:
+        ray.shutdown()
+        db.dispose_engines()
+        if pg_name:
+            import psycopg
+
+            with psycopg.connect(pg_admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+    print(
+        f"\n{args.bots} paper bots, {args.candles} candles, poll {args.poll}s, "
+        f"{results['database']}, started in {results['startup_s']} s"
+    )
+    print(f"{'measure':<44}{'p50':>10}{'p99':>10}{'target':>10}")
+    print(
+        f"{'candle close -> order at the exchange (ms)':<44}{results['e2e_ms']['p50']:>10.1f}"
+        f"{results['e2e_ms']['p99']:>10.1f}{'':>10}"
+    )
+    print(
+        f"{'in-bot decision: candle seen -> ack (ms)':<44}"
+        f"{results['decision_ms']['p50']:>10.1f}{results['decision_ms']['p99']:>10.1f}"
+        f"{'< 50':>10}"
+    )
+    print(
+        f"{'risk approval round trip (ms)':<44}{results['risk_ms']['p50']:>10.2f}"
+        f"{results['risk_ms']['p99']:>10.2f}{'< 5':>10}"
+    )
+    print(
+        f"memory per bot actor: RSS {results['rss_mb_per_bot']:.0f} MiB, "
+        f"USS {results['uss_mb_per_bot']:.0f} MiB; {results['orders']} orders"
+    )
+    results["measured_at"] = datetime.now(UTC).isoformat()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
