@@ -38,6 +38,7 @@ from cryptoorchestrator.api.ratelimit import (
     token_identifier,
 )
 from cryptoorchestrator.api.routers import (
+    analytics,
     auth,
     bots,
     health,
@@ -231,7 +232,7 @@ def create_app(
     app.state.event_hub = EventHub(owner_of)
     _register_health(app)
     install_error_handlers(app)
-    for module in (health, auth, bots, trading, markets, integrations, runs, ws):
+    for module in (health, auth, bots, trading, markets, integrations, runs, analytics, ws):
         app.include_router(module.router)
 
     # add_middleware puts each new one outside the previous ones: add innermost first.

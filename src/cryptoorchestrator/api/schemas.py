@@ -447,3 +447,39 @@ class KillSwitchIn(StrictBody):
     """Emergency stop-all."""
 
     flatten: bool = False
+
+
+# ------------------------------------------------------------------------------ analytics
+class PerformancePublic(CamelModel):
+    """P&L, return and risk figures; money as exact decimal strings, ratios as floats or null."""
+
+    starting_balance: Decimal
+    equity: Decimal | None = Field(description="latest equity snapshot; null without one")
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal | None = Field(description="equity - startingBalance - realizedPnl")
+    total_pnl: Decimal
+    total_return: float | None = Field(description="totalPnl / startingBalance")
+    sharpe: float | None = Field(description="annualised over 365 days, from equity snapshots")
+    max_drawdown: float | None = Field(description="largest fall from a peak, a fraction")
+    win_rate: float | None = Field(description="share of closing fills with positive P&L")
+    trade_count: int
+    closing_trade_count: int
+    fees: Decimal = Field(description="in the quote currency")
+    snapshot_count: int
+    as_of: datetime | None = Field(description="time of the latest equity snapshot")
+
+
+class BotPerformancePublic(PerformancePublic):
+    """One bot's performance."""
+
+    bot_id: int
+    name: str
+    trading_pair: str
+    archived: bool
+
+
+class PerformanceReportPublic(CamelModel):
+    """The portfolio of your bots and each bot."""
+
+    portfolio: PerformancePublic
+    bots: list[BotPerformancePublic]
