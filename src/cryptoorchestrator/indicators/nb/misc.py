@@ -80,7 +80,7 @@ def sar_nb(
         sar = new_high
     new_low = low[start]
     new_high = high[start]
-    for today in range(start, n):
+    for today in range(np.uint64(start), np.uint64(n)):
         prev_low = new_low
         prev_high = new_high
         new_low = low[today]

@@ -426,34 +426,28 @@ def mfi_nb(
         if pos_buf[j] != 0.0 or neg_buf[j] != 0.0:
             nonzero += 1
     for today in range(np.uint64(start) + U1, np.uint64(n)):
-        if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
+        old_pos = pos_buf[idx]
+        old_neg = neg_buf[idx]
+        if old_pos != 0.0 or old_neg != 0.0:
             nonzero -= 1
-        pos_sum -= pos_buf[idx]
-        neg_sum -= neg_buf[idx]
+        pos_sum -= old_pos
+        neg_sum -= old_neg
         tp = (high[today] + low[today] + close[today]) / 3.0
         diff = tp - prev
         prev = tp
         flow = tp * volume[today]
-        # Typical prices that differ by rounding only count as unchanged (TA-Lib 0.8).
+        # Branch-free form of the same three cases (adding +0.0 leaves a sum's value as it is):
+        # typical prices that differ by rounding only count as unchanged (TA-Lib 0.8), and a
+        # NaN price poisons both sums for good, as in TA-Lib.
         tol = REL_ZERO * abs(tp)
-        if diff < -tol:
-            neg_buf[idx] = flow
-            neg_sum += flow
-            pos_buf[idx] = 0.0
-        elif diff > tol:
-            pos_buf[idx] = flow
-            pos_sum += flow
-            neg_buf[idx] = 0.0
-        elif diff == diff:
-            pos_buf[idx] = 0.0
-            neg_buf[idx] = 0.0
-        else:
-            # A NaN price poisons both sums for good, as in TA-Lib.
-            pos_buf[idx] = flow
-            neg_buf[idx] = flow
-            pos_sum += flow
-            neg_sum += flow
-        if pos_buf[idx] != 0.0 or neg_buf[idx] != 0.0:
+        is_nan = diff != diff
+        pos_flow = flow if (diff > tol or is_nan) else 0.0
+        neg_flow = flow if (diff < -tol or is_nan) else 0.0
+        pos_buf[idx] = pos_flow
+        neg_buf[idx] = neg_flow
+        pos_sum += pos_flow
+        neg_sum += neg_flow
+        if pos_flow != 0.0 or neg_flow != 0.0:
             nonzero += 1
         elif nonzero == 0:
             pos_sum = 0.0
@@ -568,12 +562,13 @@ def dm_nb(
         prev_close = close[today]
     sum_dx = 0.0
     prev_adx = 0.0
-    while today < n - 1:
-        today += 1
-        value = high[today]
+    uadx_start = np.uint64(adx_start)
+    inv_keep = float(period - 1)
+    for t in range(np.uint64(today) + U1, np.uint64(n)):
+        value = high[t]
         diff_p = value - prev_high
         prev_high = value
-        value = low[today]
+        value = low[t]
         diff_m = prev_low - value
         prev_low = value
         prev_minus -= prev_minus / period
@@ -583,34 +578,33 @@ def dm_nb(
         elif diff_p > 0 and diff_p > diff_m:
             prev_plus += diff_p
         prev_tr = prev_tr - prev_tr / period + _true_range(prev_high, prev_low, prev_close)
-        prev_close = close[today]
+        prev_close = close[t]
         # A NaN range counts as zero, as TA-Lib 0.8: the DIs read 0 and the ADX holds.
         if not (prev_tr > 0.0):
-            plus_di[today] = 0.0
-            minus_di[today] = 0.0
-            continue_dx = False
-            mdi = 0.0
-            pdi = 0.0
-        else:
-            mdi = 100.0 * (prev_minus / prev_tr)
-            pdi = 100.0 * (prev_plus / prev_tr)
-            plus_di[today] = pdi
-            minus_di[today] = mdi
-            continue_dx = True
+            plus_di[t] = 0.0
+            minus_di[t] = 0.0
+            if want_adx:
+                if t == uadx_start:
+                    prev_adx = sum_dx / period
+                if t >= uadx_start:
+                    adx[t] = prev_adx
+            continue
+        mdi = 100.0 * (prev_minus / prev_tr)
+        pdi = 100.0 * (prev_plus / prev_tr)
+        plus_di[t] = pdi
+        minus_di[t] = mdi
         if not want_adx:
             continue
-        if today <= adx_start:
-            if continue_dx:
-                total = mdi + pdi
-                if not (-EPSILON < total < EPSILON):
-                    sum_dx += 100.0 * (abs(mdi - pdi) / total)
-            if today == adx_start:
+        total = mdi + pdi
+        nonzero = not (-EPSILON < total < EPSILON)
+        if t <= uadx_start:
+            if nonzero:
+                sum_dx += 100.0 * (abs(mdi - pdi) / total)
+            if t == uadx_start:
                 prev_adx = sum_dx / period
-                adx[today] = prev_adx
+                adx[t] = prev_adx
             continue
-        if continue_dx:
-            total = mdi + pdi
-            if not (-EPSILON < total < EPSILON):
-                dx = 100.0 * (abs(mdi - pdi) / total)
-                prev_adx = (prev_adx * (period - 1) + dx) / period
-        adx[today] = prev_adx
+        if nonzero:
+            dx = 100.0 * (abs(mdi - pdi) / total)
+            prev_adx = (prev_adx * inv_keep + dx) / period
+        adx[t] = prev_adx

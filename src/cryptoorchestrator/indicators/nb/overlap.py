@@ -37,12 +37,12 @@ def sma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     total = 0.0
     for i in range(beg, start):
         total += x[i]
-    trailing = beg
-    for i in range(start, n):
+    trailing = np.uint64(beg)
+    for i in range(np.uint64(start), np.uint64(n)):
         total += x[i]
         value = total
         total -= x[trailing]
-        trailing += 1
+        trailing += U1
         out[i] = value / period
     return start
 
@@ -204,7 +204,6 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     prev = fma_nb(x[today] - prev, sc, prev)
     today += 1
     out[start] = prev
-    utoday = np.uint64(today)
     utrailing = np.uint64(trailing)
     for utoday in range(np.uint64(today), np.uint64(n)):
         value = x[utoday]
@@ -400,6 +399,14 @@ def bbands_nb(
     """Bollinger Bands: moving average plus/minus population standard deviations."""
     n = x.shape[0]
     beg = first_valid_nb(x)
+    if matype == MA_SMA:
+        start = beg + period - 1
+        fill_nan_nb(upper, start)
+        fill_nan_nb(middle, start)
+        fill_nan_nb(lower, start)
+        if start < n:
+            _bbands_sma_nb(x, beg, period, nbdevup, nbdevdn, upper, middle, lower)
+        return
     start = ma_core_nb(x, beg, period, matype, middle)
     std_start = beg + period - 1
     if std_start > start:
@@ -410,9 +417,70 @@ def bbands_nb(
     if start >= n:
         return
     stddev_nb(x, start, period, lower)
-    for i in range(start, n):
+    for i in range(np.uint64(start), np.uint64(n)):
         dev = lower[i]
         mid = middle[i]
+        upper[i] = fma_nb(dev, nbdevup, mid)
+        lower[i] = fma_nb(-dev, nbdevdn, mid)
+
+
+@njit(cache=True, nogil=True)
+def _bbands_sma_nb(
+    x: np.ndarray,
+    beg: int,
+    period: int,
+    nbdevup: float,
+    nbdevdn: float,
+    upper: np.ndarray,
+    middle: np.ndarray,
+    lower: np.ndarray,
+) -> None:
+    # The SMA, the deviation (as stddev_nb) and the bands in one pass over the data: the same
+    # operations in the same order as the three separate passes, so the same bits.
+    n = x.shape[0]
+    start = beg + period - 1
+    inv = 1.0 / period
+    total = 0.0
+    for i in range(beg, start):
+        total += x[i]
+    c = x[beg]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(beg, start):
+        d = x[j] - c
+        s1 += d
+        s2 += d * d
+    anchor = 32 * period
+    countdown = anchor - 1
+    up = np.uint64(period)
+    for i in range(np.uint64(start), np.uint64(n)):
+        first = i + U1 - up
+        xi = x[i]
+        total += xi
+        mid = total / period
+        x_old = x[first]
+        total -= x_old
+        if countdown == 0:
+            countdown = anchor
+            c = x_old
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(first, i):
+                d = x[j] - c
+                s1 += d
+                s2 += d * d
+        countdown -= 1
+        d = xi - c
+        s1 += d
+        s2 += d * d
+        mean = s1 * inv
+        mean_sq = s2 * inv
+        var = mean_sq - mean * mean
+        dev = math.sqrt(var) if var > REL_ZERO * mean_sq else 0.0
+        d = x_old - c
+        s1 -= d
+        s2 -= d * d
+        middle[i] = mid
         upper[i] = fma_nb(dev, nbdevup, mid)
         lower[i] = fma_nb(-dev, nbdevdn, mid)
 
@@ -439,13 +507,15 @@ def stddev_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
         s2 += d * d
     anchor = 32 * period
     countdown = anchor - 1
-    for i in range(start, n):
+    up = np.uint64(period)
+    for i in range(np.uint64(start), np.uint64(n)):
+        first = i + U1 - up
         if countdown == 0:
             countdown = anchor
-            c = x[i - period + 1]
+            c = x[first]
             s1 = 0.0
             s2 = 0.0
-            for j in range(i - period + 1, i):
+            for j in range(first, i):
                 d = x[j] - c
                 s1 += d
                 s2 += d * d
@@ -458,7 +528,7 @@ def stddev_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
         var = mean_sq - mean * mean
         # What is left of a constant window after cancellation is rounding, not deviation.
         out[i] = math.sqrt(var) if var > REL_ZERO * mean_sq else 0.0
-        d = x[i - period + 1] - c
+        d = x[first] - c
         s1 -= d
         s2 -= d * d
 
