@@ -30,14 +30,21 @@ FEE_BPS = 10.0
 INIT_CASH = 1_000_000.0
 
 
-def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    out = fn()  # warm-up (numba compilation, caches)
-    times = []
+def _interleaved(
+    ours: Callable[[], Any], theirs: Callable[[], Any], repeat: int
+) -> tuple[float, float, Any, Any]:
+    """Return median times of both, alternating runs so machine load hits both alike."""
+    a, b = ours(), theirs()  # warm-up (numba compilation, caches)
+    t_a, t_b = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        a = ours()
+        t1 = time.perf_counter()
+        b = theirs()
+        t2 = time.perf_counter()
+        t_a.append(t1 - t0)
+        t_b.append(t2 - t1)
+    return statistics.median(t_a), statistics.median(t_b), a, b
 
 
 def _random_bars(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -77,19 +84,26 @@ def _case(name: str, bars: dict[str, np.ndarray], timeframe: str, repeat: int) -
     close = bars["close"]
 
     def ours() -> Any:
-        return co.backtest("sma_cross", bars, {"fast": 10, "slow": 50}, fee_bps=FEE_BPS,
-                           fill="close", init_cash=INIT_CASH, timeframe=timeframe)
+        return co.backtest(
+            "sma_cross",
+            bars,
+            {"fast": 10, "slow": 50},
+            fee_bps=FEE_BPS,
+            fill="close",
+            init_cash=INIT_CASH,
+            timeframe=timeframe,
+        )
 
     def theirs() -> Any:
         fast = vbt.MA.run(close, 10)
         slow = vbt.MA.run(close, 50)
         entries = fast.ma_crossed_above(slow)
         exits = fast.ma_crossed_below(slow)
-        return vbt.Portfolio.from_signals(close, entries, exits, fees=FEE_BPS / 1e4,
-                                          init_cash=INIT_CASH, min_size=0.0)
+        return vbt.Portfolio.from_signals(
+            close, entries, exits, fees=FEE_BPS / 1e4, init_cash=INIT_CASH, min_size=0.0
+        )
 
-    t_ours, res = _median_time(ours, repeat)
-    t_vbt, pf = _median_time(theirs, max(1, repeat // 2))
+    t_ours, t_vbt, res, pf = _interleaved(ours, theirs, repeat)
     rec = pf.orders.values
     o = res.order_records
     same = (
@@ -106,8 +120,9 @@ def _case(name: str, bars: dict[str, np.ndarray], timeframe: str, repeat: int) -
         "orders": int(len(o)),
         "orders_identical": bool(same),
         "final_equity_ours": float(res.metrics["final_equity"]),
-        "final_equity_vectorbt_from_records": float(pf.cash().to_numpy()[-1]
-                                                    + pf.assets().to_numpy()[-1] * close[-1]),
+        "final_equity_vectorbt_from_records": float(
+            pf.cash().to_numpy()[-1] + pf.assets().to_numpy()[-1] * close[-1]
+        ),
         "ours_s": t_ours,
         "vectorbt_s": t_vbt,
         "ours_ns_per_bar": t_ours / n * 1e9,
@@ -122,23 +137,34 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    cases = [_case(f"random walk {args.bars:,} bars", _random_bars(args.bars), "1m",
-                   args.repeat)]
+    cases = [_case(f"random walk {args.bars:,} bars", _random_bars(args.bars), "1m", args.repeat)]
     real = _real_bars()
     if real is not None:
         cases.append(_case("binance BTC/USDT 1h, 2021", real, "1h", args.repeat * 3))
-    head = f"{'case':34} {'bars':>9} {'orders':>7} {'ours ms':>9} {'vbt ms':>9} " \
-           f"{'ours ns/bar':>11} {'vbt ns/bar':>10} {'speedup':>8} identical"
+    head = (
+        f"{'case':34} {'bars':>9} {'orders':>7} {'ours ms':>9} {'vbt ms':>9} "
+        f"{'ours ns/bar':>11} {'vbt ns/bar':>10} {'speedup':>8} identical"
+    )
     print(head)
     print("-" * len(head))
     for c in cases:
-        print(f"{c['case']:34} {c['bars']:>9,} {c['orders']:>7,} {c['ours_s'] * 1e3:>9.2f} "
-              f"{c['vectorbt_s'] * 1e3:>9.2f} {c['ours_ns_per_bar']:>11.2f} "
-              f"{c['vectorbt_ns_per_bar']:>10.2f} {c['speedup']:>7.1f}x {c['orders_identical']}")
+        print(
+            f"{c['case']:34} {c['bars']:>9,} {c['orders']:>7,} {c['ours_s'] * 1e3:>9.2f} "
+            f"{c['vectorbt_s'] * 1e3:>9.2f} {c['ours_ns_per_bar']:>11.2f} "
+            f"{c['vectorbt_ns_per_bar']:>10.2f} {c['speedup']:>7.1f}x {c['orders_identical']}"
+        )
     out = ROOT / "benchmarks" / "results" / "backtest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                               "python": platform.python_version(), "cases": cases}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+                "cases": cases,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

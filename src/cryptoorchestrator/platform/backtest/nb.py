@@ -268,7 +268,7 @@ def _stop_nb(
     return reason, exit_base, extreme
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _push_order_nb(
     orders: np.ndarray,
     n: int,
@@ -289,7 +289,7 @@ def _push_order_nb(
     orders[n, O_REASON] = reason
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _push_trade_nb(
     trades: np.ndarray,
     n: int,
@@ -984,7 +984,7 @@ def equity_stats_nb(equity: np.ndarray, init_cash: float) -> np.ndarray:
 N_X = 14
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _exit_1d_nb(
     i: int,
     base: float,
@@ -1022,7 +1022,7 @@ def _exit_1d_nb(
     x[X_POS] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _execute_1d_nb(
     a: int,
     i: int,

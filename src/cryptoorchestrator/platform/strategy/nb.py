@@ -27,35 +27,34 @@ def check_bars_nb(
     n = close.shape[0]
     cap = out_rows.shape[0]
     found = np.zeros(5, dtype=np.int64)
-    first = np.full(5, -1, dtype=np.int64)
+    # fast pass: branch-free counts (bitwise & and | do not short-circuit); NaN fails every
+    # comparison, so "x > 0 and x < inf" rejects NaN, inf and non-positive values at once
+    n_ts = 0
+    n_px = 0
+    n_vol = 0
+    n_hl = 0
+    for i in range(1, n):
+        n_ts += timestamp[i] <= timestamp[i - 1]
     for i in range(n):
         o = open_[i]
         h = high[i]
         lo = low[i]
         c = close[i]
-        # NaN fails every comparison, so "not (x > 0)" also catches NaN; inf is caught by x < inf
-        bad_price = not (o > 0.0 and h > 0.0 and lo > 0.0 and c > 0.0) or not (
-            o < np.inf and h < np.inf and lo < np.inf and c < np.inf
-        )
-        bad_ts = i > 0 and timestamp[i] <= timestamp[i - 1]
         v = volume[i]
-        bad_vol = not (v >= 0.0 and v < np.inf)
-        bad_hl = h < lo
-        if bad_ts or bad_price or bad_vol or bad_hl:
-            for code, bad in (
-                (BAD_TIMESTAMP_ORDER, bad_ts),
-                (BAD_PRICE, bad_price),
-                (BAD_VOLUME, bad_vol),
-                (BAD_HIGH_LOW, bad_hl),
-            ):
-                if bad:
-                    if first[code] < 0:
-                        first[code] = i
-                    found[code] += 1
+        good = (o > 0.0) & (o < np.inf) & (h > 0.0) & (h < np.inf) & (lo > 0.0) & (lo < np.inf)
+        good = good & (c > 0.0) & (c < np.inf)
+        n_px += not good
+        n_vol += not ((v >= 0.0) & (v < np.inf))
+        n_hl += h < lo
+    found[BAD_TIMESTAMP_ORDER] = n_ts
+    found[BAD_PRICE] = n_px
+    found[BAD_VOLUME] = n_vol
+    found[BAD_HIGH_LOW] = n_hl
     for code in (BAD_TIMESTAMP_ORDER, BAD_PRICE, BAD_VOLUME, BAD_HIGH_LOW):
         if found[code] > 0:
             m = 0
-            for i in range(first[code], n):
+            # slow pass, only on bad data: collect the first offending rows of this kind
+            for i in range(n):
                 if m >= cap:
                     break
                 o = open_[i]
