@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.integration.api.conftest import assert_error_shape, register_and_login
 
+from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.logs import bot_logger
+from cryptoorchestrator.platform.model import BotStatus
+from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import (
     Bot,
     BotStatusEvent,
@@ -109,22 +113,31 @@ def test_start_stop_answer_503_and_persist_nothing(client: TestClient) -> None:
 
 
 class AcceptingCluster:
-    """A cluster facade that accepts starts and stops (the seam issue 8 will fill)."""
+    """A facade that accepts starts and stops and persists them as the Ray cluster's does
+    (desired state and the transition, before any actor would read them), without Ray."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
         self.calls: list[tuple[str, int]] = []
+
+    def _persist(self, bot_id: int, status: BotStatus, reason: str, desired: str) -> None:
+        with session_scope(self.settings) as session:
+            set_bot_status(session, bot_id, status, reason, desired_state=desired)
 
     async def start_bot(self, bot_id: int) -> str:
         self.calls.append(("start", bot_id))
+        self._persist(bot_id, BotStatus.STARTING, "start requested", "running")
         return "Starting"
 
     async def stop_bot(self, bot_id: int, reason: str) -> str:
         self.calls.append(("stop", bot_id))
+        self._persist(bot_id, BotStatus.STOPPED, reason, "stopped")
         return "Stopped"
 
 
 def test_accepted_start_persists_state_event_and_publishes(app_factory: object) -> None:
-    cluster = AcceptingCluster()
+    probe: TestClient = app_factory()  # type: ignore[operator]
+    cluster = AcceptingCluster(probe.app.state.settings)  # type: ignore[attr-defined]
     client: TestClient = app_factory(cluster=cluster)  # type: ignore[operator]
     h = register_and_login(client, "accepted@example.com")
     token = h["Authorization"].split()[1]

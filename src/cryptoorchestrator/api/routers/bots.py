@@ -19,7 +19,6 @@ from cryptoorchestrator.api.schemas import (
     Page,
 )
 from cryptoorchestrator.platform.logs import tail
-from cryptoorchestrator.platform.model import BotStatus
 from cryptoorchestrator.platform.services.bots import BotService
 
 IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
@@ -105,7 +104,8 @@ async def _control(
     bot_id: IdPath, bots: BotService, cluster: ClusterDep, hub: HubDep, start: bool
 ) -> BotStatusPublic:
     bot = await run_in_threadpool(bots.get, bot_id)
-    # The cluster decides first: nothing is persisted unless it accepted the command.
+    # The cluster persists the desired state and the transition before it acts (a bot actor
+    # reads them when it starts); a facade that refuses raises here and nothing is recorded.
     if start:
         new_status = await cluster.start_bot(bot.id)
         reason = "started by user"
@@ -114,9 +114,9 @@ async def _control(
         reason = "stopped by user"
 
     def persist() -> BotStatusPublic:
-        bots.set_desired_state(bot, "running" if start else "stopped")
-        bots.record_status(bot, BotStatus(new_status), reason)
+        bots.audit_control(bot, "running" if start else "stopped")
         bots.session.commit()
+        bots.session.expire_all()  # the cluster wrote the status in its own session
         return _status(bots, bot.id)
 
     result = await run_in_threadpool(persist)

@@ -267,20 +267,8 @@ class BotService:
         return outcome
 
     # ----------------------------------------------------------------------------- state
-    def record_status(self, bot: Bot, status: BotStatus, reason: str | None) -> BotStatusEvent:
-        """Persist a status transition (status, time, reason) on the bot and as an event."""
-        now = utcnow()
-        bot.status = status.value
-        bot.status_reason = reason
-        bot.status_changed_at = now
-        event = BotStatusEvent(bot_id=bot.id, status=status.value, reason=reason, at=now)
-        self.session.add(event)
-        self.session.flush()
-        return event
-
-    def set_desired_state(self, bot: Bot, state: str) -> None:
-        """Persist what the user wants (``running`` or ``stopped``); the supervisor enforces it."""
-        bot.desired_state = state
+    def audit_control(self, bot: Bot, state: str) -> None:
+        """Record who asked a bot to start or stop (the cluster persists the state itself)."""
         self._audit(f"bot.{'start' if state == 'running' else 'stop'}", bot.id, None)
 
     def status(self, bot_id: int, *, events: int = 20) -> BotStatusView:
