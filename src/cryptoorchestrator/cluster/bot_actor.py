@@ -262,10 +262,14 @@ class BotActor:
             runtime = self._runtime
             if runtime is None:
                 return
-            runtime.request_stop()
-            result["cancelled"] = await runtime.cancel_open_orders()
-            if flatten:
-                result["flattened"] = await runtime.flatten()
+            # The loop keeps the exchange connection open until it stops: stop it last.  New
+            # orders meanwhile are denied by the risk actor, which halts before it calls us.
+            try:
+                result["cancelled"] = await runtime.cancel_open_orders()
+                if flatten:
+                    result["flattened"] = await runtime.flatten()
+            finally:
+                runtime.request_stop()
 
         try:
             await self._on_loop(do)
