@@ -66,7 +66,8 @@ class ConnectionReport:
         return {"read": self.can_read, "trade": self.can_trade, "withdraw": self.can_withdraw}
 
 
-def _purpose(account_id: int, column: str) -> str:
+def credential_purpose(account_id: int, column: str) -> str:
+    """Return the SecretBox purpose of one credential column: binds it to its row and column."""
     return f"exchange_account:{account_id}:{column}"
 
 
@@ -117,7 +118,7 @@ def store_credentials(
     box = _box(settings)
     values = {"api_key": api_key, "api_secret": api_secret, "passphrase": passphrase}
     for column, value in values.items():
-        sealed = box.encrypt(value, _purpose(account.id, column)) if value else None
+        sealed = box.encrypt(value, credential_purpose(account.id, column)) if value else None
         setattr(account, f"{column}_enc", sealed)
     # Old permissions describe the old key.
     account.permissions = None
@@ -146,7 +147,7 @@ def load_credentials(session: Session, settings: Settings, account_id: int) -> C
 
     def open_(column: str) -> str | None:
         blob = getattr(account, f"{column}_enc")
-        return box.decrypt(blob, _purpose(account.id, column)) if blob else None
+        return box.decrypt(blob, credential_purpose(account.id, column)) if blob else None
 
     return Credentials(
         account_id=account.id,

@@ -17,16 +17,12 @@ from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.errors import ConflictError, InvalidInputError, NotFoundError
+from cryptoorchestrator.platform.exchange.accounts import credential_purpose as purpose
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.storage.models import AuditLog, ExchangeAccount
 
 SECRET_FIELDS = ("api_key", "api_secret", "passphrase")
 _EXCHANGE = re.compile(r"^[a-z0-9_]{1,40}$")
-
-
-def purpose(account_id: int, field: str) -> str:
-    """Return the SecretBox purpose of one credential column."""
-    return f"exchange_account:{account_id}:{field}"
 
 
 class AccountService:
