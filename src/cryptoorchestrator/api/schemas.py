@@ -152,6 +152,9 @@ class BotCreate(StrictBody):
     take_profit: Percent | None = None
     trailing_stop: Percent | None = None
     starting_balance: Annotated[Decimal, Field(gt=0)] | None = None
+    actor_group: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] | None = Field(
+        None, description="bots of one group share one Ray actor process (saves memory)"
+    )
 
 
 class BotUpdate(StrictBody):
@@ -170,6 +173,9 @@ class BotUpdate(StrictBody):
     take_profit: Percent | None = None
     trailing_stop: Percent | None = None
     starting_balance: Annotated[Decimal, Field(gt=0)] | None = None
+    actor_group: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] | None = Field(
+        None, description="bots of one group share one Ray actor process (saves memory)"
+    )
 
 
 class BotPublic(CamelModel):
@@ -189,6 +195,7 @@ class BotPublic(CamelModel):
     take_profit: Decimal | None
     trailing_stop: Decimal | None
     starting_balance: Decimal | None
+    actor_group: str | None = None
     desired_state: str
     status: str
     status_reason: str | None

@@ -63,6 +63,9 @@ def create(
     take_profit: Annotated[float | None, typer.Option(help="Take-profit, % above entry.")] = None,
     trailing_stop: Annotated[float | None, typer.Option(help="Trailing stop, %.")] = None,
     balance: Annotated[float, typer.Option(help="Paper starting balance (quote).")] = 10_000.0,
+    group: Annotated[
+        str | None, typer.Option(help="Share one actor process with the group's other bots.")
+    ] = None,
 ) -> None:
     """Create a bot (validated exactly as the API validates it)."""
     bots = _bots()
@@ -83,6 +86,7 @@ def create(
         take_profit=None if take_profit is None else str(take_profit),
         trailing_stop=None if trailing_stop is None else str(trailing_stop),
         starting_balance=str(balance),
+        actor_group=group,
     )
     typer.echo(f"created bot {bot.id} ({bot.name})")
 

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import ray
+from sqlalchemy import select
 
 from cryptoorchestrator.cluster.events import get_event_bus
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor, request_approval
@@ -54,22 +55,17 @@ def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
     return last_bar_signals(strategy, params)
 
 
-@ray.remote(  # type: ignore[call-overload]  # Ray's stubs omit concurrency_groups
-    num_cpus=0,
-    max_restarts=-1,
-    max_task_retries=0,
-    concurrency_groups={"control": 4},
-)
-class BotActor:
-    """One bot (see the module docstring)."""
+class BotSlot:
+    """One bot inside an actor process: its trading loop on a thread, its control calls."""
 
     def __init__(
         self,
         bot_id: int,
         settings_data: dict[str, Any],
         options: dict[str, Any] | None = None,
+        restarted: bool = False,
     ) -> None:
-        # Never raise here: a constructor exception during a restart kills the actor for good.
+        # Never raise here: it runs in the actor's constructor during restarts.
         self.bot_id = bot_id
         self._opts = dict(options or {})
         self.state: dict[str, Any] = {
@@ -88,10 +84,7 @@ class BotActor:
         except Exception as exc:  # degraded: run() reports it as an Error status
             self.state["reason"] = f"bad settings: {exc}"
             self._log = logging.getLogger(f"cryptoorchestrator.bot.{bot_id}")
-        try:
-            self.state["restarts"] = int(ray.get_runtime_context().was_current_actor_reconstructed)
-        except Exception:  # noqa: S110 (informational only)
-            pass
+        self.state["restarts"] = int(restarted)
         # The loop gets its own thread and event loop.  A call to our own ``run`` method would
         # fail while Ray still marks the actor as restarting (no task retries, on purpose).
         self._thread = threading.Thread(
@@ -229,11 +222,10 @@ class BotActor:
 
     # -------------------------------------------------------------------------- control
 
-    @ray.method(concurrency_group="control")
     async def status(self) -> dict[str, Any]:
         """Return the bot's live status (answers while the loop works)."""
         runtime = self._runtime
-        out = dict(self.state)
+        out = {"bot_id": self.bot_id, **self.state}
         if runtime is not None:
             out.update(
                 last_candle_ms=runtime.state.last_candle_ms,
@@ -244,7 +236,6 @@ class BotActor:
             )
         return out
 
-    @ray.method(concurrency_group="control")
     async def stop(self, reason: str = "stopped by user") -> dict[str, Any]:
         """Stop trading after the current step; open orders stay on the exchange."""
         self._stopping = True
@@ -252,7 +243,6 @@ class BotActor:
         self._set_status(BotStatus.STOPPED, reason)
         return dict(self.state)
 
-    @ray.method(concurrency_group="control")
     async def halt(self, reason: str, flatten: bool = False) -> dict[str, Any]:
         """Stop now: cancel the bot's open orders and, if asked, sell its position."""
         self._stopping = True
@@ -278,14 +268,16 @@ class BotActor:
         self._set_status(BotStatus.STOPPED, reason)
         return {**self.state, **result}
 
-    @ray.method(concurrency_group="control")
+    def alive(self) -> bool:
+        """Whether the trading loop's thread still runs."""
+        return self._thread.is_alive()
+
     async def logs(self, lines: int = 100) -> list[str]:
         """Return the last lines of ``logs/bot_<id>.log``."""
         if self._settings is None:
             return []
         return tail(self._settings.log_dir / f"bot_{self.bot_id}.log", lines)
 
-    @ray.method(concurrency_group="control")
     async def latencies(self) -> dict[str, list[float]]:
         """Return recent decision and risk-approval latencies in milliseconds."""
         runtime = self._runtime
@@ -295,20 +287,6 @@ class BotActor:
             "decision_ms": list(runtime.state.decision_ms),
             "risk_ms": list(runtime.state.risk_ms),
         }
-
-    @ray.method(concurrency_group="control")
-    async def circuit(self) -> dict[str, dict[str, Any]]:
-        """Return the circuit breakers of this process (its exchange accounts)."""
-        from cryptoorchestrator.platform.exchange.circuit import circuit_states
-
-        return dict(circuit_states())
-
-    @ray.method(concurrency_group="control")
-    async def pid(self) -> int:
-        """Return the actor's process id (tests kill it to prove crash safety)."""
-        import os
-
-        return os.getpid()
 
     def _request_stop(self) -> None:
         if self._runtime is not None:
@@ -326,6 +304,136 @@ class BotActor:
             loop.call_soon_threadsafe(fn)
 
 
+@ray.remote(  # type: ignore[call-overload]  # Ray's stubs omit concurrency_groups
+    num_cpus=0,
+    max_restarts=-1,
+    max_task_retries=0,
+    concurrency_groups={"control": 4},
+)
+class BotActor:
+    """The process of one bot (``bot:<id>``) or of a group of bots (``botgroup:<name>``).
+
+    A group's members are the bots whose ``actor_group`` is the group's name and whose desired
+    state is running; the actor reads them from the database when it starts (so a restarted
+    group brings every member back) and again on :meth:`refresh`.
+    """
+
+    def __init__(
+        self,
+        settings_data: dict[str, Any],
+        bot_id: int | None = None,
+        group: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        # Never raise here: a constructor exception during a restart kills the actor for good.
+        self._settings_data = settings_data
+        self._group = group
+        self._opts = dict(options or {})
+        self._slots: dict[int, BotSlot] = {}
+        self._lock = threading.Lock()
+        try:
+            self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        except Exception:
+            self._restarted = False
+        members = [bot_id] if bot_id is not None else self._members()
+        for member in members:
+            self._add(member)
+
+    def _members(self) -> list[int]:
+        if self._group is None:
+            return list(self._slots)
+        try:
+            settings = Settings(**self._settings_data)
+            with session_scope(settings) as session:
+                return list(
+                    session.scalars(
+                        select(Bot.id).where(
+                            Bot.actor_group == self._group, Bot.desired_state == "running"
+                        )
+                    ).all()
+                )
+        except Exception:  # the database is down: refresh() tries again later
+            return []
+
+    def _add(self, bot_id: int) -> BotSlot:
+        with self._lock:
+            slot = self._slots.get(bot_id)
+            if slot is None or not slot.alive():
+                slot = BotSlot(bot_id, self._settings_data, self._opts, self._restarted)
+                self._slots[bot_id] = slot
+            return slot
+
+    def _slot(self, bot_id: int | None) -> BotSlot:
+        with self._lock:
+            if bot_id is None and len(self._slots) == 1:
+                return next(iter(self._slots.values()))
+            if bot_id is None or bot_id not in self._slots:
+                raise KeyError(f"bot {bot_id} is not hosted by this actor")
+            return self._slots[bot_id]
+
+    @ray.method(concurrency_group="control")
+    async def refresh(self) -> list[int]:
+        """Start the loops of members that joined the group; return the hosted bot ids."""
+        for member in self._members():
+            self._add(member)
+        with self._lock:
+            return sorted(self._slots)
+
+    @ray.method(concurrency_group="control")
+    async def hosted(self) -> list[int]:
+        """Return the ids of the bots this process runs."""
+        with self._lock:
+            return sorted(self._slots)
+
+    @ray.method(concurrency_group="control")
+    async def status(self, bot_id: int | None = None) -> dict[str, Any]:
+        """Return a bot's live status (answers while the loops work)."""
+        return await self._slot(bot_id).status()
+
+    @ray.method(concurrency_group="control")
+    async def stop(
+        self, reason: str = "stopped by user", bot_id: int | None = None
+    ) -> dict[str, Any]:
+        """Stop a bot after its current step; open orders stay on the exchange."""
+        slot = self._slot(bot_id)
+        out = await slot.stop(reason)
+        if self._group is not None:
+            with self._lock:
+                self._slots.pop(slot.bot_id, None)
+        return out
+
+    @ray.method(concurrency_group="control")
+    async def halt(
+        self, reason: str, flatten: bool = False, bot_id: int | None = None
+    ) -> dict[str, Any]:
+        """Stop a bot now: cancel its open orders and, if asked, sell its position."""
+        return await self._slot(bot_id).halt(reason, flatten)
+
+    @ray.method(concurrency_group="control")
+    async def logs(self, lines: int = 100, bot_id: int | None = None) -> list[str]:
+        """Return the last lines of ``logs/bot_<id>.log``."""
+        return await self._slot(bot_id).logs(lines)
+
+    @ray.method(concurrency_group="control")
+    async def latencies(self, bot_id: int | None = None) -> dict[str, list[float]]:
+        """Return a bot's recent decision and risk-approval latencies in milliseconds."""
+        return await self._slot(bot_id).latencies()
+
+    @ray.method(concurrency_group="control")
+    async def circuit(self) -> dict[str, dict[str, Any]]:
+        """Return the circuit breakers of this process (its exchange accounts)."""
+        from cryptoorchestrator.platform.exchange.circuit import circuit_states
+
+        return dict(circuit_states())
+
+    @ray.method(concurrency_group="control")
+    async def pid(self) -> int:
+        """Return the actor's process id (tests kill it to prove crash safety)."""
+        import os
+
+        return os.getpid()
+
+
 def settings_for_actor(settings: Settings) -> dict[str, Any]:
     """Return what a bot actor needs to rebuild the driver's settings."""
     from cryptoorchestrator.cluster.risk_actor import settings_payload
@@ -333,26 +441,70 @@ def settings_for_actor(settings: Settings) -> dict[str, Any]:
     return settings_payload(settings)
 
 
+def group_actor_name(group: str) -> str:
+    """Return the Ray actor name of a group of bots sharing one process."""
+    return f"botgroup:{group}"
+
+
+def _group_of(settings: Settings, bot_id: int) -> str | None:
+    with session_scope(settings) as session:
+        return session.scalar(select(Bot.actor_group).where(Bot.id == bot_id))
+
+
 def start_bot_actor(settings: Settings, bot_id: int, options: dict[str, Any] | None = None) -> Any:
-    """Create (or find) the detached actor of a bot; its constructor starts the loop."""
-    return BotActor.options(  # type: ignore[attr-defined]
-        name=actor_name(bot_id),
+    """Create (or find) the detached actor running a bot; its constructor starts the loop.
+
+    A bot with an ``actor_group`` runs in that group's shared process, created on first use and
+    told to pick up its new member.
+    """
+    group = _group_of(settings, bot_id)
+    if group is None:
+        return BotActor.options(  # type: ignore[attr-defined]
+            name=actor_name(bot_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+        ).remote(settings_for_actor(settings), bot_id=bot_id, options=options)
+    handle = BotActor.options(  # type: ignore[attr-defined]
+        name=group_actor_name(group),
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-    ).remote(bot_id, settings_for_actor(settings), options)
+    ).remote(settings_for_actor(settings), group=group, options=options)
+    handle.refresh.remote()
+    return handle
 
 
-def find_bot_actor(bot_id: int) -> Any | None:
-    """Return the handle of a running bot actor, or None."""
+def find_bot_actor(bot_id: int, settings: Settings | None = None) -> Any | None:
+    """Return the handle of the actor running a bot (its own, or its group's), or None.
+
+    A grouped bot is found through its group, read from the database of ``settings`` (without
+    settings only bots with an actor of their own are found).  A group's actor may exist while
+    the bot itself is stopped: check :meth:`BotActor.hosted` when that matters.
+    """
     try:
         return ray.get_actor(actor_name(bot_id), namespace=NAMESPACE)
     except ValueError:
+        pass
+    if settings is None:
         return None
+    try:
+        group = _group_of(settings, bot_id)
+    except Exception:
+        return None
+    if group is None:
+        return None
+    try:
+        handle = ray.get_actor(group_actor_name(group), namespace=NAMESPACE)
+    except ValueError:
+        return None
+    return handle
 
 
 __all__ = [
     "BotActor",
+    "BotSlot",
+    "group_actor_name",
     "actor_name",
     "find_bot_actor",
     "registry_signals",

@@ -47,19 +47,31 @@ def start_bot(settings: Settings, bot_id: int, options: dict[str, Any] | None = 
 
 
 async def stop_bot(settings: Settings, bot_id: int, reason: str = "stopped by user") -> str:
-    """Record that the bot should not run, stop its loop and remove its actor; return Stopped."""
+    """Record that the bot should not run, stop its loop and free its process; return Stopped.
+
+    A bot with a process of its own has it removed; a grouped bot leaves its group's process,
+    which is removed once it hosts no bot.
+    """
     with session_scope(settings) as session:
         bot = session.get(Bot, bot_id)
         if bot is None:
             raise NotFoundError(f"bot {bot_id} does not exist")
         bot.desired_state = "stopped"
-    handle = find_bot_actor(bot_id)
+        grouped = bot.actor_group is not None
+    handle = find_bot_actor(bot_id, settings)
     if handle is not None:
         try:
-            await asyncio.wait_for(handle.stop.remote(reason), timeout=30)
+            await asyncio.wait_for(handle.stop.remote(reason, bot_id=bot_id), timeout=30)
         except Exception:  # a dead or hung actor is removed below all the same
             log.warning("bot %s did not stop cleanly", bot_id)
-        ray.kill(handle, no_restart=True)
+        remaining: list[int] = []
+        if grouped:
+            try:
+                remaining = await asyncio.wait_for(handle.hosted.remote(), timeout=10)
+            except Exception:
+                remaining = []
+        if not remaining:
+            ray.kill(handle, no_restart=True)
     with session_scope(settings) as session:
         bot = session.get(Bot, bot_id)
         if bot is not None and bot.status != BotStatus.STOPPED.value:
@@ -80,30 +92,40 @@ async def bot_status(settings: Settings, bot_id: int) -> dict[str, Any]:
             "desiredState": bot.desired_state,
             "changedAt": bot.status_changed_at.isoformat() if bot.status_changed_at else None,
         }
-    handle = find_bot_actor(bot_id)
+    handle = find_bot_actor(bot_id, settings)
     out["actor"] = None
     if handle is not None:
         try:
-            out["actor"] = await asyncio.wait_for(handle.status.remote(), timeout=5)
+            out["actor"] = await asyncio.wait_for(handle.status.remote(bot_id=bot_id), timeout=5)
         except Exception as exc:
             out["actor"] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
 def supervise_once(settings: Settings, options: dict[str, Any] | None = None) -> list[int]:
-    """Create the actor of every bot that should run but has none; return their ids."""
+    """Bring back every bot that should run but has no running loop; return their ids."""
     with session_scope(settings) as session:
         wanted = list(
-            session.scalars(
-                select(Bot.id).where(Bot.desired_state == "running", Bot.archived_at.is_(None))
+            session.execute(
+                select(Bot.id, Bot.actor_group).where(
+                    Bot.desired_state == "running", Bot.archived_at.is_(None)
+                )
             ).all()
         )
     started = []
-    for bot_id in wanted:
-        if find_bot_actor(bot_id) is None:
-            log.info("re-creating bot %s", bot_id)
-            start_bot_actor(settings, bot_id, options)
-            started.append(bot_id)
+    for bot_id, group in wanted:
+        handle = find_bot_actor(bot_id, settings)
+        if handle is not None and group is not None:
+            try:
+                if bot_id in ray.get(handle.hosted.remote(), timeout=10):
+                    continue
+            except Exception:  # noqa: S110 (restarting: the refresh below brings it back)
+                pass
+        elif handle is not None:
+            continue
+        log.info("re-creating bot %s", bot_id)
+        start_bot_actor(settings, bot_id, options)
+        started.append(bot_id)
     return started
 
 

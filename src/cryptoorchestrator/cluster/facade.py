@@ -190,7 +190,9 @@ class RayCluster:
 
         with session_scope(self.settings) as session:
             wanted = list(session.scalars(select(Bot.id).where(Bot.desired_state == "running")))
-        handles = [h for h in (find_bot_actor(b) for b in wanted) if h is not None]
+        found = (find_bot_actor(b, self.settings) for b in wanted)
+        # One call per process: grouped bots share their process's breakers.
+        handles = list({h._actor_id: h for h in found if h is not None}.values())  # noqa: SLF001
         states: dict[str, dict[str, Any]] = {}
         if not handles:
             return states
@@ -216,7 +218,9 @@ class RayCluster:
             for bot in rows:
                 counts[bot.status] = counts.get(bot.status, 0) + 1
             running_without_actor = [
-                b.id for b in rows if b.desired_state == "running" and find_bot_actor(b.id) is None
+                b.id
+                for b in rows
+                if b.desired_state == "running" and find_bot_actor(b.id, self.settings) is None
             ]
         return {**counts, "missingActors": len(running_without_actor)}
 

@@ -150,12 +150,13 @@ class RiskActor:
     async def _stop_bots(self, bot_ids: set[int], *, reason: str, flatten: bool) -> list[int]:
         stopped: list[int] = []
         calls: list[Any] = []
+        from cryptoorchestrator.cluster.bot_actor import find_bot_actor
+
         for bot_id in bot_ids:
-            try:
-                handle = ray.get_actor(f"bot:{bot_id}", namespace=NAMESPACE)
-            except ValueError:
+            handle = find_bot_actor(bot_id, self._settings)
+            if handle is None:
                 continue  # not running in this cluster: the database status already says Stopped
-            calls.append(handle.halt.remote(reason, flatten))
+            calls.append(handle.halt.remote(reason, flatten, bot_id=bot_id))
             stopped.append(bot_id)
         if calls:
             # Bounded wait: a hung bot must not hang the risk actor.

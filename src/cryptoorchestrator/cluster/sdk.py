@@ -155,11 +155,13 @@ class BotsAPI:
         take_profit: Decimal | float | str | None = None,
         trailing_stop: Decimal | float | str | None = None,
         starting_balance: Decimal | float | str = Decimal(10_000),
+        actor_group: str | None = None,
     ) -> BotHandle:
         """Create a bot (validated as the API validates it) and return its handle.
 
         Paper bots without an account get the operator's paper account on ``exchange``
-        (``api_url`` points it at the exchange simulator or another endpoint).
+        (``api_url`` points it at the exchange simulator or another endpoint).  Bots with the
+        same ``actor_group`` share one actor process (about 160 MiB saved per bot).
         """
         settings = self.settings
         upgrade(settings)
@@ -180,6 +182,7 @@ class BotsAPI:
             "take_profit": take_profit,
             "trailing_stop": trailing_stop,
             "starting_balance": starting_balance,
+            "actor_group": actor_group,
         }
         with session_scope(settings) as session:
             bot = self._service(session).create({k: v for k, v in values.items() if v is not None})

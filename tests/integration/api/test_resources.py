@@ -323,3 +323,14 @@ def test_runs_and_risk_routes(lite: TestClient) -> None:
     )
     assert lite.get("/api/risk/limits", headers=h).json() == []
     assert lite.get("/api/analytics/risk", headers=h).status_code == 503
+
+
+def test_bot_actor_group_is_validated_and_returned(lite: TestClient) -> None:
+    h = register_and_login(lite, "groups@example.com")
+    bad = lite.post("/api/bots", json={**BOT, "actorGroup": "Not Valid!"}, headers=h)
+    assert bad.status_code == 422
+    assert_error_shape(bad.json())
+    assert any("actorGroup" in str(d.get("field")) for d in bad.json()["details"])
+    ok = lite.post("/api/bots", json={**BOT, "name": "pooled", "actorGroup": "pool-1"}, headers=h)
+    assert ok.status_code == 201
+    assert ok.json()["actorGroup"] == "pool-1"

@@ -107,18 +107,40 @@ def world(ray_session: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
             session.add(bot)
             session.flush()
             bot_id = bot.id
+            grouped = []
+            for name in ("g1", "g2"):
+                member = Bot(
+                    user_id=user.id,
+                    name=name,
+                    trading_pair="BTC/USDT",
+                    strategy="scripted",
+                    timeframe="1h",
+                    risk_per_trade=Decimal(1),
+                    max_position_size=Decimal(10),
+                    starting_balance=Decimal(1_000),
+                    exchange_account_id=account.id,
+                    actor_group="pool",
+                )
+                session.add(member)
+                session.flush()
+                grouped.append(member.id)
         risk = get_risk_actor(settings)
         ray_session.get(risk.set_limits.remote({"max_orders_per_minute": 1000}))
-        yield {"settings": settings, "sim": sim, "bot_id": bot_id, "ts": ts}
-        handle = find_bot_actor(bot_id)
-        if handle is not None:
-            ray_session.kill(handle, no_restart=True)
+        yield {"settings": settings, "sim": sim, "bot_id": bot_id, "ts": ts, "grouped": grouped}
+        for some in (bot_id, *grouped):
+            handle = find_bot_actor(some, settings)
+            if handle is not None:
+                ray_session.kill(handle, no_restart=True)
         ray_session.kill(risk, no_restart=True)
     db.dispose_engines()
 
 
 def _status(settings: Settings, bot_id: int) -> dict[str, Any]:
     return asyncio.run(bot_status(settings, bot_id))
+
+
+def _pid(settings: Settings, bot_id: int, ray: Any) -> int:
+    return int(ray.get(find_bot_actor(bot_id, settings).pid.remote()))
 
 
 def _processed(settings: Settings, bot_id: int, candle_ms: int) -> bool:
@@ -198,3 +220,42 @@ def test_supervisor_recreates_lost_bots(world: dict[str, Any], ray_session: Any)
     assert supervise_once(settings, options) == [bot_id]
     wait_for(lambda: _processed(settings, bot_id, ts[599]), what="running again")
     assert supervise_once(settings, options) == []  # nothing more to do
+
+
+def test_grouped_bots_share_one_process_and_survive_together(
+    world: dict[str, Any], ray_session: Any
+) -> None:
+    settings, sim, ts = world["settings"], world["sim"], world["ts"]
+    a, b = world["grouped"]
+    options = {
+        "signal_factory": timed_signals(ts[600], ts[601]),
+        "poll_interval_s": 0.05,
+        "window": 100,
+        "retry_initial_s": 0.2,
+    }
+    start_bot(settings, a, options)
+    start_bot(settings, b, options)
+    for bot in (a, b):
+        wait_for(lambda bot=bot: _processed(settings, bot, ts[599]), what=f"bot {bot} running")
+    shared = _pid(settings, a, ray_session)
+    assert _pid(settings, b, ray_session) == shared  # one process for the group
+    assert find_bot_actor(a) is None  # no process of its own
+
+    # Killing the shared process brings both members back (the group reloads its members).
+    os.kill(shared, signal.SIGKILL)
+    wait_for(lambda: _pid(settings, a, ray_session) != shared, what="group restart")
+    sim.advance(HOUR)  # candle 600: both buy
+    for bot in (a, b):
+        wait_for(lambda bot=bot: _processed(settings, bot, ts[600]), what=f"bot {bot} after kill")
+    with db.session_scope(settings) as session:
+        for bot in (a, b):
+            orders = session.scalars(select(Order).where(Order.bot_id == bot)).all()
+            assert [(o.side, o.status) for o in orders] == [("buy", "filled")]
+
+    # Stopping one member leaves the other trading in the same process.
+    assert asyncio.run(stop_bot(settings, a)) == "Stopped"
+    assert ray_session.get(find_bot_actor(b, settings).hosted.remote()) == [b]
+    sim.advance(HOUR)  # candle 601: b sells
+    wait_for(lambda: _processed(settings, b, ts[601]), what="the remaining member")
+    assert asyncio.run(stop_bot(settings, b)) == "Stopped"
+    assert find_bot_actor(b, settings) is None  # the empty group's process is gone

@@ -10,6 +10,7 @@ import pytest
 
 from cryptoorchestrator.cli.main import main
 from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage import db
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -34,7 +35,7 @@ def test_db_upgrade_and_current(
     monkeypatch.setenv("CRYPTOORCH_DATABASE_URL", settings.database_url)
     code, out, _ = _run(["db", "upgrade"], capsys)
     assert code == 0
-    assert "at revision 0001" in out
+    assert f"at revision {db.head_revision()}" in out
     code, out, _ = _run(["db", "current"], capsys)
     assert "up to date" in out
 

@@ -7,6 +7,7 @@ the user wants (``desired_state``) and the status transitions the cluster report
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -60,9 +61,11 @@ WIRE_NAMES = {
     "take_profit": "takeProfit",
     "trailing_stop": "trailingStop",
     "starting_balance": "startingBalance",
+    "actor_group": "actorGroup",
 }
 EDITABLE = frozenset(WIRE_NAMES)
 REQUIRED = ("name", "trading_pair", "strategy")
+_GROUP = re.compile(r"^[a-z0-9_-]{1,40}$")
 DEFAULTS: dict[str, Any] = {
     "params": {},
     "timeframe": "1h",
@@ -149,6 +152,13 @@ class BotService:
             if balance <= 0:
                 raise InvalidInputError("startingBalance", "must be positive")
             out["starting_balance"] = balance
+        if out.get("actor_group") is not None:
+            group = str(out["actor_group"])
+            if not _GROUP.match(group):
+                raise InvalidInputError(
+                    "actorGroup", "malformed group name", allowed="1-40 of a-z 0-9 _ -"
+                )
+            out["actor_group"] = group
         if out.get("exchange_account_id") is not None:
             owned = self.session.scalar(
                 select(ExchangeAccount.id).where(

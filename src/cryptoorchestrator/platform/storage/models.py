@@ -170,6 +170,8 @@ class Bot(TimestampMixin, Base):
     trailing_stop: Mapped[Decimal | None] = mapped_column()
     starting_balance: Mapped[Decimal | None] = mapped_column()
     desired_state: Mapped[str] = mapped_column(String(10), default="stopped")
+    # Bots with the same group share one actor process (memory); None: a process of its own.
+    actor_group: Mapped[str | None] = mapped_column(String(40), index=True)
     status: Mapped[str] = mapped_column(String(10), default="Stopped")
     status_reason: Mapped[str | None] = mapped_column(Text)
     status_changed_at: Mapped[datetime | None] = mapped_column()
