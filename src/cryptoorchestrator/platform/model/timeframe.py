@@ -7,9 +7,7 @@ from cryptoorchestrator.platform.errors import InvalidInputError
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 #: Timeframes the platform accepts, shortest first (Binance's list).
-TIMEFRAMES: tuple[str, ...] = tuple(
-    "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w".split()
-)
+TIMEFRAMES: tuple[str, ...] = tuple("1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w".split())
 
 
 def timeframe_to_ms(timeframe: str, *, field: str = "timeframe") -> int:
