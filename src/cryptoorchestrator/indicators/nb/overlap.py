@@ -184,18 +184,23 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
     sum_roc = 0.0
     today = beg
     trailing = beg
+    # Count of non-zero terms in the running sum of |changes|: when the window holds none, the
+    # sum is set to exactly zero (TA-Lib 0.8), so a flat stretch leaves no rounding residue.
+    nonzero = 0
     for _ in range(period):
         diff = x[today]
         today += 1
         diff -= x[today]
         sum_roc += abs(diff)
+        if diff != 0.0:
+            nonzero += 1
     prev = x[today - 1]
     value = x[today]
     value2 = x[trailing]
     trailing += 1
     period_roc = value - value2
     trailing_value = value2
-    if sum_roc <= abs(period_roc) or sum_roc <= REL_ZERO * abs(value):
+    if sum_roc <= abs(period_roc):
         ratio = 1.0
     else:
         ratio = abs(period_roc / sum_roc)
@@ -210,10 +215,15 @@ def kama_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
         value2 = x[utrailing]
         utrailing += U1
         period_roc = value - value2
-        sum_roc -= abs(trailing_value - value2)
-        sum_roc += abs(value - x[utoday - U1])
+        leaving = abs(trailing_value - value2)
+        entering = abs(value - x[utoday - U1])
+        sum_roc -= leaving
+        sum_roc += entering
+        nonzero += (entering != 0.0) - (leaving != 0.0)
+        if nonzero == 0:
+            sum_roc = 0.0
         trailing_value = value2
-        if sum_roc <= abs(period_roc) or sum_roc <= REL_ZERO * abs(value):
+        if sum_roc <= abs(period_roc):
             ratio = 1.0
         else:
             ratio = abs(period_roc / sum_roc)
