@@ -51,6 +51,12 @@ def check_from_dict(data: dict[str, Any]) -> OrderCheck:
         price=Decimal(data["price"]),
         reduce_only=bool(data.get("reduce_only", False)),
         stop_price=Decimal(data["stop_price"]) if data.get("stop_price") else None,
+        equity=Decimal(data["equity"]) if data.get("equity") else None,
+        position_notional=(
+            Decimal(data["position_notional"])
+            if data.get("position_notional") is not None
+            else None
+        ),
     )
 
 

@@ -193,3 +193,13 @@ def test_utilisation_reports_every_bot(rm: RiskManager) -> None:
     assert report["total_exposure"] == "250"
     assert report["exposure_pct_of_limit"] == pytest.approx(25.0)
     assert report["bots"]["1"]["exposure"] == "250"
+
+
+def test_order_check_carries_current_equity_and_position(rm: RiskManager) -> None:
+    # At the last candle equity was 1000 (cap 500); now, at the order's price, it is 1200.
+    assert not rm.approve(check(amount="5.5", price="100")).approved
+    ok = rm.approve(check(amount="5.5", price="100", equity=D(1200)))
+    assert ok.approved
+    assert rm.bots[1].equity == D(1200)
+    rm.approve(check(side="sell", amount="1", reduce_only=True, position_notional=D(550)))
+    assert rm.bots[1].positions["BTC/USDT"] == D(550)

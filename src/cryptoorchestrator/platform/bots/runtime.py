@@ -400,10 +400,6 @@ class BotRuntime:
         existing = self._intent(cid, side, amount, price)
         if existing is not None and existing != OrderStatus.INTENT.value:
             return  # this decision was already carried out (before a restart)
-        if self.on_equity is not None:
-            # The risk gate sizes its limits from the bot's equity: give it today's, at the
-            # order's reference price, not the last candle's.
-            await self.on_equity(self.ledger.equity(price))
         stop_price = None
         if side is OrderSide.BUY and cfg.stop_loss_pct is not None:
             stop_price = price * (1 - cfg.stop_loss_pct / Decimal(100))
@@ -418,6 +414,9 @@ class BotRuntime:
                 price=price,
                 reduce_only=side is OrderSide.SELL,
                 stop_price=stop_price,
+                # limits apply to equity now (at this price), not at the last candle's close
+                equity=self.ledger.equity(price),
+                position_notional=self.ledger.amount * price,
             )
         )
         self.state.risk_ms.append((self.clock.monotonic() - asked) * 1000)

@@ -51,6 +51,10 @@ class OrderCheck:
     price: Decimal
     reduce_only: bool = False
     stop_price: Decimal | None = None
+    #: The bot's equity and position (at the order's price) when it asks, so limits are
+    #: checked against now rather than the last candle, without a second round trip.
+    equity: Decimal | None = None
+    position_notional: Decimal | None = None
 
     @property
     def notional(self) -> Decimal:

@@ -118,6 +118,11 @@ class RiskManager:
             return RiskDecision.deny("unknown_bot", f"bot {check.bot_id} is not registered")
         if check.amount <= 0 or check.price <= 0:
             return RiskDecision.deny("invalid_order", "amount and price must be positive")
+        if check.equity is not None and check.equity > 0:
+            bot.equity = check.equity
+            bot.peak_equity = max(bot.peak_equity, check.equity)
+        if check.position_notional is not None:
+            self.update_position(bot.bot_id, check.symbol, check.position_notional)
         if not check.reduce_only:
             if self.portfolio_halted:
                 return RiskDecision.deny("portfolio_halted", self.portfolio_halted)
