@@ -9,6 +9,9 @@ import numpy as np
 from cryptoorchestrator.indicators import _validate as v
 from cryptoorchestrator.indicators.nb import momentum as nb
 
+# Stands in for the directional-movement outputs a caller did not ask for (never written).
+_EMPTY = np.empty(0)
+
 
 def _hlc(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, ...]:
     h = v.as_series(high, "high")
@@ -163,8 +166,7 @@ def adx(
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 2)
     result = v.output(out, c.shape)
-    n = c.shape[0]
-    nb.dm_nb(h, lo, c, p, np.empty(n), np.empty(n), result, True)
+    nb.dm_nb(h, lo, c, p, _EMPTY, _EMPTY, result, True, False, False)
     return result
 
 
@@ -180,7 +182,7 @@ def plus_di(
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
     result = v.output(out, c.shape)
-    nb.dm_nb(h, lo, c, p, result, np.empty(c.shape[0]), np.empty(0), False)
+    nb.dm_nb(h, lo, c, p, result, _EMPTY, _EMPTY, False, True, False)
     return result
 
 
@@ -196,5 +198,5 @@ def minus_di(
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
     result = v.output(out, c.shape)
-    nb.dm_nb(h, lo, c, p, np.empty(c.shape[0]), result, np.empty(0), False)
+    nb.dm_nb(h, lo, c, p, _EMPTY, result, _EMPTY, False, False, True)
     return result

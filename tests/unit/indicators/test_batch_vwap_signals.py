@@ -30,6 +30,18 @@ def test_sma_batch_rows_are_bit_identical_to_sma(close: np.ndarray) -> None:
     np.testing.assert_array_equal(out[3], talib.SMA(close, 7))
 
 
+def test_sma_batch_division_is_exact_across_magnitudes_and_periods() -> None:
+    # The batch divides by multiplying with 1/p and correcting with two fma (Markstein); the
+    # result must be the correctly rounded quotient, hence equal to sma()'s plain division.
+    rng = np.random.default_rng(17)
+    for _ in range(12):
+        x = 10 ** rng.uniform(-8, 8) * np.exp(np.cumsum(rng.normal(0.0, 0.02, 5000)))
+        periods = [int(p) for p in rng.integers(1, 400, 10)] + [3, 7, 49, 97, 241]
+        out = ci.sma_batch(x, periods)
+        for row, p in zip(out, periods, strict=True):
+            np.testing.assert_array_equal(row, ci.sma(x, p))
+
+
 def test_ema_batch_rows_are_bit_identical_to_ema(close: np.ndarray) -> None:
     out = ci.ema_batch(close, PERIODS)
     for row, p in zip(out, PERIODS, strict=True):

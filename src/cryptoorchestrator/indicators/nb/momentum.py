@@ -509,17 +509,22 @@ def dm_nb(
     minus_di: np.ndarray,
     adx: np.ndarray,
     want_adx: bool,
+    store_plus: bool = True,
+    store_minus: bool = True,
 ) -> None:
     """Wilder's directional movement: +DI, -DI and (when ``want_adx``) ADX into the buffers.
 
     +DI and -DI start at ``period``; ADX at ``2 * period - 1``. For ``period == 1`` the DIs are
-    the raw one-bar movement over the true range, as TA-Lib.
+    the raw one-bar movement over the true range, as TA-Lib. A DI buffer that is not stored
+    (``store_plus`` / ``store_minus`` False) may be empty.
     """
     n = close.shape[0]
     beg = first_valid3_nb(high, low, close)
     di_start = beg + period
-    fill_nan_nb(plus_di, di_start)
-    fill_nan_nb(minus_di, di_start)
+    if store_plus:
+        fill_nan_nb(plus_di, di_start)
+    if store_minus:
+        fill_nan_nb(minus_di, di_start)
     adx_start = beg + 2 * period - 1
     if want_adx:
         fill_nan_nb(adx, adx_start)
@@ -533,11 +538,13 @@ def dm_nb(
             plus = diff_p if diff_p > 0 and diff_p > diff_m else 0.0
             minus = diff_m if diff_m > 0 and diff_m > diff_p else 0.0
             if not (tr > 0.0):
-                plus_di[today] = 0.0
-                minus_di[today] = 0.0
+                plus, minus = 0.0, 0.0
             else:
-                plus_di[today] = plus / tr
-                minus_di[today] = minus / tr
+                plus, minus = plus / tr, minus / tr
+            if store_plus:
+                plus_di[today] = plus
+            if store_minus:
+                minus_di[today] = minus
         return
     prev_plus = 0.0
     prev_minus = 0.0
@@ -581,8 +588,10 @@ def dm_nb(
         prev_close = close[t]
         # A NaN range counts as zero, as TA-Lib 0.8: the DIs read 0 and the ADX holds.
         if not (prev_tr > 0.0):
-            plus_di[t] = 0.0
-            minus_di[t] = 0.0
+            if store_plus:
+                plus_di[t] = 0.0
+            if store_minus:
+                minus_di[t] = 0.0
             if want_adx:
                 if t == uadx_start:
                     prev_adx = sum_dx / period
@@ -591,8 +600,10 @@ def dm_nb(
             continue
         mdi = 100.0 * (prev_minus / prev_tr)
         pdi = 100.0 * (prev_plus / prev_tr)
-        plus_di[t] = pdi
-        minus_di[t] = mdi
+        if store_plus:
+            plus_di[t] = pdi
+        if store_minus:
+            minus_di[t] = mdi
         if not want_adx:
             continue
         total = mdi + pdi

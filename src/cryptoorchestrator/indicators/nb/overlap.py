@@ -646,8 +646,13 @@ def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
         for r in range(g, h):
             row = out[r]
             p = fperiods[r]
+            rp = 1.0 / p
             for i in range(uwarm, un):
-                row[i] = row[i] / p
+                # v / p without a division, correctly rounded (Markstein): q = v * RN(1/p) is
+                # within an ulp, the fma gives the exact residual, one more fma rounds it right.
+                v = row[i]
+                q = v * rp
+                row[i] = fma_nb(fma_nb(-q, p, v), rp, q)
 
 
 @njit(cache=True, nogil=True)
