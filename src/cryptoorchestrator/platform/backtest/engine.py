@@ -76,7 +76,8 @@ class SimConfig:
         ``"next_open"`` (default, no look-ahead) or ``"close"`` (the signal bar's close).
     size_mode, size
         ``"fraction"``: spend ``size`` x equity (fees included); ``"quote"``: spend ``size`` quote
-        units; ``"risk"``: lose ``size`` x equity if the stop-loss is hit (needs a stop-loss).
+        units; ``"risk"``: lose ``size`` x equity if the stop nearest to the entry (stop-loss or
+        trailing stop) is hit; an entry without either is skipped and counted.
     max_position
         Largest position notional as a fraction of equity.
     max_open_positions

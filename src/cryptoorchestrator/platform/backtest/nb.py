@@ -352,6 +352,14 @@ A_CASH, A_ORDERS, A_TRADES, A_OPEN, A_FEES, A_SKIP_SMALL, A_SKIP_LIMIT = 0, 1, 2
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _risk_distance_nb(sl: float, tsl: float) -> float:
+    # the stop nearest to the entry sets the risk: a trailing stop starts at its full distance
+    if tsl == tsl and not (sl <= tsl):
+        return tsl
+    return sl
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _budget_nb(
     size_mode: int, size: float, equity: float, sl: float, fee: float, max_position: float
 ) -> float:
@@ -459,10 +467,13 @@ def _execute_nb(  # noqa: PLR0913
             acct[A_SKIP_LIMIT] += 1
             continue
         sl_f = sl_stop[sig_row if sl_stop.shape[0] > 1 else 0, j]
+        tsl_f = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, j]
         equity = acct[A_CASH]
         for jj in range(k):
             equity += pos[jj] * last_price[jj]
-        budget = _budget_nb(size_mode, size, equity, sl_f, fee, max_position)
+        budget = _budget_nb(
+            size_mode, size, equity, _risk_distance_nb(sl_f, tsl_f), fee, max_position
+        )
         ok = False
         if budget == budget:
             ok, qty, px, f, cash = _entry_nb(
@@ -492,7 +503,7 @@ def _execute_nb(  # noqa: PLR0913
         extreme[j] = px
         pos_sl[j] = sl_f
         pos_tp[j] = tp_stop[sig_row if tp_stop.shape[0] > 1 else 0, j]
-        pos_tsl[j] = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, j]
+        pos_tsl[j] = tsl_f
 
 
 # running equity statistics carried between _loop_nb calls
@@ -1051,7 +1062,10 @@ def _execute_1d_nb(
     if (a != 1 and a != -1) or x[X_POS] != 0.0:
         return
     sl_f = sl_stop[sig_row if sl_stop.shape[0] > 1 else 0, 0]
-    budget = _budget_nb(size_mode, size, x[X_CASH], sl_f, fee, max_position)
+    tsl_f = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, 0]
+    budget = _budget_nb(
+        size_mode, size, x[X_CASH], _risk_distance_nb(sl_f, tsl_f), fee, max_position
+    )
     ok = False
     if budget == budget:
         ok, qty, px, f, cash = _entry_nb(
@@ -1071,7 +1085,7 @@ def _execute_1d_nb(
     x[X_EXTREME] = px
     x[X_SL] = sl_f
     x[X_TP] = tp_stop[sig_row if tp_stop.shape[0] > 1 else 0, 0]
-    x[X_TSL] = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, 0]
+    x[X_TSL] = tsl_f
 
 
 @njit(cache=True, nogil=True)
