@@ -179,3 +179,20 @@ def test_accepts_table_dataframe_freqtrade_and_arrays() -> None:
     closes = as_bars(np.arange(1.0, 4.0))
     np.testing.assert_array_equal(closes.open, closes.close)
     assert a.to_table().equals(pa.table(cols).cast(a.to_table().schema))
+
+
+def test_latest_signals_on_a_rolling_window_equal_the_backtest_signals() -> None:
+    from cryptoorchestrator.platform.strategy.base import latest_signals
+    from cryptoorchestrator.strategies.registry import get_strategy
+
+    bars = _bars(600)
+    strat = get_strategy("sma_cross")
+    params = strat.validate_params({"fast": 5, "slow": 30})
+    full = run_signals(strat, bars, params)
+    window = 120
+    hits = 0
+    for t in range(window, len(bars)):
+        got = latest_signals(strat, bars.slice(t - window + 1, t + 1), params)
+        assert got == (bool(full.long_entries[t]), bool(full.long_exits[t]), False, False)
+        hits += got[0] or got[1]
+    assert hits > 5
