@@ -28,6 +28,7 @@ from cryptoorchestrator.api.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
     HeadMiddleware,
+    LivenessMiddleware,
 )
 from cryptoorchestrator.api.ratelimit import (
     MemoryBackend,
@@ -236,6 +237,7 @@ def create_app(
         app.include_router(module.router)
 
     # add_middleware puts each new one outside the previous ones: add innermost first.
+    app.add_middleware(LivenessMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
     app.add_middleware(
         RateLimitMiddleware,

@@ -41,6 +41,33 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+class LivenessMiddleware:
+    """Answer ``GET /api/health`` before the framework: a liveness probe must stay cheap.
+
+    Installed inside the rate-limit, HEAD and access-log middleware, so the probe is still
+    counted, logged and answered for HEAD; it only skips routing and dependency injection.
+    The FastAPI route of the same path stays for the OpenAPI document and answers identically.
+    """
+
+    BODY = b'{"status":"ok"}'
+
+    def __init__(self, app: ASGIApp, path: str = "/api/health") -> None:
+        self.app = app
+        self.path = path
+        self._headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.BODY)).encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the liveness answer, or pass the request on."""
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            await send({"type": "http.response.body", "body": self.BODY})
+            return
+        await self.app(scope, receive, send)
+
+
 class HeadMiddleware:
     """Serve HEAD as GET with the body dropped."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import queue
 import re
 import threading
 from datetime import UTC, datetime
@@ -125,16 +126,75 @@ def _rotating_handler(path: Path, level: str) -> logging.Handler:
     return handler
 
 
+class BackgroundFileHandler(logging.handlers.QueueHandler):
+    """A rotating JSON file handler whose formatting, redaction and writing run on a thread.
+
+    The API logs every request; doing the JSON encoding, the redaction regexes and the file
+    write on the event loop cost about a quarter of a liveness probe's time.  Records are
+    queued instead, and a listener thread owns the file.  ``flush`` and ``close`` wait until
+    everything queued so far is written.
+    """
+
+    def __init__(self, path: Path, level: str) -> None:
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        super().__init__(self._queue)
+        self.setLevel(level)
+        self.baseFilename = str(path)
+        self._target = _rotating_handler(path, level)
+        self._listener = logging.handlers.QueueListener(
+            self._queue, self._target, respect_handler_level=True
+        )
+        self._listener.start()
+        self._open = True
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record for the writer thread (dropped once the handler is closed)."""
+        if self._open:
+            super().emit(record)
+
+    def flush(self) -> None:
+        """Block until every queued record is in the file."""
+        with self._guard:
+            if not self._open:
+                return
+            self._listener.stop()  # drains the queue, then joins the thread
+            self._target.flush()
+            self._listener.start()
+
+    def close(self) -> None:
+        """Write what is queued and close the file (idempotent)."""
+        with self._guard:
+            if self._open:
+                self._open = False
+                self._listener.stop()
+                self._target.close()
+        super().close()
+
+
+def flush_logs() -> None:
+    """Write out every record queued by background handlers (tests, shutdown)."""
+    for name in ("cryptoorchestrator", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()
+
+
 def setup_api_logging(log_dir: Path, level: str = "INFO") -> logging.Logger:
-    """Send the API's and the platform's logs to ``<log_dir>/fastapi.log`` (rotating)."""
+    """Send the API's and the platform's logs to ``<log_dir>/fastapi.log`` (rotating).
+
+    One background handler serves the platform's and uvicorn's loggers, so the file has a
+    single writer.
+    """
     logger = logging.getLogger("cryptoorchestrator")
     target = (log_dir / "fastapi.log").resolve()
-    if not any(getattr(h, "baseFilename", None) == str(target) for h in logger.handlers):
-        logger.addHandler(_rotating_handler(target, level))
-    for name in ("uvicorn.error", "uvicorn.access"):
+    existing = next(
+        (h for h in logger.handlers if getattr(h, "baseFilename", None) == str(target)), None
+    )
+    handler = existing or BackgroundFileHandler(target, level)
+    for name in ("cryptoorchestrator", "uvicorn.error", "uvicorn.access"):
         other = logging.getLogger(name)
         if not any(getattr(h, "baseFilename", None) == str(target) for h in other.handlers):
-            other.addHandler(_rotating_handler(target, level))
+            other.addHandler(handler)
     logger.setLevel(level)
     return logger
 

@@ -15,6 +15,7 @@ from tests.integration.api.conftest import (
     register_and_login,
 )
 
+from cryptoorchestrator.platform.logs import flush_logs
 from cryptoorchestrator.platform.services.auth import AuthConfig, create_access_token
 from cryptoorchestrator.platform.storage.models import AuditLog, RefreshToken, User
 from cryptoorchestrator.platform.storage.types import utcnow
@@ -198,6 +199,7 @@ def test_secrets_never_in_logs(lite: TestClient, settings: object) -> None:
     )
     lite.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
     lite.get("/api/bots", headers=headers)
+    flush_logs()
     log = (settings.log_dir / "fastapi.log").read_text()  # type: ignore[attr-defined]
     assert "GET" in log  # the access log was written
     for secret in (

@@ -102,7 +102,9 @@ def test_head_answers_where_get_does(lite: TestClient) -> None:
 
 
 def test_rate_limit_headers_and_429(app_factory: Callable[..., TestClient]) -> None:
-    client = app_factory(options=options(rate_limit=5, rate_limit_auth=3))
+    client = app_factory(
+        options=options(rate_limit=5, rate_limit_auth=3, rate_limit_window_s=86_400)
+    )
     seen = []
     for _ in range(5):
         r = client.get("/api/health")
@@ -128,7 +130,9 @@ def test_rate_limit_headers_and_429(app_factory: Callable[..., TestClient]) -> N
 
 
 def test_rate_limit_is_per_user_when_authenticated(app_factory: Callable[..., TestClient]) -> None:
-    client = app_factory(options=options(rate_limit=4, rate_limit_auth=100))
+    client = app_factory(
+        options=options(rate_limit=4, rate_limit_auth=100, rate_limit_window_s=86_400)
+    )
     alice = register_and_login(client, "rl-a@example.com")
     bob = register_and_login(client, "rl-b@example.com")
     for _ in range(4):
@@ -150,7 +154,12 @@ def test_redis_shares_limits_between_replicas(
     except redis.RedisError as exc:
         pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {exc}")
     prefix = f"cryptoorch-test:{uuid.uuid4().hex}"
-    opts = options(rate_limit=6, rate_limit_backend="redis", rate_limit_prefix=prefix)
+    opts = options(
+        rate_limit=6,
+        rate_limit_backend="redis",
+        rate_limit_prefix=prefix,
+        rate_limit_window_s=86_400,
+    )
     redis_settings = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})  # type: ignore[attr-defined]
     from cryptoorchestrator.api.app import create_app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from cryptoorchestrator.api.deps import TradingDep
 from cryptoorchestrator.api.schemas import OrderPublic, Page, PositionPublic, TradePublic
@@ -18,16 +18,18 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200, description="nextCursor of the last page")]
 
 
-@router.get("/trades", include_in_schema=False)
-@router.get("/trades/")
+@router.get("/trades", include_in_schema=False, response_model=Page[TradePublic])
+@router.get("/trades/", response_model=Page[TradePublic])
 def list_trades(
     trading: TradingDep, bot_id: BotId = None, limit: Limit = 50, cursor: Cursor = None
-) -> Page[TradePublic]:
+) -> Response:
     """List fills of your bots, newest first."""
     page = trading.trades(bot_id=bot_id, limit=limit, cursor=cursor)
-    return Page[TradePublic](
+    body = Page[TradePublic](
         items=[TradePublic.model_validate(t) for t in page.items], next_cursor=page.next_cursor
     )
+    # Serialised here, once: returning the model would make FastAPI validate it again.
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/orders", include_in_schema=False)
