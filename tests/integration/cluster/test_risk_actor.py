@@ -104,6 +104,7 @@ def test_kill_switch_persists_and_denies(risk_env: Any, ray_session: Any) -> Non
     assert denied.limit == "kill_switch"
     # A fresh actor (a restart) reloads the kill switch from the database.
     fresh = RiskActor.options(namespace=NAMESPACE).remote(settings_payload(settings))  # type: ignore[attr-defined]
+    assert ray_session.get(fresh.ping.remote(), timeout=120)["ready"]  # started and loaded
     assert asyncio.run(request_approval(fresh, _check(bot_id, "0.1"))).limit == "kill_switch"
     ray_session.kill(fresh)
 
