@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from cryptoorchestrator.platform.model import RunStatus
 from cryptoorchestrator.platform.settings import Settings
-from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.db import session_scope, upgrade
 from cryptoorchestrator.platform.storage.models import BacktestRun
 from cryptoorchestrator.platform.storage.types import utcnow
+
+_MIGRATED: set[str] = set()
 
 
 def json_safe(value: Any) -> Any:
@@ -63,8 +65,12 @@ def record_backtest_run(
 ) -> str:
     """Store a finished backtest and return its id.
 
-    ``start`` and ``end`` take datetimes, ISO strings or epoch milliseconds.
+    ``start`` and ``end`` take datetimes, ISO strings or epoch milliseconds.  The database is
+    migrated first (once per process), so recording works on a fresh checkout.
     """
+    if settings.database_url not in _MIGRATED:
+        upgrade(settings)
+        _MIGRATED.add(settings.database_url)
     run_id = str(uuid.uuid4())
     now = utcnow()
     with session_scope(settings) as session:
