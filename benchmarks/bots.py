@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -67,6 +66,9 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     parser.add_argument("--bots", type=int, default=50)
     parser.add_argument("--candles", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.05, help="bot poll interval (s)")
+    parser.add_argument(
+        "--group-size", type=int, default=1, help="bots per actor process (1: one process each)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/bots.json")
     args = parser.parse_args()
 
@@ -111,6 +113,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     ts = candles.column("timestamp").to_pylist()
     results: dict[str, Any] = {
         "bots": args.bots,
+        "group_size": args.group_size,
         "candles": args.candles,
         "poll_s": args.poll,
         "database": "postgresql" if pg_name else "sqlite",
@@ -149,6 +152,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                         max_position_size=Decimal(10),
                         starting_balance=Decimal(1000),
                         exchange_account_id=account.id,
+                        actor_group=f"bench{i // args.group_size}" if args.group_size > 1 else None,
                     )
                     session.add(bot)
                     session.flush()
@@ -168,8 +172,11 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
             for bot_id in ids:
                 start_bot(settings, bot_id, options)
 
+            def actor(bot_id: int) -> Any:
+                return find_bot_actor(bot_id, settings)
+
             def statuses() -> list[dict[str, Any]]:
-                refs = [find_bot_actor(b).status.remote() for b in ids]  # type: ignore[union-attr]
+                refs = [actor(b).status.remote(bot_id=b) for b in ids]
                 return ray.get(refs, timeout=30)
 
             def all_at(candle_ms: int, timeout: float = 120.0) -> None:
@@ -200,10 +207,10 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 candle = int(cid.split("-")[1])
                 if candle in closes:
                     e2e.append((created.timestamp() - closes[candle]) * 1000)
-            lat = ray.get([find_bot_actor(b).latencies.remote() for b in ids])  # type: ignore[union-attr]
+            lat = ray.get([actor(b).latencies.remote(bot_id=b) for b in ids])
             decision = [v for item in lat for v in item["decision_ms"]]
             risk_ms = [v for item in lat for v in item["risk_ms"]]
-            pids = ray.get([find_bot_actor(b).pid.remote() for b in ids])  # type: ignore[union-attr]
+            pids = sorted(set(ray.get([actor(b).pid.remote() for b in ids])))
             rss = [psutil.Process(p).memory_info().rss / 2**20 for p in pids]
             uss = [psutil.Process(p).memory_full_info().uss / 2**20 for p in pids]
             results.update(
@@ -211,9 +218,11 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 e2e_ms={"p50": pct(e2e, 50), "p99": pct(e2e, 99), "max": max(e2e, default=0)},
                 decision_ms={"p50": pct(decision, 50), "p99": pct(decision, 99)},
                 risk_ms={"p50": pct(risk_ms, 50), "p99": pct(risk_ms, 99)},
-                rss_mb_per_bot=statistics.mean(rss),
-                uss_mb_per_bot=statistics.mean(uss),
+                processes=len(pids),
+                rss_mb_per_bot=sum(rss) / len(ids),
+                uss_mb_per_bot=sum(uss) / len(ids),
                 rss_mb_total=sum(rss),
+                uss_mb_total=sum(uss),
             )
             import asyncio
 
