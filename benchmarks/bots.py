@@ -193,9 +193,16 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
             all_at(ts[599])
             results["startup_s"] = round(time.perf_counter() - t0, 2)
             closes: dict[int, float] = {}
+            control_ms: list[float] = []
+            probe = actor(ids[0])
             for k in range(args.candles):
                 sim.advance(HOUR)
                 closes[ts[600 + k]] = time.time()
+                # Control calls while every bot works on the new candle.
+                for _ in range(5):
+                    t = time.perf_counter()
+                    ray.get(probe.status.remote(bot_id=ids[0]))
+                    control_ms.append((time.perf_counter() - t) * 1000)
                 all_at(ts[600 + k])
             # End to end: candle close (the clock step) -> order booked by the paper exchange.
             with db.session_scope(settings) as session:
@@ -218,6 +225,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 e2e_ms={"p50": pct(e2e, 50), "p99": pct(e2e, 99), "max": max(e2e, default=0)},
                 decision_ms={"p50": pct(decision, 50), "p99": pct(decision, 99)},
                 risk_ms={"p50": pct(risk_ms, 50), "p99": pct(risk_ms, 99)},
+                control_ms={"p50": pct(control_ms, 50), "p99": pct(control_ms, 99)},
                 processes=len(pids),
                 rss_mb_per_bot=sum(rss) / len(ids),
                 uss_mb_per_bot=sum(uss) / len(ids),
@@ -239,26 +247,22 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
     print(
-        f"\n{args.bots} paper bots, {args.candles} candles, poll {args.poll}s, "
-        f"{results['database']}, started in {results['startup_s']} s"
+        f"\n{args.bots} paper bots ({args.group_size} per process), {args.candles} candles, "
+        f"poll {args.poll}s, {results['database']}, started in {results['startup_s']} s"
     )
     print(f"{'measure':<44}{'p50':>10}{'p99':>10}{'target':>10}")
+    rows = [
+        ("candle close -> order at the exchange (ms)", "e2e_ms", ""),
+        ("in-bot decision: candle seen -> ack (ms)", "decision_ms", "< 50"),
+        ("risk approval round trip (ms)", "risk_ms", "< 5"),
+        ("status call while trading (ms)", "control_ms", ""),
+    ]
+    for label, key, target in rows:
+        print(f"{label:<44}{results[key]['p50']:>10.2f}{results[key]['p99']:>10.2f}{target:>10}")
     print(
-        f"{'candle close -> order at the exchange (ms)':<44}{results['e2e_ms']['p50']:>10.1f}"
-        f"{results['e2e_ms']['p99']:>10.1f}{'':>10}"
-    )
-    print(
-        f"{'in-bot decision: candle seen -> ack (ms)':<44}"
-        f"{results['decision_ms']['p50']:>10.1f}{results['decision_ms']['p99']:>10.1f}"
-        f"{'< 50':>10}"
-    )
-    print(
-        f"{'risk approval round trip (ms)':<44}{results['risk_ms']['p50']:>10.2f}"
-        f"{results['risk_ms']['p99']:>10.2f}{'< 5':>10}"
-    )
-    print(
-        f"memory per bot actor: RSS {results['rss_mb_per_bot']:.0f} MiB, "
-        f"USS {results['uss_mb_per_bot']:.0f} MiB; {results['orders']} orders"
+        f"memory: {results['processes']} actor processes; per bot RSS "
+        f"{results['rss_mb_per_bot']:.0f} MiB, USS {results['uss_mb_per_bot']:.0f} MiB "
+        f"(total USS {results['uss_mb_total']:.0f} MiB); {results['orders']} orders"
     )
     results["measured_at"] = datetime.now(UTC).isoformat()
     args.json.parent.mkdir(parents=True, exist_ok=True)
