@@ -72,16 +72,22 @@ def run_ours(bars: dict[str, np.ndarray], cpus: int, executor: str) -> tuple[flo
     from cryptoorchestrator.cluster.optimize import optimize
 
     if executor == "ray":
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        from ray import cloudpickle
-
+        ray.init(
+            num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
         import _strategy
+        from ray import cloudpickle
 
         cloudpickle.register_pickle_by_value(_strategy)
     try:
-        kw = {"space": SPACE, "constraint": "fast < slow", "store": False, "progress": False,
-              "executor": executor, "fee_bps": 10.0}
+        kw = {
+            "space": SPACE,
+            "constraint": "fast < slow",
+            "store": False,
+            "progress": False,
+            "executor": executor,
+            "fee_bps": 10.0,
+        }
         optimize(strategy(), {k: v[:5000] for k, v in bars.items()}, **kw)  # JIT + workers up
         t0 = time.perf_counter()
         res = optimize(strategy(), bars, **kw)
@@ -130,14 +136,24 @@ def main() -> None:
     n = len(res2.trials)
     ours_tps = n / t2
     vbt_tps_norm = n / tv * args.vbt_bars / args.bars  # per-bar normalised to args.bars
-    out.update({
-        "ray_2cpu_s": t2, "ray_1cpu_s": t1, "serial_s": ts, "batch_size": res2.batch_size,
-        "trials_per_s": ours_tps, "peak_rss_gb": mem2.peak / 1e9,
-        "vectorbt_bars": args.vbt_bars, "vectorbt_s": tv,
-        "vectorbt_trials_per_s_normalised": vbt_tps_norm, "vectorbt_peak_rss_gb": memv.peak / 1e9,
-        "ratio_vs_vectorbt": ours_tps / vbt_tps_norm, "scaling_1_to_2": t1 / t2,
-        "ray_overhead": t1 / ts - 1.0, "best": res2.best,
-    })
+    out.update(
+        {
+            "ray_2cpu_s": t2,
+            "ray_1cpu_s": t1,
+            "serial_s": ts,
+            "batch_size": res2.batch_size,
+            "trials_per_s": ours_tps,
+            "peak_rss_gb": mem2.peak / 1e9,
+            "vectorbt_bars": args.vbt_bars,
+            "vectorbt_s": tv,
+            "vectorbt_trials_per_s_normalised": vbt_tps_norm,
+            "vectorbt_peak_rss_gb": memv.peak / 1e9,
+            "ratio_vs_vectorbt": ours_tps / vbt_tps_norm,
+            "scaling_1_to_2": t1 / t2,
+            "ray_overhead": t1 / ts - 1.0,
+            "best": res2.best,
+        }
+    )
     for k, v in out.items():
         print(f"{k:>34}: {v:.4g}" if isinstance(v, float) else f"{k:>34}: {v}")
     path = Path(__file__).resolve().parent / "results" / "optimize.json"
