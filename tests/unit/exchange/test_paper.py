@@ -275,3 +275,20 @@ def test_market_data_passes_through(setup: tuple[Settings, int]) -> None:
     candles = asyncio.run(b.fetch_ohlcv("BTC/USDT", "1h"))
     assert candles == [Candle(0, 1.0, 2.0, 0.5, 1.5, 10.0)]
     assert asyncio.run(b.market("btc-usdt")) == BTC
+
+
+def test_per_bot_deposits_accumulate_once_each_even_concurrently(
+    setup: tuple[Settings, int],
+) -> None:
+    async def scenario() -> dict[str, Decimal]:
+        first, second = broker(setup, Prices()), broker(setup, Prices())
+        # Two bots sharing the account start at once: both create the USDT row.
+        await asyncio.gather(
+            first.fund({"USDT": 1000}, deposit_key="bot1"),
+            second.fund({"USDT": 500}, deposit_key="bot2"),
+        )
+        await first.fund({"USDT": 1000}, deposit_key="bot1")  # a restart: no second deposit
+        balances = await first.fetch_balances()
+        return {a: b.free for a, b in balances.items()}
+
+    assert asyncio.run(scenario()) == {"USDT": Decimal(1500)}  # markers are not assets

@@ -51,5 +51,6 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
     )
     broker = PaperBroker(settings, account_id, market_data)
     if starting is not None:
-        await broker.fund({quote: starting})
+        # Each bot deposits its starting balance into the shared paper account once.
+        await broker.fund({quote: starting}, deposit_key=f"bot{bot_id}")
     return broker, exchange

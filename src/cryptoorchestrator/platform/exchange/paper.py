@@ -36,6 +36,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.errors import InvalidInputError
@@ -58,6 +59,8 @@ from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Order, PaperBalance, Trade
 
 _FEE_PLACES = Decimal("0.00000001")
+#: Prefix of the rows remembering one-time deposits (never a real asset's name).
+_MARKER = "~"
 _OPEN = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
 
 
@@ -145,8 +148,17 @@ class PaperBroker(ExecutionClient):
 
     async def _db(self, fn: Callable[[Session], object]) -> object:
         def run() -> object:
-            with session_scope(self.settings) as session:
-                return fn(session)
+            # Two brokers of one account (bots sharing it) can both create a missing balance
+            # row at once; row locks cannot cover rows that do not exist yet.  The loser's
+            # transaction rolled back whole, so running it again sees the winner's row.
+            for attempt in range(3):
+                try:
+                    with session_scope(self.settings) as session:
+                        return fn(session)
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
 
         async with self._lock:
             return await asyncio.to_thread(run)
@@ -154,7 +166,11 @@ class PaperBroker(ExecutionClient):
     # ------------------------------------------------------------------ balances
 
     async def fund(
-        self, balances: Mapping[str, Decimal | str | int], *, reset: bool = False
+        self,
+        balances: Mapping[str, Decimal | str | int],
+        *,
+        reset: bool = False,
+        deposit_key: str | None = None,
     ) -> None:
         """Give the account its starting balances (once: later calls keep what exists).
 
@@ -165,14 +181,25 @@ class PaperBroker(ExecutionClient):
         reset
             Overwrite existing balances (and release nothing: use on an account without open
             orders).
+        deposit_key
+            Add ``balances`` to what the account holds, once per key (e.g. one deposit per bot
+            sharing the account); a marker row remembers the deposit across restarts.
         """
         wanted = {a.upper(): Decimal(v) for a, v in balances.items()}
         for asset, amount in wanted.items():
             if not amount.is_finite() or amount < 0:
                 raise InvalidInputError(f"balances.{asset}", "must be a non-negative number")
+        marker = f"{_MARKER}{deposit_key}"[:20] if deposit_key else None
 
         def run(session: Session) -> None:
             rows = self._balance_rows(session, lock=True)
+            if marker is not None:
+                if marker in rows:
+                    return
+                for asset, amount in wanted.items():
+                    self._row(session, rows, self.account_id, asset).free += amount
+                self._row(session, rows, self.account_id, marker)
+                return
             if rows and not reset:
                 return
             for asset, amount in wanted.items():
@@ -217,7 +244,7 @@ class PaperBroker(ExecutionClient):
             return {
                 a: Balance(a, r.free, r.locked)
                 for a, r in sorted(rows.items())
-                if r.free or r.locked
+                if (r.free or r.locked) and not a.startswith(_MARKER)
             }
 
         return await self._db(run)  # type: ignore[return-value]
