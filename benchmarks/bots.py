@@ -188,9 +188,15 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                     except Exception:  # noqa: S110 (actors still starting)
                         pass
                     time.sleep(0.05)
-                raise TimeoutError(f"bots did not all process candle {candle_ms}")
+                try:
+                    late = [s for s in statuses() if s.get("last_candle_ms") != candle_ms]
+                except Exception as exc:  # report what we can
+                    late = [{"error": repr(exc)}]
+                raise TimeoutError(
+                    f"{len(late)} bots did not process candle {candle_ms}: {late[:3]}"
+                )
 
-            all_at(ts[599])
+            all_at(ts[599], timeout=900.0)  # N processes import ccxt, numba, ... on 2 cores
             results["startup_s"] = round(time.perf_counter() - t0, 2)
             closes: dict[int, float] = {}
             control_ms: list[float] = []
