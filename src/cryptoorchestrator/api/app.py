@@ -51,7 +51,7 @@ from cryptoorchestrator.api.routers import (
 )
 from cryptoorchestrator.api.wiring import install_cluster, install_exchange_hooks
 from cryptoorchestrator.platform.crypto import SecretBox
-from cryptoorchestrator.platform.logs import setup_api_logging
+from cryptoorchestrator.platform.logs import api_log_writer, setup_api_logging
 from cryptoorchestrator.platform.services.auth import AuthConfig, decode_access_token
 from cryptoorchestrator.platform.services.bots import bots_by_status
 from cryptoorchestrator.platform.settings import Settings, get_settings
@@ -260,5 +260,5 @@ def create_app(
         )
     app.add_middleware(HeadMiddleware)
     if options.access_log:
-        app.add_middleware(AccessLogMiddleware)
+        app.add_middleware(AccessLogMiddleware, writer=api_log_writer(settings.log_dir))
     return app

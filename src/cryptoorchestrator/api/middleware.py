@@ -151,10 +151,16 @@ class BodyLimitMiddleware:
 
 
 class AccessLogMiddleware:
-    """Log method, path, status, duration and client of every HTTP request."""
+    """Log method, path, status, duration and client of every HTTP request.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Lines go straight to the API log's background writer as finished JSON (no log record
+    formatting, no redaction pass: the fields are structural and the path excludes the query
+    string), which keeps logging from dominating cheap requests such as liveness probes.
+    """
+
+    def __init__(self, app: ASGIApp, writer: Any = None) -> None:
         self.app = app
+        self._writer = writer  # the app's own log file (tests run several apps per process)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Time the request and log it once the response has started."""
@@ -173,20 +179,33 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                state: dict[str, Any] = scope.get("state") or {}
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "client": client[0] if client else None,
-                        "user_id": state.get("user_id"),
-                    },
-                )
+            self._log(scope, status, started)
+
+    def _log(self, scope: Scope, status: int, started: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client")
+        state: dict[str, Any] = scope.get("state") or {}
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "client": client[0] if client else None,
+            "user_id": state.get("user_id"),
+        }
+        if self._writer is not None:
+            now = time.time()
+            line = json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                    + f".{int(now * 1000) % 1000:03d}+00:00",
+                    "level": "INFO",
+                    "logger": access_log.name,
+                    "message": f"{fields['method']} {fields['path']} {status}",
+                    **fields,
+                }
+            )
+            self._writer.write_line(line)
+        else:  # no background file handler installed (tests, embedding apps): plain logging
+            access_log.info("%s %s %d", fields["method"], fields["path"], status, extra=fields)

@@ -16,6 +16,7 @@ import logging.handlers
 import queue
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,50 +127,118 @@ def _rotating_handler(path: Path, level: str) -> logging.Handler:
     return handler
 
 
-class BackgroundFileHandler(logging.handlers.QueueHandler):
+class BackgroundFileHandler(logging.Handler):
     """A rotating JSON file handler whose formatting, redaction and writing run on a thread.
 
     The API logs every request; doing the JSON encoding, the redaction regexes and the file
-    write on the event loop cost about a quarter of a liveness probe's time.  Records are
-    queued instead, and a listener thread owns the file.  ``flush`` and ``close`` wait until
-    everything queued so far is written.
+    write on the event loop cost most of a liveness probe's time.  Records (or finished lines,
+    see :meth:`write_line`) are queued; one writer thread owns the file, drains the queue in
+    batches and flushes once per batch.  ``flush`` and ``close`` wait until everything queued
+    so far is written.
     """
 
+    _STOP = object()
+
     def __init__(self, path: Path, level: str) -> None:
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        super().__init__(self._queue)
-        self.setLevel(level)
+        super().__init__(level)
         self.baseFilename = str(path)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._target = _rotating_handler(path, level)
-        self._listener = logging.handlers.QueueListener(
-            self._queue, self._target, respect_handler_level=True
-        )
-        self._listener.start()
         self._open = True
+        self._size = 0
         self._guard = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the writer thread (dropped once the handler is closed)."""
         if self._open:
-            super().emit(record)
+            self._queue.put_nowait(record)
+
+    def write_line(self, line: str) -> None:
+        """Queue one finished JSON line, skipping record formatting and redaction.
+
+        For lines built from structural fields only (the access log: method, path without its
+        query, status, timing, client address, user id), which hold no secrets; it keeps the
+        per-request cost of logging to a few microseconds.
+        """
+        if self._open:
+            self._queue.put_nowait(line)
+
+    def _run(self) -> None:
+        target = self._target
+        while True:
+            item = self._queue.get()
+            if not isinstance(item, threading.Event) and item is not self._STOP:
+                # Let a burst accumulate: one wake-up and one write per batch, instead of a
+                # thread switch (and a GIL hand-off) per request.
+                time.sleep(0.02)
+            batch = [item]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for entry in batch:
+                if entry is self._STOP:
+                    stop = True
+                elif isinstance(entry, str):
+                    self._write(entry)
+                elif isinstance(entry, threading.Event):
+                    continue  # a flush marker: set once the batch is on disk
+                elif entry.levelno >= target.level and target.filter(entry):
+                    self._write(target.format(entry))
+            if target.stream is not None:  # type: ignore[attr-defined]
+                target.stream.flush()  # type: ignore[attr-defined]
+            for entry in batch:
+                if isinstance(entry, threading.Event):
+                    entry.set()
+            if stop:
+                return
+
+    def _write(self, line: str) -> None:
+        target = self._target
+        try:
+            if target.stream is None:  # type: ignore[attr-defined]
+                target.stream = target._open()  # type: ignore[attr-defined]  # noqa: SLF001
+                self._size = target.stream.tell()  # type: ignore[attr-defined]
+            size = len(line) + 1
+            max_bytes = target.maxBytes  # type: ignore[attr-defined]
+            if max_bytes and self._size + size > max_bytes:
+                target.doRollover()  # type: ignore[attr-defined]
+                self._size = 0
+            target.stream.write(line + "\n")  # type: ignore[attr-defined]
+            self._size += size
+        except Exception:  # a full disk must not kill the writer thread
+            self.handleError(logging.makeLogRecord({"msg": line}))
 
     def flush(self) -> None:
-        """Block until every queued record is in the file."""
-        with self._guard:
-            if not self._open:
-                return
-            self._listener.stop()  # drains the queue, then joins the thread
-            self._target.flush()
-            self._listener.start()
+        """Block until every record queued so far is in the file."""
+        if not self._open or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put_nowait(done)
+        done.wait(timeout=10)
 
     def close(self) -> None:
         """Write what is queued and close the file (idempotent)."""
         with self._guard:
             if self._open:
                 self._open = False
-                self._listener.stop()
+                self._queue.put_nowait(self._STOP)
+                self._thread.join(timeout=10)
                 self._target.close()
         super().close()
+
+
+def api_log_writer(log_dir: Path) -> BackgroundFileHandler | None:
+    """Return the background handler writing ``<log_dir>/fastapi.log``, if installed."""
+    target = str((log_dir / "fastapi.log").resolve())
+    for handler in logging.getLogger("cryptoorchestrator").handlers:
+        if isinstance(handler, BackgroundFileHandler) and handler.baseFilename == target:
+            return handler
+    return None
 
 
 def flush_logs() -> None:

@@ -60,3 +60,24 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     path.write_text("".join(f"line {i}\n" for i in range(20000)))
     assert tail(path, 3) == ["line 19997", "line 19998", "line 19999"]
     assert tail(tmp_path / "missing.log", 3) == []
+
+
+def test_background_writer_keeps_order_and_flushes(tmp_path: Path) -> None:
+    from cryptoorchestrator.platform.logs import BackgroundFileHandler
+
+    handler = BackgroundFileHandler(tmp_path / "fastapi.log", "INFO")
+    logger = logging.getLogger("cryptoorchestrator.test.background")
+    logger.addHandler(handler)
+    try:
+        for i in range(500):
+            handler.write_line(json.dumps({"i": i}))
+        logger.warning("record with password=hunter2")
+        handler.flush()
+        lines = (tmp_path / "fastapi.log").read_text().splitlines()
+        assert [json.loads(x)["i"] for x in lines[:500]] == list(range(500))
+        assert "hunter2" not in lines[-1]  # records still go through redaction
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        handler.close()  # idempotent
+    handler.write_line("after close")  # dropped, never raises
