@@ -106,8 +106,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope["headers"]:
-            if name == b"content-length":
+            if name == b"transfer-encoding":
+                has_body = True
+            elif name == b"content-length":
+                has_body = value != b"0"
                 try:
                     declared = int(value)
                 except ValueError:
@@ -116,6 +120,10 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await self._refuse(send)
                     return
+        if not has_body:
+            # Nothing to count (most GETs): skip the receive/send wrappers entirely.
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 
