@@ -377,6 +377,33 @@ class _Progress:
             self._p.stop()
 
 
+def _open_run(study: _Study, key: str) -> tuple[str, dict[str, TrialResult]]:
+    """Record (or find) the study's run, migrating its database once per process."""
+    settings = study.settings
+    assert settings is not None
+    if settings.database_url not in _UPGRADED:
+        from cryptoorchestrator.platform.storage.db import upgrade
+
+        upgrade(settings)
+        _UPGRADED.add(settings.database_url)
+    return study_store.open_run(
+        settings,
+        study_key=key,
+        strategy=strategy_name(study.strategy),
+        method=study.method,
+        objective=study.objective.name,
+        space=study.space.to_json(),
+        config={
+            **study.config_json(),
+            "constraint": study.constraint.to_json(),
+            "seed": study.seed,
+            "n_trials": study.n_trials,
+            "name": study.name,
+            "direction": study.objective.direction,
+        },
+    )
+
+
 def _run_study(
     study: _Study,
     bars: BarArrays,
@@ -405,27 +432,7 @@ def _run_study(
     done: dict[str, TrialResult] = {}
     settings = study.settings
     if settings is not None:
-        if settings.database_url not in _UPGRADED:
-            from cryptoorchestrator.platform.storage.db import upgrade
-
-            upgrade(settings)
-            _UPGRADED.add(settings.database_url)
-        run_id, done = study_store.open_run(
-            settings,
-            study_key=key,
-            strategy=strategy_name(study.strategy),
-            method=study.method,
-            objective=study.objective.name,
-            space=study.space.to_json(),
-            config={
-                **study.config_json(),
-                "constraint": study.constraint.to_json(),
-                "seed": study.seed,
-                "n_trials": study.n_trials,
-                "name": study.name,
-                "direction": study.objective.direction,
-            },
-        )
+        run_id, done = _open_run(study, key)
     total = source.n_trials
     results: dict[str, TrialResult] = {}
     order: list[str] = []
@@ -777,26 +784,7 @@ def open_study(
         store=True,
         study_name=study_name,
     )
-    assert study.settings is not None
-    from cryptoorchestrator.platform.storage.db import upgrade
-
-    upgrade(study.settings)
-    run_id, _ = study_store.open_run(
-        study.settings,
-        study_key=study.key(arrays),
-        strategy=strategy_name(study.strategy),
-        method=study.method,
-        objective=study.objective.name,
-        space=study.space.to_json(),
-        config={
-            **study.config_json(),
-            "constraint": study.constraint.to_json(),
-            "seed": study.seed,
-            "n_trials": study.n_trials,
-            "name": study.name,
-            "direction": study.objective.direction,
-        },
-    )
+    run_id, _ = _open_run(study, study.key(arrays))
     return run_id
 
 
