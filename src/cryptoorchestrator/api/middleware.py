@@ -91,7 +91,7 @@ class HeadMiddleware:
 
 
 class _TooLarge(Exception):
-    pass
+    """Raised inside the receive wrapper to abort a request whose body grew too large."""
 
 
 class BodyLimitMiddleware:

@@ -27,7 +27,11 @@ import ray
 from sqlalchemy import select
 
 from cryptoorchestrator.cluster.events import get_event_bus
-from cryptoorchestrator.cluster.risk_actor import get_risk_actor, request_approval
+from cryptoorchestrator.cluster.risk_actor import (
+    get_risk_actor,
+    request_approval,
+    settings_payload,
+)
 from cryptoorchestrator.cluster.runtime import NAMESPACE
 from cryptoorchestrator.platform.bots.clients import execution_client_for
 from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, SignalSource
@@ -434,13 +438,6 @@ class BotActor:
         return os.getpid()
 
 
-def settings_for_actor(settings: Settings) -> dict[str, Any]:
-    """Return what a bot actor needs to rebuild the driver's settings."""
-    from cryptoorchestrator.cluster.risk_actor import settings_payload
-
-    return settings_payload(settings)
-
-
 def group_actor_name(group: str) -> str:
     """Return the Ray actor name of a group of bots sharing one process."""
     return f"botgroup:{group}"
@@ -464,13 +461,13 @@ def start_bot_actor(settings: Settings, bot_id: int, options: dict[str, Any] | N
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
-        ).remote(settings_for_actor(settings), bot_id=bot_id, options=options)
+        ).remote(settings_payload(settings), bot_id=bot_id, options=options)
     handle = BotActor.options(  # type: ignore[attr-defined]
         name=group_actor_name(group),
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-    ).remote(settings_for_actor(settings), group=group, options=options)
+    ).remote(settings_payload(settings), group=group, options=options)
     handle.refresh.remote()
     return handle
 
@@ -508,6 +505,5 @@ __all__ = [
     "actor_name",
     "find_bot_actor",
     "registry_signals",
-    "settings_for_actor",
     "start_bot_actor",
 ]

@@ -29,10 +29,9 @@ _refs: dict[str, Any] = {}
 _refs_lock = threading.Lock()
 
 
-def _as_iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _wire(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a run spec as a Ray task argument: datetimes as ISO text, no NaN."""
+    return json_safe({k: v.isoformat() if isinstance(v, datetime) else v for k, v in spec.items()})
 
 
 @ray.remote(num_cpus=1, max_retries=0)
@@ -76,7 +75,7 @@ def run_backtest_task(settings_data: dict[str, Any], run_id: str, spec: dict[str
 def submit_backtest(settings: Settings, user_id: int | None, spec: Mapping[str, Any]) -> str:
     """Store a queued backtest run, start its task, and return the run id at once."""
     run_id = str(uuid.uuid4())
-    payload = json_safe({k: _as_iso(v) if isinstance(v, datetime) else v for k, v in spec.items()})
+    payload = _wire(spec)
     with session_scope(settings) as session:
         session.add(
             BacktestRun(
@@ -149,7 +148,7 @@ def submit_optimization(settings: Settings, user_id: int | None, spec: Mapping[s
     """
     from cryptoorchestrator.cluster.optimize import open_study
 
-    payload = json_safe({k: _as_iso(v) if isinstance(v, datetime) else v for k, v in spec.items()})
+    payload = _wire(spec)
     run_id = open_study(
         spec["strategy"], _bars_for(settings, payload), settings=settings, **_study_kwargs(payload)
     )

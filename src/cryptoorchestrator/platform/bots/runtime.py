@@ -54,6 +54,7 @@ from cryptoorchestrator.platform.exchange.execution import (
 )
 from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus, OrderType
 from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
+from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
@@ -61,12 +62,6 @@ from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Order, Position, Trade
 from cryptoorchestrator.platform.storage.types import utcnow
 
-_OPEN = (
-    OrderStatus.INTENT.value,
-    OrderStatus.SUBMITTED.value,
-    OrderStatus.OPEN.value,
-    OrderStatus.PARTIALLY_FILLED.value,
-)
 _ZERO = Decimal(0)
 
 
@@ -478,7 +473,9 @@ class BotRuntime:
         """Adopt what the exchange did with every order not yet final; return how many."""
         with session_scope(self.settings) as session:
             pending = session.scalars(
-                select(Order).where(Order.bot_id == self.config.bot_id, Order.status.in_(_OPEN))
+                select(Order).where(
+                    Order.bot_id == self.config.bot_id, Order.status.in_(OPEN_ORDER_STATUSES)
+                )
             ).all()
             rows = [(o.client_order_id, o.status, o.submitted_at) for o in pending]
         newest = None

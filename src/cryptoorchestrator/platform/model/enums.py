@@ -39,6 +39,9 @@ class OrderStatus(StrEnum):
 
 _FINAL = {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.DENIED}
 
+#: Stored values of the statuses an order can still leave (reconciliation, open-order counts).
+OPEN_ORDER_STATUSES: tuple[str, ...] = tuple(s.value for s in OrderStatus if s not in _FINAL)
+
 
 class BotStatus(StrEnum):
     """Bot status words, exactly as the users' troubleshooting guide shows them."""

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cryptoorchestrator.platform.model import BotStatus, OrderStatus
+from cryptoorchestrator.platform.model import BotStatus
+from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.risk.limits import Breach, RiskLimits
 from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.storage.models import (
@@ -22,12 +23,6 @@ from cryptoorchestrator.platform.storage.models import (
 )
 
 PORTFOLIO = "portfolio"
-_OPEN_STATUSES = [
-    OrderStatus.INTENT.value,
-    OrderStatus.SUBMITTED.value,
-    OrderStatus.OPEN.value,
-    OrderStatus.PARTIALLY_FILLED.value,
-]
 
 
 def load_limits(session: Session) -> RiskLimits:
@@ -137,7 +132,7 @@ def rebuild(session: Session, manager: RiskManager) -> int:
         open_orders = set(
             session.scalars(
                 select(Order.client_order_id).where(
-                    Order.bot_id == bot.id, Order.status.in_(_OPEN_STATUSES)
+                    Order.bot_id == bot.id, Order.status.in_(OPEN_ORDER_STATUSES)
                 )
             ).all()
         )
