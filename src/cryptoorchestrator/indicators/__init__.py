@@ -10,15 +10,11 @@ Bad arguments raise :class:`IndicatorInputError` (a ``ValueError``) naming the a
 their rows are bit-identical to the single-period functions.
 
 Agreement with TA-Lib 0.8 (the installed ``ta-lib`` 0.8.2): bit-identical on this machine for
-every function, including its FMA roundings, periodic rebuilding of running sums, relative zero
-tests and NaN propagation, with two known exceptions:
-
-- ``bbands``: TA-Lib rebuilds its shifted running sums every ``32 * timeperiod`` bars in a way
-  not reproduced bit for bit; the first ``32 * timeperiod`` outputs are identical and the rest
-  agree to about 1e-11 of the band's magnitude.
-- ``rolling_max``, ``rolling_min`` and ``willr`` over windows that hold an embedded NaN:
-  TA-Lib's own result there depends on its internal block layout; ours is that of its previous
-  (rescanning) algorithm. Windows without NaN are identical.
+every function, including its FMA roundings, periodic and triggered rebuilding of running sums
+(``bbands``' shifted variance included), relative zero tests and NaN propagation, with one known
+exception: ``rolling_max``, ``rolling_min`` and ``willr`` over windows that hold an embedded NaN.
+TA-Lib's own result there depends on its internal block layout; ours is that of its previous
+(rescanning) algorithm. Windows without NaN are identical.
 
 Defaults follow the installed TA-Lib's Python signatures (``bbands`` period 20, not the C
 library's 5).

@@ -10,6 +10,7 @@ import pytest
 import talib
 
 import cryptoorchestrator.indicators as ci
+from cryptoorchestrator.indicators.nb import overlap as nb_overlap
 
 # name -> (ours, TA-Lib, input columns, parameter grid)
 Case = tuple[Callable[..., Any], Callable[..., Any], tuple[str, ...], list[dict[str, Any]]]
@@ -127,9 +128,6 @@ CASES: dict[str, Case] = {
     "rolling_max": (ci.rolling_max, talib.MAX, ("close",), [{"timeperiod": p} for p in PERIODS_2]),
     "rolling_min": (ci.rolling_min, talib.MIN, ("close",), [{"timeperiod": p} for p in PERIODS_2]),
 }
-# BBANDS' running deviation is re-anchored by TA-Lib 0.8 in a way not reproduced bit for bit
-# (see nb/overlap.py); the bands still agree to ~1e-11 of their magnitude.
-BBANDS_RTOL = 2e-11
 CASES_BBANDS = [
     {"timeperiod": p, "nbdevup": up, "nbdevdn": dn, "matype": t}
     for p in (2, 5, 20, 100)
@@ -180,7 +178,7 @@ def test_random_walk_equals_talib(
 def test_bbands_equals_talib(
     kwargs: dict[str, Any], bars: dict[str, np.ndarray], compare: Any
 ) -> None:
-    compare(ci.bbands(bars["close"], **kwargs), talib.BBANDS(bars["close"], **kwargs), BBANDS_RTOL)
+    compare(ci.bbands(bars["close"], **kwargs), talib.BBANDS(bars["close"], **kwargs))
 
 
 def test_defaults_equal_talib_defaults(bars: dict[str, np.ndarray], compare: Any) -> None:
@@ -189,7 +187,7 @@ def test_defaults_equal_talib_defaults(bars: dict[str, np.ndarray], compare: Any
     compare(ci.kama(c), talib.KAMA(c))
     compare(ci.rsi(c), talib.RSI(c))
     compare(ci.macd(c), talib.MACD(c))
-    compare(ci.bbands(c), talib.BBANDS(c), BBANDS_RTOL)
+    compare(ci.bbands(c), talib.BBANDS(c))
     compare(ci.stoch(h, lo, c), talib.STOCH(h, lo, c))
     compare(ci.stochrsi(c), talib.STOCHRSI(c))
     compare(ci.adx(h, lo, c), talib.ADX(h, lo, c))
@@ -266,7 +264,7 @@ def test_edge_series_equal_talib(
 def test_bbands_edge_series(kind: str, compare: Any, ohlcv: Any) -> None:
     c = _edge(kind, ohlcv)["close"]
     for p in (2, 20):
-        compare(ci.bbands(c, p), talib.BBANDS(c, p), BBANDS_RTOL)
+        compare(ci.bbands(c, p), talib.BBANDS(c, p))
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 13])
@@ -303,5 +301,52 @@ def test_long_series_keeps_exactness_after_reanchoring(compare: Any, ohlcv: Any)
     c = ohlcv(40_000, seed=21)["close"]
     for p in (2, 5, 30):
         compare(ci.wma(c, p), talib.WMA(c, p))
-        compare(ci.bbands(c, p), talib.BBANDS(c, p), BBANDS_RTOL)
+        compare(ci.bbands(c, p), talib.BBANDS(c, p))
         compare(ci.kama(c, p), talib.KAMA(c, p))
+
+
+def _variance_series(make: Callable[..., dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Series that drive each rebuild trigger of TA-Lib's running variance."""
+    rng = np.random.default_rng(31)
+    walk = make(20_000, seed=31)["close"]
+    outlier = walk.copy()
+    # A spike whose squared deviation dwarfs the running sum when it leaves the window.
+    outlier[7_000] *= 50.0
+    flat = walk.copy()
+    # Flat windows cancel the variance to (rounding around) zero; the NaN poisons the running
+    # sums until the next scheduled rebuild.
+    flat[5_000:5_100] = flat[5_000]
+    flat[9_000] = np.nan
+    return {
+        "walk": walk,
+        "outlier": outlier,
+        "flat_and_nan": flat,
+        # A level far from zero with a small spread: the sums cancel most without the shift.
+        "level": 30_000.0 + np.cumsum(rng.normal(0.0, 5.0, 20_000)),
+        # Prices in 1e-8 ticks around 100: variances near 1e-16 must not collapse to zero.
+        "ticks": np.round(100.0 + np.cumsum(rng.normal(0.0, 1e-4, 20_000)), 8),
+    }
+
+
+VARIANCE_SERIES = ["walk", "outlier", "flat_and_nan", "level", "ticks"]
+
+
+@pytest.mark.parametrize("kind", VARIANCE_SERIES)
+def test_bbands_rebuilds_its_running_variance_as_talib(kind: str, compare: Any, ohlcv: Any) -> None:
+    # Periods whose 32-period rebuild schedule fires hundreds of times on 20,000 bars, and
+    # matypes for both of TA-Lib's paths (SMA fused with the deviation; MA then VAR).
+    c = _variance_series(ohlcv)[kind]
+    for p in (2, 3, 20, 250):
+        for t in (0, 1, 2):
+            for up, dn in ((2.0, 2.0), (1.5, 2.5)):
+                compare(ci.bbands(c, p, up, dn, t), talib.BBANDS(c, p, up, dn, t))
+
+
+@pytest.mark.parametrize("kind", VARIANCE_SERIES)
+def test_running_variance_is_bit_identical_to_talib_var(kind: str, ohlcv: Any) -> None:
+    # TA-Lib's VAR uses no FMA in either of its builds, so this holds on every machine.
+    c = _variance_series(ohlcv)[kind]
+    for p in (2, 3, 20, 250):
+        ours = np.full(c.shape[0], np.nan)
+        nb_overlap.variance_nb(c, p - 1, p, ours)
+        np.testing.assert_array_equal(ours, talib.VAR(c, p))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from cryptoorchestrator.indicators.nb.common import REL_ZERO, U1, fill_nan_nb, first_valid_nb
+from cryptoorchestrator.indicators.nb.common import U1, fill_nan_nb, first_valid_nb
 from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 MA_SMA = 0
@@ -395,6 +395,86 @@ def ma_nb(x: np.ndarray, period: int, matype: int, out: np.ndarray) -> None:
     fill_nan_nb(out, start)
 
 
+# TA-Lib 0.8's variance (ta_VAR.c, and the SMA path of ta_BBANDS.c, which fuses it with the
+# middle band): running sums of ``x - shift`` and ``(x - shift)**2`` over the window, with the
+# shift first the window's first value, so that ``E[d**2] - E[d]**2`` subtracts quantities of the
+# variance's size instead of the price's squared. The sums are rebuilt from the window, around its
+# mean, when the variance has cancelled below RESEED_COLLAPSE of the mean squared deviation, when
+# the value just removed dwarfed the surviving sum by RESEED_OUTLIER (its rounding would swamp
+# what is left), and at the latest every RESEED_WINDOWS * period bars. The constants, the order
+# of operations and the absence of FMA are TA-Lib's: the outputs are bit-identical.
+RESEED_WINDOWS = 32
+RESEED_COLLAPSE = 0.000001
+RESEED_OUTLIER = 1000000.0
+# A rebuilt variance below this fraction of its mean squared deviation is rounding: it is zero.
+VARIANCE_FLOOR = 0.000000000001
+
+
+@njit(cache=True, nogil=True)
+def _variance_rebuild_nb(
+    x: np.ndarray, lo: int | np.uint64, hi: int | np.uint64, inv: float
+) -> tuple[float, float, float, float]:
+    # Rebuild around the mean of x[lo..hi]; return the new shift, the sums with x[lo] already
+    # removed (as the running path leaves them) and the window's variance, floored.
+    total = 0.0
+    for j in range(lo, hi + 1):
+        total += x[j]
+    shift = total * inv
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(lo, hi + 1):
+        d = x[j] - shift
+        s1 += d
+        s2 += d * d
+    mean = s1 * inv
+    var = s2 * inv - mean * mean
+    if var < VARIANCE_FLOOR * (s2 * inv):
+        var = 0.0
+    d = x[lo] - shift
+    s1 -= d
+    s2 -= d * d
+    return shift, s1, s2, var
+
+
+@njit(cache=True, nogil=True)
+def variance_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
+    """Write the population variance of the windows ending at ``start`` and later (TA_VAR).
+
+    ``start`` is where TA-Lib enters the variance (for BBANDS, the first output of its moving
+    average): the first shift and the rebuild schedule are counted from there.
+    """
+    n = x.shape[0]
+    if start >= n:
+        return
+    inv = 1.0 / period
+    lo = start - period + 1
+    shift = x[lo]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(lo, start):
+        d = x[j] - shift
+        s1 += d
+        s2 += d * d
+    anchor = RESEED_WINDOWS * period
+    countdown = anchor
+    up = np.uint64(period)
+    for i in range(np.uint64(start), np.uint64(n)):
+        d = x[i] - shift
+        s1 += d
+        s2 += d * d
+        mean = s1 * inv
+        var = s2 * inv - mean * mean
+        d = x[i + U1 - up] - shift
+        s1 -= d
+        sq = d * d
+        s2 -= sq
+        countdown -= 1
+        if var < RESEED_COLLAPSE * (s2 * inv) or sq > RESEED_OUTLIER * s2 or countdown <= 0:
+            countdown = anchor
+            shift, s1, s2, var = _variance_rebuild_nb(x, i + U1 - up, i, inv)
+        out[i] = var
+
+
 @njit(cache=True, nogil=True)
 def bbands_nb(
     x: np.ndarray,
@@ -426,12 +506,23 @@ def bbands_nb(
     fill_nan_nb(lower, start)
     if start >= n:
         return
-    stddev_nb(x, start, period, lower)
+    variance_nb(x, start, period, lower)
+    same = nbdevup == nbdevdn
     for i in range(np.uint64(start), np.uint64(n)):
-        dev = lower[i]
         mid = middle[i]
-        upper[i] = fma_nb(dev, nbdevup, mid)
-        lower[i] = fma_nb(-dev, nbdevdn, mid)
+        upper[i], lower[i] = _bands_nb(math.sqrt(lower[i]), mid, nbdevup, nbdevdn, same)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bands_nb(
+    dev: float, mid: float, nbdevup: float, nbdevdn: float, same: bool
+) -> tuple[float, float]:
+    # TA-Lib's FMA build rounds ``mid + dev * nbdevup`` once. With equal multipliers it forms
+    # ``dev * nbdev`` once and contracts both the sum and the difference; with different ones
+    # its compiler contracts only the upper band (measured on every bar against ta-lib 0.8.2).
+    if same:
+        return fma_nb(dev, nbdevup, mid), fma_nb(-dev, nbdevup, mid)
+    return fma_nb(dev, nbdevup, mid), mid - dev * nbdevdn
 
 
 @njit(cache=True, nogil=True)
@@ -445,102 +536,48 @@ def _bbands_sma_nb(
     middle: np.ndarray,
     lower: np.ndarray,
 ) -> None:
-    # The SMA, the deviation (as stddev_nb) and the bands in one pass over the data: the same
-    # operations in the same order as the three separate passes, so the same bits.
+    # The SMA, the variance (as variance_nb) and the bands in one pass over the data, as
+    # TA-Lib's fused SMA path: the two running sums do not interact, so the bits are those of
+    # separate SMA and VAR passes.
     n = x.shape[0]
     start = beg + period - 1
     inv = 1.0 / period
+    shift = x[beg]
     total = 0.0
-    for i in range(beg, start):
-        total += x[i]
-    c = x[beg]
     s1 = 0.0
     s2 = 0.0
     for j in range(beg, start):
-        d = x[j] - c
+        xj = x[j]
+        total += xj
+        d = xj - shift
         s1 += d
         s2 += d * d
-    anchor = 32 * period
-    countdown = anchor - 1
+    anchor = RESEED_WINDOWS * period
+    countdown = anchor
     up = np.uint64(period)
+    same = nbdevup == nbdevdn
     for i in range(np.uint64(start), np.uint64(n)):
-        first = i + U1 - up
         xi = x[i]
         total += xi
+        d = xi - shift
+        s1 += d
+        s2 += d * d
+        mean = s1 * inv
+        var = s2 * inv - mean * mean
         mid = total / period
-        x_old = x[first]
+        x_old = x[i + U1 - up]
         total -= x_old
-        if countdown == 0:
-            countdown = anchor
-            c = x_old
-            s1 = 0.0
-            s2 = 0.0
-            for j in range(first, i):
-                d = x[j] - c
-                s1 += d
-                s2 += d * d
-        countdown -= 1
-        d = xi - c
-        s1 += d
-        s2 += d * d
-        mean = s1 * inv
-        mean_sq = s2 * inv
-        var = mean_sq - mean * mean
-        dev = math.sqrt(var) if var > REL_ZERO * mean_sq else 0.0
-        d = x_old - c
+        d = x_old - shift
         s1 -= d
-        s2 -= d * d
+        sq = d * d
+        s2 -= sq
+        countdown -= 1
+        if var < RESEED_COLLAPSE * (s2 * inv) or sq > RESEED_OUTLIER * s2 or countdown <= 0:
+            countdown = anchor
+            shift, s1, s2, var = _variance_rebuild_nb(x, i + U1 - up, i, inv)
+        dev = math.sqrt(var) if var != 0.0 else 0.0
         middle[i] = mid
-        upper[i] = fma_nb(dev, nbdevup, mid)
-        lower[i] = fma_nb(-dev, nbdevdn, mid)
-
-
-@njit(cache=True, nogil=True)
-def stddev_nb(x: np.ndarray, start: int, period: int, out: np.ndarray) -> None:
-    """Write the population standard deviation of the windows ending at ``start`` and later.
-
-    As TA-Lib 0.8: running sums of ``x - c`` and ``(x - c)**2`` with ``c`` the first value of a
-    window (so the sums stay small and ``E[d**2] - E[d]**2`` does not cancel catastrophically),
-    rebuilt from the window with a new ``c`` every ``32 * period`` outputs.
-    """
-    n = x.shape[0]
-    if start >= n:
-        return
-    inv = 1.0 / period
-    lo = start - period + 1
-    c = x[lo]
-    s1 = 0.0
-    s2 = 0.0
-    for j in range(lo, start):
-        d = x[j] - c
-        s1 += d
-        s2 += d * d
-    anchor = 32 * period
-    countdown = anchor - 1
-    up = np.uint64(period)
-    for i in range(np.uint64(start), np.uint64(n)):
-        first = i + U1 - up
-        if countdown == 0:
-            countdown = anchor
-            c = x[first]
-            s1 = 0.0
-            s2 = 0.0
-            for j in range(first, i):
-                d = x[j] - c
-                s1 += d
-                s2 += d * d
-        countdown -= 1
-        d = x[i] - c
-        s1 += d
-        s2 += d * d
-        mean = s1 * inv
-        mean_sq = s2 * inv
-        var = mean_sq - mean * mean
-        # What is left of a constant window after cancellation is rounding, not deviation.
-        out[i] = math.sqrt(var) if var > REL_ZERO * mean_sq else 0.0
-        d = x[first] - c
-        s1 -= d
-        s2 -= d * d
+        upper[i], lower[i] = _bands_nb(dev, mid, nbdevup, nbdevdn, same)
 
 
 @njit(cache=True, nogil=True)
