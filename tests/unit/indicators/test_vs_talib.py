@@ -350,3 +350,16 @@ def test_running_variance_is_bit_identical_to_talib_var(kind: str, ohlcv: Any) -
         ours = np.full(c.shape[0], np.nan)
         nb_overlap.variance_nb(c, p - 1, p, ours)
         np.testing.assert_array_equal(ours, talib.VAR(c, p))
+
+
+def test_mfi_windows_without_money_flow(compare: Any, ohlcv: Any) -> None:
+    # Stretches of no volume, of no move and of both: the window empties, its sums are reset,
+    # and the index restarts from exact zeros as TA-Lib's does.
+    b = ohlcv(3000, seed=17)
+    h, lo, c, v = b["high"], b["low"], b["close"], b["volume"]
+    v[300:600] = 0.0
+    v[1500::3] = 0.0
+    for col in (h, lo, c):
+        col[900:1200] = 5.0
+    for p in (2, 3, 14, 250):
+        compare(ci.mfi(h, lo, c, v, p), talib.MFI(h, lo, c, v, p))

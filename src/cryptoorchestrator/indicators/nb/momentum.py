@@ -420,36 +420,35 @@ def mfi_nb(
     total = pos_sum + neg_sum
     out[start] = 0.0 if total <= 0.0 else 100.0 * (pos_sum / total)
     # TA-Lib 0.8 zeroes both running sums once the whole window holds no money flow, so the
-    # rounding residue of a flat stretch does not leak into the bars after it.
-    nonzero = 0
+    # rounding residue of a flat stretch does not leak into the bars after it. The window is
+    # empty when the last ``period`` bars each put nothing into it: count them as a run.
+    null_run = 0
     for j in range(period):
-        if pos_buf[j] != 0.0 or neg_buf[j] != 0.0:
-            nonzero += 1
+        k = (idx + np.uint64(j)) % up
+        null_run = null_run + 1 if (pos_buf[k] == 0.0 and neg_buf[k] == 0.0) else 0
     for today in range(np.uint64(start) + U1, np.uint64(n)):
-        old_pos = pos_buf[idx]
-        old_neg = neg_buf[idx]
-        if old_pos != 0.0 or old_neg != 0.0:
-            nonzero -= 1
-        pos_sum -= old_pos
-        neg_sum -= old_neg
+        pos_sum -= pos_buf[idx]
+        neg_sum -= neg_buf[idx]
         tp = (high[today] + low[today] + close[today]) / 3.0
         diff = tp - prev
         prev = tp
         flow = tp * volume[today]
-        # Branch-free form of the same three cases (adding +0.0 leaves a sum's value as it is):
-        # typical prices that differ by rounding only count as unchanged (TA-Lib 0.8), and a
-        # NaN price poisons both sums for good, as in TA-Lib.
+        # The same three cases without a branch on the direction of the move, a coin flip that
+        # mispredicted on about every other bar (adding +0.0 leaves a sum as it is). Typical
+        # prices that differ by rounding only count as unchanged (TA-Lib 0.8); a NaN fails
+        # both comparisons and poisons both sums for good, as in TA-Lib.
         tol = REL_ZERO * abs(tp)
-        is_nan = diff != diff
-        pos_flow = flow if (diff > tol or is_nan) else 0.0
-        neg_flow = flow if (diff < -tol or is_nan) else 0.0
+        pos_flow = 0.0 if diff <= tol else flow
+        neg_flow = 0.0 if diff >= -tol else flow
         pos_buf[idx] = pos_flow
         neg_buf[idx] = neg_flow
         pos_sum += pos_flow
         neg_sum += neg_flow
-        if pos_flow != 0.0 or neg_flow != 0.0:
-            nonzero += 1
-        elif nonzero == 0:
+        # Both flows are zero exactly when there was no volume or no move; bitwise ``&`` and
+        # ``|`` keep LLVM from threading a branch through the selects above.
+        flat = (diff <= tol) & (diff >= -tol)
+        null_run = (null_run + 1) if (flat | (flow == 0.0)) else 0
+        if null_run >= period:
             pos_sum = 0.0
             neg_sum = 0.0
         # Subtracting the flows that leave the window can leave a sum a hair below zero.
