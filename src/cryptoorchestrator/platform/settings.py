@@ -31,6 +31,11 @@ class DatabasePool(BaseModel):
     pool_timeout: float = Field(30.0, gt=0)
     pool_recycle: int = Field(3600, ge=-1, description="seconds; -1 disables recycling")
     pre_ping: bool = True
+    pre_ping_idle_s: float = Field(
+        1.0,
+        ge=0,
+        description="ping only connections idle at least this long in the pool (0: every checkout)",
+    )
 
 
 class Settings(BaseSettings):

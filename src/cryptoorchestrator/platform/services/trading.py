@@ -7,9 +7,10 @@ page costs the same on the millionth trade as on the first.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import literal, select, tuple_
+from sqlalchemy import Connection, Select, bindparam, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.errors import NotFoundError
@@ -30,11 +31,21 @@ class TradingQueries:
         self.session = session
         self.user_id = user_id
 
+    def _read(self) -> Connection:
+        """The session's connection, in autocommit mode if it has not begun a transaction.
+
+        Each list is one SELECT, consistent on its own: without a transaction it costs one
+        round trip instead of three (BEGIN, SELECT, ROLLBACK when the session closes).
+        """
+        if self.session.in_transaction():
+            return self.session.connection()
+        return self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
     def _bot_ids(self, bot_id: int | None) -> Any:
         """A subquery of the user's bot ids, or just ``bot_id`` after checking it is theirs."""
         if bot_id is None:
             return select(Bot.id).where(Bot.user_id == self.user_id).scalar_subquery()
-        owner = self.session.scalar(select(Bot.user_id).where(Bot.id == bot_id))
+        owner = self._read().scalar(select(Bot.user_id).where(Bot.id == bot_id))
         if owner != self.user_id:
             raise NotFoundError(f"bot {bot_id} not found")
         return None
@@ -45,22 +56,15 @@ class TradingQueries:
         """Return fills, newest first (rows with the ``trades`` columns as attributes)."""
         check_limit(limit)
         ids = self._bot_ids(bot_id)
-        # Plain rows of the table's columns, not ORM objects: this is the API's hottest list,
-        # and identity-map bookkeeping was most of its cost (rows have the same attributes).
-        query = select(*Trade.__table__.columns)
-        query = (
-            query.where(Trade.bot_id == bot_id)
-            if ids is None
-            else query.where(Trade.bot_id.in_(ids))
-        )
+        params: dict[str, Any] = {"limit": limit + 1}
+        if ids is None:
+            params["bot_id"] = bot_id
+        else:
+            params["user_id"] = self.user_id
         if cursor:
-            at, row_id = decode_cursor(cursor)
-            query = query.where(
-                tuple_(Trade.timestamp, Trade.id)
-                < tuple_(literal(at, UTCDateTime()), literal(row_id, BigId))
-            )
-        query = query.order_by(Trade.timestamp.desc(), Trade.id.desc()).limit(limit + 1)
-        rows = list(self.session.execute(query).all())
+            params["at"], params["row_id"] = decode_cursor(cursor)
+        query = trades_query(by_bot=ids is None, after=bool(cursor))
+        rows = list(self._read().execute(query, params).all())
         return _page(rows, limit, lambda r: encode_cursor(r.timestamp, r.id))
 
     def orders(
@@ -116,6 +120,28 @@ class TradingQueries:
             query = query.where(Position.id < row_id)
         rows = list(self.session.scalars(query.order_by(Position.id.desc()).limit(limit + 1)))
         return _page(rows, limit, lambda r: encode_cursor(None, r.id))
+
+
+@functools.cache
+def trades_query(*, by_bot: bool, after: bool) -> Select[Any]:
+    """The trades page query, built once per shape with bound parameters.
+
+    Plain rows of the table's columns, not ORM objects (identity-map bookkeeping was most of
+    the cost of this, the API's hottest list), and one statement object per shape, so
+    SQLAlchemy reuses its memoised cache key and compiled form instead of rebuilding both.
+    """
+    query = select(*Trade.__table__.columns)
+    if by_bot:
+        query = query.where(Trade.bot_id == bindparam("bot_id"))
+    else:
+        mine = select(Bot.id).where(Bot.user_id == bindparam("user_id")).scalar_subquery()
+        query = query.where(Trade.bot_id.in_(mine))
+    if after:
+        query = query.where(
+            tuple_(Trade.timestamp, Trade.id)
+            < tuple_(bindparam("at", type_=UTCDateTime()), bindparam("row_id", type_=BigId))
+        )
+    return query.order_by(Trade.timestamp.desc(), Trade.id.desc()).limit(bindparam("limit"))
 
 
 def _page(rows: list[Any], limit: int, key: Any) -> Page[Any]:
