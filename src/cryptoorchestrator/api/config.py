@@ -21,6 +21,9 @@ class ApiOptions(BaseSettings):
     refresh_token_days: float = Field(30.0, gt=0)
     max_failed_logins: int = Field(5, ge=1)
     lockout_minutes: float = Field(15.0, gt=0)
+    user_cache_s: float = Field(
+        5.0, ge=0, description="trust a user found active this long before asking again"
+    )
     rate_limit: int = Field(300, ge=1, description="requests per window per user or IP")
     rate_limit_auth: int = Field(20, ge=1, description="requests per window on /api/auth/*")
     rate_limit_window_s: int = Field(60, ge=1)
@@ -33,6 +36,7 @@ class ApiOptions(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1)
     access_log: bool = True
+    threads: int = Field(8, ge=1, le=256, description="threads for synchronous routes")
     ws_poll_s: float = Field(1.0, gt=0, description="market-data feed poll interval")
     ws_idle_timeout_s: float = Field(90.0, gt=0, description="close sockets silent this long")
     cluster: Literal["none", "ray"] = Field(

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.facade import ClusterFacade
+from cryptoorchestrator.api.identity import Identity
 from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError, UnauthorizedError
 from cryptoorchestrator.platform.services.accounts import AccountService
-from cryptoorchestrator.platform.services.auth import (
-    INVALID_TOKEN,
-    AuthService,
-    decode_access_token,
-)
+from cryptoorchestrator.platform.services.auth import INVALID_TOKEN, AuthService
 from cryptoorchestrator.platform.services.bots import BotService, StrategyValidator
 from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import User
@@ -26,13 +26,26 @@ from cryptoorchestrator.platform.storage.models import User
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """Yield the request's session; routes commit what they change, the rest is rolled back."""
+#: Threads for closing sessions, apart from the endpoints' pool: a session waiting to close still
+#: holds its connection, so if closes queued behind endpoints that wait for a connection, a
+#: burst larger than the connection pool would deadlock until the pool timeout.
+_CLOSERS = anyio.CapacityLimiter(8)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """Yield the request's session; routes commit what they change, the rest is rolled back.
+
+    Creating a session does no I/O, so this runs on the event loop; closing one still inside a
+    transaction (a rollback round trip) goes to a thread of its own pool, any other is free.
+    """
     session: Session = request.app.state.session_factory()
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close, limiter=_CLOSERS)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -49,20 +62,40 @@ def get_auth(request: Request, db: SessionDep) -> AuthService:
 
 
 AuthDep = Annotated[AuthService, Depends(get_auth)]
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_user(
-    request: Request,
-    db: SessionDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """Return the user of the bearer token, or raise 401 saying why."""
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     if creds is None:
         raise UnauthorizedError("Not authenticated: send 'Authorization: Bearer <access token>'")
-    user_id = decode_access_token(request.app.state.auth_config, creds.credentials)
-    user = db.get(User, user_id)
+    return creds.credentials
+
+
+async def current_user_id(request: Request, creds: Bearer) -> int:
+    """Return the id of the bearer token's active user, or raise 401 saying why.
+
+    The token and the user's activity are cached by :class:`Identity`, so a warm request does
+    no database work here.
+    """
+    identity: Identity = request.app.state.identity
+    user_id = identity.user_id(_token(creds))
+    if not identity.active_cached(user_id):
+        await run_in_threadpool(identity.check_active, user_id)
+    return user_id
+
+
+CurrentUserId = Annotated[int, Depends(current_user_id)]
+
+
+async def current_user(request: Request, db: SessionDep, creds: Bearer) -> User:
+    """Return the bearer token's user (the row, for routes that read or change it)."""
+    identity: Identity = request.app.state.identity
+    user_id = identity.user_id(_token(creds))
+    user = await run_in_threadpool(db.get, User, user_id)
     if user is None or not user.is_active:
+        identity.forget(user_id)
         raise UnauthorizedError(INVALID_TOKEN)
+    identity.remember_active(user_id)
     return user
 
 
@@ -100,25 +133,25 @@ def registry_validator() -> StrategyValidator | None:
     return validate
 
 
-def get_bots(db: SessionDep, user: CurrentUser) -> BotService:
+async def get_bots(db: SessionDep, user_id: CurrentUserId) -> BotService:
     """Return the bot service of the current user."""
-    return BotService(db, user.id, registry_validator())
+    return BotService(db, user_id, registry_validator())
 
 
 BotsDep = Annotated[BotService, Depends(get_bots)]
 
 
-def get_trading(db: SessionDep, user: CurrentUser) -> TradingQueries:
+async def get_trading(db: SessionDep, user_id: CurrentUserId) -> TradingQueries:
     """Return the trading-record queries of the current user."""
-    return TradingQueries(db, user.id)
+    return TradingQueries(db, user_id)
 
 
 TradingDep = Annotated[TradingQueries, Depends(get_trading)]
 
 
-def get_accounts(request: Request, db: SessionDep, user: CurrentUser) -> AccountService:
+async def get_accounts(request: Request, db: SessionDep, user_id: CurrentUserId) -> AccountService:
     """Return the exchange-account service of the current user."""
-    return AccountService(db, user.id, request.app.state.secret_box)
+    return AccountService(db, user_id, request.app.state.secret_box)
 
 
 AccountsDep = Annotated[AccountService, Depends(get_accounts)]

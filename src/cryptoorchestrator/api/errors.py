@@ -10,6 +10,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+import psycopg_pool
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -130,6 +133,17 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_down_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused or dropped the connection, or the pool ran dry: nothing is wrong
+    # with the request, so say so with 503 and a hint to retry, not a 500.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body("database_unavailable", "the database is unavailable; retry shortly"),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _crash_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
@@ -140,4 +154,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(E.CryptoOrchError, _platform_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    for db_down in (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.TimeoutError,
+        psycopg.OperationalError,
+        psycopg_pool.PoolTimeout,
+    ):
+        app.add_exception_handler(db_down, _database_down_handler)
     app.add_exception_handler(Exception, _crash_handler)

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -180,27 +180,3 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def token_identifier(decode: Callable[[str], int], cache_size: int = 4096) -> Callable[[str], Any]:
-    """Wrap an access-token decoder with a small cache (tokens are re-sent on every request).
-
-    Cached entries expire with a short TTL so a token is never trusted long after its ``exp``.
-    """
-    cache: dict[str, tuple[float, int]] = {}
-
-    def identify(token: str) -> int | None:
-        now = time.monotonic()
-        hit = cache.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            user_id = decode(token)
-        except Exception:  # any invalid token: fall back to the IP budget
-            return None
-        if len(cache) >= cache_size:
-            cache.clear()
-        cache[token] = (now + 30.0, user_id)
-        return user_id
-
-    return identify

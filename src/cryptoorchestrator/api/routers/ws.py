@@ -30,10 +30,9 @@ from starlette.concurrency import run_in_threadpool
 
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.feeds import MarketFeed
+from cryptoorchestrator.api.identity import Identity
 from cryptoorchestrator.platform.errors import CryptoOrchError, UnauthorizedError
 from cryptoorchestrator.platform.model import normalize_symbol
-from cryptoorchestrator.platform.services.auth import decode_access_token
-from cryptoorchestrator.platform.storage.models import User
 
 router = APIRouter(tags=["websockets"])
 MAX_SYMBOLS = 50
@@ -168,11 +167,10 @@ async def market_data(ws: WebSocket) -> None:
 
 
 def _authenticate(ws: WebSocket, token: str) -> int:
-    user_id = decode_access_token(ws.app.state.auth_config, token)
-    with ws.app.state.session_factory() as session:
-        user = session.get(User, user_id)
-        if user is None or not user.is_active:
-            raise UnauthorizedError("Invalid token")
+    identity: Identity = ws.app.state.identity
+    user_id = identity.user_id(token)
+    # A socket lives long: always ask the database, never the short-lived cache.
+    identity.check_active(user_id)
     return user_id
 
 

@@ -104,8 +104,8 @@ def create_access_token(config: AuthConfig, user_id: int, now: datetime | None =
     return jwt.encode(claims, config.secret_key, algorithm="HS256")
 
 
-def decode_access_token(config: AuthConfig, token: str) -> int:
-    """Return the user id of a valid access token.
+def verify_access_token(config: AuthConfig, token: str) -> tuple[int, int]:
+    """Return ``(user_id, exp)`` of a valid access token (``exp`` in Unix seconds).
 
     Raises
     ------
@@ -127,9 +127,14 @@ def decode_access_token(config: AuthConfig, token: str) -> int:
     if claims.get("type") != "access":
         raise UnauthorizedError(INVALID_TOKEN)
     try:
-        return int(claims["sub"])
+        return int(claims["sub"]), int(claims["exp"])
     except (TypeError, ValueError) as exc:
         raise UnauthorizedError(INVALID_TOKEN) from exc
+
+
+def decode_access_token(config: AuthConfig, token: str) -> int:
+    """Return the user id of a valid access token (see :func:`verify_access_token`)."""
+    return verify_access_token(config, token)[0]
 
 
 def check_password_rules(password: str, *, field: str = "password") -> None:
