@@ -200,14 +200,14 @@ class BackgroundFileHandler(logging.Handler):
     def _write(self, line: str) -> None:
         target = self._target
         try:
+            size = len(line) + 1
+            max_bytes = target.maxBytes  # type: ignore[attr-defined]
+            if target.stream is not None and max_bytes and self._size + size > max_bytes:  # type: ignore[attr-defined]
+                # With delay=True the rollover leaves no stream open: the next check reopens.
+                target.doRollover()  # type: ignore[attr-defined]
             if target.stream is None:  # type: ignore[attr-defined]
                 target.stream = target._open()  # type: ignore[attr-defined]  # noqa: SLF001
                 self._size = target.stream.tell()  # type: ignore[attr-defined]
-            size = len(line) + 1
-            max_bytes = target.maxBytes  # type: ignore[attr-defined]
-            if max_bytes and self._size + size > max_bytes:
-                target.doRollover()  # type: ignore[attr-defined]
-                self._size = 0
             target.stream.write(line + "\n")  # type: ignore[attr-defined]
             self._size += size
         except Exception:  # a full disk must not kill the writer thread

@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
+
 from cryptoorchestrator.platform.logs import (
     bot_logger,
     redact,
@@ -81,3 +83,25 @@ def test_background_writer_keeps_order_and_flushes(tmp_path: Path) -> None:
         handler.close()
         handler.close()  # idempotent
     handler.write_line("after close")  # dropped, never raises
+
+
+def test_background_writer_rotates_without_losing_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptoorchestrator.platform.logs import BackgroundFileHandler
+
+    handler = BackgroundFileHandler(tmp_path / "fastapi.log", "INFO")
+    handler._target.maxBytes = 1000  # type: ignore[attr-defined]  # noqa: SLF001
+    try:
+        for i in range(1000):  # ~11 KB: the 1000-byte file rolls over ten times
+            handler.write_line(json.dumps({"i": i}))
+        handler.flush()
+    finally:
+        handler.close()
+    assert len(list(tmp_path.glob("fastapi.log*"))) == 6  # the live file and its 5 backups
+    backups = sorted(tmp_path.glob("fastapi.log.*"), key=lambda p: -int(p.suffix[1:]))
+    kept = [json.loads(x)["i"] for p in backups for x in p.read_text().splitlines()]
+    kept += [json.loads(x)["i"] for x in (tmp_path / "fastapi.log").read_text().splitlines()]
+    assert kept == list(range(kept[0], 1000))  # consecutive up to the last: nothing dropped
+    assert all(p.stat().st_size <= 1000 for p in tmp_path.glob("fastapi.log*"))
+    assert "Logging error" not in capsys.readouterr().err
