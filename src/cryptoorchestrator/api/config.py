@@ -36,6 +36,9 @@ class ApiOptions(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1)
     access_log: bool = True
+    otel: bool = Field(
+        False, description="FastAPI's native OpenTelemetry (traces, metrics, logs) per request"
+    )
     threads: int = Field(8, ge=1, le=256, description="threads for synchronous routes")
     ws_poll_s: float = Field(1.0, gt=0, description="market-data feed poll interval")
     ws_idle_timeout_s: float = Field(90.0, gt=0, description="close sockets silent this long")

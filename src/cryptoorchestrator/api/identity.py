@@ -57,6 +57,7 @@ class Identity:
         self.max_entries = max_entries
         self._tokens: dict[str, tuple[int, int]] = {}
         self._active: dict[int, float] = {}
+        self._refused: dict[str, str] = {}
         # Dict reads and writes are atomic; the lock only keeps clear-when-full consistent.
         self._lock = threading.Lock()
 
@@ -64,7 +65,19 @@ class Identity:
         """Return the user id of a valid access token, or raise 401 saying why."""
         hit = self._tokens.get(token)
         if hit is None:
-            user_id, exp = verify_access_token(self.config, token)
+            refused = self._refused.get(token)
+            if refused is not None:
+                raise UnauthorizedError(refused)
+            try:
+                user_id, exp = verify_access_token(self.config, token)
+            except UnauthorizedError as exc:
+                # Remember bad tokens too: a client retrying one must not cost a signature
+                # check per request (the rate limiter sees it before the route refuses it).
+                with self._lock:
+                    if len(self._refused) >= self.max_entries:
+                        self._refused.clear()
+                    self._refused[token] = str(exc)
+                raise
             with self._lock:
                 if len(self._tokens) >= self.max_entries:
                     self._tokens.clear()

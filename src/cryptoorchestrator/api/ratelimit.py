@@ -118,6 +118,12 @@ class RateLimitMiddleware:
         self.backend = backend
         self.limits = limits
         self.identify = identify
+        self._limit_headers = {
+            auth: (b"x-ratelimit-limit", str(limits.auth if auth else limits.default).encode())
+            for auth in (False, True)
+        }
+        self._reset = -1
+        self._reset_header = (b"x-ratelimit-reset", b"0")
 
     def _client(self, scope: Scope) -> str:
         if self.limits.trust_forwarded_for:
@@ -157,10 +163,13 @@ class RateLimitMiddleware:
             log.warning("rate limiter backend failed: %s", exc)
             count = 0
         reset = (int(now // window) + 1) * window
+        if reset != self._reset:  # header values change once per window, not per request
+            self._reset = reset
+            self._reset_header = (b"x-ratelimit-reset", str(reset).encode())
         headers = [
-            (b"x-ratelimit-limit", str(limit).encode()),
+            self._limit_headers[auth_route],
             (b"x-ratelimit-remaining", str(max(0, limit - count)).encode()),
-            (b"x-ratelimit-reset", str(reset).encode()),
+            self._reset_header,
         ]
         if count > limit:
             retry = max(1, math.ceil(reset - now))

@@ -180,15 +180,18 @@ class BackgroundFileHandler(logging.Handler):
                 except queue.Empty:
                     break
             stop = False
+            lines: list[str] = []
             for entry in batch:
-                if entry is self._STOP:
+                if entry.__class__ is str:
+                    lines.append(entry)
+                elif entry is self._STOP:
                     stop = True
-                elif isinstance(entry, str):
-                    self._write(entry)
                 elif isinstance(entry, threading.Event):
                     continue  # a flush marker: set once the batch is on disk
                 elif entry.levelno >= target.level and target.filter(entry):
-                    self._write(target.format(entry))
+                    lines.append(target.format(entry))
+            if lines:
+                self._write_lines(lines)
             if target.stream is not None:  # type: ignore[attr-defined]
                 target.stream.flush()  # type: ignore[attr-defined]
             for entry in batch:
@@ -197,21 +200,33 @@ class BackgroundFileHandler(logging.Handler):
             if stop:
                 return
 
-    def _write(self, line: str) -> None:
+    def _write_lines(self, lines: list[str]) -> None:
+        """Append ``lines`` in as few writes as rotation allows (one per file, not per line)."""
         target = self._target
-        try:
-            size = len(line) + 1
-            max_bytes = target.maxBytes  # type: ignore[attr-defined]
-            if target.stream is not None and max_bytes and self._size + size > max_bytes:  # type: ignore[attr-defined]
-                # With delay=True the rollover leaves no stream open: the next check reopens.
-                target.doRollover()  # type: ignore[attr-defined]
-            if target.stream is None:  # type: ignore[attr-defined]
-                target.stream = target._open()  # type: ignore[attr-defined]  # noqa: SLF001
-                self._size = target.stream.tell()  # type: ignore[attr-defined]
-            target.stream.write(line + "\n")  # type: ignore[attr-defined]
-            self._size += size
-        except Exception:  # a full disk must not kill the writer thread
-            self.handleError(logging.makeLogRecord({"msg": line}))
+        max_bytes = target.maxBytes  # type: ignore[attr-defined]
+        start = 0
+        while start < len(lines):
+            try:
+                if target.stream is None:  # type: ignore[attr-defined]
+                    target.stream = target._open()  # type: ignore[attr-defined]  # noqa: SLF001
+                    self._size = target.stream.tell()  # type: ignore[attr-defined]
+                # Take lines up to the rotation size (at least one, so a huge line is kept).
+                end, size = start, self._size
+                while end < len(lines):
+                    grown = size + len(lines[end]) + 1
+                    if max_bytes and grown > max_bytes and (end > start or self._size > 0):
+                        break
+                    size, end = grown, end + 1
+                if end > start:
+                    target.stream.write("\n".join(lines[start:end]) + "\n")  # type: ignore[attr-defined]
+                    self._size, start = size, end
+                if start < len(lines):
+                    # The file is full: with delay=True the rollover leaves no stream open.
+                    target.doRollover()  # type: ignore[attr-defined]
+                    self._size = 0
+            except Exception:  # a full disk must not kill the writer thread
+                self.handleError(logging.makeLogRecord({"msg": lines[start]}))
+                start += 1
 
     def flush(self) -> None:
         """Block until every record queued so far is in the file."""
