@@ -3,7 +3,12 @@
 Prints trials/s, peak memory (driver + Ray workers' RSS, sampled), the ratio to vectorbt,
 1 vs 2 worker scaling and Ray's overhead against the same batches run serially in-process;
 writes ``benchmarks/results/optimize.json``.  Run: ``.venv/bin/python -m benchmarks.optimize``
-or ``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N]``.
+or ``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N] [--runs N]``.
+
+With ``--runs N`` our three timings are taken N times, interleaved (2-CPU Ray, 1-CPU Ray,
+serial) so that load from other processes hits all three alike; figures are medians, with the
+spread (min, max) beside them.  vectorbt runs once, after a warm-up on a small slice so that
+its numba compilation is not counted against it (ours is warmed the same way).
 """
 
 from __future__ import annotations
@@ -98,6 +103,11 @@ def run_ours(bars: dict[str, np.ndarray], cpus: int, executor: str) -> tuple[flo
 
 
 def run_vectorbt(bars: dict[str, np.ndarray]) -> float:
+    _vectorbt({k: v[:2000] for k, v in bars.items()})  # numba compiles here, not in the timing
+    return _vectorbt(bars)
+
+
+def _vectorbt(bars: dict[str, np.ndarray]) -> float:
     import pandas as pd
     import vectorbt as vbt
 
@@ -115,48 +125,82 @@ def run_vectorbt(bars: dict[str, np.ndarray]) -> float:
     return time.perf_counter() - t0
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=1_000_000)
     ap.add_argument("--vbt-bars", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     from _strategy import random_bars
 
     bars = random_bars(args.bars, seed=42)
-    out: dict[str, Any] = {"bars": args.bars, "trials": 174}
-    with PeakRss() as mem2:
-        t2, res2 = run_ours(bars, 2, "ray")
-    t1, res1 = run_ours(bars, 1, "ray")
-    ts, ress = run_ours(bars, 1, "serial")
-    assert all(a.same_outcome(b) for a, b in zip(res2.trials, ress.trials, strict=True))
-    assert res2.best == ress.best == res1.best
+    out: dict[str, Any] = {"bars": args.bars, "trials": 174, "runs": args.runs}
+    t2s: list[float] = []
+    t1s: list[float] = []
+    tss: list[float] = []
+    peaks: list[float] = []
+    sizes: list[int] = []
+    for _ in range(args.runs):
+        with PeakRss() as mem2:
+            t2, res2 = run_ours(bars, 2, "ray")
+        t1, res1 = run_ours(bars, 1, "ray")
+        ts, ress = run_ours(bars, 1, "serial")
+        assert all(a.same_outcome(b) for a, b in zip(res2.trials, ress.trials, strict=True))
+        assert all(a.same_outcome(b) for a, b in zip(res1.trials, ress.trials, strict=True))
+        assert res2.best == ress.best == res1.best
+        t2s.append(t2)
+        t1s.append(t1)
+        tss.append(ts)
+        peaks.append(mem2.peak / 1e9)
+        sizes.append(res2.batch_size)
+        print(f"run: ray2 {t2:.3f}s ray1 {t1:.3f}s serial {ts:.3f}s peak {mem2.peak / 1e9:.2f}GB")
     vb_bars = {k: v[: args.vbt_bars] for k, v in bars.items()}
     with PeakRss() as memv:
         tv = run_vectorbt(vb_bars)
     n = len(res2.trials)
+    t2, t1, ts = _median(t2s), _median(t1s), _median(tss)
     ours_tps = n / t2
     vbt_tps_norm = n / tv * args.vbt_bars / args.bars  # per-bar normalised to args.bars
+    scalings = [a / b for a, b in zip(t1s, t2s, strict=True)]
+    overheads = [a / b - 1.0 for a, b in zip(t1s, tss, strict=True)]
     out.update(
         {
             "ray_2cpu_s": t2,
             "ray_1cpu_s": t1,
             "serial_s": ts,
-            "batch_size": res2.batch_size,
+            "ray_2cpu_s_all": t2s,
+            "ray_1cpu_s_all": t1s,
+            "serial_s_all": tss,
+            "batch_size": sizes[-1],
             "trials_per_s": ours_tps,
-            "peak_rss_gb": mem2.peak / 1e9,
+            "trials_per_s_range": [n / max(t2s), n / min(t2s)],
+            "peak_rss_gb": max(peaks),
             "vectorbt_bars": args.vbt_bars,
             "vectorbt_s": tv,
             "vectorbt_trials_per_s_normalised": vbt_tps_norm,
             "vectorbt_peak_rss_gb": memv.peak / 1e9,
             "ratio_vs_vectorbt": ours_tps / vbt_tps_norm,
-            "scaling_1_to_2": t1 / t2,
-            "ray_overhead": t1 / ts - 1.0,
+            "scaling_1_to_2": _median(scalings),
+            "scaling_1_to_2_range": [min(scalings), max(scalings)],
+            "ray_overhead": _median(overheads),
+            "ray_overhead_range": [min(overheads), max(overheads)],
+            "load_avg_1m_at_end": os.getloadavg()[0],
             "best": res2.best,
         }
     )
     for k, v in out.items():
-        print(f"{k:>34}: {v:.4g}" if isinstance(v, float) else f"{k:>34}: {v}")
+        if isinstance(v, float):
+            print(f"{k:>34}: {v:.4g}")
+        elif isinstance(v, list) and v and isinstance(v[0], float):
+            print(f"{k:>34}: {', '.join(f'{x:.4g}' for x in v)}")
+        else:
+            print(f"{k:>34}: {v}")
     path = Path(__file__).resolve().parent / "results" / "optimize.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
 

@@ -11,6 +11,7 @@ from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.optimize import store
 from cryptoorchestrator.platform.optimize import trials as trials_mod
 from cryptoorchestrator.platform.optimize.objective import parse_objective, parse_result_filter
+from cryptoorchestrator.platform.optimize.space import trial_key
 from cryptoorchestrator.platform.optimize.trials import (
     FAILED,
     OK,
@@ -136,3 +137,47 @@ def test_results_table_and_plots(bars: trials_mod.BarArrays, tmp_path: object) -
     p1 = plot_results(res, ["fast", "slow", "x"][:1], obj, Path(str(tmp_path)) / "pc.png")
     assert p2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert p1.stat().st_size > 1000
+
+
+def test_indicator_table_in_chunks_matches_the_strategy(
+    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = [{"fast": f, "slow": s} for f in (5, 10, 15, 20) for s in (30, 40, 50, 60, 70)]
+    whole = run_trials(grid, bars, SmaCross(), _config())
+    # room for two periods only: every trial gets a chunk (and a buffer reused) of its own
+    monkeypatch.setattr(trials_mod, "_TABLE_BYTES", 2 * 8 * len(bars))
+    chunked = run_trials(grid, bars, SmaCross(), _config())
+    strat = SmaCross()
+    for params, sigs in zip(grid, trials_mod._sma_cross_batch(bars, grid), strict=True):
+        assert trials_mod._signals_equal(
+            sigs, trials_mod._as_signals(strat.signals(bars, params)), len(bars)
+        )
+    assert all(a.same_outcome(b) for a, b in zip(whole, chunked, strict=True))
+
+
+def test_plan_batches_partitions_into_compact_equal_batches() -> None:
+    grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
+    for n in (1, 2, 3, 8, 10, 174, 500):
+        batches = trials_mod.plan_batches(grid, n)
+        assert len(batches) == min(n, len(grid))
+        assert sorted(trial_key(p) for b in batches for p in b) == sorted(map(trial_key, grid))
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
+
+    def periods(bs: list[list[dict[str, int]]]) -> int:
+        return sum(len({p["fast"] for p in b} | {p["slow"] for p in b}) for b in bs)
+
+    in_order = [grid[i * 174 // 10 : (i + 1) * 174 // 10] for i in range(10)]
+    assert periods(trials_mod.plan_batches(grid, 10)) < 0.7 * periods(in_order)
+    assert trials_mod.plan_batches([], 4) == []
+    mixed = [{"mode": m, "k": k} for m in ("a", "b", None) for k in (1, 2.5)]
+    assert sum(map(len, trials_mod.plan_batches(mixed, 4))) == len(mixed)
+
+
+def test_batches_cover_every_cpu_in_equal_rounds() -> None:
+    from cryptoorchestrator.cluster.optimize import _batch_size, _n_batches
+
+    assert _n_batches(0.001, 174, 2, 0.5) == 2  # tiny study: still one batch per CPU
+    assert _n_batches(0.012, 174, 2, 0.5) == 6  # 2.1 s of work: 0.5 s batches, even count
+    assert _n_batches(0.012, 174, 1, 0.5) == 5
+    assert _n_batches(1.0, 3, 4, 0.5) == 3  # never more batches than trials
+    assert _batch_size(0.012, 174, 2, 0.5) == 29

@@ -263,16 +263,43 @@ def _as_signals(out: Any) -> Signals:
 BatchAdapter = Callable[[BarArrays, Sequence[Params]], Iterator[Signals]]
 
 
+#: Memory for one batch's indicator table; beyond it the batch is served in chunks.
+_TABLE_BYTES = 64 * 2**20
+
+
 def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signals]:
-    """Signals of an SMA cross for every trial, each distinct SMA period computed once."""
+    """Signals of an SMA cross for every trial, each SMA period computed once per chunk.
+
+    Consecutive trials are served from one table of their distinct periods (``sma_batch``, one
+    pass), written into a buffer reused from chunk to chunk; a chunk holds as many trials as
+    fit ``_TABLE_BYTES`` of periods, which bounds a worker's memory whatever the batch size.
+    Batches come in Z-order (:func:`plan_batches`), so neighbouring trials share periods.
+    """
     from cryptoorchestrator.indicators import crossed_above, crossed_below, sma_batch
 
-    periods = sorted({int(p["fast"]) for p in batch} | {int(p["slow"]) for p in batch})
-    table = sma_batch(bars.close, periods)
-    row = {p: i for i, p in enumerate(periods)}
-    for p in batch:
-        fast, slow = table[row[int(p["fast"])]], table[row[int(p["slow"])]]
-        yield Signals(crossed_above(fast, slow), crossed_below(fast, slow), None, None)
+    n = len(bars)
+    max_rows = max(2, min(64, _TABLE_BYTES // max(8 * n, 1)))
+    pairs = [(int(p["fast"]), int(p["slow"])) for p in batch]
+    buf: np.ndarray | None = None
+    i = 0
+    while i < len(pairs):
+        chunk: set[int] = set()
+        j = i
+        while j < len(pairs):
+            grown = chunk | set(pairs[j])
+            if chunk and len(grown) > max_rows:
+                break
+            chunk = grown
+            j += 1
+        periods = sorted(chunk)
+        if buf is None:
+            buf = np.empty((min(max_rows, 2 * len(pairs)), n))
+        table = sma_batch(bars.close, periods, out=buf[: len(periods)])
+        row = {p: r for r, p in enumerate(periods)}
+        for f, sl in pairs[i:j]:
+            fast, slow = table[row[f]], table[row[sl]]
+            yield Signals(crossed_above(fast, slow), crossed_below(fast, slow), None, None)
+        i = j
 
 
 #: Batch adapters by strategy name; each is verified against the strategy before use.
@@ -309,6 +336,51 @@ def _adapter_for(strategy: Any, bars: BarArrays, sample: Params) -> BatchAdapter
             )
         _VERIFIED[key] = ok
     return adapter if ok else None
+
+
+def _rank_key(value: Any) -> tuple[int, Any]:
+    # numbers sort by value; anything else (choices) after them, by its text
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value)
+    return (1, repr(value))
+
+
+def plan_batches(trials: Sequence[Params], n_batches: int) -> list[list[Params]]:
+    """Split ``trials`` into ``n_batches`` batches of near-equal size, neighbours together.
+
+    Trials are ordered along a Z-order (Morton) curve over each parameter's rank, so that a
+    batch covers a compact block of the space: a block of ``a x b`` trials of a two-parameter
+    grid needs ``a + b`` indicator arrays instead of up to one or two per trial, which is what
+    the batch adapters reuse.  Only the grouping changes; every trial's result is the same.
+    """
+    items = list(trials)
+    n_batches = max(1, min(n_batches, len(items)))
+    if n_batches == 1:
+        return [items] if items else []
+    names = sorted({k for p in items for k in p})
+    ranks: list[dict[Any, int]] = []
+    for name in names:
+        values = sorted({repr(p.get(name)): p.get(name) for p in items}.values(), key=_rank_key)
+        ranks.append({repr(v): i for i, v in enumerate(values)})
+    bits = max(1, max(len(r) for r in ranks).bit_length())
+
+    def morton(p: Params) -> int:
+        coords = [r[repr(p.get(name))] for name, r in zip(names, ranks, strict=True)]
+        code = 0
+        for b in range(bits - 1, -1, -1):
+            for c in coords:
+                code = (code << 1) | ((c >> b) & 1)
+        return code
+
+    ordered = sorted(items, key=morton)
+    base, extra = divmod(len(ordered), n_batches)
+    out: list[list[Params]] = []
+    start = 0
+    for i in range(n_batches):
+        stop = start + base + (1 if i < extra else 0)
+        out.append(ordered[start:stop])
+        start = stop
+    return out
 
 
 # ------------------------------------------------------------------------------- the runner
