@@ -69,6 +69,11 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     parser.add_argument(
         "--group-size", type=int, default=1, help="bots per actor process (1: one process each)"
     )
+    parser.add_argument(
+        "--shared-account",
+        action="store_true",
+        help="all bots trade one paper account (its balance rows serialise every booking)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/bots.json")
     args = parser.parse_args()
 
@@ -117,6 +122,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
         "candles": args.candles,
         "poll_s": args.poll,
         "database": "postgresql" if pg_name else "sqlite",
+        "paper_accounts": "shared" if args.shared_account else "one per bot",
     }
     ray.init(
         num_cpus=2,
@@ -131,17 +137,21 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 user = User(email="bench@example.com", password_hash="x")
                 session.add(user)
                 session.flush()
-                account = ExchangeAccount(
-                    user_id=user.id,
-                    name="sim",
-                    exchange="binance",
-                    mode="paper",
-                    api_url=sim.base_url,
-                )
-                session.add(account)
+                accounts = []
+                for i in range(1 if args.shared_account else args.bots):
+                    account = ExchangeAccount(
+                        user_id=user.id,
+                        name=f"sim{i}",
+                        exchange="binance",
+                        mode="paper",
+                        api_url=sim.base_url,
+                    )
+                    session.add(account)
+                    accounts.append(account)
                 session.flush()
                 ids = []
                 for i in range(args.bots):
+                    account = accounts[0 if args.shared_account else i]
                     bot = Bot(
                         user_id=user.id,
                         name=f"b{i}",

@@ -34,7 +34,12 @@ from cryptoorchestrator.cluster.risk_actor import (
 )
 from cryptoorchestrator.cluster.runtime import NAMESPACE
 from cryptoorchestrator.platform.bots.clients import execution_client_for
-from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, SignalSource
+from cryptoorchestrator.platform.bots.runtime import (
+    BotRuntime,
+    BotSettings,
+    SignalSource,
+    shared_candles,
+)
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.logs import bot_logger, tail
 from cryptoorchestrator.platform.model import BotStatus
@@ -151,11 +156,15 @@ class BotSlot:
         async def on_equity(equity: Decimal) -> None:
             runtime = self._runtime
             assert runtime is not None
-            # the position at mark is what the equity holds beyond cash (spot: long only)
-            await risk.update_position.remote(
-                self.bot_id, config.symbol, str(equity - runtime.ledger.cash)
+            # One call per candle: the position at mark (what the equity holds beyond cash,
+            # spot: long only), the equity, and the orders whose risk slots can be released.
+            breaches = await risk.report.remote(
+                self.bot_id,
+                config.symbol,
+                str(equity - runtime.ledger.cash),
+                str(equity),
+                runtime.drain_closed_orders(),
             )
-            breaches = await risk.update_equity.remote(self.bot_id, str(equity))
             if any(b.get("bot_id") in (None, self.bot_id) for b in breaches):
                 runtime.request_stop()
 
@@ -172,6 +181,7 @@ class BotSlot:
             on_equity=on_equity,
             poll_interval_s=float(self._opts.get("poll_interval_s", 1.0)),
             logger=self._log,
+            candles=shared_candles,
         )
         await self._runtime.prepare()
         await risk.register_bot.remote(

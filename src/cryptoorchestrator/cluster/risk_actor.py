@@ -128,6 +128,26 @@ class RiskActor:
         """Record a bot's position at mark."""
         self._manager.update_position(bot_id, symbol, Decimal(signed_notional))
 
+    async def report(
+        self,
+        bot_id: int,
+        symbol: str,
+        signed_notional: str,
+        equity: str,
+        closed_orders: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Take a bot's end-of-candle report (one call instead of three); return the breaches.
+
+        Releases the slots of the bot's orders that became final, records its position at mark
+        and its equity, and acts on any breach as :meth:`update_equity` does.
+        """
+        breaches = self._manager.report(
+            bot_id, symbol, Decimal(signed_notional), Decimal(equity), closed_orders or ()
+        )
+        if breaches:
+            await self._handle_breaches(breaches)
+        return [asdict(b) for b in breaches]
+
     async def update_equity(self, bot_id: int, equity: str) -> list[dict[str, Any]]:
         """Record a bot's equity; persist and act on any breach; return the breaches."""
         breaches = self._manager.update_equity(bot_id, Decimal(equity))

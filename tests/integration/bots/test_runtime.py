@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, Ledger, decide
+from cryptoorchestrator.platform.bots.runtime import (
+    BotRuntime,
+    BotSettings,
+    Ledger,
+    SharedCandles,
+    decide,
+)
 from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
 from cryptoorchestrator.platform.exchange.execution import Fill
 from cryptoorchestrator.platform.model import OrderSide
@@ -231,3 +237,35 @@ def test_crash_at_any_point_leaves_one_order_and_every_fill(
     balances = sim.balances()
     assert rt.ledger.cash == sum(balances["USDT"])
     assert rt.ledger.amount == sum(balances["BTC"])
+
+
+def test_shared_candles_one_request_for_bots_polling_together() -> None:
+    shared = SharedCandles()
+    calls = 0
+
+    async def fetch() -> list[Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return [calls]
+
+    async def both() -> list[list[Any]]:
+        return list(await asyncio.gather(*(shared.get(("k",), 10.0, fetch) for _ in range(5))))
+
+    assert asyncio.run(both()) == [[1]] * 5
+    assert calls == 1
+    assert asyncio.run(shared.get(("k",), 0.0, fetch)) == [2]  # too old: asks again
+
+
+def test_shared_candles_do_not_keep_a_failure() -> None:
+    shared = SharedCandles()
+
+    async def fail() -> list[Any]:
+        raise RuntimeError("down")
+
+    async def ok() -> list[Any]:
+        return [1]
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(shared.get(("k",), 10.0, fail))
+    assert asyncio.run(shared.get(("k",), 10.0, ok)) == [1]

@@ -203,3 +203,18 @@ def test_order_check_carries_current_equity_and_position(rm: RiskManager) -> Non
     assert rm.bots[1].equity == D(1200)
     rm.approve(check(side="sell", amount="1", reduce_only=True, position_notional=D(550)))
     assert rm.bots[1].positions["BTC/USDT"] == D(550)
+
+
+def test_report_releases_closed_orders_and_records_position_and_equity(
+    rm: RiskManager,
+) -> None:
+    placed = [check(amount="0.01") for _ in range(rm.limits.max_open_orders)]
+    assert all(rm.approve(c).approved for c in placed)
+    assert rm.approve(check(amount="0.01")).limit == "max_open_orders"
+    breaches = rm.report(1, "BTC/USDT", D(5), D(990), [c.client_order_id for c in placed])
+    assert breaches == []
+    assert not rm.bots[1].open_orders
+    assert rm.bots[1].positions == {"BTC/USDT": D(5)}
+    assert rm.bots[1].equity == D(990)
+    assert rm.approve(check(amount="0.01")).approved
+    assert rm.report(1, "BTC/USDT", D(0), D(900), [])[0].limit == "max_daily_loss"

@@ -28,7 +28,10 @@ missed while down are not replayed: the bot resumes with the newest closed candl
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -194,6 +197,57 @@ class RuntimeState:
     risk_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
+class SharedCandles:
+    """Candle requests shared by the bots of one process (each on its own thread and loop).
+
+    Bots that poll the same market within ``max_age_s`` of each other get one answer from one
+    request: the first asks the exchange, the others wait for its answer.  Bots wake on a common
+    grid of poll instants (see :meth:`BotRuntime.run`), so a group of N bots makes one request
+    per poll instead of N; without sharing, 50 bots polling every 50 ms kept both cores busy.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], tuple[float, concurrent.futures.Future[Any]]] = {}
+
+    async def get(
+        self,
+        key: tuple[Any, ...],
+        max_age_s: float,
+        fetch: Callable[[], Awaitable[list[Candle]]],
+    ) -> list[Candle]:
+        """Return the answer to ``fetch`` asked under ``key`` at most ``max_age_s`` ago."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and now - entry[0] < max_age_s:
+                future, mine = entry[1], False
+            else:
+                future, mine = concurrent.futures.Future(), True
+                self._entries[key] = (now, future)
+        if not mine:
+            # Shielded: a waiter being stopped must not cancel the answer the others wait for.
+            result: list[Candle] = await asyncio.shield(asyncio.wrap_future(future))
+            return result
+        try:
+            candles = await fetch()
+        except BaseException as exc:
+            # The waiters retry on their next poll, as after any exchange failure; our own
+            # cancellation (a stop) is not theirs.
+            shared = exc if isinstance(exc, Exception) else RetryableExchangeError(repr(exc))
+            future.set_exception(shared)
+            with self._lock:  # a failure is not an answer to keep
+                if self._entries.get(key, (0.0, None))[1] is future:
+                    del self._entries[key]
+            raise
+        future.set_result(candles)
+        return candles
+
+
+#: The process's shared candle requests (bots of a group actor use it).
+shared_candles = SharedCandles()
+
+
 def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
     """Return ``"buy"`` (open long), ``"sell"`` (close long) or None, as the engine decides.
 
@@ -239,6 +293,7 @@ class BotRuntime:
         poll_interval_s: float = 1.0,
         settle_s: float = 11.0,
         logger: logging.Logger | None = None,
+        candles: SharedCandles | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -250,6 +305,7 @@ class BotRuntime:
         self.on_equity = on_equity
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
+        self.candles = candles
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
         self.state = RuntimeState()
         self.ledger = Ledger(cash=config.starting_balance)
@@ -258,12 +314,20 @@ class BotRuntime:
         self._base, self._quote = base, quote.split(":")[0]
         self._stop = asyncio.Event()
         self._unconfirmed = False
+        # Orders that became final since the last drain: the risk gate releases their
+        # open-order slots when the bot reports at the end of a candle.
+        self._closed: list[str] = []
 
     # ------------------------------------------------------------------------- lifecycle
 
     def request_stop(self) -> None:
         """Ask the loop to finish after the current step."""
         self._stop.set()
+
+    def drain_closed_orders(self) -> list[str]:
+        """Return (and forget) the client order ids that became final since the last call."""
+        closed, self._closed = self._closed, []
+        return closed
 
     @property
     def stopping(self) -> bool:
@@ -283,8 +347,13 @@ class BotRuntime:
             except RetryableExchangeError as exc:
                 self.state.errors += 1
                 self.log.warning("exchange unavailable, retrying: %s", exc)
+            # Wake on a grid of poll instants common to every bot of the process (wall clock), so
+            # bots sharing candle requests ask together, and a closed candle is seen at most one
+            # interval after it closed.
+            period = self.poll_interval_s
+            delay = period - (self.clock.now_ms() / 1000.0) % period if period > 0 else 0.0
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.poll_interval_s)
+                await asyncio.wait_for(self._stop.wait(), timeout=max(delay, 0.001))
             except TimeoutError:
                 pass
 
@@ -306,9 +375,20 @@ class BotRuntime:
         return True
 
     async def _closed_candles(self) -> list[Candle]:
-        candles = await self.client.fetch_ohlcv(
-            self.config.symbol, self.config.timeframe, limit=self.config.window + 1
-        )
+        cfg = self.config
+        limit = cfg.window + 1
+
+        def fetch() -> Awaitable[list[Candle]]:
+            return self.client.fetch_ohlcv(cfg.symbol, cfg.timeframe, limit=limit)
+
+        source = self.client.market_data_key
+        if self.candles is not None and source is not None:
+            # Half an interval: bots waking on the same poll instant share, the next poll asks
+            # again.
+            key = (source, cfg.symbol, cfg.timeframe, limit)
+            candles = await self.candles.get(key, self.poll_interval_s / 2, fetch)
+        else:
+            candles = await fetch()
         # The exchange's last candle is the one still forming: decisions use closed bars only.
         return candles[:-1]
 
@@ -556,6 +636,7 @@ class BotRuntime:
             row.filled = min(have, order.filled)
             if order.is_final and complete and row.closed_at is None:
                 row.closed_at = utcnow()
+                self._closed.append(order.client_order_id)
             for fill in fills:
                 if fill.trade_id in known:
                     continue
@@ -618,6 +699,7 @@ class BotRuntime:
                 row.submitted_at = utcnow()
             if status.is_final:
                 row.closed_at = utcnow()
+                self._closed.append(cid)
 
     def _save_position(self, session: Any) -> None:
         pos = session.scalars(

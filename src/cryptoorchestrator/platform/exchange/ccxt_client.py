@@ -231,7 +231,9 @@ class CcxtExecutionClient(ExecutionClient):
         if api_url:
             point_at(exchange, api_url)
         key = account_key(exchange_id, account_id)
-        return cls(exchange, account_key=key, **kwargs)
+        client = cls(exchange, account_key=key, **kwargs)
+        client.market_data_key = f"{exchange_id}@{api_url or 'default'}"
+        return client
 
     # ------------------------------------------------------------------ plumbing
 

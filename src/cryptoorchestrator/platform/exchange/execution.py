@@ -368,6 +368,9 @@ class ExecutionClient(ABC):
 
     #: Key of the account in the circuit-breaker registry (``exchange:account``).
     account_key: str
+    #: Where public market data comes from (``binance@<api root>``): clients with the same key
+    #: see the same candles, so bots in one process may share one request.  None: never share.
+    market_data_key: str | None = None
 
     @abstractmethod
     async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:

@@ -140,6 +140,7 @@ class PaperBroker(ExecutionClient):
         self._clock = clock
         self.exchange_name = f"paper:{self.account_id}"
         self.account_key = self.exchange_name
+        self.market_data_key = getattr(market_data, "market_data_key", None)
         # One transaction at a time per broker; other processes are kept out by row locks.
         self._lock = asyncio.Lock()
 

@@ -210,6 +210,24 @@ class RiskManager:
         else:
             bot.positions[symbol] = signed_notional
 
+    def report(
+        self,
+        bot_id: int,
+        symbol: str,
+        signed_notional: Decimal,
+        equity: Decimal,
+        closed_orders: list[str] | tuple[str, ...] = (),
+    ) -> list[Breach]:
+        """Take a bot's end-of-candle report in one call; return the breaches it causes.
+
+        Releases the open-order slots of ``closed_orders``, records the position at mark and
+        then the equity (see :meth:`update_equity`).
+        """
+        for client_order_id in closed_orders:
+            self.order_closed(bot_id, client_order_id)
+        self.update_position(bot_id, symbol, signed_notional)
+        return self.update_equity(bot_id, equity)
+
     def update_equity(self, bot_id: int, equity: Decimal) -> list[Breach]:
         """Record a bot's equity and return the limits it (or the portfolio) now breaches.
 
