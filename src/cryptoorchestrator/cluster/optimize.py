@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from cryptoorchestrator.cluster.optimize_task import batch_task
 from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.optimize import store as study_store
@@ -284,27 +285,6 @@ def _prepare(
 # ------------------------------------------------------------------------------- Ray parts
 
 
-def _batch_task_fn(
-    bars: BarArrays,
-    window: tuple[int, int] | None,
-    strategy: Any,
-    batch: list[Params],
-    config: TrialConfig,
-) -> list[TrialResult]:
-    import numba
-    import ray
-
-    # Ray limits its own threads per task but numba does not read that limit.
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    arrays = bars.window(*window) if window is not None else bars
-    results = run_trials(batch, arrays, strategy, config)
-    node = ray.get_runtime_context().get_node_id()
-    for r in results:
-        r.node = node
-    return results
-
-
 _REMOTE: dict[str, Any] = {}
 
 
@@ -313,7 +293,7 @@ def _remote_batch() -> Any:
     if fn is None:
         import ray
 
-        fn = ray.remote(num_cpus=1, max_retries=0)(_batch_task_fn)
+        fn = ray.remote(num_cpus=1, max_retries=0)(batch_task)
         _REMOTE["batch"] = fn
     return fn
 
@@ -456,11 +436,9 @@ def _run_study(
         import ray as ray_module
 
         ray = ray_module
-        n_cpus = max(
-            1,
-            int(ray.available_resources().get("CPU", 0))
-            or int(ray.cluster_resources().get("CPU", 1)),
-        )
+        # The cluster's CPUs, not those free this instant: a worker of the previous study may
+        # still hold its lease, and planning for one CPU left the other idle a third of the run.
+        n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     if ray is not None and bars_ref is None:
         # Hashing releases the GIL: fingerprint the bars while ray.put copies them.
         keys: list[str] = []
