@@ -32,16 +32,10 @@ SPACE = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
 
 
 class PeakRss:
-    """Sample the summed RSS (and PSS) of this process and all its descendants (Ray workers).
-
-    Summed RSS counts every shared page once per process that maps it (numba's and Ray's
-    libraries, the bars in the object store), so it overstates; PSS splits shared pages between
-    the processes that map them and is reported beside it.  Targets are judged on RSS.
-    """
+    """Sample the summed RSS of this process and all its descendants (Ray workers)."""
 
     def __init__(self) -> None:
         self.peak = 0
-        self.peak_pss = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -49,16 +43,12 @@ class PeakRss:
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0
-            total_pss = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    info = p.memory_full_info()
+                    total += p.memory_info().rss
                 except psutil.Error:
                     continue
-                total += info.rss
-                total_pss += getattr(info, "pss", info.rss)
             self.peak = max(self.peak, total)
-            self.peak_pss = max(self.peak_pss, total_pss)
             time.sleep(0.05)
 
     def __enter__(self) -> PeakRss:
@@ -153,7 +143,6 @@ def main() -> None:
     t1s: list[float] = []
     tss: list[float] = []
     peaks: list[float] = []
-    peaks_pss: list[float] = []
     sizes: list[int] = []
     for _ in range(args.runs):
         with PeakRss() as mem2:
@@ -167,7 +156,6 @@ def main() -> None:
         t1s.append(t1)
         tss.append(ts)
         peaks.append(mem2.peak / 1e9)
-        peaks_pss.append(mem2.peak_pss / 1e9)
         sizes.append(res2.batch_size)
         print(f"run: ray2 {t2:.3f}s ray1 {t1:.3f}s serial {ts:.3f}s peak {mem2.peak / 1e9:.2f}GB")
     vb_bars = {k: v[: args.vbt_bars] for k, v in bars.items()}
@@ -191,8 +179,6 @@ def main() -> None:
             "trials_per_s": ours_tps,
             "trials_per_s_range": [n / max(t2s), n / min(t2s)],
             "peak_rss_gb": max(peaks),
-            "peak_rss_gb_all": peaks,
-            "peak_pss_gb": max(peaks_pss),
             "vectorbt_bars": args.vbt_bars,
             "vectorbt_s": tv,
             "vectorbt_trials_per_s_normalised": vbt_tps_norm,
