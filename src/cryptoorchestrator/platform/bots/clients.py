@@ -49,7 +49,8 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
     market_data = CcxtExecutionClient.for_exchange(
         exchange, api_url=api_url, account_id=f"{account_id}-public"
     )
-    broker = PaperBroker(settings, account_id, market_data)
+    # The bot sizes each order on the ticker it read just before sending it: fill at that quote.
+    broker = PaperBroker(settings, account_id, market_data, quote_ttl_s=1.0)
     if starting is not None:
         # Each bot deposits its starting balance into the shared paper account once.
         await broker.fund({quote: starting}, deposit_key=f"bot{bot_id}")

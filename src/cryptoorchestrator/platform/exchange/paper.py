@@ -30,12 +30,13 @@ the ticker shows the quote through it (every read of orders or balances looks, a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,6 +63,11 @@ _FEE_PLACES = Decimal("0.00000001")
 #: Prefix of the rows remembering one-time deposits (never a real asset's name).
 _MARKER = "~"
 _OPEN = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+# New orders are booked through Core statements: the ORM's unit of work cost more CPU than the
+# booking itself, and many bots booking at once on two cores waited on it.
+_ORDERS: Table = Order.__table__  # type: ignore[assignment]
+_TRADES: Table = Trade.__table__  # type: ignore[assignment]
+_BALANCES: Table = PaperBalance.__table__  # type: ignore[assignment]
 
 
 class MarketDataSource(Protocol):
@@ -120,6 +126,10 @@ class PaperBroker(ExecutionClient):
         How far market orders fill from the quote, against the trader.
     clock
         Aware UTC time of fills (tests may fix it).
+    quote_ttl_s
+        An order may fill at the quote this broker fetched for its caller up to this many
+        seconds earlier instead of asking again (0: always ask).  A bot reads the ticker to size
+        its order and sends it milliseconds later; asking twice cost a request per order.
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class PaperBroker(ExecutionClient):
         fee_rate: Decimal | str = Decimal("0.001"),
         slippage_bps: Decimal | str | int = 0,
         clock: Callable[[], datetime] = _utcnow,
+        quote_ttl_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self.account_id = int(account_id)
@@ -138,6 +149,8 @@ class PaperBroker(ExecutionClient):
         self.fee_rate = Decimal(fee_rate)
         self.slippage_bps = Decimal(slippage_bps)
         self._clock = clock
+        self.quote_ttl_s = float(quote_ttl_s)
+        self._quotes: dict[str, tuple[float, Ticker]] = {}
         self.exchange_name = f"paper:{self.account_id}"
         self.account_key = self.exchange_name
         self.market_data_key = getattr(market_data, "market_data_key", None)
@@ -268,7 +281,18 @@ class PaperBroker(ExecutionClient):
 
     async def fetch_ticker(self, symbol: str) -> Ticker:
         """Return the market-data source's ticker."""
-        return await self.market_data.fetch_ticker(normalize_symbol(symbol))
+        sym = normalize_symbol(symbol)
+        ticker = await self.market_data.fetch_ticker(sym)
+        if self.quote_ttl_s > 0:
+            self._quotes[sym] = (time.monotonic(), ticker)
+        return ticker
+
+    async def _quote_for_order(self, symbol: str) -> Ticker:
+        """The quote an order fills at: the one just given to the caller, or a fresh one."""
+        seen = self._quotes.pop(normalize_symbol(symbol), None)
+        if seen is not None and time.monotonic() - seen[0] <= self.quote_ttl_s:
+            return seen[1]
+        return await self.fetch_ticker(symbol)
 
     # ------------------------------------------------------------------ orders
 
@@ -288,7 +312,7 @@ class PaperBroker(ExecutionClient):
     async def create_order(self, request: OrderRequest) -> ExchangeOrder | OrderRejected:
         """Fill or book an order against the current quote, in one transaction."""
         market = await self.market(request.symbol)
-        ticker = await self.fetch_ticker(request.symbol)
+        ticker = await self._quote_for_order(request.symbol)
         quote = ticker.price_for(request.side)
         prepared = prepare_order(market, request, quote)
         if isinstance(prepared, OrderRejected):
@@ -319,33 +343,43 @@ class PaperBroker(ExecutionClient):
         now = self._clock()
 
         def run(session: Session) -> ExchangeOrder | OrderRejected:
-            existing = session.scalar(
-                select(Order).where(Order.client_order_id == self._key(request.client_order_id))
-            )
+            conn = session.connection()
+            existing = conn.execute(
+                select(_ORDERS.c.id).where(
+                    _ORDERS.c.client_order_id == self._key(request.client_order_id)
+                )
+            ).scalar()
             if existing is not None:
-                return self._to_order(session, existing)
-            return self._book(session, prepared, market, fill_price, now)
+                order = session.get(Order, existing)
+                assert order is not None
+                return self._to_order(session, order)
+            return self._book(conn, prepared, market, fill_price, now)
 
         return await self._db(run)  # type: ignore[return-value]
 
     def _book(
         self,
-        session: Session,
+        conn: Connection,
         prepared: PreparedOrder,
         market: MarketInfo,
         fill_price: Decimal | None,
         now: datetime,
     ) -> ExchangeOrder | OrderRejected:
+        """Accept a new order: fill it at ``fill_price`` or rest it, moving balances."""
         request = prepared.request
         amount = prepared.amount
-        rows = self._balance_rows(session, lock=True)
+        query = select(_BALANCES.c.asset, _BALANCES.c.free, _BALANCES.c.locked).where(
+            _BALANCES.c.account_id == self.account_id
+        )
+        # Another process trading the same paper account waits here (PostgreSQL).
+        held = {r.asset: [r.free, r.locked] for r in conn.execute(query.with_for_update())}
         buy = request.side is OrderSide.BUY
         need_asset = market.quote if buy else market.base
         if buy:
             need = amount * (prepared.price if prepared.price is not None else fill_price or 0)
         else:
             need = amount
-        have = rows[need_asset].free if need_asset in rows else Decimal(0)
+        have = held[need_asset][0] if need_asset in held else Decimal(0)
         if need > have:
             return OrderRejected(
                 request.client_order_id,
@@ -354,31 +388,133 @@ class PaperBroker(ExecutionClient):
                 f"needs {need} {need_asset}, {have} free",
                 sent=True,
             )
-        order = Order(
-            bot_id=None,
-            client_order_id=self._key(request.client_order_id),
-            exchange=self.exchange_name,
-            symbol=request.symbol,
-            side=request.side.value,
-            type=request.type.value,
-            price=prepared.price,
-            amount=amount,
-            filled=Decimal(0),
-            status=OrderStatus.OPEN.value,
-            submitted_at=now,
-        )
-        session.add(order)
-        session.flush()  # the row id is the paper exchange's order id
-        order.exchange_order_id = str(order.id)
+        order_id = conn.execute(
+            insert(_ORDERS)
+            .values(
+                bot_id=None,
+                client_order_id=self._key(request.client_order_id),
+                exchange=self.exchange_name,
+                symbol=request.symbol,
+                side=request.side.value,
+                type=request.type.value,
+                price=prepared.price,
+                amount=amount,
+                filled=Decimal(0),
+                status=OrderStatus.OPEN.value,
+                submitted_at=now,
+            )
+            .returning(_ORDERS.c.id)
+        ).scalar_one()
+        exchange_id = str(order_id)  # the row id is the paper exchange's order id
+        changed: dict[str, list[Decimal]] = {}
+
+        def balance(asset: str) -> list[Decimal]:
+            row = held.setdefault(asset, [Decimal(0), Decimal(0)])
+            changed[asset] = row
+            return row
+
+        values: dict[str, object] = {"exchange_order_id": exchange_id}
+        fills: tuple[Fill, ...] = ()
         if fill_price is None:
             # Resting: lock what it may spend.
-            row = self._row(session, rows, self.account_id, need_asset)
-            row.free -= need
-            row.locked += need
+            row = balance(need_asset)
+            row[0] -= need
+            row[1] += need
         else:
-            self._fill(session, rows, order, market, fill_price, now, locked=False)
-        session.flush()
-        return self._to_order(session, order)
+            fee = self._settle(
+                request.side, amount, fill_price, balance(market.base), balance(market.quote)
+            )
+            fee_currency = market.base if buy else market.quote
+            trade_id = f"{exchange_id}-1"
+            conn.execute(
+                insert(_TRADES).values(
+                    bot_id=None,
+                    order_id=order_id,
+                    exchange_trade_id=trade_id,
+                    symbol=request.symbol,
+                    side=request.side.value,
+                    price=fill_price,
+                    amount=amount,
+                    fee=fee,
+                    fee_currency=fee_currency,
+                    timestamp=now,
+                )
+            )
+            values.update(
+                filled=amount,
+                average_price=fill_price,
+                status=OrderStatus.FILLED.value,
+                closed_at=now,
+            )
+            fills = (
+                Fill(
+                    trade_id=trade_id,
+                    order_id=exchange_id,
+                    symbol=request.symbol,
+                    side=request.side,
+                    price=fill_price,
+                    amount=amount,
+                    fee=fee,
+                    fee_currency=fee_currency,
+                    timestamp_ms=_ms(now) or 0,
+                    is_maker=None,
+                ),
+            )
+        conn.execute(update(_ORDERS).where(_ORDERS.c.id == order_id).values(**values))
+        self._write_balances(conn, changed)
+        fill_cost = sum((f.cost for f in fills), Decimal(0))
+        return ExchangeOrder(
+            order_id=exchange_id,
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            status=OrderStatus.FILLED if fills else OrderStatus.OPEN,
+            amount=amount,
+            filled=amount if fills else Decimal(0),
+            price=prepared.price,
+            average_price=fill_price if fills else None,
+            cost=fill_cost,
+            timestamp_ms=_ms(now),
+            fills=fills,
+            fee=fills[0].fee if fills else None,
+            fee_currency=fills[0].fee_currency if fills else None,
+        )
+
+    def _settle(
+        self,
+        side: OrderSide,
+        qty: Decimal,
+        price: Decimal,
+        base: list[Decimal],
+        quote: list[Decimal],
+    ) -> Decimal:
+        """Move ``[free, locked]`` balances for an immediate fill; return the fee.
+
+        The same arithmetic as :meth:`_fill` with ``locked=False`` (Binance: the fee is a share
+        of the received asset).
+        """
+        cost = price * qty
+        if side is OrderSide.BUY:
+            fee = (qty * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+            quote[0] -= cost
+            base[0] += qty - fee
+            return fee
+        fee = (cost * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+        base[0] -= qty
+        quote[0] += cost - fee
+        return fee
+
+    def _write_balances(self, conn: Connection, changed: dict[str, list[Decimal]]) -> None:
+        for asset, (free, locked) in changed.items():
+            mine = (_BALANCES.c.account_id == self.account_id) & (_BALANCES.c.asset == asset)
+            done = conn.execute(update(_BALANCES).where(mine).values(free=free, locked=locked))
+            if done.rowcount == 0:
+                conn.execute(
+                    insert(_BALANCES).values(
+                        account_id=self.account_id, asset=asset, free=free, locked=locked
+                    )
+                )
 
     def _fill(
         self,
