@@ -321,6 +321,7 @@ class BotRuntime:
         self._base, self._quote = base, quote.split(":")[0]
         self._stop = asyncio.Event()
         self._unconfirmed = False
+        self._window: list[Candle] = []
         # Orders that became final since the last drain: the risk gate releases their
         # open-order slots when the bot reports at the end of a candle.
         self._closed: list[str] = []
@@ -382,8 +383,30 @@ class BotRuntime:
         return True
 
     async def _closed_candles(self) -> list[Candle]:
+        """Return the window of closed candles, oldest first (empty if the exchange has none).
+
+        The full window is asked for once; later polls ask for the last closed candle and the
+        forming one only, and extend the window kept here while candles follow each other (a
+        gap, or the window not yet full, asks for the whole window again).
+        """
+        window = self._window
+        if len(window) >= self.config.window:
+            recent = await self._fetch_candles(2)
+            closed = recent[:-1]
+            if closed and window:
+                step = closed[-1].timestamp_ms - window[-1].timestamp_ms
+                if step <= 0:
+                    return window  # nothing new (or a stale replica: never go back)
+                if step == self._tf_ms:
+                    self._window = [*window[1:], closed[-1]]
+                    return self._window
+        candles = await self._fetch_candles(self.config.window + 1)
+        # The exchange's last candle is the one still forming: decisions use closed bars only.
+        self._window = candles[:-1]
+        return self._window
+
+    async def _fetch_candles(self, limit: int) -> list[Candle]:
         cfg = self.config
-        limit = cfg.window + 1
 
         def fetch() -> Awaitable[list[Candle]]:
             return self.client.fetch_ohlcv(cfg.symbol, cfg.timeframe, limit=limit)
@@ -393,11 +416,8 @@ class BotRuntime:
             # Half an interval: bots waking on the same poll instant share, the next poll asks
             # again.
             key = (source, cfg.symbol, cfg.timeframe, limit)
-            candles = await self.candles.get(key, self.poll_interval_s / 2, fetch)
-        else:
-            candles = await fetch()
-        # The exchange's last candle is the one still forming: decisions use closed bars only.
-        return candles[:-1]
+            return await self.candles.get(key, self.poll_interval_s / 2, fetch)
+        return await fetch()
 
     async def on_candle(self, candles: list[Candle]) -> None:
         """Decide and act on the newest closed candle of ``candles`` (oldest first)."""
