@@ -292,3 +292,23 @@ def test_per_bot_deposits_accumulate_once_each_even_concurrently(
         return {a: b.free for a, b in balances.items()}
 
     assert asyncio.run(scenario()) == {"USDT": Decimal(1500)}  # markers are not assets
+
+
+def test_order_fills_at_the_quote_the_caller_just_read(setup: tuple[Settings, int]) -> None:
+    prices = Prices()
+    b = broker(setup, prices, quote_ttl_s=60.0)
+
+    async def scenario() -> tuple[object, object]:
+        await b.fund({"USDT": Decimal("10000")})
+        await b.fetch_ticker("BTC/USDT")  # the bot sizes its order on this quote
+        prices.quote("61000.00", "61000.01")
+        first = await b.create_order(req("buy", "market", "0.01", "ttl-1"))
+        # That quote served one order: the next one asks again.
+        second = await b.create_order(req("buy", "market", "0.01", "ttl-2"))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, ExchangeOrder)
+    assert isinstance(second, ExchangeOrder)
+    assert first.average_price == Decimal("60000.01")
+    assert second.average_price == Decimal("61000.01")
