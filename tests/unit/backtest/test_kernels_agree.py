@@ -56,3 +56,60 @@ def test_fast_kernel_equals_general_kernel(seed: int) -> None:
     np.testing.assert_array_equal(t1, t2)
     np.testing.assert_array_equal(s1, s2)
     np.testing.assert_array_equal(eq1, eq2)
+
+
+def _cross(fast: np.ndarray, slow: np.ndarray, above: bool) -> np.ndarray:
+    now = fast > slow if above else fast < slow
+    before = fast <= slow if above else fast >= slow
+    return np.r_[False, now[1:] & before[:-1]]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_kernel_equals_general_kernel_with_long_flat_stretches(seed: int) -> None:
+    # sparse crossing signals without stops: the single-symbol kernel skips flat stretches,
+    # which must change nothing (equity curve, drawdown durations, ends of the run included)
+    rng = np.random.default_rng(100 + seed)
+    n = 4000
+    prices = [a.reshape(-1, 1) for a in _ohlc(rng, n)]
+    close = prices[3][:, 0]
+    fast = np.convolve(close, np.ones(5) / 5)[:n]
+    slow = np.convolve(close, np.ones(40) / 40)[:n]
+    up, down = _cross(fast, slow, True), _cross(fast, slow, False)
+    if seed % 4 == 3:
+        up[-1] = True  # an entry on the last bar
+    no = np.zeros(n, dtype=np.bool_)
+    shorts = (down, up) if seed % 4 >= 2 else (no, no)
+    sig = [s.reshape(-1, 1) for s in (up, down, *shorts)]
+    nan = np.full((1, 1), np.nan)
+    args = (
+        *prices,
+        *sig,
+        nan,
+        nan,
+        nan,
+        np.zeros(1),
+        np.zeros(1),
+        np.zeros(1),
+        np.zeros(1),
+        10_000.0,
+        0.001 * (seed % 3),
+        0.0,
+        bool(seed % 2),
+        0,
+        1.0,
+        1.0,
+        1,
+        bool(seed % 2),
+        False,
+    )
+    eq1, eq2 = np.empty(n), np.empty(n)
+    o1, t1, s1 = nb.simulate_1d_nb(*args, eq1)
+    o2, t2, s2 = nb.simulate_nb(*args, eq2)
+    _, _, s3 = nb.simulate_1d_nb(*args, np.empty(0))
+    assert len(o1) > 20
+    assert 0 < s1[nb.S_EXPOSURE_BARS] < n
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(s1, s3)
+    np.testing.assert_array_equal(eq1, eq2)

@@ -1235,6 +1235,24 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
         max_dd = max(max_dd, 1.0 - equity / peak_equity)
         max_dd_bars = max(max_dd_bars, dd_bars)
         i += 1
+        if pos == 0.0 and pending == 0 and 0.0 < abs(cash) < np.inf:
+            # Flat with nothing pending (about half the bars of a long-only sweep): until an
+            # entry signal, equity stays at cash, which it already equals, so every return is
+            # exactly cash / cash - 1 == 0 and the sums, peak and max drawdown cannot move; only
+            # the drawdown duration grows.  Skipping those bars gives the same bits.  Zero or
+            # non-finite cash takes the full path, which raises or propagates NaN as before.
+            j = i
+            while j < n and not (long_entries[j, 0] | short_entries[j, 0]):
+                j += 1
+            if j > i:
+                if write_equity:
+                    equity_out[i:j] = cash
+                if cash < peak_equity:
+                    dd_bars += j - i
+                    max_dd_bars = max(max_dd_bars, dd_bars)
+                else:
+                    dd_bars = 0
+                i = j
     x[X_POS] = pos
     x[X_CASH] = cash
     run[R_PENDING] = pending
