@@ -24,6 +24,7 @@ from cryptoorchestrator.indicators._validate import IndicatorInputError
 from cryptoorchestrator.indicators.misc import (
     crossed_above,
     crossed_below,
+    crossings,
     rolling_max,
     rolling_min,
     sar,
@@ -67,6 +68,7 @@ __all__ = [
     "cci",
     "crossed_above",
     "crossed_below",
+    "crossings",
     "dema",
     "ema",
     "ema_batch",

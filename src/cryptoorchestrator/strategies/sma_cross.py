@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptoorchestrator.indicators import crossed_above, crossed_below, sma
+from cryptoorchestrator.indicators import crossings, sma
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
 
@@ -38,4 +38,4 @@ class SmaCross(Strategy):
         """Return long entries on the golden cross and exits on the death cross."""
         fast = sma(bars.close, int(params["fast"]))
         slow = sma(bars.close, int(params["slow"]))
-        return Signals(crossed_above(fast, slow), crossed_below(fast, slow))
+        return Signals(*crossings(fast, slow))

@@ -165,3 +165,57 @@ def test_sma_batch_groups_and_tiles_are_bit_identical_to_sma(count: int) -> None
     out = ci.sma_batch(x, periods)
     for row, p in zip(out, periods, strict=True):
         np.testing.assert_array_equal(row, ci.sma(x, p))
+
+
+def _cross_loop(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
+    out = np.zeros(a.shape[0], dtype=np.bool_)
+    for i in range(1, a.shape[0]):
+        if above:
+            out[i] = a[i] > b[i] and a[i - 1] <= b[i - 1]
+        else:
+            out[i] = a[i] < b[i] and a[i - 1] >= b[i - 1]
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 33, 1000])
+def test_crossings_and_out_buffers_equal_the_loop(n: int) -> None:
+    rng = np.random.default_rng(n)
+    # rounded steps make ties (a == b) common; NaN holes must never cross
+    a = np.round(np.cumsum(rng.normal(size=n)), 0)
+    b = np.round(np.cumsum(rng.normal(size=n)), 0)
+    a[rng.random(n) < 0.05] = np.nan
+    up, down = _cross_loop(a, b, True), _cross_loop(a, b, False)
+    np.testing.assert_array_equal(ci.crossed_above(a, b), up)
+    np.testing.assert_array_equal(ci.crossed_below(a, b), down)
+    got_up, got_down = ci.crossings(a, b)
+    np.testing.assert_array_equal(got_up, up)
+    np.testing.assert_array_equal(got_down, down)
+    bufs = (np.ones(n, dtype=np.bool_), np.ones(n, dtype=np.bool_))
+    res = ci.crossings(a, b, out=bufs)
+    assert res[0] is bufs[0]
+    assert res[1] is bufs[1]
+    np.testing.assert_array_equal(bufs[0], up)
+    np.testing.assert_array_equal(bufs[1], down)
+    buf = np.ones(n, dtype=np.bool_)
+    assert ci.crossed_below(a, b, out=buf) is buf
+    np.testing.assert_array_equal(buf, down)
+
+
+def test_crossings_against_a_threshold_and_bad_out_buffers() -> None:
+    a = np.array([1.0, 2.0, 3.0, 2.0, 1.0, np.nan, 3.0, 3.0])
+    up, down = ci.crossings(a, 2.0)
+    np.testing.assert_array_equal(up, ci.crossed_above(a, 2.0))
+    np.testing.assert_array_equal(down, ci.crossed_below(a, 2.0))
+    with pytest.raises(ci.IndicatorInputError, match="out"):
+        ci.crossed_above(a, 2.0, out=np.empty(8))  # float, not bool
+    with pytest.raises(ci.IndicatorInputError, match="out"):
+        ci.crossed_above(a, 2.0, out=np.empty(7, dtype=np.bool_))
+    with pytest.raises(ci.IndicatorInputError, match="out"):
+        ci.crossings(a, 2.0, out=(np.empty(8, dtype=np.bool_),))  # type: ignore[arg-type]
+    shared = np.empty(8, dtype=np.bool_)
+    with pytest.raises(ci.IndicatorInputError, match="out"):
+        ci.crossings(a, 2.0, out=(shared, shared))
+    frozen = np.empty(8, dtype=np.bool_)
+    frozen.flags.writeable = False
+    with pytest.raises(ci.IndicatorInputError, match="out"):
+        ci.crossed_below(a, 2.0, out=frozen)

@@ -150,8 +150,25 @@ def crossed_nb(a: np.ndarray, b: np.ndarray, above: bool, out: np.ndarray) -> No
     if n == 0:
         return
     out[0] = False
+    # non-short-circuit ``&`` and one loop per direction keep the body branch-free, so LLVM
+    # vectorizes it; ``a <= b`` is spelled out (not ``not a > b``) so that NaN never crosses
+    if above:
+        for i in range(1, n):
+            out[i] = (a[i] > b[i]) & (a[i - 1] <= b[i - 1])
+    else:
+        for i in range(1, n):
+            out[i] = (a[i] < b[i]) & (a[i - 1] >= b[i - 1])
+
+
+@njit(cache=True, nogil=True)
+def crossings_nb(a: np.ndarray, b: np.ndarray, above: np.ndarray, below: np.ndarray) -> None:
+    """Both of :func:`crossed_nb`'s outputs in one pass over ``a`` and ``b``."""
+    n = a.shape[0]
+    if n == 0:
+        return
+    above[0] = False
+    below[0] = False
     for i in range(1, n):
-        if above:
-            out[i] = a[i] > b[i] and a[i - 1] <= b[i - 1]
-        else:
-            out[i] = a[i] < b[i] and a[i - 1] >= b[i - 1]
+        x, y, xp, yp = a[i], b[i], a[i - 1], b[i - 1]
+        above[i] = (x > y) & (xp <= yp)
+        below[i] = (x < y) & (xp >= yp)

@@ -275,7 +275,7 @@ def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signa
     fit ``_TABLE_BYTES`` of periods, which bounds a worker's memory whatever the batch size.
     Batches come in Z-order (:func:`plan_batches`), so neighbouring trials share periods.
     """
-    from cryptoorchestrator.indicators import crossed_above, crossed_below, sma_batch
+    from cryptoorchestrator.indicators import crossings, sma_batch
 
     n = len(bars)
     max_rows = max(2, min(64, _TABLE_BYTES // max(8 * n, 1)))
@@ -298,7 +298,7 @@ def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signa
         row = {p: r for r, p in enumerate(periods)}
         for f, sl in pairs[i:j]:
             fast, slow = table[row[f]], table[row[sl]]
-            yield Signals(crossed_above(fast, slow), crossed_below(fast, slow), None, None)
+            yield Signals(*crossings(fast, slow), None, None)
         i = j
 
 
