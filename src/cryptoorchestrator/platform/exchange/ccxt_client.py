@@ -216,10 +216,11 @@ class CcxtExecutionClient(ExecutionClient):
             "options": merged,
             # ccxt's default leaky bucket holds one token and forgets idle time, so every call
             # waited cost x rateLimit (binance: 20 ms for a ticker) and spun a 1 ms sleep loop
-            # meanwhile (3-4 ms of CPU per call).  The rolling window enforces the same budget
-            # per minute (60 s / rateLimit cost units: Binance's 6000 weight a minute) the way
-            # exchanges count it, and lets calls under the budget go at once (0.8 ms here).
-            "tokenBucket": {"algorithm": "rollingWindow", "windowSize": 60_000.0},
+            # meanwhile (3-4 ms of CPU per call).  A rolling window keeps the same average rate
+            # (1 s / rateLimit cost units a second) and lets calls under it go at once (0.8 ms
+            # here).  One second, not Binance's minute: exchanges that count per second must not
+            # see a minute's budget in one burst (a history download).
+            "tokenBucket": {"algorithm": "rollingWindow", "windowSize": 1_000.0},
         }
         if api_key:
             config["apiKey"] = api_key
