@@ -64,6 +64,14 @@ def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
     return last_bar_signals(strategy, params)
 
 
+#: Connection pools of bot processes (unless the settings payload names one).  PostgreSQL allows
+#: 100 connections by default, and the API's default pool (10 + 20 overflow) in each of 50
+#: single-bot processes ran out of them ("too many clients") before the bots had started.  A
+#: bot's loop and its control calls need one connection at a time, a group's bots a few.
+BOT_DB_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 3}
+GROUP_DB_POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 10}
+
+
 class BotSlot:
     """One bot inside an actor process: its trading loop on a thread, its control calls."""
 
@@ -340,7 +348,10 @@ class BotActor:
         options: dict[str, Any] | None = None,
     ) -> None:
         # Never raise here: a constructor exception during a restart kills the actor for good.
-        self._settings_data = settings_data
+        self._settings_data = {
+            "db": GROUP_DB_POOL if group is not None else BOT_DB_POOL,
+            **settings_data,
+        }
         self._group = group
         self._opts = dict(options or {})
         self._slots: dict[int, BotSlot] = {}
