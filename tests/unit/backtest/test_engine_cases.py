@@ -309,3 +309,26 @@ def test_bad_shapes_and_settings_name_the_field() -> None:
         SimConfig(fee_bps=-1)
     with pytest.raises(InvalidInputError, match="stop_loss"):
         SimConfig(stop_loss=1.5)
+
+
+def test_fees_grinding_equity_to_zero_end_the_run_at_minus_100_percent() -> None:
+    # 15,588 round trips at 10 bps grind the account to exactly 0.0; the bar return after
+    # that used to divide by zero inside the kernel and fail the whole trial.
+    import cryptoorchestrator as co
+
+    rng = np.random.default_rng(42)
+    n = 500_000
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    bars = {
+        "timestamp": 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 3_600_000,
+        "open": open_,
+        "high": np.maximum(open_, close) * 1.001,
+        "low": np.minimum(open_, close) * 0.999,
+        "close": close,
+        "volume": np.ones(n),
+    }
+    result = co.backtest("sma_cross", bars, params={"fast": 5, "slow": 20}, fee_bps=10.0)
+    assert result.metrics["final_equity"] == 0.0
+    assert result.metrics["total_return"] == -1.0
+    assert np.isfinite(result.metrics["sharpe"])

@@ -85,6 +85,19 @@ def _grow_nb(rec: np.ndarray, used: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _bar_return_nb(equity: float, prev: float) -> float:
+    """Return of one bar; after ruin (equity exactly 0) a flat bar returns 0, as in vectorbt.
+
+    Fees can grind an account to exactly zero on a long sweep; the plain ratio then divided by
+    zero, and the trial failed instead of reporting a -100 % run.  The branch is never taken
+    otherwise, so it is free and the bits are unchanged.
+    """
+    if prev == 0.0:
+        return 0.0 if equity == 0.0 else math.copysign(math.inf, equity)
+    return equity / prev - 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _round_price_nb(price: float, tick: float, up: bool) -> float:
     if tick > 0.0:
         steps = price / tick
@@ -734,7 +747,7 @@ def _loop_nb(  # noqa: PLR0913, C901
         if write_equity:
             equity_out[i] = equity
         # branch-free on purpose: equity moves are unpredictable, mispredictions dominated
-        ret = equity / prev_equity - 1.0
+        ret = _bar_return_nb(equity, prev_equity)
         sum_ret += ret
         sum_ret_sq += ret * ret
         down = min(ret, 0.0)
@@ -955,7 +968,7 @@ def equity_stats_nb(equity: np.ndarray, init_cash: float) -> np.ndarray:
     down_sq = 0.0
     for i in range(equity.shape[0]):
         e = equity[i]
-        r = e / prev - 1.0
+        r = _bar_return_nb(e, prev)
         sum_ret += r
         sum_sq += r * r
         down = min(r, 0.0)
@@ -1224,7 +1237,7 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
         if write_equity:
             equity_out[i] = equity
         # branch-free on purpose: equity moves are unpredictable, mispredictions dominated
-        ret = equity / prev_equity - 1.0
+        ret = _bar_return_nb(equity, prev_equity)
         sum_ret += ret
         sum_ret_sq += ret * ret
         down = min(ret, 0.0)
