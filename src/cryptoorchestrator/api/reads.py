@@ -22,14 +22,17 @@ from sqlalchemy import TypeDecorator, bindparam, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
-from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.services.pagination import (
     Page,
     check_limit,
-    decode_cursor,
     encode_cursor,
+    page_of,
 )
-from cryptoorchestrator.platform.services.trading import trades_query
+from cryptoorchestrator.platform.services.trading import (
+    check_owner,
+    trades_page_query,
+    trades_query,
+)
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.models import Bot, Trade
 
@@ -90,7 +93,8 @@ class AsyncReads:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         columns = list(Trade.__table__.columns)
-        self.trade_columns = tuple(c.name for c in columns)
+        names = [c.name for c in columns]
+        self._cursor_columns = (names.index("timestamp"), names.index("id"))
         self._trade_processors = _processors(columns)
         self._owner_sql = _sql(select(Bot.user_id).where(Bot.id == bindparam("bot_id")))
         self._trades_sql = {
@@ -142,20 +146,14 @@ class AsyncReads:
     ) -> Page[tuple[Any, ...]]:
         """Fills of ``user_id``'s bots, newest first: tuples in the ``trades`` column order."""
         check_limit(limit)
-        params: dict[str, Any] = {"limit": limit + 1}
         if bot_id is not None:
             owner = await self._fetch(self._owner_sql, {"bot_id": bot_id})
-            if not owner or owner[0][0] != user_id:
-                raise NotFoundError(f"bot {bot_id} not found")
-            params["bot_id"] = bot_id
-        else:
-            params["user_id"] = user_id
-        if cursor:
-            params["at"], params["row_id"] = decode_cursor(cursor)
+            check_owner(owner[0][0] if owner else None, user_id, bot_id)
+        _, params = trades_page_query(user_id, bot_id, limit, cursor)
         raw = await self._fetch(self._trades_sql[(bot_id is not None, bool(cursor))], params)
-        rows = _process(raw, self._trade_processors)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        at, row_id = self.trade_columns.index("timestamp"), self.trade_columns.index("id")
-        next_cursor = encode_cursor(rows[-1][at], rows[-1][row_id]) if more and rows else None
-        return Page(rows, next_cursor)
+        at, row_id = self._cursor_columns
+        return page_of(
+            _process(raw, self._trade_processors),
+            limit,
+            lambda row: encode_cursor(row[at], row[row_id]),
+        )

@@ -24,6 +24,7 @@ from cryptoorchestrator.platform.services.pagination import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    page_of,
 )
 from cryptoorchestrator.platform.storage.models import (
     AuditLog,
@@ -200,10 +201,7 @@ class BotService:
                 query.order_by(Bot.created_at.desc(), Bot.id.desc()).limit(limit + 1)
             )
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-        return Page(rows, nxt)
+        return page_of(rows, limit, lambda r: encode_cursor(r.created_at, r.id))
 
     def create(self, values: Mapping[str, Any]) -> Bot:
         """Create a bot from validated ``values``; ConflictError if the name is taken."""

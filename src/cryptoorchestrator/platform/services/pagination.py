@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
@@ -57,6 +58,16 @@ def decode_cursor(cursor: str, *, field: str = "cursor") -> tuple[datetime | Non
     except (ValueError, TypeError, binascii.Error, OverflowError, OSError) as exc:
         raise InvalidInputError(field, "malformed cursor; pass nextCursor unchanged") from exc
     return at, row_id
+
+
+def page_of(rows: list[T], limit: int, key: Callable[[T], str]) -> Page[T]:
+    """Page ``rows`` fetched with ``LIMIT limit + 1``: the extra row only says a next page exists.
+
+    ``key`` makes the cursor of the last row kept.
+    """
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, key(rows[-1]) if more and rows else None)
 
 
 def check_limit(limit: int, *, field: str = "limit") -> int:

@@ -19,6 +19,7 @@ from cryptoorchestrator.platform.services.pagination import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    page_of,
 )
 from cryptoorchestrator.platform.storage.models import Bot, Order, Position, Trade
 from cryptoorchestrator.platform.storage.types import BigId, UTCDateTime
@@ -46,8 +47,7 @@ class TradingQueries:
         if bot_id is None:
             return select(Bot.id).where(Bot.user_id == self.user_id).scalar_subquery()
         owner = self._read().scalar(select(Bot.user_id).where(Bot.id == bot_id))
-        if owner != self.user_id:
-            raise NotFoundError(f"bot {bot_id} not found")
+        check_owner(owner, self.user_id, bot_id)
         return None
 
     def trades(
@@ -55,17 +55,11 @@ class TradingQueries:
     ) -> Page[Any]:
         """Return fills, newest first (rows with the ``trades`` columns as attributes)."""
         check_limit(limit)
-        ids = self._bot_ids(bot_id)
-        params: dict[str, Any] = {"limit": limit + 1}
-        if ids is None:
-            params["bot_id"] = bot_id
-        else:
-            params["user_id"] = self.user_id
-        if cursor:
-            params["at"], params["row_id"] = decode_cursor(cursor)
-        query = trades_query(by_bot=ids is None, after=bool(cursor))
+        if bot_id is not None:
+            self._bot_ids(bot_id)
+        query, params = trades_page_query(self.user_id, bot_id, limit, cursor)
         rows = list(self._read().execute(query, params).all())
-        return _page(rows, limit, lambda r: encode_cursor(r.timestamp, r.id))
+        return page_of(rows, limit, lambda r: encode_cursor(r.timestamp, r.id))
 
     def orders(
         self,
@@ -94,7 +88,7 @@ class TradingQueries:
             )
         query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
         rows = list(self.session.scalars(query))
-        return _page(rows, limit, lambda r: encode_cursor(r.created_at, r.id))
+        return page_of(rows, limit, lambda r: encode_cursor(r.created_at, r.id))
 
     def positions(
         self,
@@ -119,7 +113,31 @@ class TradingQueries:
             _, row_id = decode_cursor(cursor)
             query = query.where(Position.id < row_id)
         rows = list(self.session.scalars(query.order_by(Position.id.desc()).limit(limit + 1)))
-        return _page(rows, limit, lambda r: encode_cursor(None, r.id))
+        return page_of(rows, limit, lambda r: encode_cursor(None, r.id))
+
+
+def check_owner(owner: int | None, user_id: int, bot_id: int) -> None:
+    """Raise 404 unless bot ``bot_id`` (owned by ``owner``, None if absent) is ``user_id``'s."""
+    if owner != user_id:
+        raise NotFoundError(f"bot {bot_id} not found")
+
+
+def trades_page_query(
+    user_id: int, bot_id: int | None, limit: int, cursor: str | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement and parameters of one trades page (``limit + 1`` rows, see page_of).
+
+    Shared by the synchronous service and the API's async reads, which first check ``limit``
+    and that ``bot_id`` is the user's (:func:`check_owner`).
+    """
+    params: dict[str, Any] = {"limit": limit + 1}
+    if bot_id is not None:
+        params["bot_id"] = bot_id
+    else:
+        params["user_id"] = user_id
+    if cursor:
+        params["at"], params["row_id"] = decode_cursor(cursor)
+    return trades_query(by_bot=bot_id is not None, after=bool(cursor)), params
 
 
 @functools.cache
@@ -142,9 +160,3 @@ def trades_query(*, by_bot: bool, after: bool) -> Select[Any]:
             < tuple_(bindparam("at", type_=UTCDateTime()), bindparam("row_id", type_=BigId))
         )
     return query.order_by(Trade.timestamp.desc(), Trade.id.desc()).limit(bindparam("limit"))
-
-
-def _page(rows: list[Any], limit: int, key: Any) -> Page[Any]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, key(rows[-1]) if more and rows else None)
