@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -73,16 +74,10 @@ class Identity:
             except UnauthorizedError as exc:
                 # Remember bad tokens too: a client retrying one must not cost a signature
                 # check per request (the rate limiter sees it before the route refuses it).
-                with self._lock:
-                    if len(self._refused) >= self.max_entries:
-                        self._refused.clear()
-                    self._refused[token] = str(exc)
+                self._put(self._refused, token, str(exc))
                 raise
-            with self._lock:
-                if len(self._tokens) >= self.max_entries:
-                    self._tokens.clear()
-                self._tokens[token] = (user_id, exp)
             hit = (user_id, exp)
+            self._put(self._tokens, token, hit)
         if hit[1] <= time.time():  # the same rule as PyJWT: expired once now >= exp
             self._tokens.pop(token, None)
             raise UnauthorizedError(TOKEN_EXPIRED)
@@ -113,10 +108,14 @@ class Identity:
         """Record that ``user_id`` was just seen active."""
         if self.user_ttl_s <= 0:
             return
+        self._put(self._active, user_id, time.monotonic() + self.user_ttl_s)
+
+    def _put(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        """Store in a bounded cache: a full one is cleared (cheaper than LRU per hit)."""
         with self._lock:
-            if len(self._active) >= self.max_entries:
-                self._active.clear()
-            self._active[user_id] = time.monotonic() + self.user_ttl_s
+            if len(cache) >= self.max_entries:
+                cache.clear()
+            cache[key] = value
 
     def forget(self, user_id: int) -> None:
         """Drop ``user_id`` from the active cache (after deactivating it in this process)."""
