@@ -2,8 +2,8 @@
 
 ``create_app(settings)`` wires settings, database sessions, auth, the cluster facade, the health
 registry, the bot event hub and the market feed onto ``app.state``, installs the one error shape
-and the pure-ASGI middleware stack (outermost first): access log, HEAD, CORS, rate limits, body
-size limit.
+and the pure-ASGI middleware stack (outermost first): liveness fast path, access log, HEAD, CORS,
+rate limits, body size limit.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cryptoorchestrator.api.feeds import MarketFeed, StoreFeed
 from cryptoorchestrator.api.health import HealthRegistry
 from cryptoorchestrator.api.identity import Identity
 from cryptoorchestrator.api.middleware import (
+    AccessLog,
     AccessLogMiddleware,
     BodyLimitMiddleware,
     HeadMiddleware,
@@ -36,6 +37,7 @@ from cryptoorchestrator.api.middleware import (
 from cryptoorchestrator.api.ratelimit import (
     MemoryBackend,
     RateLimitBackend,
+    RateLimiter,
     RateLimitMiddleware,
     RateLimits,
     RedisBackend,
@@ -163,12 +165,32 @@ def _register_health(app: FastAPI) -> None:
 class PlatformAPI(FastAPI):
     """FastAPI with the platform's own middleware outermost.
 
-    Starlette puts user middleware inside its error and telemetry layers; ours (access log,
-    HEAD, CORS, rate limits, body limit, liveness) handle every message themselves and never
-    raise, so they go outside: a liveness probe is answered without crossing FastAPI's three
-    wrappers (a quarter of its cost), while route errors are still turned into responses by
+    Starlette puts user middleware inside its error and telemetry layers; ours (liveness, access
+    log, HEAD, CORS, rate limits, body limit) handle every message themselves and never raise,
+    so they go outside: a liveness probe is answered without crossing FastAPI's three wrappers
+    (a quarter of its cost), while route errors are still turned into responses by
     ServerErrorMiddleware inside, and the access log records the status actually sent.
     """
+
+    def __init__(self, *args: Any, telemetry: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, telemetry=telemetry, **kwargs)  # type: ignore[arg-type]
+        # With native telemetry switched off, FastAPI.__call__ and Starlette.__call__ come down
+        # to setting scope["root_path"] and scope["app"] before the middleware stack.
+        self._plain = telemetry is not None and not any(
+            telemetry.get(k, True) for k in ("tracing", "metrics", "logs")
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Enter the middleware stack directly when telemetry is off (what FastAPI then does)."""
+        if not self._plain or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
     def build_middleware_stack(self) -> Any:
         """Build FastAPI's stack without the user middleware, then wrap it in ours."""
@@ -279,19 +301,19 @@ def create_app(
         app.include_router(module.router)
 
     # add_middleware puts each new one outside the previous ones: add innermost first.
-    app.add_middleware(LivenessMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
-    app.add_middleware(
-        RateLimitMiddleware,
-        backend=backend,
-        limits=RateLimits(
+    limiter = RateLimiter(
+        backend,
+        RateLimits(
             default=options.rate_limit,
             auth=options.rate_limit_auth,
             window_s=options.rate_limit_window_s,
             trust_forwarded_for=options.trust_forwarded_for,
         ),
-        identify=app.state.identity.identify,
+        app.state.identity.identify,
     )
+    access = AccessLog(api_log_writer(settings.log_dir)) if options.access_log else None
+    app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -301,6 +323,9 @@ def create_app(
             expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
         )
     app.add_middleware(HeadMiddleware)
-    if options.access_log:
-        app.add_middleware(AccessLogMiddleware, writer=api_log_writer(settings.log_dir))
+    if access is not None:
+        app.add_middleware(AccessLogMiddleware, log=access)
+    # Outermost: liveness probes are counted, headed and logged here with the same limiter and
+    # access log, without crossing the layers above one by one.
+    app.add_middleware(LivenessMiddleware, limiter=limiter, log=access)
     return app

@@ -4,6 +4,8 @@
 * :class:`BodyLimitMiddleware` refuses request bodies over a limit with 413 in the error shape.
 * :class:`AccessLogMiddleware` writes one line per request to ``logs/fastapi.log`` (path only,
   never the query string, which may carry a token).
+* :class:`LivenessMiddleware`, outermost, answers ``GET``/``HEAD /api/health`` in one step with
+  the same rate limiting, headers and access log line as the layers it skips.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from cryptoorchestrator.api.ratelimit import RateLimiter
 
 access_log = logging.getLogger("cryptoorchestrator.api.access")
 
@@ -41,33 +46,6 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-class LivenessMiddleware:
-    """Answer ``GET /api/health`` before the framework: a liveness probe must stay cheap.
-
-    Installed inside the rate-limit, HEAD and access-log middleware, so the probe is still
-    counted, logged and answered for HEAD; it only skips routing and dependency injection.
-    The FastAPI route of the same path stays for the OpenAPI document and answers identically.
-    """
-
-    BODY = b'{"status":"ok"}'
-
-    def __init__(self, app: ASGIApp, path: str = "/api/health") -> None:
-        self.app = app
-        self.path = path
-        self._headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self.BODY)).encode()),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the liveness answer, or pass the request on."""
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
-            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
-            await send({"type": "http.response.body", "body": self.BODY})
-            return
-        await self.app(scope, receive, send)
-
-
 class HeadMiddleware:
     """Serve HEAD as GET with the body dropped."""
 
@@ -80,14 +58,20 @@ class HeadMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def send_no_body(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b""}
-            await send(message)
+        await self.app(dict(scope, method="GET"), receive, without_body(send))
 
-        await self.app(dict(scope, method="GET"), receive, send_no_body)
+
+def without_body(send: Send) -> Send:
+    """Wrap ``send`` to pass the response's start and an empty body (what HEAD gets)."""
+
+    async def send_no_body(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_no_body
 
 
 class _TooLarge(Exception):
@@ -158,20 +142,83 @@ class BodyLimitMiddleware:
         )
 
 
-class AccessLogMiddleware:
-    """Log method, path, status, duration and client of every HTTP request.
+class AccessLog:
+    """Write one JSON line per HTTP request: method, path, status, duration, client, user id.
 
     Lines go straight to the API log's background writer as finished JSON (no log record
     formatting, no redaction pass: the fields are structural and the path excludes the query
     string), which keeps logging from dominating cheap requests such as liveness probes.
+    Without a writer (tests, embedding apps) the same fields go through ``logging``.
     """
 
-    def __init__(self, app: ASGIApp, writer: Any = None) -> None:
-        self.app = app
+    def __init__(self, writer: Any = None) -> None:
         self._writer = writer  # the app's own log file (tests run several apps per process)
         self._second = -1
         self._stamp = ""
-        self._json: dict[str | None, str] = {}
+        # (method, path, status) -> the line's middle, up to the duration's value; client ->
+        # the line's end up to the user id: requests repeat these endlessly (bounded caches).
+        self._middles: dict[tuple[str, str, int], str] = {}
+        self._clients: dict[str | None, str] = {}
+
+    def __call__(self, scope: Scope, status: int, started: float) -> None:
+        """Log the request of ``scope`` answered with ``status``, started at ``started``."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client")
+        state = scope.get("state")
+        user_id = state.get("user_id") if state else None
+        method, path = scope["method"], scope["path"]
+        duration_ms = (time.perf_counter() - started) * 1000
+        host = client[0] if client else None
+        if self._writer is None:  # no background file handler (tests, embedding apps)
+            fields = {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 3),
+                "client": host,
+                "user_id": user_id,
+            }
+            access_log.info("%s %s %d", method, path, status, extra=fields)
+            return
+        # The same JSON as JsonFormatter writes, assembled from cached pieces: a generic
+        # json.dumps of the record was half the cost of a liveness probe.
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime('{"time": "%Y-%m-%dT%H:%M:%S', time.gmtime(second))
+        middle = self._middles.get((method, path, status))
+        if middle is None:
+            middle = self._middle(method, path, status)
+        end = self._clients.get(host)
+        if end is None:
+            if len(self._clients) >= 4096:
+                self._clients.clear()
+            end = self._clients[host] = f', "client": {json.dumps(host)}, "user_id": '
+        self._writer.write_line(
+            f"{self._stamp}.{int(now * 1000) % 1000:03d}{middle}{duration_ms:.3f}{end}"
+            f"{'null' if user_id is None else int(user_id)}}}"
+        )
+
+    def _middle(self, method: str, path: str, status: int) -> str:
+        if len(self._middles) >= 4096:  # bounded: paths can carry ids
+            self._middles.clear()
+        q = json.dumps
+        middle = self._middles[(method, path, status)] = (
+            f'+00:00", "level": "INFO", "logger": "{access_log.name}", '
+            f'"message": {q(f"{method} {path} {status}")}, "method": {q(method)}, '
+            f'"path": {q(path)}, "status": {status}, "duration_ms": '
+        )
+        return middle
+
+
+class AccessLogMiddleware:
+    """Log every HTTP request with :class:`AccessLog` once it is answered."""
+
+    def __init__(self, app: ASGIApp, log: AccessLog) -> None:
+        self.app = app
+        self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Time the request and log it once the response has started."""
@@ -190,50 +237,71 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self._log(scope, status, started)
+            self.log(scope, status, started)
 
-    def _log(self, scope: Scope, status: int, started: float) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        client = scope.get("client")
-        state: dict[str, Any] = scope.get("state") or {}
-        method, path = scope["method"], scope["path"]
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        host = client[0] if client else None
-        user_id = state.get("user_id")
-        if self._writer is None:  # no background file handler (tests, embedding apps)
-            fields = {
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": duration_ms,
-                "client": host,
-                "user_id": user_id,
-            }
-            access_log.info("%s %s %d", method, path, status, extra=fields)
-            return
-        # The same JSON as JsonFormatter writes, assembled from cached pieces: a generic
-        # json.dumps of the record was half the cost of a liveness probe.
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime('{"time": "%Y-%m-%dT%H:%M:%S', time.gmtime(second))
-        q = self._quoted
-        qmethod, qpath, qhost = q(method), q(path), q(host)
-        message = q(f"{method} {path} {status}")
-        self._writer.write_line(
-            f'{self._stamp}.{int(now * 1000) % 1000:03d}+00:00", "level": "INFO", '
-            f'"logger": "{access_log.name}", "message": {message}, "method": {qmethod}, '
-            f'"path": {qpath}, "status": {status}, "duration_ms": {duration_ms}, '
-            f'"client": {qhost}, "user_id": {"null" if user_id is None else int(user_id)}}}'
-        )
 
-    def _quoted(self, value: str | None) -> str:
-        """JSON text of ``value``, cached (methods, paths and clients repeat endlessly)."""
-        cached = self._json.get(value)
-        if cached is None:
-            if len(self._json) >= 4096:  # bounded: paths can carry ids
-                self._json.clear()
-            cached = self._json[value] = json.dumps(value)
-        return cached
+class LivenessMiddleware:
+    """Answer ``GET``/``HEAD /api/health`` outermost, in one step: a probe must stay cheap.
+
+    A liveness probe gets exactly what the full stack would give it: it is counted by the
+    same :class:`~cryptoorchestrator.api.ratelimit.RateLimiter` (429 in the error shape over
+    budget), carries the ``X-RateLimit-*`` headers, HEAD gets the headers without the body,
+    and it is access-logged.  It only skips the layers' per-request wrappers, routing and
+    dependency injection.  Requests that other layers would treat differently take the full
+    stack: a body (size limit), an ``Origin`` (CORS), another path or method.  The FastAPI
+    route of the same path stays for the OpenAPI document and answers identically.
+    """
+
+    BODY = b'{"status":"ok"}'
+    _FULL_STACK = frozenset((b"origin", b"content-length", b"transfer-encoding"))
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        log: AccessLog | None,
+        path: str = "/api/health",
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.log = log
+        self.path = path
+        self._headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.BODY)).encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the liveness answer, or pass the request on."""
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self.path
+            or scope["method"] not in ("GET", "HEAD")
+        ):
+            await self.app(scope, receive, send)
+            return
+        slow = self._FULL_STACK
+        for name, _ in scope["headers"]:
+            if name in slow:
+                await self.app(scope, receive, send)
+                return
+        started = time.perf_counter()
+        status = 500
+        try:
+            headers, retry = await self.limiter.check(scope)
+            if retry:
+                status = 429
+                head = scope["method"] == "HEAD"
+                await self.limiter.refuse(
+                    scope, without_body(send) if head else send, headers, retry
+                )
+                return
+            status = 200
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": self._headers + headers}
+            )
+            body = self.BODY if scope["method"] == "GET" else b""
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            if self.log is not None:
+                self.log(scope, status, started)

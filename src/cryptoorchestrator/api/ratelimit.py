@@ -49,8 +49,8 @@ class MemoryBackend:
         self._counts: dict[str, int] = {}
         self._window: int = -1
 
-    async def hit(self, key: str, window_s: int, now: float) -> int:
-        """Count a hit; counters reset when the window changes."""
+    def count(self, key: str, window_s: int, now: float) -> int:
+        """Count a hit without awaiting (nothing to wait for); counters reset with the window."""
         window = int(now // window_s)
         if window != self._window:
             # All keys share window boundaries, so one reset frees every old counter.
@@ -59,6 +59,10 @@ class MemoryBackend:
         count = self._counts.get(key, 0) + 1
         self._counts[key] = count
         return count
+
+    async def hit(self, key: str, window_s: int, now: float) -> int:
+        """Count a hit; counters reset when the window changes."""
+        return self.count(key, window_s, now)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -97,8 +101,12 @@ class RateLimits:
     trust_forwarded_for: bool = False
 
 
-class RateLimitMiddleware:
-    """Apply :class:`RateLimits` and add the ``X-RateLimit-*`` headers.
+class RateLimiter:
+    """Count requests against :class:`RateLimits` and build the ``X-RateLimit-*`` headers.
+
+    Shared by :class:`RateLimitMiddleware` and the liveness fast path
+    (:class:`~cryptoorchestrator.api.middleware.LivenessMiddleware`), so both count in the same
+    backend with the same keys.
 
     Parameters
     ----------
@@ -109,21 +117,22 @@ class RateLimitMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
         backend: RateLimitBackend,
         limits: RateLimits,
         identify: Callable[[str], int | None],
     ) -> None:
-        self.app = app
         self.backend = backend
         self.limits = limits
         self.identify = identify
+        # The in-memory backend never waits: count without creating a coroutine per request.
+        self._count = backend.count if isinstance(backend, MemoryBackend) else None
         self._limit_headers = {
             auth: (b"x-ratelimit-limit", str(limits.auth if auth else limits.default).encode())
             for auth in (False, True)
         }
         self._reset = -1
         self._reset_header = (b"x-ratelimit-reset", b"0")
+        self._ip_keys: dict[str, str] = {}  # client address -> counter key, both budgets
 
     def _client(self, scope: Scope) -> str:
         if self.limits.trust_forwarded_for:
@@ -133,7 +142,11 @@ class RateLimitMiddleware:
         client = scope.get("client")
         return client[0] if client else "unknown"
 
-    def _key(self, scope: Scope, auth_route: bool) -> tuple[str, int | None]:
+    def _key(self, scope: Scope, auth_route: bool) -> str:
+        """The counter key: ``api:user:<id>`` for a valid bearer token, else ``<budget>:ip:<ip>``.
+
+        Sets ``scope["state"]["user_id"]`` for the access log when the token is valid.
+        """
         if not auth_route:
             for name, value in scope["headers"]:
                 if name == b"authorization":
@@ -141,45 +154,79 @@ class RateLimitMiddleware:
                     if text[:7].lower() == "bearer ":
                         user_id = self.identify(text[7:].strip())
                         if user_id is not None:
-                            return f"user:{user_id}", user_id
+                            scope.setdefault("state", {})["user_id"] = user_id
+                            return f"api:user:{user_id}"
                     break
-        return f"ip:{self._client(scope)}", None
+        client = self._client(scope)
+        key = self._ip_keys.get(client)
+        if key is None:
+            if len(self._ip_keys) >= 4096:  # bounded: one entry per client address
+                self._ip_keys.clear()
+            key = self._ip_keys[client] = f"ip:{client}"
+        return ("auth:" if auth_route else "api:") + key
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Count the request and answer 429 when the budget is spent."""
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":
-            await self.app(scope, receive, send)
-            return
+    async def check(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], int]:
+        """Count the request; return its ``X-RateLimit-*`` headers and the ``Retry-After``.
+
+        The second value is 0 while the budget lasts, else the seconds (at least 1) until the
+        window ends.  A failing backend (Redis down) lets the request through.
+        """
         auth_route = scope["path"].startswith("/api/auth/")
-        key, user_id = self._key(scope, auth_route)
-        if user_id is not None:
-            scope.setdefault("state", {})["user_id"] = user_id
-        limit = self.limits.auth if auth_route else self.limits.default
-        window = self.limits.window_s
+        key = self._key(scope, auth_route)
+        limits = self.limits
+        limit = limits.auth if auth_route else limits.default
+        window = limits.window_s
         now = time.time()
-        try:
-            count = await self.backend.hit(("auth:" if auth_route else "api:") + key, window, now)
-        except Exception as exc:  # Redis down: let traffic through rather than fail closed
-            log.warning("rate limiter backend failed: %s", exc)
-            count = 0
+        if self._count is not None:
+            count = self._count(key, window, now)
+        else:
+            try:
+                count = await self.backend.hit(key, window, now)
+            except Exception as exc:  # Redis down: let traffic through rather than fail closed
+                log.warning("rate limiter backend failed: %s", exc)
+                count = 0
         reset = (int(now // window) + 1) * window
         if reset != self._reset:  # header values change once per window, not per request
             self._reset = reset
             self._reset_header = (b"x-ratelimit-reset", str(reset).encode())
         headers = [
             self._limit_headers[auth_route],
-            (b"x-ratelimit-remaining", str(max(0, limit - count)).encode()),
+            (b"x-ratelimit-remaining", str(limit - count if count < limit else 0).encode()),
             self._reset_header,
         ]
-        if count > limit:
-            retry = max(1, math.ceil(reset - now))
-            await send_error(
-                send,
-                429,
-                "rate_limited",
-                f"Rate limit exceeded: {limit} requests per {window} s; retry in {retry} s",
-                [*headers, (b"retry-after", str(retry).encode())],
-            )
+        return headers, (max(1, math.ceil(reset - now)) if count > limit else 0)
+
+    async def refuse(
+        self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], retry: int
+    ) -> None:
+        """Answer 429 in the error shape with the limit headers and ``Retry-After``."""
+        auth_route = scope["path"].startswith("/api/auth/")
+        limit = self.limits.auth if auth_route else self.limits.default
+        window = self.limits.window_s
+        await send_error(
+            send,
+            429,
+            "rate_limited",
+            f"Rate limit exceeded: {limit} requests per {window} s; retry in {retry} s",
+            [*headers, (b"retry-after", str(retry).encode())],
+        )
+
+
+class RateLimitMiddleware:
+    """Apply a :class:`RateLimiter` and add the ``X-RateLimit-*`` headers to every response."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request and answer 429 when the budget is spent."""
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        headers, retry = await self.limiter.check(scope)
+        if retry:
+            await self.limiter.refuse(scope, send, headers, retry)
             return
 
         async def with_headers(message: Message) -> None:

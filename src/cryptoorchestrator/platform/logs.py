@@ -266,8 +266,11 @@ def flush_logs() -> None:
 def setup_api_logging(log_dir: Path, level: str = "INFO") -> logging.Logger:
     """Send the API's and the platform's logs to ``<log_dir>/fastapi.log`` (rotating).
 
-    One background handler serves the platform's and uvicorn's loggers, so the file has a
-    single writer.
+    One background handler serves the platform's loggers and uvicorn's error logger, so the
+    file has a single writer.  ``uvicorn.access`` is left alone: the API's own access log
+    (:class:`~cryptoorchestrator.api.middleware.AccessLog`) writes one line per request here
+    already, and a handler on ``uvicorn.access`` would make uvicorn format a second line per
+    request (its ``hasHandlers()`` check), even when started with ``--no-access-log``.
     """
     logger = logging.getLogger("cryptoorchestrator")
     target = (log_dir / "fastapi.log").resolve()
@@ -275,7 +278,7 @@ def setup_api_logging(log_dir: Path, level: str = "INFO") -> logging.Logger:
         (h for h in logger.handlers if getattr(h, "baseFilename", None) == str(target)), None
     )
     handler = existing or BackgroundFileHandler(target, level)
-    for name in ("cryptoorchestrator", "uvicorn.error", "uvicorn.access"):
+    for name in ("cryptoorchestrator", "uvicorn.error"):
         other = logging.getLogger(name)
         if not any(getattr(h, "baseFilename", None) == str(target) for h in other.handlers):
             other.addHandler(handler)

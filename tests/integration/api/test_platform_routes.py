@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
 from tests.integration.api.conftest import assert_error_shape, options, register_and_login
 
 from cryptoorchestrator.api.health import HealthRegistry
+from cryptoorchestrator.platform.logs import flush_logs
 
 
 def test_health_routes(client: TestClient) -> None:
@@ -187,3 +191,78 @@ def test_cors_from_settings(app_factory: Callable[..., TestClient], settings: ob
         assert r.headers["access-control-allow-origin"] == "https://ui.example.com"
         r = client.get("/api/health", headers={"Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_liveness_fast_path_is_limited_headed_and_logged(
+    app_factory: Callable[..., TestClient], settings: object
+) -> None:
+    """GET/HEAD /api/health are answered outermost, yet counted, headed and logged."""
+    client = app_factory(
+        options=options(rate_limit=5, rate_limit_window_s=86_400, max_body_bytes=100)
+    )
+    # A body takes the full stack: the size limit still applies to the probe's path.
+    big = client.request("GET", "/api/health", content=b"x" * 500)
+    assert big.status_code == 413
+    assert_error_shape(big.json(), "payload_too_large")
+    assert big.headers["x-ratelimit-remaining"] == "4"
+    get = client.get("/api/health")
+    assert get.json() == {"status": "ok"}
+    assert get.headers["content-type"] == "application/json"
+    head = client.head("/api/health")
+    assert head.content == b""
+    assert head.headers["content-length"] == "15"
+    statuses = []
+    for r in (get, head):
+        statuses.append(r.status_code)
+        assert r.headers["x-ratelimit-limit"] == "5"
+        assert int(r.headers["x-ratelimit-reset"]) > 0
+    assert [get.headers["x-ratelimit-remaining"], head.headers["x-ratelimit-remaining"]] == [
+        "3",
+        "2",
+    ]
+    # The fast path and the full stack count in one budget.
+    markets = client.get("/api/markets")
+    assert markets.headers["x-ratelimit-remaining"] == "1"
+    statuses.append(markets.status_code)
+    statuses += [client.get("/api/health").status_code for _ in range(2)]
+    over = client.head("/api/health")
+    statuses.append(over.status_code)
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert over.content == b""
+    assert over.headers["x-ratelimit-remaining"] == "0"
+    assert int(over.headers["retry-after"]) >= 1
+    over_get = client.get("/api/health")
+    assert over_get.status_code == 429
+    assert_error_shape(over_get.json(), "rate_limited")
+
+    flush_logs()
+    log = settings.log_dir / "fastapi.log"  # type: ignore[attr-defined]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    access = [
+        line
+        for line in lines
+        if line["logger"] == "cryptoorchestrator.api.access" and line["path"] == "/api/health"
+    ]
+    assert [(a["method"], a["status"]) for a in access] == [
+        ("GET", 413),
+        ("GET", 200),
+        ("HEAD", 200),
+        ("GET", 200),
+        ("GET", 429),
+        ("HEAD", 429),
+        ("GET", 429),
+    ]
+    for a in access:
+        assert a["message"] == f"{a['method']} /api/health {a['status']}"
+        assert a["level"] == "INFO"
+        assert a["client"] == "testclient"
+        assert a["user_id"] is None
+        assert isinstance(a["duration_ms"], float)
+        assert a["duration_ms"] >= 0
+        datetime.fromisoformat(a["time"])
+    # uvicorn's own access logger gets no handler of ours (no duplicate line per request).
+    ours = str(log.resolve())
+    assert all(
+        getattr(h, "baseFilename", None) != ours
+        for h in logging.getLogger("uvicorn.access").handlers
+    )
