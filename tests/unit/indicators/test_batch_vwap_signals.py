@@ -167,6 +167,22 @@ def test_sma_batch_groups_and_tiles_are_bit_identical_to_sma(count: int) -> None
         np.testing.assert_array_equal(row, ci.sma(x, p))
 
 
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 8, 9, 12, 13, 20])
+def test_rsi_batch_groups_and_tiles_are_bit_identical_to_rsi(count: int) -> None:
+    # Rows advance in register groups of 8, then 4, then one at a time, bars in tiles of 512
+    # whose divisions run in a second pass: every row must equal rsi() and TA-Lib's RSI.
+    rng = np.random.default_rng(100 + count)
+    x = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 5_000)))
+    x[:3] = np.nan
+    x[3:1000] = 100.0  # flat at first: totals of exactly zero (RSI 0) in the first tiles
+    periods = [int(p) for p in rng.integers(2, 600, count)]
+    periods[0] = 2
+    out = ci.rsi_batch(x, periods)
+    for row, p in zip(out, periods, strict=True):
+        np.testing.assert_array_equal(row, ci.rsi(x, p))
+        np.testing.assert_array_equal(row, talib.RSI(x, p))
+
+
 def _cross_loop(a: np.ndarray, b: np.ndarray, above: bool) -> np.ndarray:
     out = np.zeros(a.shape[0], dtype=np.bool_)
     for i in range(1, a.shape[0]):

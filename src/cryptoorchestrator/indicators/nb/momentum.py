@@ -19,7 +19,7 @@ from cryptoorchestrator.indicators.nb.common import (
     first_valid4_nb,
     first_valid_nb,
 )
-from cryptoorchestrator.indicators.nb.overlap import GROUP, ma_core_nb, ma_lookback_nb
+from cryptoorchestrator.indicators.nb.overlap import ma_core_nb, ma_lookback_nb
 
 
 @njit(cache=True, nogil=True)
@@ -110,21 +110,206 @@ def rsi_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
                 losses[r] = (losses[r] * keeps[r]) * invs[r]
             total = gains[r] + losses[r]
             out[r, i] = 100.0 * (gains[r] / total) if total > 0.0 else 0.0
+    # Rows in groups of RSI_ROWS with their averages in registers, bars in tiles of RSI_TILE:
+    # the recurrences write each average gain into ``out`` and the total into a tile buffer,
+    # and a second pass over the tile, still in cache, divides them. That pass vectorizes; in
+    # the recurrence loop one scalar division per bar and row bounded the kernel.
     un = np.uint64(n)
     uwarm = np.uint64(warm)
-    for g in range(0, m, GROUP):
-        h = min(m, g + GROUP)
-        for i in range(uwarm, un):
-            diff = x[i] - x[i - U1]
-            up = 0.0 if diff < 0.0 else diff
-            down = -diff if diff < 0.0 else 0.0
+    tile = np.uint64(RSI_TILE)
+    totals = np.empty((RSI_ROWS, RSI_TILE))
+    g = 0
+    while g < m:
+        h = min(m, g + RSI_ROWS)
+        for t0 in range(uwarm, un, tile):
+            t1 = min(t0 + tile, un)
+            if h - g == RSI_ROWS:
+                _rsi_avgs8_nb(x, gains, losses, keeps, invs, g, out, totals, t0, t1)
+            elif h - g >= 4:
+                _rsi_avgs4_nb(x, gains, losses, keeps, invs, g, out, totals, t0, t1)
+                for r in range(g + 4, h):
+                    _rsi_avgs1_nb(x, gains, losses, keeps, invs, r, out, totals[r - g], t0, t1)
+            else:
+                for r in range(g, h):
+                    _rsi_avgs1_nb(x, gains, losses, keeps, invs, r, out, totals[r - g], t0, t1)
             for r in range(g, h):
-                gain = (gains[r] * keeps[r] + up) * invs[r]
-                loss = (losses[r] * keeps[r] + down) * invs[r]
-                gains[r] = gain
-                losses[r] = loss
-                total = gain + loss
-                out[r, i] = 100.0 * (gain / total) if total > 0.0 else 0.0
+                _rsi_divide_nb(out[r], totals[r - g], t0, t1)
+        g = h
+
+
+# Rows whose average gain and loss advance together in registers: each is a chain of a
+# multiplication, an addition and a multiplication per bar, and 16 chains hide their latency.
+RSI_ROWS = 8
+# A group's tile: 8 rows of 512 bars of averages and totals (64 KiB) stay in L2 for the division.
+RSI_TILE = 512
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rsi_avgs8_nb(
+    x: np.ndarray,
+    gains: np.ndarray,
+    losses: np.ndarray,
+    keeps: np.ndarray,
+    invs: np.ndarray,
+    g: int,
+    out: np.ndarray,
+    totals: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # rsi_core_nb's recurrences for rows g..g+7 and bars t0..t1-1: the average gain goes into
+    # ``out``, gain + loss into ``totals`` (bar i at column i - t0).
+    o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
+    o4, o5, o6, o7 = out[g + 4], out[g + 5], out[g + 6], out[g + 7]
+    q0, q1, q2, q3 = totals[0], totals[1], totals[2], totals[3]
+    q4, q5, q6, q7 = totals[4], totals[5], totals[6], totals[7]
+    k0, k1, k2, k3 = keeps[g], keeps[g + 1], keeps[g + 2], keeps[g + 3]
+    k4, k5, k6, k7 = keeps[g + 4], keeps[g + 5], keeps[g + 6], keeps[g + 7]
+    v0, v1, v2, v3 = invs[g], invs[g + 1], invs[g + 2], invs[g + 3]
+    v4, v5, v6, v7 = invs[g + 4], invs[g + 5], invs[g + 6], invs[g + 7]
+    a0, a1, a2, a3 = gains[g], gains[g + 1], gains[g + 2], gains[g + 3]
+    a4, a5, a6, a7 = gains[g + 4], gains[g + 5], gains[g + 6], gains[g + 7]
+    b0, b1, b2, b3 = losses[g], losses[g + 1], losses[g + 2], losses[g + 3]
+    b4, b5, b6, b7 = losses[g + 4], losses[g + 5], losses[g + 6], losses[g + 7]
+    prev = x[t0 - U1]
+    for i in range(t0, t1):
+        value = x[i]
+        diff = value - prev
+        prev = value
+        up = 0.0 if diff < 0.0 else diff
+        down = -diff if diff < 0.0 else 0.0
+        k = i - t0
+        a0 = (a0 * k0 + up) * v0
+        b0 = (b0 * k0 + down) * v0
+        o0[i] = a0
+        q0[k] = a0 + b0
+        a1 = (a1 * k1 + up) * v1
+        b1 = (b1 * k1 + down) * v1
+        o1[i] = a1
+        q1[k] = a1 + b1
+        a2 = (a2 * k2 + up) * v2
+        b2 = (b2 * k2 + down) * v2
+        o2[i] = a2
+        q2[k] = a2 + b2
+        a3 = (a3 * k3 + up) * v3
+        b3 = (b3 * k3 + down) * v3
+        o3[i] = a3
+        q3[k] = a3 + b3
+        a4 = (a4 * k4 + up) * v4
+        b4 = (b4 * k4 + down) * v4
+        o4[i] = a4
+        q4[k] = a4 + b4
+        a5 = (a5 * k5 + up) * v5
+        b5 = (b5 * k5 + down) * v5
+        o5[i] = a5
+        q5[k] = a5 + b5
+        a6 = (a6 * k6 + up) * v6
+        b6 = (b6 * k6 + down) * v6
+        o6[i] = a6
+        q6[k] = a6 + b6
+        a7 = (a7 * k7 + up) * v7
+        b7 = (b7 * k7 + down) * v7
+        o7[i] = a7
+        q7[k] = a7 + b7
+    gains[g], gains[g + 1], gains[g + 2], gains[g + 3] = a0, a1, a2, a3
+    gains[g + 4], gains[g + 5], gains[g + 6], gains[g + 7] = a4, a5, a6, a7
+    losses[g], losses[g + 1], losses[g + 2], losses[g + 3] = b0, b1, b2, b3
+    losses[g + 4], losses[g + 5], losses[g + 6], losses[g + 7] = b4, b5, b6, b7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rsi_avgs4_nb(
+    x: np.ndarray,
+    gains: np.ndarray,
+    losses: np.ndarray,
+    keeps: np.ndarray,
+    invs: np.ndarray,
+    g: int,
+    out: np.ndarray,
+    totals: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # _rsi_avgs8_nb for rows g..g+3.
+    o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
+    q0, q1, q2, q3 = totals[0], totals[1], totals[2], totals[3]
+    k0, k1, k2, k3 = keeps[g], keeps[g + 1], keeps[g + 2], keeps[g + 3]
+    v0, v1, v2, v3 = invs[g], invs[g + 1], invs[g + 2], invs[g + 3]
+    a0, a1, a2, a3 = gains[g], gains[g + 1], gains[g + 2], gains[g + 3]
+    b0, b1, b2, b3 = losses[g], losses[g + 1], losses[g + 2], losses[g + 3]
+    prev = x[t0 - U1]
+    for i in range(t0, t1):
+        value = x[i]
+        diff = value - prev
+        prev = value
+        up = 0.0 if diff < 0.0 else diff
+        down = -diff if diff < 0.0 else 0.0
+        k = i - t0
+        a0 = (a0 * k0 + up) * v0
+        b0 = (b0 * k0 + down) * v0
+        o0[i] = a0
+        q0[k] = a0 + b0
+        a1 = (a1 * k1 + up) * v1
+        b1 = (b1 * k1 + down) * v1
+        o1[i] = a1
+        q1[k] = a1 + b1
+        a2 = (a2 * k2 + up) * v2
+        b2 = (b2 * k2 + down) * v2
+        o2[i] = a2
+        q2[k] = a2 + b2
+        a3 = (a3 * k3 + up) * v3
+        b3 = (b3 * k3 + down) * v3
+        o3[i] = a3
+        q3[k] = a3 + b3
+    gains[g], gains[g + 1], gains[g + 2], gains[g + 3] = a0, a1, a2, a3
+    losses[g], losses[g + 1], losses[g + 2], losses[g + 3] = b0, b1, b2, b3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rsi_avgs1_nb(
+    x: np.ndarray,
+    gains: np.ndarray,
+    losses: np.ndarray,
+    keeps: np.ndarray,
+    invs: np.ndarray,
+    r: int,
+    out: np.ndarray,
+    totals: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # _rsi_avgs8_nb for row r alone, its totals in ``totals``.
+    o = out[r]
+    kp = keeps[r]
+    v = invs[r]
+    a = gains[r]
+    b = losses[r]
+    prev = x[t0 - U1]
+    for i in range(t0, t1):
+        value = x[i]
+        diff = value - prev
+        prev = value
+        up = 0.0 if diff < 0.0 else diff
+        down = -diff if diff < 0.0 else 0.0
+        a = (a * kp + up) * v
+        b = (b * kp + down) * v
+        o[i] = a
+        totals[i - t0] = a + b
+    gains[r] = a
+    losses[r] = b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rsi_divide_nb(
+    row: np.ndarray, totals: np.ndarray, t0: int | np.uint64, t1: int | np.uint64
+) -> None:
+    # row[i] = 100 * (gain / total) as rsi_core_nb, with the total at totals[i - t0]. The
+    # quotient of a zero total is thrown away; numpy's error model lets it be computed (as
+    # inf or NaN) instead of testing every divisor for zero, so the loop vectorizes.
+    for i in range(t0, t1):
+        total = totals[i - t0]
+        q = 100.0 * (row[i] / total)
+        row[i] = q if total > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)
