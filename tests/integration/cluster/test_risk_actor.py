@@ -11,8 +11,10 @@ import pytest
 
 from cryptoorchestrator.cluster.risk_actor import (
     RiskActor,
+    RiskClient,
     get_risk_actor,
     request_approval,
+    risk_client,
     settings_payload,
 )
 from cryptoorchestrator.cluster.runtime import NAMESPACE
@@ -107,6 +109,53 @@ def test_kill_switch_persists_and_denies(risk_env: Any, ray_session: Any) -> Non
     assert ray_session.get(fresh.ping.remote(), timeout=120)["ready"]  # started and loaded
     assert asyncio.run(request_approval(fresh, _check(bot_id, "0.1"))).limit == "kill_switch"
     ray_session.kill(fresh)
+
+
+def test_approvals_of_bots_acting_together_are_one_call_in_order(
+    risk_env: Any, ray_session: Any
+) -> None:
+    _, actor, bot_id = risk_env
+    ray_session.get(actor.set_limits.remote({"max_open_orders": 2}))
+    client = RiskClient(actor)
+    checks = [_check(bot_id, f"0.{i + 1}") for i in range(3)]
+
+    async def together() -> list[Any]:
+        return list(await asyncio.gather(*(client.approve(c) for c in checks)))
+
+    decisions = asyncio.run(together())
+    # One message for the three; each saw the ones approved before it in the batch.
+    assert client._approve.batches == 1  # noqa: SLF001
+    assert [d.approved for d in decisions] == [True, True, False]
+    assert decisions[2].limit == "max_open_orders"
+    # End-of-candle reports of several bots: one call, each its own breaches.
+    reports = [
+        (bot_id, "BTC/USDT", "0", "1000", [checks[0].client_order_id]),
+        (bot_id, "BTC/USDT", "0", "1000", []),
+    ]
+
+    async def report() -> list[Any]:
+        return list(await asyncio.gather(*(client.report(*r) for r in reports)))
+
+    assert asyncio.run(report()) == [[], []]
+    assert client._report.batches == 1  # noqa: SLF001
+    # The released slot is free again.
+    assert asyncio.run(client.approve(_check(bot_id, "0.4"))).approved
+    assert risk_client(actor) is risk_client(actor)  # one client per process and actor
+
+
+def test_batching_client_fails_closed(ray_session: Any) -> None:
+    @ray_session.remote(num_cpus=0)
+    class Slow:
+        async def approve_many(self, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            await asyncio.sleep(5)
+            return [{"approved": True, "reason": "late", "limit": None} for _ in checks]
+
+    slow = Slow.remote()
+    late = asyncio.run(RiskClient(slow).approve(_check(1), timeout_s=0.2))
+    assert (late.approved, late.limit) == (False, "risk_timeout")
+    ray_session.kill(slow)
+    dead = asyncio.run(RiskClient(slow).approve(_check(1), timeout_s=5))
+    assert (dead.approved, dead.limit) == (False, "risk_unavailable")
 
 
 def test_slow_or_dead_risk_actor_means_deny(ray_session: Any) -> None:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from cryptoorchestrator.platform.bots.runtime import SharedCandles
 from cryptoorchestrator.platform.errors import ConfigError
 from cryptoorchestrator.platform.exchange.accounts import build_client, load_credentials
-from cryptoorchestrator.platform.exchange.execution import ExecutionClient
+from cryptoorchestrator.platform.exchange.execution import (
+    Candle,
+    ExecutionClient,
+    MarketInfo,
+    Ticker,
+)
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -46,8 +56,11 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
     from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
     from cryptoorchestrator.platform.exchange.paper import PaperBroker
 
-    market_data = CcxtExecutionClient.for_exchange(
-        exchange, api_url=api_url, account_id=f"{account_id}-public"
+    market_data = SharedMarketData.acquire(
+        (exchange, api_url),
+        lambda: CcxtExecutionClient.for_exchange(
+            exchange, api_url=api_url, account_id=f"{account_id}-public"
+        ),
     )
     # The bot sizes each order on the ticker it read just before sending it: fill at that quote.
     broker = PaperBroker(settings, account_id, market_data, quote_ttl_s=1.0)
@@ -55,3 +68,69 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
         # Each bot deposits its starting balance into the shared paper account once.
         await broker.fund({quote: starting}, deposit_key=f"bot{bot_id}")
     return broker, exchange
+
+
+class SharedMarketData:
+    """One public market-data client for the paper bots of a process, its requests shared.
+
+    Paper bots read prices from their account's exchange; with a client each, the ten bots of a
+    group loaded the markets ten times, held ten HTTP sessions and asked for the ticker ten times
+    on every candle, within milliseconds of each other.  Here the bots of one event loop that
+    read the same exchange share one client, and the ticker requests of bots acting together
+    share one answer (at most ``ticker_age_s`` old; each broker still fills at the quote its bot
+    saw).  The client closes when its last user closes.
+    """
+
+    _instances: dict[tuple[Any, ...], SharedMarketData] = {}
+
+    def __init__(self, key: tuple[Any, ...], client: ExecutionClient, ticker_age_s: float) -> None:
+        self._key = key
+        self.client = client
+        self.market_data_key = client.market_data_key
+        self.ticker_age_s = ticker_age_s
+        self._shared = SharedCandles()
+        self._users = 0
+
+    @classmethod
+    def acquire(
+        cls,
+        source: tuple[Any, ...],
+        build: Callable[[], ExecutionClient],
+        ticker_age_s: float = 0.2,
+    ) -> SharedMarketData:
+        """Return this loop's shared client for ``source``, built by ``build()`` on first use."""
+        # Keyed by the running loop too: an HTTP session belongs to the loop that opened it.
+        key = (id(asyncio.get_running_loop()), *source)
+        shared = cls._instances.get(key)
+        if shared is None:
+            shared = cls._instances[key] = cls(key, build(), ticker_age_s)
+        shared._users += 1
+        return shared
+
+    async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
+        """Return the exchange's markets (the client caches them)."""
+        return await self.client.load_markets(reload)
+
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        """Return the ticker, shared with the bots asking within ``ticker_age_s``."""
+        return await self._shared.get(
+            ("ticker", symbol), self.ticker_age_s, lambda: self.client.fetch_ticker(symbol)
+        )
+
+    async def fetch_ohlcv(
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        """Return candles (the runtime shares its own candle requests)."""
+        return await self.client.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+
+    async def close(self) -> None:
+        """Release this user's share; the last one closes the client."""
+        self._users -= 1
+        if self._users <= 0:
+            if self._instances.get(self._key) is self:
+                del self._instances[self._key]
+            await self.client.close()

@@ -36,12 +36,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from sqlalchemy import Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, insert, select, update
 
+from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,
     OrderStateUnknownError,
@@ -66,13 +67,28 @@ from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Orde
 from cryptoorchestrator.platform.storage.types import utcnow
 
 _ZERO = Decimal(0)
-# The hot path (intent, submitted mark, equity snapshot) writes through Core statements on the
-# tables: the ORM's unit of work cost more CPU than the statements themselves, and 50 bots on
-# two cores spent most of their time in it.
+# The hot path writes through Core statements on the tables: the ORM's unit of work cost more
+# CPU than the statements themselves, and 50 bots on two cores spent most of their time in it.
+# Intents, submitted marks and snapshots are batched across the process's bots (``writes``).
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
-_SNAPSHOTS: Table = EquitySnapshot.__table__  # type: ignore[assignment]
 _TRADES: Table = Trade.__table__  # type: ignore[assignment]
 _POSITIONS: Table = Position.__table__  # type: ignore[assignment]
+# Recording an answer's fills: statements built once (construction and cache keys were most of
+# its CPU).
+_ORDER_BY_CID = select(_ORDERS.c.id, _ORDERS.c.closed_at).where(
+    _ORDERS.c.client_order_id == bindparam("cid")
+)
+_TRADES_OF_ORDER = select(_TRADES.c.exchange_trade_id, _TRADES.c.amount).where(
+    _TRADES.c.order_id == bindparam("order_pk")
+)
+_UPDATE_ORDER = update(_ORDERS).where(_ORDERS.c.id == bindparam("order_pk"))
+_INSERT_TRADES = insert(_TRADES)
+_UPDATE_POSITION = (
+    update(_POSITIONS)
+    .where(_POSITIONS.c.bot_id == bindparam("bot"))
+    .where(_POSITIONS.c.symbol == bindparam("sym"))
+)
+_INSERT_POSITION = insert(_POSITIONS)
 
 
 class SignalSource(Protocol):
@@ -202,10 +218,16 @@ class RuntimeState:
     #: Recent latencies (ms): candle handled end to end, and the risk gate's round trip.
     decision_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     risk_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    #: When (wall clock, s) the bot saw each recent candle close, by the candle's open time:
+    #: benchmarks compare it with the moment the exchange got the order.
+    seen_at: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+_T = TypeVar("_T")
 
 
 class SharedCandles:
-    """Candle requests shared by the bots of one process (each on its own thread and loop).
+    """Market-data requests shared by the bots of one process (candles, tickers).
 
     Bots that poll the same market within ``max_age_s`` of each other get one answer from one
     request: the first asks the exchange, the others wait for its answer.  Bots wake on a common
@@ -221,8 +243,8 @@ class SharedCandles:
         self,
         key: tuple[Any, ...],
         max_age_s: float,
-        fetch: Callable[[], Awaitable[list[Candle]]],
-    ) -> list[Candle]:
+        fetch: Callable[[], Awaitable[_T]],
+    ) -> _T:
         """Return the answer to ``fetch`` asked under ``key`` at most ``max_age_s`` ago."""
         now = time.monotonic()
         with self._lock:
@@ -234,7 +256,7 @@ class SharedCandles:
                 self._entries[key] = (now, future)
         if not mine:
             # Shielded: a waiter being stopped must not cancel the answer the others wait for.
-            result: list[Candle] = await asyncio.shield(asyncio.wrap_future(future))
+            result: _T = await asyncio.shield(asyncio.wrap_future(future))
             return result
         try:
             candles = await fetch()
@@ -253,6 +275,29 @@ class SharedCandles:
 
 #: The process's shared candle requests (bots of a group actor use it).
 shared_candles = SharedCandles()
+
+
+async def _send_all(
+    items: list[tuple[ExecutionClient, OrderRequest]],
+) -> list[ExchangeOrder | OrderRejected | BaseException]:
+    """Send orders concurrently; answer each only once all of them are out.
+
+    The bots of a process that act on one candle send together, and none of them books its
+    fills (a transaction each) while another's order is still on its way: candle close to
+    order at the exchange is the latency that counts, the bookkeeping can wait milliseconds.
+    """
+    return list(
+        await asyncio.gather(
+            *(client.create_order(request) for client, request in items),
+            return_exceptions=True,
+        )
+    )
+
+
+#: The process's order submissions, batched (see :func:`_send_all`).
+_submissions: Coalescer[tuple[ExecutionClient, OrderRequest], ExchangeOrder | OrderRejected] = (
+    Coalescer(_send_all)
+)
 
 
 def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
@@ -301,6 +346,7 @@ class BotRuntime:
         settle_s: float = 11.0,
         logger: logging.Logger | None = None,
         candles: SharedCandles | None = None,
+        writes: OrderWrites | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -313,6 +359,7 @@ class BotRuntime:
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
         self.candles = candles
+        self.writes = writes or writes_for(settings)
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
         self.state = RuntimeState()
         self.ledger = Ledger(cash=config.starting_balance)
@@ -423,6 +470,7 @@ class BotRuntime:
         """Decide and act on the newest closed candle of ``candles`` (oldest first)."""
         started = self.clock.monotonic()
         last = candles[-1]
+        self.state.seen_at.append((last.timestamp_ms, time.time()))
         bars = {
             "timestamp": np.array([c.timestamp_ms for c in candles], dtype=np.int64),
             "open": np.array([c.open for c in candles], dtype=np.float64),
@@ -441,7 +489,7 @@ class BotRuntime:
         mark = Decimal(repr(last.close))
         if self.ledger.amount > 0:
             self.ledger.peak_price = max(self.ledger.peak_price, Decimal(repr(last.high)))
-        self._snapshot(last, mark)
+        await self._snapshot(last, mark)
         self.state.last_candle_ms = last.timestamp_ms
         self.state.last_decision_ms = (self.clock.monotonic() - started) * 1000
         if action is not None:
@@ -499,7 +547,7 @@ class BotRuntime:
         if amount <= 0:
             self.log.info("order below the lot step skipped", extra={"client_order_id": cid})
             return
-        existing = self._intent(cid, side, amount, price)
+        existing = await self._intent(cid, side, amount, price)
         if existing is not None and existing != OrderStatus.INTENT.value:
             return  # this decision was already carried out (before a restart)
         stop_price = None
@@ -551,9 +599,9 @@ class BotRuntime:
         return budget / one_plus_fee / price if budget > 0 else _ZERO
 
     async def _submit(self, request: OrderRequest, reason: str) -> None:
-        self._mark(request.client_order_id, OrderStatus.SUBMITTED, reason, submitted=True)
+        await self.writes.submitted((request.client_order_id, reason))
         try:
-            result = await self.client.create_order(request)
+            result = await _submissions((self.client, request))
         except OrderStateUnknownError as exc:
             # The answer was lost and the exchange cannot be asked now: keep the order
             # "submitted" and let reconciliation find out what happened on the next poll.
@@ -643,16 +691,8 @@ class BotRuntime:
         assert order.client_order_id is not None
         applied: list[Fill] = []
         with get_engine(self.settings).begin() as conn:
-            row = conn.execute(
-                select(_ORDERS.c.id, _ORDERS.c.closed_at).where(
-                    _ORDERS.c.client_order_id == order.client_order_id
-                )
-            ).one()
-            stored = conn.execute(
-                select(_TRADES.c.exchange_trade_id, _TRADES.c.amount).where(
-                    _TRADES.c.order_id == row.id
-                )
-            ).all()
+            row = conn.execute(_ORDER_BY_CID, {"cid": order.client_order_id}).one()
+            stored = conn.execute(_TRADES_OF_ORDER, {"order_pk": row.id}).all()
             known = {t.exchange_trade_id for t in stored}
             have = sum((t.amount for t in stored), _ZERO) + sum(
                 (f.amount for f in fills if f.trade_id not in known), _ZERO
@@ -673,7 +713,7 @@ class BotRuntime:
             closing = order.is_final and complete and row.closed_at is None
             if closing:
                 values["closed_at"] = utcnow()
-            conn.execute(update(_ORDERS).where(_ORDERS.c.id == row.id).values(**values))
+            conn.execute(_UPDATE_ORDER, {"order_pk": row.id, **values})
             new_rows = []
             for fill in fills:
                 if fill.trade_id in known:
@@ -697,7 +737,7 @@ class BotRuntime:
                 known.add(fill.trade_id)
                 applied.append(fill)
             if new_rows:
-                conn.execute(insert(_TRADES), new_rows)
+                conn.execute(_INSERT_TRADES, new_rows)
                 self._save_position(conn)
         if closing:
             self._closed.append(order.client_order_id)
@@ -705,38 +745,31 @@ class BotRuntime:
 
     # ------------------------------------------------------------------------ persistence
 
-    def _intent(self, cid: str, side: OrderSide, amount: Decimal, price: Decimal) -> str | None:
-        """Persist a new intent; return the status of an existing order with this id, if any."""
-        try:
-            with get_engine(self.settings).begin() as conn:
-                existing = conn.execute(
-                    select(_ORDERS.c.status).where(_ORDERS.c.client_order_id == cid)
-                ).scalar()
-                if existing is not None:
-                    return str(existing)
-                conn.execute(
-                    insert(_ORDERS).values(
-                        bot_id=self.config.bot_id,
-                        client_order_id=cid,
-                        exchange=self.config.exchange,
-                        symbol=self.config.symbol,
-                        side=side.value,
-                        type=OrderType.MARKET.value,
-                        price=price,
-                        amount=amount,
-                        filled=_ZERO,
-                        status=OrderStatus.INTENT.value,
-                    )
-                )
-        except IntegrityError:  # another incarnation of this bot got there first
-            return "exists"
-        return None
+    async def _intent(
+        self, cid: str, side: OrderSide, amount: Decimal, price: Decimal
+    ) -> str | None:
+        """Persist a new intent; return the status of an existing order with this id, if any.
 
-    def _mark(self, cid: str, status: OrderStatus, reason: str, *, submitted: bool = False) -> None:
+        ``"exists"`` means another incarnation of this bot stored the id at the same moment.
+        """
+        return await self.writes.intent(
+            {
+                "bot_id": self.config.bot_id,
+                "client_order_id": cid,
+                "exchange": self.config.exchange,
+                "symbol": self.config.symbol,
+                "side": side.value,
+                "type": OrderType.MARKET.value,
+                "price": price,
+                "amount": amount,
+                "filled": _ZERO,
+                "status": OrderStatus.INTENT.value,
+            }
+        )
+
+    def _mark(self, cid: str, status: OrderStatus, reason: str) -> None:
         now = utcnow()
         values: dict[str, Any] = {"status": status.value, "status_reason": reason}
-        if submitted:
-            values["submitted_at"] = now
         if status.is_final:
             values["closed_at"] = now
         with get_engine(self.settings).begin() as conn:
@@ -756,28 +789,24 @@ class BotRuntime:
             "realized_pnl": self.ledger.realized_pnl,
             "fees_paid": self.ledger.fees_paid,
         }
-        mine = (_POSITIONS.c.bot_id == self.config.bot_id) & (
-            _POSITIONS.c.symbol == self.config.symbol
-        )
-        if conn.execute(update(_POSITIONS).where(mine).values(**values)).rowcount == 0:
+        key = {"bot": self.config.bot_id, "sym": self.config.symbol}
+        if conn.execute(_UPDATE_POSITION, {**key, **values}).rowcount == 0:
             conn.execute(
-                insert(_POSITIONS).values(
-                    bot_id=self.config.bot_id, symbol=self.config.symbol, **values
-                )
+                _INSERT_POSITION,
+                {"bot_id": self.config.bot_id, "symbol": self.config.symbol, **values},
             )
 
-    def _snapshot(self, candle: Candle, mark: Decimal) -> None:
+    async def _snapshot(self, candle: Candle, mark: Decimal) -> None:
         value = self.ledger.amount * mark
-        with get_engine(self.settings).begin() as conn:
-            conn.execute(
-                insert(_SNAPSHOTS).values(
-                    bot_id=self.config.bot_id,
-                    timestamp=ms_to_datetime(candle.timestamp_ms + self._tf_ms),
-                    equity=self.ledger.cash + value,
-                    cash=self.ledger.cash,
-                    position_value=value,
-                )
+        await self.writes.snapshot(
+            Snapshot(
+                bot_id=self.config.bot_id,
+                timestamp=ms_to_datetime(candle.timestamp_ms + self._tf_ms),
+                equity=self.ledger.cash + value,
+                cash=self.ledger.cash,
+                position_value=value,
             )
+        )
 
     def _load_ledger(self) -> None:
         """Rebuild the books exactly from the stored fills (the database is the truth)."""
@@ -846,7 +875,7 @@ class BotRuntime:
         cid = client_order_id(self.config.bot_id, self.clock.now_ms(), "K")
         ticker = await self.client.fetch_ticker(self.config.symbol)
         price = ticker.price_for(OrderSide.SELL) or self.ledger.average_price
-        if self._intent(cid, OrderSide.SELL, amount, price) is not None:
+        if await self._intent(cid, OrderSide.SELL, amount, price) is not None:
             return False
         await self._submit(
             OrderRequest(self.config.symbol, OrderSide.SELL, OrderType.MARKET, amount, cid),
