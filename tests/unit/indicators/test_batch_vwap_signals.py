@@ -168,6 +168,20 @@ def test_sma_batch_groups_and_tiles_are_bit_identical_to_sma(count: int) -> None
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 5, 8, 9, 12, 13, 20])
+def test_ema_batch_groups_are_bit_identical_to_ema(count: int) -> None:
+    # Rows advance in register groups of 8, then 4, then one at a time after the longest
+    # warm-up: every row must equal ema() and TA-Lib's EMA.
+    rng = np.random.default_rng(200 + count)
+    x = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 5_000)))
+    x[:3] = np.nan
+    periods = [int(p) for p in rng.integers(1, 600, count)]
+    out = ci.ema_batch(x, periods)
+    for row, p in zip(out, periods, strict=True):
+        np.testing.assert_array_equal(row, ci.ema(x, p))
+        np.testing.assert_array_equal(row, talib.EMA(x, p))
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 8, 9, 12, 13, 20])
 def test_rsi_batch_groups_and_tiles_are_bit_identical_to_rsi(count: int) -> None:
     # Rows advance in register groups of 8, then 4, then one at a time, bars in tiles of 512
     # whose divisions run in a second pass: every row must equal rsi() and TA-Lib's RSI.

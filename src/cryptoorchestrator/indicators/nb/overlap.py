@@ -22,10 +22,6 @@ MA_TEMA = 4
 MA_TRIMA = 5
 MA_KAMA = 6
 
-# Periods advanced together by the batch kernels: enough independent chains to fill the
-# floating-point pipelines, few enough output streams for the write-combining buffers.
-GROUP = 8
-
 
 @njit(cache=True, nogil=True)
 def sma_core_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> int:
@@ -791,13 +787,88 @@ def ema_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
             else:
                 prev[r] = fma_nb(xi - prev[r], ks[r], prev[r])
                 out[r, i] = prev[r]
+    # Rows in groups of 8 (then 4, then one at a time) with their EMAs in registers: each is a
+    # chain of a subtraction and an fma per bar, and eight of them hide that latency. Held in
+    # ``prev`` across bars, every step also waited for a store to be forwarded to the next load.
     un = np.uint64(n)
     uwarm = np.uint64(warm)
-    for g in range(0, m, GROUP):
-        h = min(m, g + GROUP)
+    g = 0
+    while g + 8 <= m:
+        _ema_rows8_nb(x, prev, ks, g, out, uwarm, un)
+        g += 8
+    if g + 4 <= m:
+        _ema_rows4_nb(x, prev, ks, g, out, uwarm, un)
+        g += 4
+    for r in range(g, m):
+        row = out[r]
+        k = ks[r]
+        v = prev[r]
         for i in range(uwarm, un):
-            xi = x[i]
-            for r in range(g, h):
-                v = fma_nb(xi - prev[r], ks[r], prev[r])
-                prev[r] = v
-                out[r, i] = v
+            v = fma_nb(x[i] - v, k, v)
+            row[i] = v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ema_rows8_nb(
+    x: np.ndarray,
+    prev: np.ndarray,
+    ks: np.ndarray,
+    g: int,
+    out: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # ema_core_nb's recurrence for rows g..g+7 and bars t0..t1-1.
+    o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
+    o4, o5, o6, o7 = out[g + 4], out[g + 5], out[g + 6], out[g + 7]
+    k0, k1, k2, k3 = ks[g], ks[g + 1], ks[g + 2], ks[g + 3]
+    k4, k5, k6, k7 = ks[g + 4], ks[g + 5], ks[g + 6], ks[g + 7]
+    v0, v1, v2, v3 = prev[g], prev[g + 1], prev[g + 2], prev[g + 3]
+    v4, v5, v6, v7 = prev[g + 4], prev[g + 5], prev[g + 6], prev[g + 7]
+    for i in range(t0, t1):
+        xi = x[i]
+        v0 = fma_nb(xi - v0, k0, v0)
+        o0[i] = v0
+        v1 = fma_nb(xi - v1, k1, v1)
+        o1[i] = v1
+        v2 = fma_nb(xi - v2, k2, v2)
+        o2[i] = v2
+        v3 = fma_nb(xi - v3, k3, v3)
+        o3[i] = v3
+        v4 = fma_nb(xi - v4, k4, v4)
+        o4[i] = v4
+        v5 = fma_nb(xi - v5, k5, v5)
+        o5[i] = v5
+        v6 = fma_nb(xi - v6, k6, v6)
+        o6[i] = v6
+        v7 = fma_nb(xi - v7, k7, v7)
+        o7[i] = v7
+    prev[g], prev[g + 1], prev[g + 2], prev[g + 3] = v0, v1, v2, v3
+    prev[g + 4], prev[g + 5], prev[g + 6], prev[g + 7] = v4, v5, v6, v7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ema_rows4_nb(
+    x: np.ndarray,
+    prev: np.ndarray,
+    ks: np.ndarray,
+    g: int,
+    out: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # _ema_rows8_nb for rows g..g+3.
+    o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
+    k0, k1, k2, k3 = ks[g], ks[g + 1], ks[g + 2], ks[g + 3]
+    v0, v1, v2, v3 = prev[g], prev[g + 1], prev[g + 2], prev[g + 3]
+    for i in range(t0, t1):
+        xi = x[i]
+        v0 = fma_nb(xi - v0, k0, v0)
+        o0[i] = v0
+        v1 = fma_nb(xi - v1, k1, v1)
+        o1[i] = v1
+        v2 = fma_nb(xi - v2, k2, v2)
+        o2[i] = v2
+        v3 = fma_nb(xi - v3, k3, v3)
+        o3[i] = v3
+    prev[g], prev[g + 1], prev[g + 2], prev[g + 3] = v0, v1, v2, v3
