@@ -181,3 +181,47 @@ def test_batches_cover_every_cpu_in_equal_rounds() -> None:
     assert _n_batches(0.012, 174, 1, 0.5) == 5
     assert _n_batches(1.0, 3, 4, 0.5) == 3  # never more batches than trials
     assert _batch_size(0.012, 174, 2, 0.5) == 29
+
+
+def test_last_round_is_split_in_halves_for_several_cpus() -> None:
+    from cryptoorchestrator.cluster.optimize import _split_tail
+
+    grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
+    batches = trials_mod.plan_batches(grid, 4)
+    split = _split_tail(batches, 2)
+    assert [len(b) for b in split] == [44, 44, 21, 22, 21, 22]
+    assert [p for b in split for p in b] == [p for b in batches for p in b]  # same order
+    assert _split_tail(batches, 1) == batches  # one CPU: nobody waits for a straggler
+    assert _split_tail(batches[:1], 2) == batches[:1]  # fewer batches than CPUs
+    assert _split_tail([[grid[0]], [grid[1]]], 2) == [[grid[0]], [grid[1]]]
+
+
+def test_background_returns_or_raises_in_the_caller() -> None:
+    from cryptoorchestrator.cluster.optimize import _Background
+
+    assert _Background(lambda: 42).result() == 42
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        _Background(boom).result()
+
+
+def test_kept_scratch_buffers_give_the_same_results(
+    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = [{"fast": f, "slow": s} for f in (5, 10, 15, 20) for s in (30, 40, 50, 60, 70)]
+    fresh = run_trials(grid, bars, SmaCross(), _config())
+    assert trials_mod._SCRATCH == {}  # not kept unless a worker asks for it
+    monkeypatch.setattr(trials_mod, "_SCRATCH", {})
+    monkeypatch.setattr(trials_mod, "_KEEP_SCRATCH", [False])
+    trials_mod.keep_scratch()
+    # garbage in the kept buffers (a larger earlier batch) must not leak into the results
+    trials_mod._SCRATCH["sma_table"] = np.full(64 * len(bars), np.nan)
+    trials_mod._SCRATCH["crossings"] = np.ones(2 * len(bars), dtype=np.bool_)
+    kept_table = trials_mod._SCRATCH["sma_table"]
+    for _ in range(2):
+        again = run_trials(grid, bars, SmaCross(), _config())
+        assert all(a.same_outcome(b) for a, b in zip(fresh, again, strict=True))
+    assert trials_mod._SCRATCH["sma_table"] is kept_table  # reused, not reallocated

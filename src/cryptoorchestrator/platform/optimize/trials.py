@@ -266,6 +266,32 @@ BatchAdapter = Callable[[BarArrays, Sequence[Params]], Iterator[Signals]]
 #: Memory for one batch's indicator table; beyond it the batch is served in chunks.
 _TABLE_BYTES = 64 * 2**20
 
+#: Scratch buffers kept from batch to batch (see :func:`keep_scratch`), by name.
+_SCRATCH: dict[str, np.ndarray] = {}
+_KEEP_SCRATCH = [False]
+
+
+def keep_scratch() -> None:
+    """Keep batch adapters' scratch buffers in this process from one batch to the next.
+
+    For processes that run batch after batch (Ray workers): a new 64 MB indicator table per
+    batch is fresh memory for the kernel to fault in and zero, 30-150 ms of system time on a
+    1M-bar batch when its pages were reclaimed meanwhile.  Off by default, so a driver or an
+    API process that optimises once does not hold the memory afterwards.
+    """
+    _KEEP_SCRATCH[0] = True
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Return an uninitialised buffer of ``shape``: the kept one when it is big enough."""
+    size = int(np.prod(shape))
+    buf = _SCRATCH.get(name)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        if _KEEP_SCRATCH[0]:
+            _SCRATCH[name] = buf
+    return buf[:size].reshape(shape)
+
 
 def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signals]:
     """Signals of an SMA cross for every trial, each SMA period computed once per chunk.
@@ -274,6 +300,8 @@ def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signa
     pass), written into a buffer reused from chunk to chunk; a chunk holds as many trials as
     fit ``_TABLE_BYTES`` of periods, which bounds a worker's memory whatever the batch size.
     Batches come in Z-order (:func:`plan_batches`), so neighbouring trials share periods.
+    Every trial's signals are written into the same two bool buffers: a trial's arrays are
+    valid until the next trial's are asked for (:func:`run_trials` simulates in between).
     """
     from cryptoorchestrator.indicators import crossings, sma_batch
 
@@ -281,6 +309,8 @@ def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signa
     max_rows = max(2, min(64, _TABLE_BYTES // max(8 * n, 1)))
     pairs = [(int(p["fast"]), int(p["slow"])) for p in batch]
     buf: np.ndarray | None = None
+    cross = _scratch("crossings", (2, n), np.bool_)
+    above, below = cross[0], cross[1]
     i = 0
     while i < len(pairs):
         chunk: set[int] = set()
@@ -293,12 +323,12 @@ def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signa
             j += 1
         periods = sorted(chunk)
         if buf is None:
-            buf = np.empty((min(max_rows, 2 * len(pairs)), n))
+            buf = _scratch("sma_table", (min(max_rows, 2 * len(pairs)), n), np.float64)
         table = sma_batch(bars.close, periods, out=buf[: len(periods)])
         row = {p: r for r, p in enumerate(periods)}
         for f, sl in pairs[i:j]:
             fast, slow = table[row[f]], table[row[sl]]
-            yield Signals(*crossings(fast, slow), None, None)
+            yield Signals(*crossings(fast, slow, out=(above, below)), None, None)
         i = j
 
 
