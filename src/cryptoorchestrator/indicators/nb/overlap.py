@@ -634,19 +634,13 @@ def macd_nb(
     fill_nan_nb(hist, start)
 
 
-# Rows whose running sums advance together, held in registers: each sum is a chain of two
-# dependent additions per bar, and eight chains keep both floating-point adders busy.
-SMA_ROWS = 8
-# A group's tile, 8 rows of 512 bars (32 KiB), stays in L1/L2 between its sums and division.
-SMA_TILE = 512
-
-
 @njit(cache=True, nogil=True)
 def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
     """SMA for several periods in one pass; row ``r`` is bit-identical to ``sma_nb``.
 
-    One running total per period, all advanced on each bar: the K dependency chains overlap in
-    the CPU instead of running one after another as K separate calls would.
+    Rows advance in groups of 8 (then 4, then one at a time) with their running sums in
+    registers: each sum is a chain of two dependent additions per bar, and eight such chains
+    overlap in the CPU instead of running one after another as separate calls would.
     """
     n = x.shape[0]
     m = periods.shape[0]
@@ -668,35 +662,21 @@ def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
                 value = totals[r]
                 totals[r] -= x[i - periods[r] + 1]
                 out[r, i] = value / periods[r]
-    # Rows in groups of SMA_ROWS, bars in tiles of SMA_TILE: a tile's running sums go into
-    # ``out`` and are divided there while they are still in cache, so that each output goes to
-    # memory once (dividing whole rows afterwards read and wrote every output from memory again).
     un = np.uint64(n)
     uwarm = np.uint64(warm)
-    tile = np.uint64(SMA_TILE)
     g = 0
-    while g + SMA_ROWS <= m:
-        for t0 in range(uwarm, un, tile):
-            t1 = min(t0 + tile, un)
-            _sma_sums8_nb(x, uperiods, totals, g, out, t0, t1)
-            for r in range(g, g + SMA_ROWS):
-                _divide_nb(out[r], t0, t1, float(periods[r]))
-        g += SMA_ROWS
-    if g < m:
-        for t0 in range(uwarm, un, tile):
-            t1 = min(t0 + tile, un)
-            for i in range(t0, t1):
-                xi = x[i]
-                for r in range(g, m):
-                    value = totals[r] + xi
-                    totals[r] = value - x[i + U1 - uperiods[r]]
-                    out[r, i] = value
-            for r in range(g, m):
-                _divide_nb(out[r], t0, t1, float(periods[r]))
+    while g + 8 <= m:
+        _sma_rows8_nb(x, uperiods, totals, g, out, uwarm, un)
+        g += 8
+    if g + 4 <= m:
+        _sma_rows4_nb(x, uperiods, totals, g, out, uwarm, un)
+        g += 4
+    for r in range(g, m):
+        _sma_row_nb(x, uperiods[r], totals, r, out[r], uwarm, un)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _sma_sums8_nb(
+def _sma_rows8_nb(
     x: np.ndarray,
     uperiods: np.ndarray,
     totals: np.ndarray,
@@ -705,14 +685,18 @@ def _sma_sums8_nb(
     t0: int | np.uint64,
     t1: int | np.uint64,
 ) -> None:
-    # Write the window sums of rows g..g+7 for bars t0..t1-1 and carry their totals, in
-    # exactly sma_core_nb's operations: total + x[i] is the window sum, then the oldest leaves.
-    # Inlined into sma_batch_nb: called per tile it ran at 1.47 ns per bar and row, inlined at
-    # 1.09 (what writing the outputs alone costs on the development machine).
+    # sma_core_nb for rows g..g+7 and bars t0..t1-1, carrying the totals: total + x[i] is the
+    # window sum, then the oldest bar leaves. The sum divided by p is computed as v * RN(1/p)
+    # corrected by two fma (Markstein): the correctly rounded quotient, as a division gives,
+    # for two fma on the pipes the additions leave idle instead of a division per bar and row.
     o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
     o4, o5, o6, o7 = out[g + 4], out[g + 5], out[g + 6], out[g + 7]
     p0, p1, p2, p3 = uperiods[g], uperiods[g + 1], uperiods[g + 2], uperiods[g + 3]
     p4, p5, p6, p7 = uperiods[g + 4], uperiods[g + 5], uperiods[g + 6], uperiods[g + 7]
+    f0, f1, f2, f3 = float(p0), float(p1), float(p2), float(p3)
+    f4, f5, f6, f7 = float(p4), float(p5), float(p6), float(p7)
+    r0, r1, r2, r3 = 1.0 / f0, 1.0 / f1, 1.0 / f2, 1.0 / f3
+    r4, r5, r6, r7 = 1.0 / f4, 1.0 / f5, 1.0 / f6, 1.0 / f7
     s0, s1, s2, s3 = totals[g], totals[g + 1], totals[g + 2], totals[g + 3]
     s4, s5, s6, s7 = totals[g + 4], totals[g + 5], totals[g + 6], totals[g + 7]
     for i in range(t0, t1):
@@ -720,42 +704,98 @@ def _sma_sums8_nb(
         j = i + U1
         v = s0 + xi
         s0 = v - x[j - p0]
-        o0[i] = v
+        q = v * r0
+        o0[i] = fma_nb(fma_nb(-q, f0, v), r0, q)
         v = s1 + xi
         s1 = v - x[j - p1]
-        o1[i] = v
+        q = v * r1
+        o1[i] = fma_nb(fma_nb(-q, f1, v), r1, q)
         v = s2 + xi
         s2 = v - x[j - p2]
-        o2[i] = v
+        q = v * r2
+        o2[i] = fma_nb(fma_nb(-q, f2, v), r2, q)
         v = s3 + xi
         s3 = v - x[j - p3]
-        o3[i] = v
+        q = v * r3
+        o3[i] = fma_nb(fma_nb(-q, f3, v), r3, q)
         v = s4 + xi
         s4 = v - x[j - p4]
-        o4[i] = v
+        q = v * r4
+        o4[i] = fma_nb(fma_nb(-q, f4, v), r4, q)
         v = s5 + xi
         s5 = v - x[j - p5]
-        o5[i] = v
+        q = v * r5
+        o5[i] = fma_nb(fma_nb(-q, f5, v), r5, q)
         v = s6 + xi
         s6 = v - x[j - p6]
-        o6[i] = v
+        q = v * r6
+        o6[i] = fma_nb(fma_nb(-q, f6, v), r6, q)
         v = s7 + xi
         s7 = v - x[j - p7]
-        o7[i] = v
+        q = v * r7
+        o7[i] = fma_nb(fma_nb(-q, f7, v), r7, q)
     totals[g], totals[g + 1], totals[g + 2], totals[g + 3] = s0, s1, s2, s3
     totals[g + 4], totals[g + 5], totals[g + 6], totals[g + 7] = s4, s5, s6, s7
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _divide_nb(row: np.ndarray, t0: int | np.uint64, t1: int | np.uint64, p: float) -> None:
-    # row[i] / p for t0 <= i < t1 without a division, correctly rounded (Markstein): q = v *
-    # RN(1/p) is within an ulp, the fma gives the exact residual, one more fma rounds it
-    # right. The loop vectorizes, where a division's throughput would bound it.
-    rp = 1.0 / p
+def _sma_rows4_nb(
+    x: np.ndarray,
+    uperiods: np.ndarray,
+    totals: np.ndarray,
+    g: int,
+    out: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # _sma_rows8_nb for rows g..g+3.
+    o0, o1, o2, o3 = out[g], out[g + 1], out[g + 2], out[g + 3]
+    p0, p1, p2, p3 = uperiods[g], uperiods[g + 1], uperiods[g + 2], uperiods[g + 3]
+    f0, f1, f2, f3 = float(p0), float(p1), float(p2), float(p3)
+    r0, r1, r2, r3 = 1.0 / f0, 1.0 / f1, 1.0 / f2, 1.0 / f3
+    s0, s1, s2, s3 = totals[g], totals[g + 1], totals[g + 2], totals[g + 3]
     for i in range(t0, t1):
-        v = row[i]
+        xi = x[i]
+        j = i + U1
+        v = s0 + xi
+        s0 = v - x[j - p0]
+        q = v * r0
+        o0[i] = fma_nb(fma_nb(-q, f0, v), r0, q)
+        v = s1 + xi
+        s1 = v - x[j - p1]
+        q = v * r1
+        o1[i] = fma_nb(fma_nb(-q, f1, v), r1, q)
+        v = s2 + xi
+        s2 = v - x[j - p2]
+        q = v * r2
+        o2[i] = fma_nb(fma_nb(-q, f2, v), r2, q)
+        v = s3 + xi
+        s3 = v - x[j - p3]
+        q = v * r3
+        o3[i] = fma_nb(fma_nb(-q, f3, v), r3, q)
+    totals[g], totals[g + 1], totals[g + 2], totals[g + 3] = s0, s1, s2, s3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sma_row_nb(
+    x: np.ndarray,
+    up: np.uint64,
+    totals: np.ndarray,
+    r: int,
+    row: np.ndarray,
+    t0: int | np.uint64,
+    t1: int | np.uint64,
+) -> None:
+    # _sma_rows8_nb for row r alone.
+    f = float(up)
+    rp = 1.0 / f
+    total = totals[r]
+    for i in range(t0, t1):
+        v = total + x[i]
+        total = v - x[i + U1 - up]
         q = v * rp
-        row[i] = fma_nb(fma_nb(-q, p, v), rp, q)
+        row[i] = fma_nb(fma_nb(-q, f, v), rp, q)
+    totals[r] = total
 
 
 @njit(cache=True, nogil=True)
