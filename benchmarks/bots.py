@@ -82,7 +82,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     import psutil
     import pyarrow.parquet as pq
     import ray
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from cryptoorchestrator.cluster.bot_actor import find_bot_actor
     from cryptoorchestrator.cluster.bots import start_bot, stop_bot
@@ -273,6 +273,22 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 rows = session.execute(
                     select(Order.client_order_id, Order.created_at).where(Order.bot_id.is_(None))
                 ).all()
+                by_status = dict(
+                    session.execute(
+                        select(Order.status, func.count())
+                        .where(Order.bot_id.is_not(None))
+                        .group_by(Order.status)
+                    ).all()
+                )
+                denials = dict(
+                    session.execute(
+                        select(Order.status_reason, func.count())
+                        .where(Order.status == "denied")
+                        .group_by(Order.status_reason)
+                    ).all()
+                )
+            results["bot_orders_by_status"] = by_status
+            results["denials"] = denials
             lat = ray.get([actor(b).latencies.remote(bot_id=b) for b in ids])
             seen = {
                 (bot_id, int(candle)): float(at)
@@ -350,6 +366,9 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
         "CPU per order (ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in results["cpu_ms_per_order"].items())
     )
+    print(f"bots' orders by status: {results['bot_orders_by_status']}")
+    if results["denials"]:
+        print(f"denials: {results['denials']}")
     results["measured_at"] = datetime.now(UTC).isoformat()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=float))

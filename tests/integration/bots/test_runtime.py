@@ -269,3 +269,36 @@ def test_shared_candles_do_not_keep_a_failure() -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(shared.get(("k",), 10.0, fail))
     assert asyncio.run(shared.get(("k",), 10.0, ok)) == [1]
+
+
+@pytest.mark.parametrize("stop", [None, Decimal(2)])
+def test_entry_leaves_room_for_dust_held(stop: Decimal | None, settings: Any) -> None:
+    # A sale rounded to the lot step leaves dust; the next entry must keep the position
+    # (dust included) within maxPositionSize, or the risk actor denies it.
+    cfg = BotSettings(
+        bot_id=1,
+        symbol="BTC/USDT",
+        timeframe="1h",
+        exchange="binance",
+        starting_balance=Decimal(1000),
+        max_position_pct=Decimal(10),
+        risk_per_trade_pct=Decimal(5),
+        stop_loss_pct=stop,
+    )
+
+    async def deny(check: OrderCheck) -> RiskDecision:
+        return RiskDecision.deny("test", "unused")
+
+    rt = BotRuntime(cfg, settings, None, Scripted(0, 0), deny)  # type: ignore[arg-type]
+    price = Decimal(40_000)
+    flat = rt._entry_amount(price)  # noqa: SLF001
+    # Flat: the engine's sizing (without a stop the fee comes out of the cap, with one the cap
+    # is on the position alone).
+    expected = Decimal(100) if stop else Decimal(100) / Decimal("1.001")
+    assert abs(flat * price - expected) < Decimal("1e-20")
+    rt.ledger.amount = Decimal("0.000009")  # 0.36 USDT of dust
+    rt.ledger.cash -= rt.ledger.amount * price
+    amount = rt._entry_amount(price)  # noqa: SLF001
+    cap = rt.ledger.equity(price) * cfg.max_position_pct / 100
+    assert amount * price + rt.ledger.amount * price <= cap
+    assert amount < flat

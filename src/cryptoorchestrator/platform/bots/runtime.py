@@ -585,16 +585,22 @@ class BotRuntime:
         Without a stop: ``sizing="fraction"`` with ``size = maxPositionSize``.  With a stop:
         ``sizing="risk"``: the budget loses ``riskPerTrade`` of equity if the stop is hit,
         capped at ``maxPositionSize`` of equity; both include the fee, as the engine's do.
+
+        What the bot still holds counts against the cap: a sale rounded down to the lot step
+        leaves dust, and an entry sized on the whole cap then exceeded it by the dust's value,
+        so the risk actor denied every later entry (a third of the orders of a benchmark bot
+        trading every candle).  Flat, this is the engine's sizing exactly.
         """
         cfg = self.config
         equity = self.ledger.equity(price)
         one_plus_fee = 1 + cfg.fee_rate
         hundred = Decimal(100)
+        room = equity * cfg.max_position_pct / hundred - self.ledger.amount * price
         if cfg.stop_loss_pct is not None and cfg.stop_loss_pct > 0:
             budget = equity * cfg.risk_per_trade_pct / cfg.stop_loss_pct * one_plus_fee
-            budget = min(budget, equity * cfg.max_position_pct / hundred * one_plus_fee)
+            budget = min(budget, room * one_plus_fee)
         else:
-            budget = equity * cfg.max_position_pct / hundred
+            budget = room
         budget = min(budget, self.ledger.cash)
         return budget / one_plus_fee / price if budget > 0 else _ZERO
 
