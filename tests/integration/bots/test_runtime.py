@@ -302,3 +302,43 @@ def test_entry_leaves_room_for_dust_held(stop: Decimal | None, settings: Any) ->
     cap = rt.ledger.equity(price) * cfg.max_position_pct / 100
     assert amount * price + rt.ledger.amount * price <= cap
     assert amount < flat
+
+
+def test_paper_bots_of_a_loop_share_one_market_data_client(sim: Any, bot_db: Any) -> None:
+    # Ten paper bots of a group asking for the ticker together: one client, one request.
+    from cryptoorchestrator.platform.bots.clients import SharedMarketData, execution_client_for
+    from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount
+
+    settings, bot_id = bot_db
+    with db.session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        assert bot is not None
+        account = ExchangeAccount(
+            user_id=bot.user_id, name="sim", exchange="binance", mode="paper", api_url=sim.base_url
+        )
+        session.add(account)
+        session.flush()
+        bot.exchange_account_id = account.id
+
+    async def main() -> tuple[int, int]:
+        brokers = [(await execution_client_for(settings, bot_id))[0] for _ in range(3)]
+        shared = {id(b.market_data) for b in brokers}  # type: ignore[attr-defined]
+        assert len(shared) == 1
+        assert isinstance(brokers[0].market_data, SharedMarketData)  # type: ignore[attr-defined]
+
+        def ticker_requests() -> int:
+            return sum(n for path, n in sim.stats.items() if "/ticker" in path)
+
+        before = ticker_requests()
+        tickers = await asyncio.gather(*(b.fetch_ticker("BTC/USDT") for b in brokers))
+        assert len({t.bid for t in tickers}) == 1
+        asked = ticker_requests() - before
+        for broker in brokers:
+            await broker.close()
+        # The last close closed the client; a new broker on this loop gets a new one.
+        again = (await execution_client_for(settings, bot_id))[0]
+        fresh = again.market_data is not brokers[0].market_data  # type: ignore[attr-defined]
+        await again.close()
+        return asked, int(fresh)
+
+    assert asyncio.run(main()) == (1, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -81,9 +82,20 @@ class SharedMarketData:
     saw).  The client closes when its last user closes.
     """
 
-    _instances: dict[tuple[Any, ...], SharedMarketData] = {}
+    # Per event loop (an HTTP session belongs to the loop that opened it), weakly: a loop that
+    # is gone takes its clients with it, and a new loop never finds an old loop's client.
+    _by_loop: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, dict[tuple[Any, ...], SharedMarketData]
+    ] = weakref.WeakKeyDictionary()
 
-    def __init__(self, key: tuple[Any, ...], client: ExecutionClient, ticker_age_s: float) -> None:
+    def __init__(
+        self,
+        instances: dict[tuple[Any, ...], SharedMarketData],
+        key: tuple[Any, ...],
+        client: ExecutionClient,
+        ticker_age_s: float,
+    ) -> None:
+        self._instances = instances
         self._key = key
         self.client = client
         self.market_data_key = client.market_data_key
@@ -99,11 +111,10 @@ class SharedMarketData:
         ticker_age_s: float = 0.2,
     ) -> SharedMarketData:
         """Return this loop's shared client for ``source``, built by ``build()`` on first use."""
-        # Keyed by the running loop too: an HTTP session belongs to the loop that opened it.
-        key = (id(asyncio.get_running_loop()), *source)
-        shared = cls._instances.get(key)
+        instances = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
+        shared = instances.get(source)
         if shared is None:
-            shared = cls._instances[key] = cls(key, build(), ticker_age_s)
+            shared = instances[source] = cls(instances, source, build(), ticker_age_s)
         shared._users += 1
         return shared
 
