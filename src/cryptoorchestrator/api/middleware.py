@@ -154,23 +154,24 @@ class AccessLog:
     def __init__(self, writer: Any = None) -> None:
         self._writer = writer  # the app's own log file (tests run several apps per process)
         self._second = -1
-        self._stamp = ""
-        # (method, path, status) -> the line's middle, up to the duration's value; client ->
-        # the line's end up to the user id: requests repeat these endlessly (bounded caches).
-        self._middles: dict[tuple[str, str, int], str] = {}
-        self._clients: dict[str | None, str] = {}
+        self._stamp = ""  # '{"time": "<date>T<time to the second>'
+        self._ms = -1
+        self._stamp_ms = ""  # the same to the millisecond
+        # (method, path, status, client) -> the line's middle (up to the duration's value) and
+        # end (up to the user id): requests repeat these endlessly (bounded cache).
+        self._parts: dict[tuple[str, str, int, str | None], tuple[str, str]] = {}
 
     def __call__(self, scope: Scope, status: int, started: float) -> None:
         """Log the request of ``scope`` answered with ``status``, started at ``started``."""
         if not access_log.isEnabledFor(logging.INFO):
             return
+        duration_ms = (time.perf_counter() - started) * 1000
         client = scope.get("client")
         state = scope.get("state")
         user_id = state.get("user_id") if state else None
-        method, path = scope["method"], scope["path"]
-        duration_ms = (time.perf_counter() - started) * 1000
         host = client[0] if client else None
         if self._writer is None:  # no background file handler (tests, embedding apps)
+            method, path = scope["method"], scope["path"]
             fields = {
                 "method": method,
                 "path": path,
@@ -183,34 +184,35 @@ class AccessLog:
             return
         # The same JSON as JsonFormatter writes, assembled from cached pieces: a generic
         # json.dumps of the record was half the cost of a liveness probe.
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime('{"time": "%Y-%m-%dT%H:%M:%S', time.gmtime(second))
-        middle = self._middles.get((method, path, status))
-        if middle is None:
-            middle = self._middle(method, path, status)
-        end = self._clients.get(host)
-        if end is None:
-            if len(self._clients) >= 4096:
-                self._clients.clear()
-            end = self._clients[host] = f', "client": {json.dumps(host)}, "user_id": '
+        key = (scope["method"], scope["path"], status, host)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._cache(key)
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._stamp = time.strftime('{"time": "%Y-%m-%dT%H:%M:%S', time.gmtime(second))
+            self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}"
         self._writer.write_line(
-            f"{self._stamp}.{int(now * 1000) % 1000:03d}{middle}{duration_ms:.3f}{end}"
+            f"{self._stamp_ms}{parts[0]}{duration_ms:.3f}{parts[1]}"
             f"{'null' if user_id is None else int(user_id)}}}"
         )
 
-    def _middle(self, method: str, path: str, status: int) -> str:
-        if len(self._middles) >= 4096:  # bounded: paths can carry ids
-            self._middles.clear()
+    def _cache(self, key: tuple[str, str, int, str | None]) -> tuple[str, str]:
+        if len(self._parts) >= 4096:  # bounded: paths can carry ids
+            self._parts.clear()
+        method, path, status, host = key
         q = json.dumps
-        middle = self._middles[(method, path, status)] = (
+        parts = self._parts[key] = (
             f'+00:00", "level": "INFO", "logger": "{access_log.name}", '
             f'"message": {q(f"{method} {path} {status}")}, "method": {q(method)}, '
-            f'"path": {q(path)}, "status": {status}, "duration_ms": '
+            f'"path": {q(path)}, "status": {status}, "duration_ms": ',
+            f', "client": {q(host)}, "user_id": ',
         )
-        return middle
+        return parts
 
 
 class AccessLogMiddleware:
@@ -265,6 +267,7 @@ class LivenessMiddleware:
         self.app = app
         self.limiter = limiter
         self.log = log
+        self._log = None if log is None else log.__call__  # a bound method calls faster
         self.path = path
         self._headers = [
             (b"content-type", b"application/json"),
@@ -288,13 +291,15 @@ class LivenessMiddleware:
         started = time.perf_counter()
         status = 500
         try:
-            headers, retry = await self.limiter.check(scope)
+            limiter = self.limiter
+            if limiter.immediate:  # in memory: no coroutine to create and await
+                headers, retry = limiter.check_now(scope)
+            else:
+                headers, retry = await limiter.check(scope)
             if retry:
                 status = 429
                 head = scope["method"] == "HEAD"
-                await self.limiter.refuse(
-                    scope, without_body(send) if head else send, headers, retry
-                )
+                await limiter.refuse(scope, without_body(send) if head else send, headers, retry)
                 return
             status = 200
             await send(
@@ -303,5 +308,5 @@ class LivenessMiddleware:
             body = self.BODY if scope["method"] == "GET" else b""
             await send({"type": "http.response.body", "body": body})
         finally:
-            if self.log is not None:
-                self.log(scope, status, started)
+            if self._log is not None:
+                self._log(scope, status, started)

@@ -49,15 +49,22 @@ class MemoryBackend:
         self._counts: dict[str, int] = {}
         self._window: int = -1
 
-    def count(self, key: str, window_s: int, now: float) -> int:
-        """Count a hit without awaiting (nothing to wait for); counters reset with the window."""
-        window = int(now // window_s)
+    def counts(self, window: int) -> dict[str, int]:
+        """The counters of window number ``window``, which drops every older counter.
+
+        All keys share window boundaries, so one reset frees every old counter.  The same dict
+        object serves every window (cleared in place), so a caller may keep it.
+        """
         if window != self._window:
-            # All keys share window boundaries, so one reset frees every old counter.
             self._counts.clear()
             self._window = window
-        count = self._counts.get(key, 0) + 1
-        self._counts[key] = count
+        return self._counts
+
+    def count(self, key: str, window_s: int, now: float) -> int:
+        """Count a hit without awaiting (nothing to wait for); counters reset with the window."""
+        counts = self.counts(int(now // window_s))
+        count = counts.get(key, 0) + 1
+        counts[key] = count
         return count
 
     async def hit(self, key: str, window_s: int, now: float) -> int:
@@ -106,7 +113,8 @@ class RateLimiter:
 
     Shared by :class:`RateLimitMiddleware` and the liveness fast path
     (:class:`~cryptoorchestrator.api.middleware.LivenessMiddleware`), so both count in the same
-    backend with the same keys.
+    backend with the same keys.  What changes once per window (the reset header, the in-memory
+    counters) is looked up when a window starts, not per request.
 
     Parameters
     ----------
@@ -124,23 +132,30 @@ class RateLimiter:
         self.backend = backend
         self.limits = limits
         self.identify = identify
-        # The in-memory backend never waits: count without creating a coroutine per request.
-        self._count = backend.count if isinstance(backend, MemoryBackend) else None
-        self._limit_headers = {
-            auth: (b"x-ratelimit-limit", str(limits.auth if auth else limits.default).encode())
-            for auth in (False, True)
-        }
-        self._reset = -1
+        # The in-memory backend never waits: count inline, without a coroutine per request.
+        self._memory = backend if isinstance(backend, MemoryBackend) else None
+        self.immediate = self._memory is not None  # check_now may be used instead of check
+        self._limits = (limits.default, limits.auth)  # indexed by "is an auth route"
+        self._limit_headers = (
+            (b"x-ratelimit-limit", str(limits.default).encode()),
+            (b"x-ratelimit-limit", str(limits.auth).encode()),
+        )
+        self._window_start = 0.0  # [start, reset) is the current window
+        self._reset = 0
         self._reset_header = (b"x-ratelimit-reset", b"0")
-        self._ip_keys: dict[str, str] = {}  # client address -> counter key, both budgets
+        self._counts: dict[str, int] = {}  # the in-memory backend's counters of this window
+        # client address -> its counter keys (API budget, auth budget); bounded
+        self._ip_keys: dict[str, tuple[str, str]] = {}
 
-    def _client(self, scope: Scope) -> str:
-        if self.limits.trust_forwarded_for:
-            for name, value in scope["headers"]:
-                if name == b"x-forwarded-for":
-                    return value.decode("latin-1").split(",")[0].strip()
-        client = scope.get("client")
-        return client[0] if client else "unknown"
+    def _roll(self, now: float) -> None:
+        """Enter the window containing ``now``."""
+        window_s = self.limits.window_s
+        index = int(now // window_s)
+        self._window_start = index * window_s
+        self._reset = (index + 1) * window_s
+        self._reset_header = (b"x-ratelimit-reset", str(self._reset).encode())
+        if self._memory is not None:
+            self._counts = self._memory.counts(index)
 
     def _key(self, scope: Scope, auth_route: bool) -> str:
         """The counter key: ``api:user:<id>`` for a valid bearer token, else ``<budget>:ip:<ip>``.
@@ -157,13 +172,41 @@ class RateLimiter:
                             scope.setdefault("state", {})["user_id"] = user_id
                             return f"api:user:{user_id}"
                     break
-        client = self._client(scope)
-        key = self._ip_keys.get(client)
-        if key is None:
+        client = None
+        if self.limits.trust_forwarded_for:
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    client = value.decode("latin-1").split(",")[0].strip()
+                    break
+        if client is None:
+            peer = scope.get("client")
+            client = peer[0] if peer else "unknown"
+        keys = self._ip_keys.get(client)
+        if keys is None:
             if len(self._ip_keys) >= 4096:  # bounded: one entry per client address
                 self._ip_keys.clear()
-            key = self._ip_keys[client] = f"ip:{client}"
-        return ("auth:" if auth_route else "api:") + key
+            keys = self._ip_keys[client] = (f"api:ip:{client}", f"auth:ip:{client}")
+        return keys[auth_route]
+
+    def check_now(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], int]:
+        """:meth:`check` without a coroutine, for the in-memory backend (``immediate``)."""
+        auth_route = scope["path"].startswith("/api/auth/")
+        key = self._key(scope, auth_route)
+        now = time.time()
+        if not self._window_start <= now < self._reset:
+            self._roll(now)
+        counts = self._counts
+        count = counts.get(key, 0) + 1
+        counts[key] = count
+        limit = self._limits[auth_route]  # _answer, inlined: this runs for every probe
+        headers = [
+            self._limit_headers[auth_route],
+            (b"x-ratelimit-remaining", str(limit - count if count < limit else 0).encode()),
+            self._reset_header,
+        ]
+        if count > limit:
+            return headers, max(1, math.ceil(self._reset - now))
+        return headers, 0
 
     async def check(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], int]:
         """Count the request; return its ``X-RateLimit-*`` headers and the ``Retry-After``.
@@ -171,30 +214,32 @@ class RateLimiter:
         The second value is 0 while the budget lasts, else the seconds (at least 1) until the
         window ends.  A failing backend (Redis down) lets the request through.
         """
+        if self.immediate:
+            return self.check_now(scope)
         auth_route = scope["path"].startswith("/api/auth/")
         key = self._key(scope, auth_route)
-        limits = self.limits
-        limit = limits.auth if auth_route else limits.default
-        window = limits.window_s
         now = time.time()
-        if self._count is not None:
-            count = self._count(key, window, now)
-        else:
-            try:
-                count = await self.backend.hit(key, window, now)
-            except Exception as exc:  # Redis down: let traffic through rather than fail closed
-                log.warning("rate limiter backend failed: %s", exc)
-                count = 0
-        reset = (int(now // window) + 1) * window
-        if reset != self._reset:  # header values change once per window, not per request
-            self._reset = reset
-            self._reset_header = (b"x-ratelimit-reset", str(reset).encode())
+        if not self._window_start <= now < self._reset:
+            self._roll(now)
+        try:
+            count = await self.backend.hit(key, self.limits.window_s, now)
+        except Exception as exc:  # Redis down: let traffic through rather than fail closed
+            log.warning("rate limiter backend failed: %s", exc)
+            count = 0
+        return self._answer(auth_route, count, now)
+
+    def _answer(
+        self, auth_route: bool, count: int, now: float
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        limit = self._limits[auth_route]
         headers = [
             self._limit_headers[auth_route],
             (b"x-ratelimit-remaining", str(limit - count if count < limit else 0).encode()),
             self._reset_header,
         ]
-        return headers, (max(1, math.ceil(reset - now)) if count > limit else 0)
+        if count > limit:
+            return headers, max(1, math.ceil(self._reset - now))
+        return headers, 0
 
     async def refuse(
         self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], retry: int

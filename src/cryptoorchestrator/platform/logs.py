@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import logging.handlers
-import queue
 import re
 import threading
 import time
@@ -132,17 +132,22 @@ class BackgroundFileHandler(logging.Handler):
 
     The API logs every request; doing the JSON encoding, the redaction regexes and the file
     write on the event loop cost most of a liveness probe's time.  Records (or finished lines,
-    see :meth:`write_line`) are queued; one writer thread owns the file, drains the queue in
-    batches and flushes once per batch.  ``flush`` and ``close`` wait until everything queued
-    so far is written.
+    see :meth:`write_line`) are appended to a deque (atomic, no lock taken per line); one
+    writer thread owns the file, takes what has accumulated in batches, writes each batch at
+    once and flushes once per batch.  Producers wake the writer only when it went idle, so a
+    busy API pays one ``deque.append`` per line.  ``flush`` and ``close`` wait until
+    everything queued so far is written.
     """
 
     _STOP = object()
+    _BATCH_S = 0.02  # let a burst accumulate: one wake-up and one write per batch
 
     def __init__(self, path: Path, level: str) -> None:
         super().__init__(level)
         self.baseFilename = str(path)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: collections.deque[Any] = collections.deque()
+        self._idle = False  # the writer waits on _wake; the next producer sets it
+        self._wake = threading.Event()
         self._target = _rotating_handler(path, level)
         self._open = True
         self._size = 0
@@ -150,10 +155,18 @@ class BackgroundFileHandler(logging.Handler):
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
+    def _put(self, item: Any) -> None:
+        # Append first, then look at _idle: the writer sets _idle before its last look at the
+        # deque, so either it sees this item or this sees _idle and wakes it.
+        self._pending.append(item)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record for the writer thread (dropped once the handler is closed)."""
         if self._open:
-            self._queue.put_nowait(record)
+            self._put(record)
 
     def write_line(self, line: str) -> None:
         """Queue one finished JSON line, skipping record formatting and redaction.
@@ -162,41 +175,53 @@ class BackgroundFileHandler(logging.Handler):
         query, status, timing, client address, user id), which hold no secrets; it keeps the
         per-request cost of logging to a few microseconds.
         """
-        if self._open:
-            self._queue.put_nowait(line)
+        if self._open:  # _put, inlined: this runs for every request
+            self._pending.append(line)
+            if self._idle:
+                self._idle = False
+                self._wake.set()
+
+    def _take(self) -> list[Any]:
+        """Wait for items, let a burst accumulate, and return what is queued (in order)."""
+        pending = self._pending
+        while not pending:
+            self._wake.clear()
+            self._idle = True
+            if pending:  # appended before _idle was visible: no wake-up will come
+                self._idle = False
+                break
+            self._wake.wait()
+        newest = pending[-1]
+        if newest is not self._STOP and not isinstance(newest, threading.Event):
+            time.sleep(self._BATCH_S)  # lines or records: give the burst time to grow
+        popleft = pending.popleft
+        return [popleft() for _ in range(len(pending))]
 
     def _run(self) -> None:
         target = self._target
         while True:
-            item = self._queue.get()
-            if not isinstance(item, threading.Event) and item is not self._STOP:
-                # Let a burst accumulate: one wake-up and one write per batch, instead of a
-                # thread switch (and a GIL hand-off) per request.
-                time.sleep(0.02)
-            batch = [item]
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._take()
             stop = False
-            lines: list[str] = []
-            for entry in batch:
-                if entry.__class__ is str:
-                    lines.append(entry)
-                elif entry is self._STOP:
-                    stop = True
-                elif isinstance(entry, threading.Event):
-                    continue  # a flush marker: set once the batch is on disk
-                elif entry.levelno >= target.level and target.filter(entry):
-                    lines.append(target.format(entry))
+            markers: list[threading.Event] = []
+            # Mostly finished lines (the access log): keep them as they are, in one pass.
+            lines: list[str] = [entry for entry in batch if entry.__class__ is str]
+            if len(lines) < len(batch):  # records, flush markers or the stop among them
+                lines = []
+                for entry in batch:
+                    if entry.__class__ is str:
+                        lines.append(entry)
+                    elif entry is self._STOP:
+                        stop = True
+                    elif isinstance(entry, threading.Event):
+                        markers.append(entry)  # a flush marker: set once the batch is on disk
+                    elif entry.levelno >= target.level and target.filter(entry):
+                        lines.append(target.format(entry))
             if lines:
                 self._write_lines(lines)
             if target.stream is not None:  # type: ignore[attr-defined]
                 target.stream.flush()  # type: ignore[attr-defined]
-            for entry in batch:
-                if isinstance(entry, threading.Event):
-                    entry.set()
+            for marker in markers:
+                marker.set()
             if stop:
                 return
 
@@ -204,6 +229,19 @@ class BackgroundFileHandler(logging.Handler):
         """Append ``lines`` in as few writes as rotation allows (one per file, not per line)."""
         target = self._target
         max_bytes = target.maxBytes  # type: ignore[attr-defined]
+        text = "\n".join(lines) + "\n"
+        try:
+            if target.stream is None:  # type: ignore[attr-defined]
+                target.stream = target._open()  # type: ignore[attr-defined]  # noqa: SLF001
+                self._size = target.stream.tell()  # type: ignore[attr-defined]
+            if not max_bytes or self._size + len(text) <= max_bytes:
+                # The whole batch fits in the current file (the usual case): one write, no
+                # per-line size bookkeeping.
+                target.stream.write(text)  # type: ignore[attr-defined]
+                self._size += len(text)
+                return
+        except Exception:  # noqa: S110 (the line by line path below reports what fails)
+            pass
         start = 0
         while start < len(lines):
             try:
@@ -233,7 +271,7 @@ class BackgroundFileHandler(logging.Handler):
         if not self._open or not self._thread.is_alive():
             return
         done = threading.Event()
-        self._queue.put_nowait(done)
+        self._put(done)
         done.wait(timeout=10)
 
     def close(self) -> None:
@@ -241,7 +279,7 @@ class BackgroundFileHandler(logging.Handler):
         with self._guard:
             if self._open:
                 self._open = False
-                self._queue.put_nowait(self._STOP)
+                self._put(self._STOP)
                 self._thread.join(timeout=10)
                 self._target.close()
         super().close()
