@@ -10,7 +10,7 @@ backoff while the user still wants the bot running.
 
 All the bots of a process trade on one event loop, on one thread (:func:`bots_loop`): a group's
 bots wake on the same candle, so their intents, risk approvals, submitted marks, snapshots,
-reports and events go out in batches (``platform.bots.batching``), and ten bots cost one
+reports and events go out in batches (``platform.batching``), and ten bots cost one
 transaction or one actor call per step instead of ten.  A thread per bot made them contend for
 the GIL instead, and each paid every round trip alone.
 

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from cryptoorchestrator.cluster.runtime import NAMESPACE
-from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.batching import Coalescer
 
 EVENT_BUS_NAME = "events"
 

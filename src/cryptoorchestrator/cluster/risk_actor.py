@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 from cryptoorchestrator.cluster.runtime import NAMESPACE
-from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.model import BotStatus, OrderSide
 from cryptoorchestrator.platform.risk import store
@@ -298,7 +298,7 @@ class RiskClient:
 
     The bots of a group act on the same candle together; their approvals (and their end-of-
     candle reports) each go out as one :meth:`RiskActor.approve_many` (:meth:`~RiskActor.
-    report_many`) call through a :class:`~cryptoorchestrator.platform.bots.batching.Coalescer`.
+    report_many`) call through a :class:`~cryptoorchestrator.platform.batching.Coalescer`.
     Fifty bots asking one by one queued fifty messages at the actor per candle (approval p99
     150-300 ms); five batches are five.  A bot still waits only for its own answer, with its own
     timeout, and a late or failed batch denies each of its orders.

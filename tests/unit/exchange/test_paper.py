@@ -312,3 +312,50 @@ def test_order_fills_at_the_quote_the_caller_just_read(setup: tuple[Settings, in
     assert isinstance(second, ExchangeOrder)
     assert first.average_price == Decimal("60000.01")
     assert second.average_price == Decimal("61000.01")
+
+
+def test_orders_sent_together_are_booked_in_one_transaction(setup: tuple[Settings, int]) -> None:
+    # Three bots' brokers on their own accounts send at once: one batch, each its own answer;
+    # the one without funds is refused alone.
+    from cryptoorchestrator.platform.exchange.paper import _bookings
+
+    settings, _ = setup
+    with db.session_scope(settings) as s:
+        user = s.scalars(select(User)).one()
+        accounts = []
+        for i in range(3):
+            account = ExchangeAccount(
+                user_id=user.id, name=f"p{i}", exchange="binance", mode="paper"
+            )
+            s.add(account)
+            s.flush()
+            accounts.append(account.id)
+    prices = Prices()
+    brokers = [PaperBroker(settings, a, prices, clock=lambda: NOW) for a in accounts]  # type: ignore[arg-type]
+    batches = _bookings(settings)
+    before = batches.batches
+
+    async def scenario() -> list[object]:
+        for b in brokers[:2]:
+            await b.fund({"USDT": Decimal("1000")})
+        return list(
+            await asyncio.gather(
+                *(
+                    b.create_order(req("buy", "market", "0.01", f"c{i}"))
+                    for i, b in enumerate(brokers)
+                )
+            )
+        )
+
+    first, second, broke = asyncio.run(scenario())
+    assert batches.batches == before + 1
+    for order in (first, second):
+        assert isinstance(order, ExchangeOrder)
+        assert order.status is OrderStatus.FILLED
+    assert isinstance(broke, OrderRejected)
+    assert broke.code == "insufficient_funds"
+    balances = [asyncio.run(b.fetch_balances()) for b in brokers[:2]]
+    spent = Decimal("0.01") * Decimal("60000.01")
+    assert [x["USDT"].free for x in balances] == [Decimal(1000) - spent] * 2
+    with db.session_scope(settings) as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 2

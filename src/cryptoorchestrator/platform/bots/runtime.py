@@ -41,7 +41,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from sqlalchemy import Table, bindparam, insert, select, update
 
-from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,

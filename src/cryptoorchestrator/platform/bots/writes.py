@@ -2,7 +2,7 @@
 
 Three writes happen for every bot on every candle: the order intent (before anything leaves the
 process), the "submitted" mark (just before the request goes out) and the equity snapshot.  Each
-is a :class:`~cryptoorchestrator.platform.bots.batching.Coalescer` here, so the bots of a group
+is a :class:`~cryptoorchestrator.platform.batching.Coalescer` here, so the bots of a group
 that act on the same candle share one transaction per step instead of one each.  A lone bot gets
 a batch of one: there is a single code path.
 
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.model import OrderStatus
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine

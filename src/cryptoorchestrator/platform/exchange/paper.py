@@ -40,6 +40,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.exchange.execution import (
     Balance,
@@ -179,22 +180,23 @@ class PaperBroker(ExecutionClient):
     def _key(self, client_order_id: str) -> str:
         return f"{self.exchange_name}:{client_order_id}"
 
-    async def _db(self, fn: Callable[[Session], object]) -> object:
-        def run() -> object:
-            # Two brokers of one account (bots sharing it) can both create a missing balance
-            # row at once; row locks cannot cover rows that do not exist yet.  The loser's
-            # transaction rolled back whole, so running it again sees the winner's row.
-            for attempt in range(3):
-                try:
-                    with session_scope(self.settings) as session:
-                        return fn(session)
-                except IntegrityError:
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+    def _run_db(self, fn: Callable[[Session], object]) -> object:
+        """Run ``fn`` in a transaction of its own (on the calling thread)."""
+        # Two brokers of one account (bots sharing it) can both create a missing balance
+        # row at once; row locks cannot cover rows that do not exist yet.  The loser's
+        # transaction rolled back whole, so running it again sees the winner's row.
+        for attempt in range(3):
+            try:
+                with session_scope(self.settings) as session:
+                    return fn(session)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
+    async def _db(self, fn: Callable[[Session], object]) -> object:
         async with self._lock:
-            return await asyncio.to_thread(run)
+            return await asyncio.to_thread(self._run_db, fn)
 
     # ------------------------------------------------------------------ balances
 
@@ -372,7 +374,7 @@ class PaperBroker(ExecutionClient):
                 return self._to_order(session, order)
             return self._book(conn, prepared, market, fill_price, now)
 
-        return await self._db(run)  # type: ignore[return-value]
+        return await _bookings(self.settings)((self, run))  # type: ignore[return-value]
 
     def _book(
         self,
@@ -791,6 +793,45 @@ class PaperBroker(ExecutionClient):
     async def close(self) -> None:
         """Close the market-data source."""
         await self.market_data.close()
+
+
+_Booking = tuple[PaperBroker, Callable[[Session], object]]
+_booking_batches: dict[str, Coalescer[_Booking, object]] = {}
+
+
+def _bookings(settings: Settings) -> Coalescer[_Booking, object]:
+    """Return the process's batched order bookings into the settings' database.
+
+    Paper brokers of the bots of one process book the orders their bots send together in one
+    transaction, on one worker thread: ten orders of a group paid ten sessions, ten commits and
+    ten thread hops, one after another, and the tenth reached the exchange last.  Should the
+    shared transaction fail (a balance row created by another process at the same moment), each
+    order is booked again alone, so only its own caller sees its own error.
+    """
+    batch = _booking_batches.get(settings.database_url)
+    if batch is None:
+
+        async def book_all(items: list[_Booking]) -> list[object]:
+            return await asyncio.to_thread(_book_all, settings, items)
+
+        batch = _booking_batches[settings.database_url] = Coalescer(book_all)
+    return batch
+
+
+def _book_all(settings: Settings, items: list[_Booking]) -> list[object]:
+    if len(items) > 1:
+        try:
+            with session_scope(settings) as session:
+                return [fn(session) for _, fn in items]
+        except Exception:  # noqa: S110 (booked again one by one below, errors to their callers)
+            pass
+    out: list[object] = []
+    for broker, fn in items:
+        try:
+            out.append(broker._run_db(fn))  # noqa: SLF001 (the batch runs the broker's own step)
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def _fill_value(trade: Trade, order_id: str) -> Fill:

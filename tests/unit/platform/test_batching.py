@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cryptoorchestrator.platform.bots.batching import Coalescer
+from cryptoorchestrator.platform.batching import Coalescer
 
 
 class Recorder:
