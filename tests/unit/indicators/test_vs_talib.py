@@ -363,3 +363,26 @@ def test_mfi_windows_without_money_flow(compare: Any, ohlcv: Any) -> None:
         col[900:1200] = 5.0
     for p in (2, 3, 14, 250):
         compare(ci.mfi(h, lo, c, v, p), talib.MFI(h, lo, c, v, p))
+
+
+def test_directional_sums_decaying_into_subnormals_equal_talib() -> None:
+    # On a steady climb the -DM sum only loses a period-th per bar and passes through the
+    # subnormal range to zero (about 10,000 bars for period 14), where the kernel divides
+    # instead of multiplying with fma corrections (next test): still bit for bit.
+    rng = np.random.default_rng(5)
+    n = 24_000
+    c = np.arange(n, dtype=np.float64) + 100.0 + rng.random(n) * 0.1
+    for h, lo, cl in ((c + 0.5, c - 0.5, c), (c[::-1] + 0.5, c[::-1] - 0.5, c[::-1].copy())):
+        for p in (2, 6, 14, 30):
+            np.testing.assert_array_equal(ci.plus_di(h, lo, cl, p), talib.PLUS_DI(h, lo, cl, p))
+            np.testing.assert_array_equal(ci.minus_di(h, lo, cl, p), talib.MINUS_DI(h, lo, cl, p))
+            np.testing.assert_array_equal(ci.adx(h, lo, cl, p), talib.ADX(h, lo, cl, p))
+
+
+def test_division_by_the_period_is_exact_for_subnormal_quotients() -> None:
+    from cryptoorchestrator.indicators.nb.momentum import _by_period_nb
+
+    tiny = np.arange(1, 200_001, dtype=np.float64) * 5e-324
+    for p in (3, 6, 14, 100):
+        ours = np.array([_by_period_nb(v, float(p), 1.0 / p) for v in tiny[::7]])
+        np.testing.assert_array_equal(ours, tiny[::7] / p)

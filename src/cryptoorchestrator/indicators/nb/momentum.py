@@ -19,6 +19,7 @@ from cryptoorchestrator.indicators.nb.common import (
     first_valid4_nb,
     first_valid_nb,
 )
+from cryptoorchestrator.indicators.nb.fma import fma_nb
 from cryptoorchestrator.indicators.nb.overlap import ma_core_nb, ma_lookback_nb
 
 
@@ -683,6 +684,24 @@ def _true_range(high: float, low: float, prev_close: float) -> float:
     return value
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _by_period_nb(v: float, p: float, rp: float) -> float:
+    # v / p correctly rounded, from rp = RN(1 / p) (Markstein): q = v * rp is within an ulp,
+    # the first fma gives the exact residual v - q * p, the second rounds q + residual * rp.
+    # A subnormal quotient can fall exactly halfway between two neighbours (even p), where
+    # the residual's tiny error decides the rounding instead of ties-to-even: divide there.
+    # Sums that small come after thousands of bars without movement one way; the branch is
+    # predicted and adds nothing to the chain otherwise.
+    q = v * rp
+    if abs(q) < _TINY:
+        return v / p
+    return fma_nb(fma_nb(-q, p, v), rp, q)
+
+
+# Twice the smallest normal double: below it _by_period_nb's quotient may be subnormal.
+_TINY = 2.0**-1021
+
+
 @njit(cache=True, nogil=True)
 def dm_nb(
     high: np.ndarray,
@@ -755,6 +774,14 @@ def dm_nb(
     prev_adx = 0.0
     uadx_start = np.uint64(adx_start)
     inv_keep = float(period - 1)
+    # The running sums lose a period-th each bar: the quotient as _by_period_nb computes it,
+    # the same bits as a division, shortens the loop-carried chains (a multiplication and two
+    # fma against a division) and leaves the divider to the DIs. The movement is added
+    # without a branch: the direction of a bar's move is a coin flip that mispredicted on
+    # about every other bar, and adding +0.0 leaves a non-negative sum's bits as they are.
+    # Together 8.8 -> 5.0 ns per bar for +DI on 1M bars (either change alone gained nothing).
+    fp = float(period)
+    rp = 1.0 / fp
     for t in range(np.uint64(today) + U1, np.uint64(n)):
         value = high[t]
         diff_p = value - prev_high
@@ -762,13 +789,12 @@ def dm_nb(
         value = low[t]
         diff_m = prev_low - value
         prev_low = value
-        prev_minus -= prev_minus / period
-        prev_plus -= prev_plus / period
-        if diff_m > 0 and diff_p < diff_m:
-            prev_minus += diff_m
-        elif diff_p > 0 and diff_p > diff_m:
-            prev_plus += diff_p
-        prev_tr = prev_tr - prev_tr / period + _true_range(prev_high, prev_low, prev_close)
+        take_m = (diff_m > 0) & (diff_p < diff_m)
+        take_p = (diff_p > 0) & (diff_p > diff_m) & ~take_m
+        prev_minus = prev_minus - _by_period_nb(prev_minus, fp, rp) + (diff_m if take_m else 0.0)
+        prev_plus = prev_plus - _by_period_nb(prev_plus, fp, rp) + (diff_p if take_p else 0.0)
+        tr = _true_range(prev_high, prev_low, prev_close)
+        prev_tr = prev_tr - _by_period_nb(prev_tr, fp, rp) + tr
         prev_close = close[t]
         # A NaN range counts as zero, as TA-Lib 0.8: the DIs read 0 and the ADX holds.
         if not (prev_tr > 0.0):
@@ -782,14 +808,18 @@ def dm_nb(
                 if t >= uadx_start:
                     adx[t] = prev_adx
             continue
+        if not want_adx:
+            if store_plus:
+                plus_di[t] = 100.0 * (prev_plus / prev_tr)
+            if store_minus:
+                minus_di[t] = 100.0 * (prev_minus / prev_tr)
+            continue
         mdi = 100.0 * (prev_minus / prev_tr)
         pdi = 100.0 * (prev_plus / prev_tr)
         if store_plus:
             plus_di[t] = pdi
         if store_minus:
             minus_di[t] = mdi
-        if not want_adx:
-            continue
         total = mdi + pdi
         nonzero = not (-EPSILON < total < EPSILON)
         if t <= uadx_start:
