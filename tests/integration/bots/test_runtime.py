@@ -342,3 +342,30 @@ def test_paper_bots_of_a_loop_share_one_market_data_client(sim: Any, bot_db: Any
         return asked, int(fresh)
 
     assert asyncio.run(main()) == (1, 1)
+
+
+def test_the_bot_sleeps_until_the_next_candle_can_close(settings: Any) -> None:
+    cfg = BotSettings(
+        bot_id=1,
+        symbol="BTC/USDT",
+        timeframe="1h",
+        exchange="binance",
+        starting_balance=Decimal(1000),
+        max_position_pct=Decimal(10),
+        risk_per_trade_pct=Decimal(1),
+    )
+
+    async def deny(check: OrderCheck) -> RiskDecision:
+        return RiskDecision.deny("test", "unused")
+
+    clock = TestClock(start_ms=10 * HOUR)
+    rt = BotRuntime(cfg, settings, None, Scripted(0, 0), deny, clock=clock, poll_interval_s=1.0)  # type: ignore[arg-type]
+    assert rt.next_poll_delay_s() == pytest.approx(1.0)  # nothing seen yet: the poll grid
+    rt.state.last_candle_ms = 9 * HOUR  # the 09:00 candle closed at 10:00; 10:00 closes at 11:00
+    clock.advance(60_000)
+    assert rt.next_poll_delay_s() == pytest.approx(59 * 60)
+    rt._unconfirmed = True  # noqa: SLF001 (an order to reconcile: keep polling)
+    assert rt.next_poll_delay_s() == pytest.approx(1.0)
+    rt._unconfirmed = False  # noqa: SLF001
+    clock.set(11 * HOUR + 250)  # the close passed: poll on the grid until the candle shows
+    assert rt.next_poll_delay_s() == pytest.approx(0.75)

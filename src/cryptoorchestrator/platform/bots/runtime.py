@@ -402,15 +402,30 @@ class BotRuntime:
             except RetryableExchangeError as exc:
                 self.state.errors += 1
                 self.log.warning("exchange unavailable, retrying: %s", exc)
-            # Wake on a grid of poll instants common to every bot of the process (wall clock), so
-            # bots sharing candle requests ask together, and a closed candle is seen at most one
-            # interval after it closed.
-            period = self.poll_interval_s
-            delay = period - (self.clock.now_ms() / 1000.0) % period if period > 0 else 0.0
+            delay = self.next_poll_delay_s()
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=max(delay, 0.001))
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+    def next_poll_delay_s(self) -> float:
+        """Seconds until the next poll: the next instant of the poll grid, or the candle's close.
+
+        Bots wake on a grid of poll instants common to every bot of the process (wall clock),
+        so bots sharing candle requests ask together, and a closed candle is seen at most one
+        interval after it closed.  Nothing can close before the candle after the last one seen
+        does, so until then the bot sleeps: polling an hour-long candle every second spent
+        3,599 requests of the exchange's rate budget to learn nothing.  (A clock far from the
+        exchange's, such as a replay's, only ever finds that close in the past: plain polling.)
+        """
+        period = self.poll_interval_s
+        now_ms = self.clock.now_ms()
+        delay = period - (now_ms / 1000.0) % period if period > 0 else 0.0
+        last = self.state.last_candle_ms
+        if last is not None and not self._unconfirmed:
+            until_close = (last + 2 * self._tf_ms - now_ms) / 1000.0
+            delay = max(delay, until_close)
+        return max(delay, 0.001)
 
     # -------------------------------------------------------------------------- the loop
 
