@@ -266,3 +266,29 @@ def test_liveness_fast_path_is_limited_headed_and_logged(
         getattr(h, "baseFilename", None) != ours
         for h in logging.getLogger("uvicorn.access").handlers
     )
+
+
+def test_rate_limit_window_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters and the reset header move on when the window ends (cached per window)."""
+    from cryptoorchestrator.api import ratelimit
+
+    clock = [1_000_000.5]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    limiter = ratelimit.RateLimiter(
+        ratelimit.MemoryBackend(),
+        ratelimit.RateLimits(default=2, auth=1, window_s=60),
+        lambda _: None,
+    )
+    scope = {"type": "http", "path": "/api/health", "headers": [], "client": ("10.0.0.1", 1)}
+    answers = [limiter.check_now(scope) for _ in range(3)]
+    assert [dict(h)[b"x-ratelimit-remaining"] for h, _ in answers] == [b"1", b"0", b"0"]
+    assert [retry for _, retry in answers] == [0, 0, 60 - 40]  # 1_000_000.5 is 40.5 s in
+    assert dict(answers[0][0])[b"x-ratelimit-reset"] == b"1000020"
+    other = {**scope, "client": ("10.0.0.2", 1)}
+    assert limiter.check_now(other)[1] == 0  # per IP
+    clock[0] = 1_000_020.0  # the next window
+    headers, retry = limiter.check_now(scope)
+    assert (dict(headers)[b"x-ratelimit-remaining"], retry) == (b"1", 0)
+    assert dict(headers)[b"x-ratelimit-reset"] == b"1000080"
+    auth = {**scope, "path": "/api/auth/login"}
+    assert [limiter.check_now(auth)[1] for _ in range(2)] == [0, 60]  # its own budget
