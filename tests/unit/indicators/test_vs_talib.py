@@ -386,3 +386,14 @@ def test_division_by_the_period_is_exact_for_subnormal_quotients() -> None:
     for p in (3, 6, 14, 100):
         ours = np.array([_by_period_nb(v, float(p), 1.0 / p) for v in tiny[::7]])
         np.testing.assert_array_equal(ours, tiny[::7] / p)
+
+
+def test_natr_with_zero_closes_across_tiles(ohlcv: Any) -> None:
+    # NATR normalizes 512-bar tiles in a second pass; a zero close gives 0 there, as TA-Lib.
+    b = ohlcv(3000, seed=23)
+    h, lo, c = b["high"], b["low"], b["close"]
+    c[700:710] = 0.0
+    c[1023:1026] = 0.0
+    c[2999] = 0.0
+    for p in (1, 2, 14, 600):
+        np.testing.assert_array_equal(ci.natr(h, lo, c, p), talib.NATR(h, lo, c, p))

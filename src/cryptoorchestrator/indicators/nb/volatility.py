@@ -55,9 +55,37 @@ def atr_nb(
     out[start] = _normalize(prev, close[start]) if normalized else prev
     b = (period - 1) / period
     a = 1.0 - b
-    for i in range(np.uint64(start) + U1, np.uint64(n)):
-        prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
-        out[i] = _normalize(prev, close[i]) if normalized else prev
+    if not normalized:
+        for i in range(np.uint64(start) + U1, np.uint64(n)):
+            prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
+            out[i] = prev
+        return
+    # NATR in tiles: the recurrence writes a tile of ATR values, a second pass normalizes them
+    # while they are in cache. That pass vectorizes; a scalar division per bar bounded the loop.
+    un = np.uint64(n)
+    tile = np.uint64(NATR_TILE)
+    for t0 in range(np.uint64(start) + U1, un, tile):
+        t1 = min(t0 + tile, un)
+        for i in range(t0, t1):
+            prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
+            out[i] = prev
+        _normalize_tile_nb(out, close, t0, t1)
+
+
+# Bars per NATR tile (4 KiB of output, in L1 for the normalizing pass).
+NATR_TILE = 512
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _normalize_tile_nb(
+    out: np.ndarray, close: np.ndarray, t0: int | np.uint64, t1: int | np.uint64
+) -> None:
+    # out[i] = _normalize(out[i], close[i]); the quotient of a zero close is computed (inf or
+    # NaN, numpy's error model, no test per divisor) and thrown away, so the loop vectorizes.
+    for i in range(t0, t1):
+        c = close[i]
+        q = (out[i] / c) * 100.0
+        out[i] = 0.0 if c == 0.0 else q
 
 
 @njit(cache=True, nogil=True)
