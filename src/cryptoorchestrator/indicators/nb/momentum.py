@@ -467,15 +467,25 @@ def willr_nb(
     fill_nan_nb(out, start)
     if start >= n:
         return
-    lowest_buf = np.empty(n)
-    if not (block_max_nb(high, beg, period, out) or block_min_nb(low, beg, period, lowest_buf)):
-        for i in range(np.uint64(start), np.uint64(n)):
-            highest = out[i]
-            diff = highest - lowest_buf[i]
-            out[i] = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
-        fill_nan_nb(out, start)
-        return
+    # Rolling lows into ``out``, then the rolling highs a tile at a time into a small buffer
+    # (block_max_nb over the tile's bars and the period - 1 before them) and %R from both. A
+    # second array as long as the input came from fresh pages whenever malloc had just given
+    # its heap back (7 ns per bar instead of 2.6 over the first calls of a process).
+    tile = max(WILLR_TILE, 2 * period)
+    highs = np.empty(tile + period - 1)
+    nan = block_min_nb(low, beg, period, out)
+    p1 = np.uint64(period - 1)
+    t0 = np.uint64(start)
+    un = np.uint64(n)
+    while not nan and t0 < un:
+        t1 = min(t0 + np.uint64(tile), un)
+        nan = block_max_nb(high[t0 - p1 : t1], 0, period, highs)
+        if not nan:
+            _willr_tile_nb(highs, close, p1, t0, t1, out)
+        t0 = t1
     fill_nan_nb(out, start)
+    if not nan:
+        return
     trailing = beg
     lowest_idx = -1
     highest_idx = -1
@@ -513,6 +523,26 @@ def willr_nb(
             diff = highest - lowest
         out[today] = (highest - close[today]) / diff * -100.0 if diff != 0.0 else 0.0
         trailing += 1
+
+
+# Bars of rolling highs held at a time by willr_nb (16 KiB, in L1 with the tile's lows).
+WILLR_TILE = 8192
+
+
+@njit(cache=True, nogil=True)
+def _willr_tile_nb(
+    highs: np.ndarray,
+    close: np.ndarray,
+    p1: np.uint64,
+    t0: np.uint64,
+    t1: np.uint64,
+    out: np.ndarray,
+) -> None:
+    # out[i] = %R from the rolling high highs[i - t0 + p1] and the rolling low out[i].
+    for i in range(t0, t1):
+        highest = highs[i - t0 + p1]
+        diff = highest - out[i]
+        out[i] = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)
