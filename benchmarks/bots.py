@@ -77,7 +77,7 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
         help="all bots trade one paper account (its balance rows serialise every booking)",
     )
     parser.add_argument(
-        "--nice", type=int, default=None, help="bot processes' priority step (default: BOT_NICE)"
+        "--nice", type=int, default=None, help="bot processes' niceness (default: BOT_NICENESS)"
     )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/bots.json")
     args = parser.parse_args()
@@ -85,6 +85,10 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     import psutil
     import pyarrow.parquet as pq
     import ray
+
+    from cryptoorchestrator.cluster.runtime import configure_ray_environment
+
+    configure_ray_environment()  # as the platform starts Ray (workers' CPU priority included)
     from sqlalchemy import func, select
 
     from cryptoorchestrator.cluster.bot_actor import find_bot_actor

@@ -15,6 +15,7 @@ import pytest
 
 # Ray 2.60 may switch token authentication on by itself; the tests run a private local cluster.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_worker_niceness", "0")  # as the platform starts Ray
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +38,7 @@ from cryptoorchestrator.cluster.risk_actor import (
     risk_client,
     settings_payload,
 )
-from cryptoorchestrator.cluster.runtime import NAMESPACE
+from cryptoorchestrator.cluster.runtime import BOT_NICENESS, NAMESPACE, lower_priority
 from cryptoorchestrator.platform.bots.clients import execution_client_for
 from cryptoorchestrator.platform.bots.runtime import (
     BotRuntime,
@@ -80,27 +79,6 @@ def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
 BOT_DB_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 3}
 GROUP_DB_POOL: dict[str, Any] = {"pool_size": 6, "max_overflow": 6}
 
-#: How much lower than the risk actor's the bots' CPU priority is (``os.nice``; the option
-#: ``nice`` overrides it).  The risk actor approves every order of every bot and must answer in
-#: milliseconds; when fifty bots keep both cores busy, an approval otherwise waits behind their
-#: bookkeeping for a time slice.  Any process may lower its own priority; raising the risk
-#: actor's would need privileges.
-BOT_NICE = 5
-
-
-def _lower_priority(step: int) -> None:
-    """Lower this process's CPU priority by ``step`` once (no-op where not supported)."""
-    global _niced  # noqa: PLW0603 (once per process: the actor may be constructed again)
-    if _niced or step <= 0:
-        return
-    try:
-        os.nice(step)
-    except (AttributeError, OSError):  # Windows, or a sandbox refusing it: run as is
-        return
-    _niced = True
-
-
-_niced = False
 _loop_lock = threading.Lock()
 _bots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -398,7 +376,8 @@ class BotActor:
         self._opts = dict(options or {})
         self._slots: dict[int, BotSlot] = {}
         self._lock = threading.Lock()
-        _lower_priority(int(self._opts.get("nice", BOT_NICE)))
+        # Below the risk actor, above batch work (see cluster.runtime.BOT_NICENESS).
+        lower_priority(int(self._opts.get("nice", BOT_NICENESS)))
         try:
             self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         except Exception:

@@ -17,6 +17,7 @@ from typing import Any
 import ray
 
 from cryptoorchestrator.cluster.risk_actor import settings_payload
+from cryptoorchestrator.cluster.runtime import BATCH_NICENESS, lower_priority
 from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.model import RunStatus
 from cryptoorchestrator.platform.settings import Settings
@@ -37,6 +38,7 @@ def _wire(spec: Mapping[str, Any]) -> dict[str, Any]:
 @ray.remote(num_cpus=1, max_retries=0)
 def run_backtest_task(settings_data: dict[str, Any], run_id: str, spec: dict[str, Any]) -> None:
     """Run one stored backtest and record its outcome (never raises: the row says it)."""
+    lower_priority(BATCH_NICENESS)  # batch work yields to live trading on the same node
     settings = Settings(**settings_data)
     with session_scope(settings) as session:
         run = session.get(BacktestRun, run_id)

@@ -34,6 +34,9 @@ def batch_task(
     import numba
     import ray
 
+    from cryptoorchestrator.cluster.runtime import BATCH_NICENESS, lower_priority
+
+    lower_priority(BATCH_NICENESS)  # a sweep yields to live trading on the same node
     # Ray limits its own threads per task but numba does not read that limit.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]

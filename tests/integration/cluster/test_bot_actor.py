@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -25,6 +26,7 @@ from sqlalchemy import select
 from cryptoorchestrator.cluster.bot_actor import find_bot_actor
 from cryptoorchestrator.cluster.bots import bot_status, start_bot, stop_bot, supervise_once
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
+from cryptoorchestrator.cluster.runtime import BOT_NICENESS
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage import db
 from cryptoorchestrator.platform.storage.models import (
@@ -169,6 +171,8 @@ def test_bot_actor_survives_sigkill_without_duplicates(
     # Kill the actor's process outright; Ray restarts it and the constructor restarts the loop.
     handle = find_bot_actor(bot_id)
     pid = ray_session.get(handle.pid.remote())
+    # Bots run a step below the risk actor (Ray's workers started at 0, see conftest).
+    assert psutil.Process(pid).nice() == BOT_NICENESS
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: ray_session.get(find_bot_actor(bot_id).pid.remote()) != pid, what="restart")
     sim.advance(HOUR)  # candle 602: nothing
