@@ -400,15 +400,15 @@ def test_natr_with_zero_closes_across_tiles(ohlcv: Any) -> None:
 
 
 def test_willr_over_several_tiles_and_a_late_nan(ohlcv: Any) -> None:
-    # WILLR takes the rolling highs 8192 bars at a time (with the period - 1 before each
+    # WILLR takes the rolling highs 32768 bars at a time (with the period - 1 before each
     # tile); a NaN in a later tile sends the whole series through TA-Lib's rescanning loop.
-    b = ohlcv(30_000, seed=29)
+    b = ohlcv(70_000, seed=29)
     h, lo, c = b["high"], b["low"], b["close"]
     for p in (2, 14, 5000):
         np.testing.assert_array_equal(ci.willr(h, lo, c, p), talib.WILLR(h, lo, c, p))
     for col in (h, lo):
         x = col.copy()
-        x[20_000] = np.nan
+        x[50_000] = np.nan
         args = (x, lo, c) if col is h else (h, x, c)
         for p in (14, 30):
             np.testing.assert_array_equal(ci.willr(*args, p), talib.WILLR(*args, p))

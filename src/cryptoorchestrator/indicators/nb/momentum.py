@@ -525,8 +525,8 @@ def willr_nb(
         trailing += 1
 
 
-# Bars of rolling highs held at a time by willr_nb (16 KiB, in L1 with the tile's lows).
-WILLR_TILE = 8192
+# Bars of rolling highs held at a time by willr_nb (256 KiB, in L2 with the tile's lows).
+WILLR_TILE = 32768
 
 
 @njit(cache=True, nogil=True)
