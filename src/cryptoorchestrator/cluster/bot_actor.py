@@ -164,13 +164,16 @@ class BotSlot:
         assert self._settings is not None
         settings = self._settings
         self._set_status(BotStatus.STARTING, "loading and reconciling")
+        # No connection may be held across an await: the process's bots share one event loop,
+        # and a bot waiting for a connection blocks it, so with more bots than the pool holds,
+        # bots holding one while awaiting their exchange client deadlocked the group.
         with session_scope(settings) as session:
             bot = session.get(Bot, self.bot_id)
             if bot is None:
                 raise LookupError(f"bot {self.bot_id} does not exist")
             strategy, params = bot.strategy, dict(bot.params or {})
-            client, exchange = await execution_client_for(settings, self.bot_id)
-            config = BotSettings.from_row(bot, exchange, int(self._opts.get("window", 500)))
+        client, exchange = await execution_client_for(settings, self.bot_id)
+        config = BotSettings.from_row(bot, exchange, int(self._opts.get("window", 500)))
         factory: SignalFactory = self._opts.get("signal_factory") or registry_signals
         signals = factory(strategy, params)
         risk = risk_client(get_risk_actor(settings))
