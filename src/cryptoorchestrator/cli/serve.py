@@ -57,6 +57,9 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         proxy_headers=False,
+        # Our middleware writes the access log (logs/fastapi.log, JSON, with the user id);
+        # uvicorn's own would format a second line per request to stdout.
+        access_log=False,
     )
 
 
