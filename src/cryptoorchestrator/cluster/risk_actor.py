@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
@@ -313,9 +314,7 @@ class RiskClient:
 
     async def _approve_many(self, checks: list[OrderCheck]) -> list[RiskDecision]:
         answers = await self.handle.approve_many.remote([check_to_dict(c) for c in checks])
-        return [
-            RiskDecision(bool(a["approved"]), str(a["reason"]), a.get("limit")) for a in answers
-        ]
+        return [_decision(a) for a in answers]
 
     async def _report_many(
         self, reports: list[tuple[int, str, str, str, list[str]]]
@@ -325,16 +324,7 @@ class RiskClient:
 
     async def approve(self, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:
         """Ask about ``check``; deny when the actor is slow or unreachable (fail closed)."""
-        try:
-            return await asyncio.wait_for(self._approve(check), timeout_s)
-        except TimeoutError:
-            return RiskDecision.deny(
-                "risk_timeout", f"risk actor did not answer within {timeout_s} s"
-            )
-        except Exception as exc:  # RayActorError, RayTaskError, connection loss: all mean "no"
-            return RiskDecision.deny(
-                "risk_unavailable", f"risk actor unreachable: {type(exc).__name__}"
-            )
+        return await _fail_closed(self._approve(check), timeout_s)
 
     async def report(
         self, bot_id: int, symbol: str, signed_notional: str, equity: str, closed: list[str]
@@ -355,14 +345,30 @@ def risk_client(handle: Any) -> RiskClient:
     return client
 
 
-async def request_approval(handle: Any, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:
-    """Ask the risk actor about ``check``; deny when it is slow or unreachable (fail closed)."""
+def _decision(answer: dict[str, Any]) -> RiskDecision:
+    """Rebuild a decision from the actor's answer."""
+    return RiskDecision(bool(answer["approved"]), str(answer["reason"]), answer.get("limit"))
+
+
+async def _fail_closed(asked: Awaitable[RiskDecision], timeout_s: float) -> RiskDecision:
+    """Await a decision; a late or failed answer is a denial."""
     try:
-        answer = await asyncio.wait_for(handle.approve.remote(check_to_dict(check)), timeout_s)
+        return await asyncio.wait_for(asked, timeout_s)
     except TimeoutError:
         return RiskDecision.deny("risk_timeout", f"risk actor did not answer within {timeout_s} s")
     except Exception as exc:  # RayActorError, RayTaskError, connection loss: all mean "no"
         return RiskDecision.deny(
             "risk_unavailable", f"risk actor unreachable: {type(exc).__name__}"
         )
-    return RiskDecision(bool(answer["approved"]), str(answer["reason"]), answer.get("limit"))
+
+
+async def request_approval(handle: Any, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:
+    """Ask the risk actor about ``check`` in a call of its own; deny when it is slow or unreachable.
+
+    Bot processes use :class:`RiskClient`, which batches their calls and fails closed the same way.
+    """
+
+    async def ask() -> RiskDecision:
+        return _decision(await handle.approve.remote(check_to_dict(check)))
+
+    return await _fail_closed(ask(), timeout_s)

@@ -271,25 +271,40 @@ def test_shared_candles_do_not_keep_a_failure() -> None:
     assert asyncio.run(shared.get(("k",), 10.0, ok)) == [1]
 
 
-@pytest.mark.parametrize("stop", [None, Decimal(2)])
-def test_entry_leaves_room_for_dust_held(stop: Decimal | None, settings: Any) -> None:
-    # A sale rounded to the lot step leaves dust; the next entry must keep the position
-    # (dust included) within maxPositionSize, or the risk actor denies it.
-    cfg = BotSettings(
-        bot_id=1,
-        symbol="BTC/USDT",
-        timeframe="1h",
-        exchange="binance",
-        starting_balance=Decimal(1000),
-        max_position_pct=Decimal(10),
-        risk_per_trade_pct=Decimal(5),
-        stop_loss_pct=stop,
-    )
+def offline_runtime(
+    settings: Any, *, clock: Any = None, poll_interval_s: float = 1.0, **config: Any
+) -> BotRuntime:
+    """A runtime with no exchange and a risk gate that denies: for its arithmetic alone."""
+    defaults: dict[str, Any] = {
+        "bot_id": 1,
+        "symbol": "BTC/USDT",
+        "timeframe": "1h",
+        "exchange": "binance",
+        "starting_balance": Decimal(1000),
+        "max_position_pct": Decimal(10),
+        "risk_per_trade_pct": Decimal(1),
+    }
 
     async def deny(check: OrderCheck) -> RiskDecision:
         return RiskDecision.deny("test", "unused")
 
-    rt = BotRuntime(cfg, settings, None, Scripted(0, 0), deny)  # type: ignore[arg-type]
+    return BotRuntime(
+        BotSettings(**{**defaults, **config}),
+        settings,
+        None,  # type: ignore[arg-type]
+        Scripted(0, 0),
+        deny,
+        clock=clock,
+        poll_interval_s=poll_interval_s,
+    )
+
+
+@pytest.mark.parametrize("stop", [None, Decimal(2)])
+def test_entry_leaves_room_for_dust_held(stop: Decimal | None, settings: Any) -> None:
+    # A sale rounded to the lot step leaves dust; the next entry must keep the position
+    # (dust included) within maxPositionSize, or the risk actor denies it.
+    rt = offline_runtime(settings, risk_per_trade_pct=Decimal(5), stop_loss_pct=stop)
+    cfg = rt.config
     price = Decimal(40_000)
     flat = rt._entry_amount(price)  # noqa: SLF001
     # Flat: the engine's sizing (without a stop the fee comes out of the cap, with one the cap
@@ -345,21 +360,8 @@ def test_paper_bots_of_a_loop_share_one_market_data_client(sim: Any, bot_db: Any
 
 
 def test_the_bot_sleeps_until_the_next_candle_can_close(settings: Any) -> None:
-    cfg = BotSettings(
-        bot_id=1,
-        symbol="BTC/USDT",
-        timeframe="1h",
-        exchange="binance",
-        starting_balance=Decimal(1000),
-        max_position_pct=Decimal(10),
-        risk_per_trade_pct=Decimal(1),
-    )
-
-    async def deny(check: OrderCheck) -> RiskDecision:
-        return RiskDecision.deny("test", "unused")
-
     clock = TestClock(start_ms=10 * HOUR)
-    rt = BotRuntime(cfg, settings, None, Scripted(0, 0), deny, clock=clock, poll_interval_s=1.0)  # type: ignore[arg-type]
+    rt = offline_runtime(settings, clock=clock, poll_interval_s=1.0)
     assert rt.next_poll_delay_s() == pytest.approx(1.0)  # nothing seen yet: the poll grid
     rt.state.last_candle_ms = 9 * HOUR  # the 09:00 candle closed at 10:00; 10:00 closes at 11:00
     clock.advance(60_000)

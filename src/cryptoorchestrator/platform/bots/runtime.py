@@ -99,7 +99,7 @@ class SignalSource(Protocol):
         ...
 
 
-#: Asks the risk gate about an order (``cluster.risk_actor.request_approval`` bound to a handle).
+#: Asks the risk gate about an order (``cluster.risk_actor.RiskClient.approve`` in bot actors).
 RiskGate = Callable[[OrderCheck], Awaitable[RiskDecision]]
 #: Receives events for ``/ws/bots`` and the risk actor: ``(kind, payload)``.
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
