@@ -11,10 +11,9 @@ their rows are bit-identical to the single-period functions.
 
 Agreement with TA-Lib 0.8 (the installed ``ta-lib`` 0.8.2): bit-identical on this machine for
 every function, including its FMA roundings, periodic and triggered rebuilding of running sums
-(``bbands``' shifted variance included), relative zero tests and NaN propagation, with one known
-exception: ``rolling_max``, ``rolling_min`` and ``willr`` over windows that hold an embedded NaN.
-TA-Lib's own result there depends on its internal block layout; ours is that of its previous
-(rescanning) algorithm. Windows without NaN are identical.
+(``bbands``' shifted variance included), relative zero tests and NaN propagation. That includes
+embedded NaN in ``rolling_max``, ``rolling_min`` and ``willr``, where TA-Lib's van Herk block
+layout decides whether a window skips the NaN or returns it, and ``willr``'s clamp to [-100, 0].
 
 Defaults follow the installed TA-Lib's Python signatures (``bbands`` period 20, not the C
 library's 5).

@@ -71,29 +71,33 @@ def fill_nan_nb(out: np.ndarray, stop: int) -> None:
 def block_max_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
     """Write into ``out[i]`` the maximum of ``x[i-period+1 : i+1]`` for ``i >= beg+period-1``.
 
-    van Herk / Gil-Werman: in blocks of ``period`` bars from ``beg``, a window is the suffix
-    maximum of one block joined with the prefix maximum of the next, so each bar costs three
-    comparisons whatever the data (rescanning when the maximum leaves the window costs O(period)
-    per bar on falling prices). ``out[beg : beg+period-1]`` is left holding prefix maxima.
-    Returns True, leaving ``out`` partly written, as soon as it meets a NaN.
+    van Herk / Gil-Werman, as TA-Lib 0.8's MAX: in blocks of ``period`` bars from ``beg``, a
+    window is the suffix maximum of one block joined with the prefix maximum of the next, so each
+    bar costs three comparisons whatever the data (rescanning when the maximum leaves the window
+    costs O(period) per bar on falling prices). A window that is exactly one block takes that
+    block's suffix maximum. ``out[beg : beg+period-1]`` is left holding prefix maxima.
+
+    NaN compares false both ways, so TA-Lib's result with an embedded NaN follows its comparison
+    order: a scan keeps a NaN it starts from (a block's first bar for the prefix, its last for
+    the suffix) and skips one met later; joining the two keeps the suffix unless the prefix is
+    greater. These lines keep that order. Returns whether ``x[beg:]`` holds a NaN.
     """
     n = np.uint64(x.shape[0])
     p = np.uint64(period)
     first = np.uint64(beg)
     tmp = np.empty(period)
+    nan = False
     b = first
     while b < n:
         e = min(b + p, n)
         m = x[b]
         out[b] = m
-        nan = m != m
+        nan |= m != m
         for i in range(b + U1, e):
             v = x[i]
             nan |= v != v
             m = v if v > m else m
             out[i] = m
-        if nan:
-            return True
         if b > first:
             s = x[b - U1]
             tmp[p - U1] = s
@@ -102,12 +106,20 @@ def block_max_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
                 v = x[b - p + k]
                 s = v if v > s else s
                 tmp[k] = s
+            out[b - U1] = s
             for i in range(b, min(e, b + p - U1)):
                 t = tmp[i - b + U1]
                 o = out[i]
-                out[i] = t if t > o else o
+                out[i] = o if o > t else t
         b = e
-    return False
+    if n > first and (n - first) % p == U0:
+        # The last block is whole: its window is its suffix maximum too.
+        s = x[n - U1]
+        for j in range(U1, p):
+            v = x[n - U1 - j]
+            s = v if v > s else s
+        out[n - U1] = s
+    return nan
 
 
 @njit(cache=True, nogil=True)
@@ -117,19 +129,18 @@ def block_min_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
     p = np.uint64(period)
     first = np.uint64(beg)
     tmp = np.empty(period)
+    nan = False
     b = first
     while b < n:
         e = min(b + p, n)
         m = x[b]
         out[b] = m
-        nan = m != m
+        nan |= m != m
         for i in range(b + U1, e):
             v = x[i]
             nan |= v != v
             m = v if v < m else m
             out[i] = m
-        if nan:
-            return True
         if b > first:
             s = x[b - U1]
             tmp[p - U1] = s
@@ -138,12 +149,19 @@ def block_min_nb(x: np.ndarray, beg: int, period: int, out: np.ndarray) -> bool:
                 v = x[b - p + k]
                 s = v if v < s else s
                 tmp[k] = s
+            out[b - U1] = s
             for i in range(b, min(e, b + p - U1)):
                 t = tmp[i - b + U1]
                 o = out[i]
-                out[i] = t if t < o else o
+                out[i] = o if o < t else t
         b = e
-    return False
+    if n > first and (n - first) % p == U0:
+        s = x[n - U1]
+        for j in range(U1, p):
+            v = x[n - U1 - j]
+            s = v if v < s else s
+        out[n - U1] = s
+    return nan
 
 
 @njit(cache=True, nogil=True)

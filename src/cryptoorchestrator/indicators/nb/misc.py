@@ -15,41 +15,21 @@ from cryptoorchestrator.indicators.nb.fma import fma_nb
 
 @njit(cache=True, nogil=True)
 def rolling_extreme_nb(x: np.ndarray, period: int, is_max: bool, out: np.ndarray) -> None:
-    """Rolling maximum (``is_max``) or minimum over ``period`` bars, as TA-Lib's MAX/MIN."""
+    """Rolling maximum (``is_max``) or minimum over ``period`` bars, as TA-Lib's MAX/MIN.
+
+    Embedded NaN bars give TA-Lib 0.8's result too (see :func:`block_max_nb`).
+    """
     n = x.shape[0]
     beg = first_valid_nb(x)
     start = beg + period - 1
     if start >= n:
         fill_nan_nb(out, n)
         return
-    nan = block_max_nb(x, beg, period, out) if is_max else block_min_nb(x, beg, period, out)
+    if is_max:
+        block_max_nb(x, beg, period, out)
+    else:
+        block_min_nb(x, beg, period, out)
     fill_nan_nb(out, start)
-    if nan:
-        # NaN compares false both ways: use TA-Lib's rescanning algorithm there.
-        _rescan_nb(x, beg, start, is_max, out)
-
-
-@njit(cache=True, nogil=True)
-def _rescan_nb(x: np.ndarray, beg: int, start: int, is_max: bool, out: np.ndarray) -> None:
-    n = x.shape[0]
-    trailing = beg
-    best_idx = -1
-    best = 0.0
-    for today in range(start, n):
-        value = x[today]
-        if best_idx < trailing:
-            best_idx = trailing
-            best = x[best_idx]
-            for i in range(best_idx + 1, today + 1):
-                value = x[i]
-                if (value > best) if is_max else (value < best):
-                    best_idx = i
-                    best = value
-        elif (value >= best) if is_max else (value <= best):
-            best_idx = today
-            best = value
-        out[today] = best
-        trailing += 1
 
 
 @njit(cache=True, nogil=True)

@@ -471,58 +471,20 @@ def willr_nb(
     # (block_max_nb over the tile's bars and the period - 1 before them) and %R from both. A
     # second array as long as the input came from fresh pages whenever malloc had just given
     # its heap back (7 ns per bar instead of 2.6 over the first calls of a process).
-    tile = max(WILLR_TILE, 2 * period)
+    # Tiles are whole blocks of ``period`` bars from ``beg``, so the rolling highs keep the block
+    # layout of a single pass, which decides TA-Lib's result around an embedded NaN.
+    tile = -(-max(WILLR_TILE, 2 * period) // period) * period
     highs = np.empty(tile + period - 1)
-    nan = block_min_nb(low, beg, period, out)
+    block_min_nb(low, beg, period, out)
     p1 = np.uint64(period - 1)
     t0 = np.uint64(start)
     un = np.uint64(n)
-    while not nan and t0 < un:
+    while t0 < un:
         t1 = min(t0 + np.uint64(tile), un)
-        nan = block_max_nb(high[t0 - p1 : t1], 0, period, highs)
-        if not nan:
-            _willr_tile_nb(highs, close, p1, t0, t1, out)
+        block_max_nb(high[t0 - p1 : t1], 0, period, highs)
+        _willr_tile_nb(highs, close, p1, t0, t1, out)
         t0 = t1
     fill_nan_nb(out, start)
-    if not nan:
-        return
-    trailing = beg
-    lowest_idx = -1
-    highest_idx = -1
-    lowest = 0.0
-    highest = 0.0
-    diff = 0.0
-    for today in range(start, n):
-        value = low[today]
-        if lowest_idx < trailing:
-            lowest_idx = trailing
-            lowest = low[lowest_idx]
-            for i in range(lowest_idx + 1, today + 1):
-                value = low[i]
-                if value < lowest:
-                    lowest_idx = i
-                    lowest = value
-            diff = highest - lowest
-        elif value <= lowest:
-            lowest_idx = today
-            lowest = value
-            diff = highest - lowest
-        value = high[today]
-        if highest_idx < trailing:
-            highest_idx = trailing
-            highest = high[highest_idx]
-            for i in range(highest_idx + 1, today + 1):
-                value = high[i]
-                if value > highest:
-                    highest_idx = i
-                    highest = value
-            diff = highest - lowest
-        elif value >= highest:
-            highest_idx = today
-            highest = value
-            diff = highest - lowest
-        out[today] = (highest - close[today]) / diff * -100.0 if diff != 0.0 else 0.0
-        trailing += 1
 
 
 # Bars of rolling highs held at a time by willr_nb (256 KiB, in L2 with the tile's lows).
@@ -538,11 +500,18 @@ def _willr_tile_nb(
     t1: np.uint64,
     out: np.ndarray,
 ) -> None:
-    # out[i] = %R from the rolling high highs[i - t0 + p1] and the rolling low out[i].
+    # out[i] = %R from the rolling high highs[i - t0 + p1] and the rolling low out[i], held in
+    # [-100, 0] as TA-Lib 0.8 holds it: a close outside its bar's range (bad data, or a high or
+    # low skipped as NaN) would leave it.
     for i in range(t0, t1):
         highest = highs[i - t0 + p1]
         diff = highest - out[i]
-        out[i] = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
+        value = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
+        if value > 0.0:
+            value = 0.0
+        elif value < -100.0:
+            value = -100.0
+        out[i] = value
 
 
 @njit(cache=True, nogil=True)
