@@ -359,3 +359,124 @@ def test_orders_sent_together_are_booked_in_one_transaction(setup: tuple[Setting
     assert [x["USDT"].free for x in balances] == [Decimal(1000) - spent] * 2
     with db.session_scope(settings) as s:
         assert s.scalar(select(func.count()).select_from(Order)) == 2
+
+
+def _book_together_and_alone(
+    setup: tuple[Settings, int], requests: list[OrderRequest], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[object], list[object], list[dict[str, object]]]:
+    """Book ``requests`` on two fresh accounts: all at once (one batch) and one by one."""
+    from cryptoorchestrator.platform.exchange import paper
+
+    settings, _ = setup
+    with db.session_scope(settings) as s:
+        user = s.scalars(select(User)).one()
+        ids = []
+        for name in ("together", "alone"):
+            account = ExchangeAccount(user_id=user.id, name=name, exchange="binance", mode="paper")
+            s.add(account)
+            s.flush()
+            ids.append(account.id)
+    prices = Prices()
+    together, alone = (PaperBroker(settings, a, prices, clock=lambda: NOW) for a in ids)  # type: ignore[arg-type]
+    alone_calls = []
+    original = PaperBroker._run_db
+
+    def counted(self: PaperBroker, fn: object) -> object:
+        alone_calls.append(self.account_id)
+        return original(self, fn)  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        for b in (together, alone):
+            await b.fund({"USDT": Decimal("1000")})
+        monkeypatch.setattr(PaperBroker, "_run_db", counted)
+        batches = paper._bookings(settings)
+        before = batches.batches
+        first = list(await asyncio.gather(*(together.create_order(r) for r in requests)))
+        assert batches.batches == before + 1
+        assert alone_calls == []  # booked by the batch, not by the one-by-one fallback
+        second = [await alone.create_order(r) for r in requests]
+        monkeypatch.setattr(PaperBroker, "_run_db", original)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    books = []
+    for b in (together, alone):
+        balances = asyncio.run(b.fetch_balances())
+        with db.session_scope(settings) as s:
+            orders = s.scalars(
+                select(Order).where(Order.exchange == b.exchange_name).order_by(Order.id)
+            ).all()
+            trades = s.scalars(
+                select(Trade)
+                .join(Order, Trade.order_id == Order.id)
+                .where(Order.exchange == b.exchange_name)
+                .order_by(Trade.id)
+            ).all()
+            books.append(
+                {
+                    "balances": {k: (v.free, v.locked) for k, v in balances.items()},
+                    "orders": [
+                        (
+                            o.client_order_id.split(":")[-1],
+                            o.status,
+                            o.filled,
+                            o.average_price,
+                            o.exchange_order_id == str(o.id),
+                        )
+                        for o in orders
+                    ],
+                    "trades": [
+                        (
+                            t.price,
+                            t.amount,
+                            t.fee,
+                            t.fee_currency,
+                            t.exchange_trade_id.endswith("-1"),
+                        )
+                        for t in trades
+                    ],
+                }
+            )
+    return first, second, books
+
+
+def test_a_batch_books_exactly_what_one_by_one_booking_does(
+    setup: tuple[Settings, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One account, orders that depend on each other: the buys spend the USDT, the third buy
+    # finds too little left, the sell spends BTC the first buy created (a new balance row), a
+    # resting limit locks funds, and a client order id sent twice gives one order.
+    requests = [
+        req("buy", "market", "0.008", "a"),
+        req("buy", "market", "0.008", "b"),
+        req("buy", "market", "0.008", "c"),
+        req("sell", "market", "0.005", "d"),
+        req("buy", "limit", "0.001", "e", price="50000"),
+        req("buy", "market", "0.008", "a"),
+    ]
+    first, second, (together, alone) = _book_together_and_alone(setup, requests, monkeypatch)
+    assert together == alone
+    kinds = [type(x).__name__ for x in first]
+    assert kinds == [type(x).__name__ for x in second]
+    assert kinds == [
+        "ExchangeOrder",
+        "ExchangeOrder",
+        "OrderRejected",
+        "ExchangeOrder",
+        "ExchangeOrder",
+        "ExchangeOrder",
+    ]
+    assert first[0].order_id == first[5].order_id  # type: ignore[union-attr]
+    for a, b in zip(first, second, strict=True):
+        if isinstance(a, ExchangeOrder):
+            assert isinstance(b, ExchangeOrder)
+            assert (a.status, a.filled, a.average_price, a.cost, a.fee) == (
+                b.status,
+                b.filled,
+                b.average_price,
+                b.cost,
+                b.fee,
+            )
+            assert [f.trade_id == f"{a.order_id}-1" for f in a.fills] == [True] * len(a.fills)
+    assert together["balances"]["USDT"][1] == Decimal("50")  # the resting limit's lock
+    assert len(together["orders"]) == 4
