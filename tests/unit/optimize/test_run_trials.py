@@ -183,14 +183,16 @@ def test_batches_cover_every_cpu_in_equal_rounds() -> None:
     assert _batch_size(0.012, 174, 2, 0.5) == 29
 
 
-def test_last_round_is_split_in_halves_for_several_cpus() -> None:
+def test_last_round_is_cut_in_pieces_for_several_cpus() -> None:
     from cryptoorchestrator.cluster.optimize import _split_tail
 
     grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
     batches = trials_mod.plan_batches(grid, 4)
     split = _split_tail(batches, 2)
-    assert [len(b) for b in split] == [44, 44, 21, 22, 21, 22]
+    assert [len(b) for b in split] == [44, 44, 10, 11, 11, 11, 10, 11, 11, 11]
     assert [p for b in split for p in b] == [p for b in batches for p in b]  # same order
+    assert [len(b) for b in _split_tail(batches, 2, pieces=2)] == [44, 44, 21, 22, 21, 22]
+    assert [len(b) for b in _split_tail([grid[:3], grid[3:6]], 2)] == [1, 1, 1, 1, 1, 1]
     assert _split_tail(batches, 1) == batches  # one CPU: nobody waits for a straggler
     assert _split_tail(batches[:1], 2) == batches[:1]  # fewer batches than CPUs
     assert _split_tail([[grid[0]], [grid[1]]], 2) == [[grid[0]], [grid[1]]]
@@ -225,3 +227,22 @@ def test_kept_scratch_buffers_give_the_same_results(
         again = run_trials(grid, bars, SmaCross(), _config())
         assert all(a.same_outcome(b) for a, b in zip(fresh, again, strict=True))
     assert trials_mod._SCRATCH["sma_table"] is kept_table  # reused, not reallocated
+
+
+def test_a_kept_table_is_sized_to_the_budget_once(
+    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker warmed up on a short study keeps a table as large as the budget, so a longer
+    # study reuses it (its pages already the process's) instead of faulting in a new one.
+    grid = [{"fast": f, "slow": s} for f in (5, 10) for s in (30, 40, 50)]
+    monkeypatch.setattr(trials_mod, "_SCRATCH", {})
+    monkeypatch.setattr(trials_mod, "_KEEP_SCRATCH", [False])
+    monkeypatch.setattr(trials_mod, "_TABLE_BYTES", 8 * 8 * len(bars))
+    trials_mod.keep_scratch()
+    run_trials(grid, bars.window(0, len(bars) // 10), SmaCross(), _config())
+    table = trials_mod._SCRATCH["sma_table"]
+    assert table.nbytes == trials_mod._TABLE_BYTES
+    full = run_trials(grid, bars, SmaCross(), _config())
+    assert trials_mod._SCRATCH["sma_table"] is table
+    alone = run_trials(grid, bars, SmaCross(), _config())
+    assert all(a.same_outcome(b) for a, b in zip(full, alone, strict=True))
