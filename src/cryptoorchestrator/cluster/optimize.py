@@ -15,6 +15,7 @@ stored as they arrive; re-running the same study skips them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -64,6 +65,7 @@ from cryptoorchestrator.platform.optimize.trials import (
     plan_batches,
     run_trials,
     strategy_name,
+    z_order,
 )
 from cryptoorchestrator.platform.optimize.walkforward import (
     Mode,
@@ -85,7 +87,9 @@ _UPGRADED: set[str] = set()
 class OptimizationResult:
     """The outcome of a study: every trial, the best one, a table and a plot."""
 
-    study_key: str
+    # The key, or how to compute it: a study that is not stored needs it only if asked, and
+    # hashing 1M bars took 50 ms of a core the workers were using.
+    _study_key: str | Callable[[], str]
     run_id: str | None
     status: str
     strategy: Any
@@ -97,6 +101,13 @@ class OptimizationResult:
     elapsed_s: float = 0.0
     batch_size: int = 0
     name: str = ""
+
+    @property
+    def study_key(self) -> str:
+        """The study's identity (strategy, data, space, objective, settings): a re-run resumes."""
+        if callable(self._study_key):
+            self._study_key = self._study_key()
+        return self._study_key
 
     @property
     def best_trial(self) -> TrialResult | None:
@@ -412,6 +423,31 @@ def _split_tail(
     return out
 
 
+def _probes(new: list[Params], n_cpus: int) -> tuple[list[list[Params]], list[Params]] | None:
+    """Return a first batch per CPU to time the study by, and the trials left; None if small.
+
+    Each probe is a compact block of the space (Z-order) from another part of it, so their
+    average cost stands for the study's: short fast periods of an SMA cross trade far more
+    often than long ones.
+    """
+    n_probe = _MEASURE_TRIALS
+    if len(new) < 4 * n_probe * n_cpus:
+        return None
+    ordered = z_order(new)
+    stride = len(ordered) // n_cpus
+    starts = [k * stride for k in range(n_cpus)]
+    picked = {i for s in starts for i in range(s, s + n_probe)}
+    probes = [ordered[s : s + n_probe] for s in starts]
+    rest = [p for i, p in enumerate(ordered) if i not in picked]
+    return probes, rest
+
+
+def _probe_trial_s(results: Sequence[TrialResult]) -> float:
+    """Return the seconds per trial a finished probe took (its indicators included)."""
+    timed = [r.duration_s for r in results if r.duration_s > 0]
+    return max(sum(timed) / len(timed), 1e-6) if timed else 1e-6
+
+
 def _batch_size(trial_s: float, n_total: int, n_cpus: int, target_s: float) -> int:
     """Return the number of trials per batch (see :func:`_n_batches`)."""
     return max(1, math.ceil(n_total / _n_batches(trial_s, n_total, n_cpus, target_s)))
@@ -505,9 +541,8 @@ def _run_study(
         n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # The driver's work before the first task runs on the cores the workers are about to use:
     # hashing (the study key) and ray.put release the GIL, so both run in threads while this
-    # one opens the run and times the sizing batch.  Without a store the key is only reported,
-    # so it is not waited for until the end.
-    hasher = _Background(lambda: study.key(arrays))
+    # one opens the run.  Without a store the key is only reported: it is computed if asked.
+    hasher = _Background(lambda: study.key(arrays)) if study.settings is not None else None
     putter = _Background(lambda: ray.put(bars)) if ray is not None and bars_ref is None else None
     source = TrialSource(
         study.space,
@@ -521,6 +556,7 @@ def _run_study(
     done: dict[str, TrialResult] = {}
     settings = study.settings
     if settings is not None:
+        assert hasher is not None
         run_id, done = _open_run(study, hasher.result())
     total = source.n_trials
     results: dict[str, TrialResult] = {}
@@ -567,8 +603,24 @@ def _run_study(
     # once (neighbours together, for indicator reuse).  TPE asks one batch at a time.
     independent = study.method in ("grid", "random")
 
+    # Trials planned once the probes have timed a batch (see plan_next).
+    held_back: list[Params] = []
+
+    def plan_independent(new: list[Params]) -> list[list[Params]]:
+        assert size is not None
+        n_batches = math.ceil(len(new) / size)
+        if n_batches > 1 and n_cpus > 1:
+            n_batches = math.ceil(n_batches / n_cpus) * n_cpus
+        batches = plan_batches(new, n_batches)
+        return _split_tail(batches, n_cpus) if source.exhausted else batches
+
     def plan_next() -> list[list[Params]]:
-        nonlocal size, n_reused
+        nonlocal size, n_reused, held_back
+        if held_back:
+            if size is None:
+                return []  # the probes are still running
+            new, held_back = held_back, []
+            return plan_independent(new)
         want = _POOL if independent else (size or _MEASURE_TRIALS)
         proposals = source.ask(want)
         if not proposals:
@@ -579,31 +631,33 @@ def _run_study(
         if not new:
             return []
         if size is None:
+            probes = _probes(new, n_cpus) if ray is not None and independent else None
+            if probes is not None:
+                # The workers time the first batches themselves, while the driver waits:
+                # timing a batch here held both cores' work back by 60-80 ms.
+                held_back = probes[1]
+                return probes[0]
             trial_s = _measure_batch(study, arrays, new[:_MEASURE_TRIALS])
             size = _batch_size(trial_s, total - n_reused, n_cpus, batch_target_s)
         if not independent:
             if len(new) <= size:
                 return [new]
             return [new[i : i + size] for i in range(0, len(new), size)]
-        n_batches = math.ceil(len(new) / size)
-        if n_batches > 1 and n_cpus > 1:
-            n_batches = math.ceil(n_batches / n_cpus) * n_cpus
-        batches = plan_batches(new, n_batches)
-        return _split_tail(batches, n_cpus) if source.exhausted else batches
+        return plan_independent(new)
 
     try:
         while True:
             if cancelled():
                 status = study_store.CANCELLED
                 break
-            while len(in_flight) < limit and (queue or not source.exhausted):
+            while len(in_flight) < limit and (queue or held_back or not source.exhausted):
                 if executor == "serial" and cancelled():
                     status = study_store.CANCELLED
                     break
                 if not queue:
                     queue.extend(plan_next())
                     if not queue:
-                        if source.exhausted:
+                        if source.exhausted or held_back:
                             break
                         continue
                 new = queue.popleft()
@@ -625,8 +679,16 @@ def _run_study(
             for ref in ready:
                 batch = in_flight.pop(ref)
                 try:
-                    absorb(ray.get(ref))
+                    got = ray.get(ref)
+                    absorb(got)
+                    if size is None and held_back:
+                        size = _batch_size(
+                            _probe_trial_s(got), len(held_back), n_cpus, batch_target_s
+                        )
                 except Exception as exc:  # the worker died: these trials failed, go on
+                    if size is None and held_back:
+                        trial_s = _measure_batch(study, arrays, held_back[:_MEASURE_TRIALS])
+                        size = _batch_size(trial_s, len(held_back), n_cpus, batch_target_s)
                     err = f"{type(exc).__name__}: {exc}"[:4000]
                     absorb(
                         [
@@ -660,7 +722,7 @@ def _run_study(
     if putter is not None:  # no task was started: still surface a failed put
         putter.result()
     return OptimizationResult(
-        hasher.result(),
+        hasher.result() if hasher is not None else functools.partial(study.key, arrays),
         run_id,
         status,
         study.strategy,

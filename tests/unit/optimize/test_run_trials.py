@@ -17,6 +17,7 @@ from cryptoorchestrator.platform.optimize.trials import (
     OK,
     REJECTED,
     TrialConfig,
+    TrialResult,
     bars_to_arrays,
     run_trials,
 )
@@ -246,3 +247,20 @@ def test_a_kept_table_is_sized_to_the_budget_once(
     assert trials_mod._SCRATCH["sma_table"] is table
     alone = run_trials(grid, bars, SmaCross(), _config())
     assert all(a.same_outcome(b) for a, b in zip(full, alone, strict=True))
+
+
+def test_probes_are_blocks_from_apart_and_the_rest_is_everything_else() -> None:
+    from cryptoorchestrator.cluster.optimize import _probe_trial_s, _probes
+
+    grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
+    found = _probes(grid, 2)
+    assert found is not None
+    probes, rest = found
+    assert [len(p) for p in probes] == [8, 8]
+    keys = [trial_key(p) for b in probes for p in b] + [trial_key(p) for p in rest]
+    assert sorted(keys) == sorted(trial_key(p) for p in grid)  # each trial exactly once
+    # one probe from each half of the Z-ordered space: short and long fast periods
+    assert min(p["fast"] for p in probes[0]) < min(p["fast"] for p in probes[1])
+    assert _probes(grid[:40], 2) is None  # a small study is timed in the driver instead
+    timed = [TrialResult("k", {}, None, None, "succeeded", None, d) for d in (0.01, 0.03)]
+    assert _probe_trial_s(timed) == pytest.approx(0.02)

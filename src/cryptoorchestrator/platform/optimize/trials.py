@@ -403,6 +403,22 @@ def plan_batches(trials: Sequence[Params], n_batches: int) -> list[list[Params]]
     n_batches = max(1, min(n_batches, len(items)))
     if n_batches == 1:
         return [items] if items else []
+    ordered = z_order(items)
+    base, extra = divmod(len(ordered), n_batches)
+    out: list[list[Params]] = []
+    start = 0
+    for i in range(n_batches):
+        stop = start + base + (1 if i < extra else 0)
+        out.append(ordered[start:stop])
+        start = stop
+    return out
+
+
+def z_order(trials: Sequence[Params]) -> list[Params]:
+    """Return ``trials`` along a Z-order (Morton) curve over each parameter's rank."""
+    items = list(trials)
+    if not items:
+        return items
     names = sorted({k for p in items for k in p})
     ranks: list[dict[Any, int]] = []
     for name in names:
@@ -418,15 +434,7 @@ def plan_batches(trials: Sequence[Params], n_batches: int) -> list[list[Params]]
                 code = (code << 1) | ((c >> b) & 1)
         return code
 
-    ordered = sorted(items, key=morton)
-    base, extra = divmod(len(ordered), n_batches)
-    out: list[list[Params]] = []
-    start = 0
-    for i in range(n_batches):
-        stop = start + base + (1 if i < extra else 0)
-        out.append(ordered[start:stop])
-        start = stop
-    return out
+    return sorted(items, key=morton)
 
 
 # ------------------------------------------------------------------------------- the runner
