@@ -321,6 +321,15 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                 if (bot_id, candle) in seen:
                     react.append((created.timestamp() - seen[bot_id, candle]) * 1000)
             decision = [v for item in lat for v in item["decision_ms"]]
+            # Where the time from seeing the candle goes, step by step (ms after seen).
+            steps: dict[str, list[float]] = {}
+            for item in lat:
+                for record in item.get("steps", []):
+                    for name, at in record.items():
+                        steps.setdefault(name, []).append(at * 1000)
+            results["steps_ms"] = {
+                name: {"p50": pct(v, 50), "p99": pct(v, 99)} for name, v in steps.items()
+            }
             risk_ms = [v for item in lat for v in item["risk_ms"]]
             pids = sorted(set(ray.get([actor(b).pid.remote() for b in ids])))
             rss = [psutil.Process(p).memory_info().rss / 2**20 for p in pids]
@@ -369,6 +378,12 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     ]
     for label, key, target in rows:
         print(f"{label:<48}{results[key]['p50']:>10.2f}{results[key]['p99']:>10.2f}{target:>10}")
+    print(
+        "steps, ms after the candle was seen (p50/p99): "
+        + ", ".join(
+            f"{k} {v['p50']:.1f}/{v['p99']:.1f}" for k, v in results.get("steps_ms", {}).items()
+        )
+    )
     print(
         f"memory: {results['processes']} actor processes; per bot RSS "
         f"{results['rss_mb_per_bot']:.0f} MiB, USS {results['uss_mb_per_bot']:.0f} MiB "

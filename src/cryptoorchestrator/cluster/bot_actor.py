@@ -323,14 +323,16 @@ class BotSlot:
         return tail(self._settings.log_dir / f"bot_{self.bot_id}.log", lines)
 
     async def latencies(self) -> dict[str, list[Any]]:
-        """Return recent decision and risk-approval latencies (ms) and candle-seen times."""
+        """Return recent decision and risk-approval latencies (ms), candle-seen times and the
+        time each step of recent decisions ended (s after the candle was seen)."""
         runtime = self._runtime
         if runtime is None:
-            return {"decision_ms": [], "risk_ms": [], "seen_at": []}
+            return {"decision_ms": [], "risk_ms": [], "seen_at": [], "steps": []}
         return {
             "decision_ms": list(runtime.state.decision_ms),
             "risk_ms": list(runtime.state.risk_ms),
             "seen_at": list(runtime.state.seen_at),
+            "steps": list(runtime.state.steps),
         }
 
     def _request_stop(self) -> None:

@@ -8,6 +8,7 @@ Each case must end with exactly one order at the exchange and every fill stored 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -371,3 +372,88 @@ def test_the_bot_sleeps_until_the_next_candle_can_close(settings: Any) -> None:
     rt._unconfirmed = False  # noqa: SLF001
     clock.set(11 * HOUR + 250)  # the close passed: poll on the grid until the candle shows
     assert rt.next_poll_delay_s() == pytest.approx(0.75)
+
+
+def _more_bots(settings: Any, n: int) -> list[int]:
+    from cryptoorchestrator.platform.storage.models import Bot
+
+    with db.session_scope(settings) as session:
+        first = session.scalars(select(Bot)).first()
+        assert first is not None
+        ids = [first.id]
+        for i in range(n - 1):
+            bot = Bot(
+                user_id=first.user_id,
+                name=f"more{i}",
+                trading_pair="BTC/USDT",
+                strategy="sma_cross",
+                params={"fast": 10, "slow": 50},
+                timeframe="1h",
+                risk_per_trade=Decimal(1),
+                max_position_size=Decimal(50),
+                starting_balance=Decimal(10_000),
+            )
+            session.add(bot)
+            session.flush()
+            ids.append(bot.id)
+    return ids
+
+
+@pytest.mark.parametrize("sim", ["0.25"], indirect=True)  # each order fills in 4+ trades
+@pytest.mark.parametrize("shared_fails", [False, True])
+def test_bots_of_a_loop_record_their_fills_together(
+    shared_fails: bool, sim: Any, bot_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two bots act on one candle: their answers are recorded in one transaction, and the
+    # books and rows are those each would have written alone.  Should that transaction fail,
+    # every bot's books are put back and each answer is recorded alone.
+    from cryptoorchestrator.platform.bots import runtime as runtime_mod
+
+    settings, _ = bot_db
+    ids = _more_bots(settings, 2)  # two halves of the one simulator account
+    real_rows = runtime_mod._record_rows
+    shared_calls: list[int] = []
+
+    def rows(conn: Any, items: list[Any]) -> Any:
+        if len(items) > 1:
+            shared_calls.append(len(items))
+            if shared_fails:
+                real_rows(conn, items)  # books moved, then the transaction fails
+                raise RuntimeError("lost connection")
+        return real_rows(conn, items)
+
+    monkeypatch.setattr(runtime_mod, "_record_rows", rows)
+
+    async def scenario() -> list[BotRuntime]:
+        rts = [make_runtime(settings, b, sim, Scripted(buy_at=1, sell_at=3)) for b in ids]
+        for rt in rts:
+            await rt.prepare()
+        for _ in range(3):
+            sim.advance(HOUR)
+            await asyncio.gather(*(rt.poll_once() for rt in rts))
+        for rt in rts:
+            await rt.client.close()
+        return rts
+
+    rts = asyncio.run(scenario())
+    assert shared_calls  # answers of several bots were recorded in one transaction
+    with db.session_scope(settings) as session:
+        for rt in rts:
+            bot_id = rt.config.bot_id
+            orders = session.scalars(
+                select(Order).where(Order.bot_id == bot_id).order_by(Order.id)
+            ).all()
+            assert [o.status for o in orders] == ["filled", "filled"]
+            for o in orders:
+                trades = session.scalars(select(Trade).where(Trade.order_id == o.id)).all()
+                assert len(trades) >= 4
+                assert sum(t.amount for t in trades) == o.filled
+            pos = session.scalars(select(Position).where(Position.bot_id == bot_id)).one()
+            assert pos.amount == rt.ledger.amount  # dust below the lot step may stay
+            assert pos.realized_pnl == rt.ledger.realized_pnl
+    for rt in rts:
+        # The books in memory equal the books rebuilt from the stored fills.
+        again = make_runtime(settings, rt.config.bot_id, sim, Scripted(buy_at=0, sell_at=0))
+        again._load_ledger()  # noqa: SLF001
+        # (peak_price follows candles, not fills: a rebuilt book starts it afresh)
+        assert replace(again.ledger, peak_price=rt.ledger.peak_price) == rt.ledger
