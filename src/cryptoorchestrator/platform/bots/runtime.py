@@ -225,8 +225,8 @@ class RuntimeState:
     #: benchmarks compare it with the moment the exchange got the order.
     seen_at: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=1000))
     #: Per recent candle acted on, wall-clock seconds after seeing it at which each step of
-    #: the decision ended (strategy, intent, risk, submitted mark, exchange answer, candle
-    #: done): where the decision latency goes.
+    #: the decision ended (strategy, ticker, intent, risk, submitted mark, exchange answer,
+    #: candle done): where the decision latency goes.
     steps: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
@@ -728,6 +728,7 @@ class BotRuntime:
         cfg = self.config
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
         ticker = await self.client.fetch_ticker(cfg.symbol)
+        self._step("ticker")
         side = OrderSide.BUY if action == "buy" else OrderSide.SELL
         price = ticker.price_for(side) or Decimal(repr(candle.close))
         if side is OrderSide.BUY:
