@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,19 +58,36 @@ def bot_db(tmp_path: Path) -> Iterator[tuple[Settings, int]]:
         user = User(email="bot@example.com", password_hash="x")
         session.add(user)
         session.flush()
-        bot = Bot(
-            user_id=user.id,
-            name="sma",
-            trading_pair="BTC/USDT",
-            strategy="sma_cross",
-            params={"fast": 10, "slow": 50},
-            timeframe="1h",
-            risk_per_trade=Decimal(1),
-            max_position_size=Decimal(50),
-            starting_balance=Decimal(10_000),
-        )
-        session.add(bot)
-        session.flush()
-        bot_id = bot.id
+        bot_id = _add_bot(session, user.id, "sma")
     yield settings, bot_id
     db.dispose_engines()
+
+
+def _add_bot(session: Any, user_id: int, name: str) -> int:
+    bot = Bot(
+        user_id=user_id,
+        name=name,
+        trading_pair="BTC/USDT",
+        strategy="sma_cross",
+        params={"fast": 10, "slow": 50},
+        timeframe="1h",
+        risk_per_trade=Decimal(1),
+        max_position_size=Decimal(50),
+        starting_balance=Decimal(10_000),
+    )
+    session.add(bot)
+    session.flush()
+    return int(bot.id)
+
+
+@pytest.fixture
+def more_bots(bot_db: tuple[Settings, int]) -> Callable[[int], list[int]]:
+    """Add bots like ``bot_db``'s to its database; return all their ids, its own first."""
+    settings, first = bot_db
+
+    def add(n: int) -> list[int]:
+        with db.session_scope(settings) as session:
+            user_id = session.get(Bot, first).user_id  # type: ignore[union-attr]
+            return [first] + [_add_bot(session, user_id, f"more{i}") for i in range(n - 1)]
+
+    return add

@@ -374,35 +374,10 @@ def test_the_bot_sleeps_until_the_next_candle_can_close(settings: Any) -> None:
     assert rt.next_poll_delay_s() == pytest.approx(0.75)
 
 
-def _more_bots(settings: Any, n: int) -> list[int]:
-    from cryptoorchestrator.platform.storage.models import Bot
-
-    with db.session_scope(settings) as session:
-        first = session.scalars(select(Bot)).first()
-        assert first is not None
-        ids = [first.id]
-        for i in range(n - 1):
-            bot = Bot(
-                user_id=first.user_id,
-                name=f"more{i}",
-                trading_pair="BTC/USDT",
-                strategy="sma_cross",
-                params={"fast": 10, "slow": 50},
-                timeframe="1h",
-                risk_per_trade=Decimal(1),
-                max_position_size=Decimal(50),
-                starting_balance=Decimal(10_000),
-            )
-            session.add(bot)
-            session.flush()
-            ids.append(bot.id)
-    return ids
-
-
 @pytest.mark.parametrize("sim", ["0.25"], indirect=True)  # each order fills in 4+ trades
 @pytest.mark.parametrize("shared_fails", [False, True])
 def test_bots_of_a_loop_record_their_fills_together(
-    shared_fails: bool, sim: Any, bot_db: Any, monkeypatch: pytest.MonkeyPatch
+    shared_fails: bool, sim: Any, bot_db: Any, more_bots: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two bots act on one candle: their answers are recorded in one transaction, and the
     # books and rows are those each would have written alone.  Should that transaction fail,
@@ -410,7 +385,7 @@ def test_bots_of_a_loop_record_their_fills_together(
     from cryptoorchestrator.platform.bots import runtime as runtime_mod
 
     settings, _ = bot_db
-    ids = _more_bots(settings, 2)  # two halves of the one simulator account
+    ids = more_bots(2)  # two halves of the one simulator account
     real_rows = runtime_mod._record_rows
     shared_calls: list[int] = []
 
