@@ -38,7 +38,7 @@ def atr(
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
     result = v.output(out, c.shape)
-    nb.atr_nb(h, lo, c, p, False, result)
+    nb.atr_nb(h, lo, c, p, result)
     return result
 
 
@@ -54,5 +54,5 @@ def natr(
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
     result = v.output(out, c.shape)
-    nb.atr_nb(h, lo, c, p, True, result)
+    nb.natr_nb(h, lo, c, p, result)
     return result
