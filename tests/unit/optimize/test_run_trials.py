@@ -184,16 +184,17 @@ def test_batches_cover_every_cpu_in_equal_rounds() -> None:
     assert _batch_size(0.012, 174, 2, 0.5) == 29
 
 
-def test_last_round_is_cut_in_pieces_for_several_cpus() -> None:
+def test_last_round_is_cut_in_halving_pieces_for_several_cpus() -> None:
     from cryptoorchestrator.cluster.optimize import _split_tail
 
     grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
     batches = trials_mod.plan_batches(grid, 4)
     split = _split_tail(batches, 2)
-    assert [len(b) for b in split] == [44, 44, 10, 11, 11, 11, 10, 11, 11, 11]
-    assert [p for b in split for p in b] == [p for b in batches for p in b]  # same order
-    assert [len(b) for b in _split_tail(batches, 2, pieces=2)] == [44, 44, 21, 22, 21, 22]
-    assert [len(b) for b in _split_tail([grid[:3], grid[3:6]], 2)] == [1, 1, 1, 1, 1, 1]
+    # 43 trials each: 22, 11, 5, 5 of the third batch, 22, 11, 5, 5 of the fourth, largest first
+    assert [len(b) for b in split] == [44, 44, 22, 22, 11, 11, 5, 5, 5, 5]
+    assert sorted(trial_key(p) for b in split for p in b) == sorted(trial_key(p) for p in grid)
+    third = [p for b in split[2::2] for p in b]
+    assert sorted(map(trial_key, third)) == sorted(map(trial_key, batches[2]))  # neighbours
     assert _split_tail(batches, 1) == batches  # one CPU: nobody waits for a straggler
     assert _split_tail(batches[:1], 2) == batches[:1]  # fewer batches than CPUs
     assert _split_tail([[grid[0]], [grid[1]]], 2) == [[grid[0]], [grid[1]]]
