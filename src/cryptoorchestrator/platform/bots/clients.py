@@ -79,7 +79,10 @@ class SharedMarketData:
     on every candle, within milliseconds of each other.  Here the bots of one event loop that
     read the same exchange share one client, and the ticker requests of bots acting together
     share one answer (at most ``ticker_age_s`` old; each broker still fills at the quote its bot
-    saw).  The client closes when its last user closes.
+    saw).  50 ms covers the bots of a group acting on one candle (they ask within a few ms of
+    each other) and never hands a quote from before a candle closed to a decision on it: at
+    200 ms, a replay stepping candles every 300 ms priced every other candle's orders on the
+    previous candle's quote.  The client closes when its last user closes.
     """
 
     # Per event loop (an HTTP session belongs to the loop that opened it), weakly: a loop that
@@ -108,7 +111,7 @@ class SharedMarketData:
         cls,
         source: tuple[Any, ...],
         build: Callable[[], ExecutionClient],
-        ticker_age_s: float = 0.2,
+        ticker_age_s: float = 0.05,
     ) -> SharedMarketData:
         """Return this loop's shared client for ``source``, built by ``build()`` on first use."""
         instances = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
