@@ -399,19 +399,44 @@ def test_bots_of_a_loop_record_their_fills_together(
 
     monkeypatch.setattr(runtime_mod, "_record_rows", rows)
 
+    class Together:
+        """The group's batch, made certain: both bots' answers go to one _record_all call (a
+        real group's coalescer joins the answers that arrive within a few loop iterations, and
+        these two bots' answers, each on its own HTTP client, may arrive further apart)."""
+
+        def __init__(self) -> None:
+            self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
+
+        async def __call__(self, item: Any) -> Any:
+            future = asyncio.get_running_loop().create_future()
+            self.waiting.append((item, future))
+            if len(self.waiting) == len(ids):
+                batch, self.waiting = self.waiting, []
+                answers = runtime_mod._record_all([i for i, _ in batch])
+                for (_, f), answer in zip(batch, answers, strict=True):
+                    if isinstance(answer, BaseException):
+                        f.set_exception(answer)
+                    else:
+                        f.set_result(answer)
+            return await future
+
+    together = Together()
+    monkeypatch.setattr(runtime_mod, "_recordings", lambda _settings: together)
+
     async def scenario() -> list[BotRuntime]:
         rts = [make_runtime(settings, b, sim, Scripted(buy_at=1, sell_at=3)) for b in ids]
         for rt in rts:
             await rt.prepare()
         for _ in range(3):
             sim.advance(HOUR)
-            await asyncio.gather(*(rt.poll_once() for rt in rts))
+            polls = asyncio.gather(*(rt.poll_once() for rt in rts))
+            await asyncio.wait_for(polls, timeout=30)
         for rt in rts:
             await rt.client.close()
         return rts
 
     rts = asyncio.run(scenario())
-    assert shared_calls  # answers of several bots were recorded in one transaction
+    assert shared_calls == [2, 2]  # the buys, then the sells, each recorded as one batch
     with db.session_scope(settings) as session:
         for rt in rts:
             bot_id = rt.config.bot_id
