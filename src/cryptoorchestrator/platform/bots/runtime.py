@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -321,14 +321,14 @@ def _recordings(settings: Settings) -> Coalescer[_Recording, list[Fill]]:
     batch = _recording_batches.get(settings.database_url)
     if batch is None:
 
-        async def record_all(items: list[_Recording]) -> list[list[Fill] | BaseException]:
+        async def record_all(items: list[_Recording]) -> Sequence[list[Fill] | BaseException]:
             return _record_all(items)
 
         batch = _recording_batches[settings.database_url] = Coalescer(record_all)
     return batch
 
 
-def _record_all(items: list[_Recording]) -> list[list[Fill] | BaseException]:
+def _record_all(items: list[_Recording]) -> Sequence[list[Fill] | BaseException]:
     """Record ``items`` in one transaction; if it fails, each alone (its own error to it).
 
     Runs on the loop's thread, as a bot's own recording does: the books it moves are read by
@@ -340,17 +340,17 @@ def _record_all(items: list[_Recording]) -> list[list[Fill] | BaseException]:
             return [runtime._record(order, fills)]  # noqa: SLF001 (the bot's own step)
         except Exception as exc:
             return [exc]
-    before: dict[int, tuple[BotRuntime, Ledger, int]] = {}
+    # The books each bot had before the batch (orders become final only after the commit).
+    before: dict[int, tuple[BotRuntime, Ledger]] = {}
     for runtime, _, _ in items:
-        before.setdefault(id(runtime), (runtime, replace(runtime.ledger), len(runtime._closed)))  # noqa: SLF001
+        if id(runtime) not in before:
+            before[id(runtime)] = (runtime, replace(runtime.ledger))
     try:
-        with get_engine(items[0][0].settings).begin() as conn:
-            applied, closing = _record_rows(conn, items)
+        return _store_answers(items)
     except Exception:
-        for runtime, ledger, n_closed in before.values():
+        for runtime, ledger in before.values():
             for name in Ledger.__dataclass_fields__:
                 setattr(runtime.ledger, name, getattr(ledger, name))
-            del runtime._closed[n_closed:]  # noqa: SLF001
         out: list[list[Fill] | BaseException] = []
         for runtime, order, fills in items:
             try:
@@ -358,9 +358,16 @@ def _record_all(items: list[_Recording]) -> list[list[Fill] | BaseException]:
             except Exception as exc:
                 out.append(exc)
         return out
+
+
+def _store_answers(items: list[_Recording]) -> list[list[Fill]]:
+    """Record ``items`` in one transaction (see :func:`_record_rows`); once it is committed,
+    note the orders that became final for their bots' end-of-candle reports."""
+    with get_engine(items[0][0].settings).begin() as conn:
+        applied, closing = _record_rows(conn, items)
     for runtime, cid in closing:
         runtime._closed.append(cid)  # noqa: SLF001
-    return list(applied)
+    return applied
 
 
 def _record_rows(
@@ -656,7 +663,8 @@ class BotRuntime:
         """Decide and act on the newest closed candle of ``candles`` (oldest first)."""
         started = self.clock.monotonic()
         last = candles[-1]
-        self.state.seen_at.append((last.timestamp_ms, time.time()))
+        seen = time.time()
+        self.state.seen_at.append((last.timestamp_ms, seen))
         bars = {
             "timestamp": np.array([c.timestamp_ms for c in candles], dtype=np.int64),
             "open": np.array([c.open for c in candles], dtype=np.float64),
@@ -665,7 +673,6 @@ class BotRuntime:
             "close": np.array([c.close for c in candles], dtype=np.float64),
             "volume": np.array([c.volume for c in candles], dtype=np.float64),
         }
-        seen = time.time()
         self._steps = {}
         action, tag, reason = self._stop_exit(last)
         if action is None:
@@ -893,11 +900,7 @@ class BotRuntime:
 
     def _record(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
         """Store the order's state and its new fills, and move the books, in one transaction."""
-        with get_engine(self.settings).begin() as conn:
-            applied, closing = _record_rows(conn, [(self, order, fills)])
-        for runtime, cid in closing:
-            runtime._closed.append(cid)  # noqa: SLF001 (this runtime)
-        return applied[0]
+        return _store_answers([(self, order, fills)])[0]
 
     # ------------------------------------------------------------------------ persistence
 

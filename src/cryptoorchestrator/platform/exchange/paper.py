@@ -406,10 +406,11 @@ class PaperBroker(ExecutionClient):
             r.asset: [r.free, r.locked]
             for r in conn.execute(_LOCK_BALANCES, {"account": self.account_id})
         }
+        existing = {(self.account_id, asset) for asset in held}
         plan = self._plan(prepared, market, fill_price, now, held)
         if isinstance(plan, OrderRejected):
             return plan
-        return _write_plans(conn, [plan])[0]
+        return _write_plans(conn, [plan], existing)[0]
 
     def _plan(
         self,
@@ -885,12 +886,13 @@ def _book_many(session: Session, items: list[_Booking]) -> list[object]:
 
 
 def _write_plans(
-    conn: Connection, plans: Sequence[_Plan], existing: set[tuple[int, str]] | None = None
+    conn: Connection, plans: Sequence[_Plan], existing: set[tuple[int, str]]
 ) -> list[ExchangeOrder]:
     """Write accepted orders, their fills and the balances they leave; return the orders.
 
-    ``existing``: the (account, asset) balance rows that exist (others are inserted); None
-    takes every balance a plan moved as existing unless its update finds no row.
+    ``existing``: the (account, asset) balance rows found (and locked) before deciding; the
+    others are inserted.  A row another process inserted meanwhile fails the insert, and the
+    caller books again.
     """
     ids = [row.id for row in conn.execute(_INSERT_ORDERS, [p.order for p in plans])]
     conn.execute(_SET_EXCHANGE_IDS, {"ids": ids})
@@ -908,25 +910,14 @@ def _write_plans(
     updates = [
         {"account": account, "asset_key": asset, "free": free, "locked": locked}
         for (account, asset), (free, locked) in final.items()
-        if existing is None or (account, asset) in existing
+        if (account, asset) in existing
     ]
     inserts = [
         {"account_id": account, "asset": asset, "free": free, "locked": locked}
         for (account, asset), (free, locked) in final.items()
-        if existing is not None and (account, asset) not in existing
+        if (account, asset) not in existing
     ]
-    if existing is None:
-        for values in updates:
-            if conn.execute(_UPDATE_BALANCE, values).rowcount == 0:
-                inserts.append(
-                    {
-                        "account_id": values["account"],
-                        "asset": values["asset_key"],
-                        "free": values["free"],
-                        "locked": values["locked"],
-                    }
-                )
-    elif updates:
+    if updates:
         conn.execute(_UPDATE_BALANCE, updates)
     if inserts:
         conn.execute(_INSERT_BALANCE, inserts)

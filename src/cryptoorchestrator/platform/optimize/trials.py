@@ -296,8 +296,8 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any, reserve_bytes: int =
     if buf is None or buf.dtype != dtype or buf.size < size:
         if _KEEP_SCRATCH[0]:
             itemsize = np.dtype(dtype).itemsize
-            buf = np.zeros(max(size, reserve_bytes // itemsize), dtype=dtype)
-            buf.fill(0)  # np.zeros maps untouched pages: write them now, not in a batch
+            buf = np.empty(max(size, reserve_bytes // itemsize), dtype=dtype)
+            buf.fill(0)  # its pages now, not in a batch
             _SCRATCH[name] = buf
         else:
             buf = np.empty(size, dtype=dtype)
