@@ -177,6 +177,8 @@ class BotSlot:
         factory: SignalFactory = self._opts.get("signal_factory") or registry_signals
         signals = factory(strategy, params)
         risk = risk_client(get_risk_actor(settings))
+        # Open the approval line now: the first order must not wait for its connection.
+        await risk.open_line()
         timeout = float(self._opts.get("risk_timeout_s", 2.0))
         bus = _publisher()
 

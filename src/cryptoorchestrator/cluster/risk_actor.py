@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
+import weakref
 from collections.abc import Awaitable
 from dataclasses import asdict
 from decimal import Decimal
@@ -28,6 +31,7 @@ from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.model import BotStatus, OrderSide
 from cryptoorchestrator.platform.risk import store
 from cryptoorchestrator.platform.risk.limits import Breach, OrderCheck, RiskDecision, RiskLimits
+from cryptoorchestrator.platform.risk.line import LineClient, LineError, LineServer
 from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -37,9 +41,25 @@ log = logging.getLogger("cryptoorchestrator.risk")
 
 
 def check_to_dict(check: OrderCheck) -> dict[str, Any]:
-    """Serialise an order check for the actor call (decimals as strings)."""
-    data = asdict(check)
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in data.items()}
+    """Serialise an order check for the actor call (decimals as strings).
+
+    Field by field: ``dataclasses.asdict`` deep-copies every value and took 0.3 ms of the bot
+    process for a batch of 25 on the way to every approval.
+    """
+    return {
+        "bot_id": check.bot_id,
+        "client_order_id": check.client_order_id,
+        "symbol": check.symbol,
+        "side": check.side.value,
+        "amount": str(check.amount),
+        "price": str(check.price),
+        "reduce_only": check.reduce_only,
+        "stop_price": None if check.stop_price is None else str(check.stop_price),
+        "equity": None if check.equity is None else str(check.equity),
+        "position_notional": (
+            None if check.position_notional is None else str(check.position_notional)
+        ),
+    }
 
 
 def check_from_dict(data: dict[str, Any]) -> OrderCheck:
@@ -72,6 +92,9 @@ class RiskActor:
         self._manager = RiskManager()
         self._ready = False
         self._load_error: str | None = None
+        self._line: LineServer | None = None
+        self._line_token = secrets.token_urlsafe(24)
+        self._line_lock: asyncio.Lock | None = None
         self._try_load()
 
     def _try_load(self) -> bool:
@@ -91,7 +114,7 @@ class RiskActor:
 
     async def approve(self, check: dict[str, Any]) -> dict[str, Any]:
         """Approve or deny one order (no I/O on this path)."""
-        return (await self.approve_many([check]))[0]
+        return self._decide([check])[0]
 
     async def approve_many(self, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Approve or deny orders in the order given, each seeing the ones approved before it.
@@ -99,6 +122,28 @@ class RiskActor:
         The orders of a group's bots on one candle arrive as one call (see
         :class:`RiskClient`): one message and one wake-up of this actor instead of one each.
         """
+        return self._decide(checks)
+
+    async def line(self) -> dict[str, Any]:
+        """Return the address and token of this actor's approval line, opening it on first ask.
+
+        Bot processes send their approvals over it (:class:`RiskClient`): a socket read by this
+        actor's event loop, which answers a batch in a fraction of a Ray call's round trip (see
+        :mod:`~cryptoorchestrator.platform.risk.line`).  The token is this incarnation's: a
+        restarted actor has a new line and a new token, which clients fetch here again.
+        """
+        if self._line_lock is None:
+            self._line_lock = asyncio.Lock()
+        async with self._line_lock:
+            if self._line is None:
+                server = LineServer(self._decide, self._line_token)
+                # The node's address, not loopback: bots on other nodes use the line too.
+                await server.start(ray.util.get_node_ip_address())
+                self._line = server
+        return {"host": self._line.host, "port": self._line.port, "token": self._line_token}
+
+    def _decide(self, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Decide ``checks`` in order on this actor's loop (Ray calls and the line alike)."""
         if not self._ready and not self._try_load():
             denied = RiskDecision.deny(
                 "risk_unavailable", f"risk state not loaded: {self._load_error}"
@@ -294,27 +339,99 @@ def get_risk_actor(settings: Settings) -> Any:
     ).remote(settings_payload(settings))
 
 
+#: Seconds between attempts to open a line after one failed (Ray carries approvals meanwhile).
+LINE_RETRY_S = 1.0
+
+
 class RiskClient:
     """A bot process's line to the risk actor: its bots' calls batched, failures closed.
 
     The bots of a group act on the same candle together; their approvals (and their end-of-
-    candle reports) each go out as one :meth:`RiskActor.approve_many` (:meth:`~RiskActor.
-    report_many`) call through a :class:`~cryptoorchestrator.platform.batching.Coalescer`.
-    Fifty bots asking one by one queued fifty messages at the actor per candle (approval p99
-    150-300 ms); five batches are five.  A bot still waits only for its own answer, with its own
-    timeout, and a late or failed batch denies each of its orders.
+    candle reports) each go out as one batch through a
+    :class:`~cryptoorchestrator.platform.batching.Coalescer`.  Fifty bots asking one by one
+    queued fifty messages at the actor per candle (approval p99 150-300 ms); five batches are
+    five.  Approvals travel over the actor's direct line (:meth:`RiskActor.line`, a socket per
+    process and event loop) when it can be opened, and as a Ray call otherwise; reports always
+    go through Ray.  A bot still gets its own answer; a late or failed batch denies each of its
+    orders.  A line that breaks under a batch is not retried through Ray (the actor may already
+    have counted those orders), and one that answers too late is dropped (it may be stuck).
+
+    A batch waits as long as its most impatient bot's timeout (a group's bots share one): one
+    timer per batch instead of a task per bot, whose extra loop hop each of 25 bots paid.
     """
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
-        self._approve: Coalescer[OrderCheck, RiskDecision] = Coalescer(self._approve_many)
+        self._approve: Coalescer[tuple[OrderCheck, float], RiskDecision] = Coalescer(
+            self._approve_many
+        )
         self._report: Coalescer[tuple[int, str, str, str, list[str]], list[dict[str, Any]]] = (
             Coalescer(self._report_many)
         )
+        # Per event loop: a connection belongs to the loop that opened it.
+        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LineSlot] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.line_batches = 0  # batches answered over the line (for tests and benchmarks)
 
-    async def _approve_many(self, checks: list[OrderCheck]) -> list[RiskDecision]:
-        answers = await self.handle.approve_many.remote([check_to_dict(c) for c in checks])
+    async def _approve_many(self, items: list[tuple[OrderCheck, float]]) -> list[RiskDecision]:
+        timeout_s = min(t for _, t in items)
+        used: list[LineClient] = []
+
+        async def ask() -> list[dict[str, Any]]:
+            payload = [check_to_dict(c) for c, _ in items]
+            line = await self._line()
+            if line is None:
+                answers: list[dict[str, Any]] = await self.handle.approve_many.remote(payload)
+                return answers
+            used.append(line)
+            answers = await line.call(payload)
+            self.line_batches += 1
+            return answers
+
+        try:
+            answers = await asyncio.wait_for(ask(), timeout_s)
+        except TimeoutError:
+            for line in used:
+                await line.close()  # this late, it may be stuck: the next batch opens another
+            return [_late(timeout_s)] * len(items)
+        except Exception as exc:  # RayActorError, RayTaskError, a broken line: all mean "no"
+            return [_unreachable(exc)] * len(items)
         return [_decision(a) for a in answers]
+
+    async def open_line(self) -> bool:
+        """Open this loop's approval line ahead of the first order; return whether it is open.
+
+        Opening costs a Ray call and a connection (about 7 ms on a busy node), which the first
+        approval would otherwise wait for.  Failing is harmless: approvals go through Ray.
+        """
+        return await self._line() is not None
+
+    async def _line(self) -> LineClient | None:
+        """Return this loop's open line to the actor, opening one if allowed; None: use Ray."""
+        loop = asyncio.get_running_loop()
+        slot = self._lines.get(loop)
+        if slot is None:
+            slot = self._lines[loop] = _LineSlot()
+        if slot.client is not None and not slot.client.closed:
+            return slot.client
+        async with slot.lock:  # one opening at a time: concurrent batches share it
+            if slot.client is not None and not slot.client.closed:
+                return slot.client
+            if time.monotonic() < slot.retry_at:
+                return None
+            try:
+                address = await asyncio.wait_for(self.handle.line.remote(), LINE_RETRY_S * 2)
+                slot.client = await LineClient.connect(
+                    address["host"], int(address["port"]), address["token"]
+                )
+            except (LineError, TimeoutError, AttributeError, ray.exceptions.RayError) as exc:
+                # An actor without a line (an older version), a restart in progress, a
+                # firewall between nodes: approvals go through Ray until the next attempt.
+                slot.client, slot.retry_at = None, time.monotonic() + LINE_RETRY_S
+                log.info("risk line unavailable, approvals go through Ray: %s", exc)
+                return None
+            return slot.client
 
     async def _report_many(
         self, reports: list[tuple[int, str, str, str, list[str]]]
@@ -324,13 +441,27 @@ class RiskClient:
 
     async def approve(self, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:
         """Ask about ``check``; deny when the actor is slow or unreachable (fail closed)."""
-        return await _fail_closed(self._approve(check), timeout_s)
+        try:
+            return await self._approve((check, timeout_s))
+        except Exception as exc:  # the batch itself failed: still "no"
+            return _unreachable(exc)
 
     async def report(
         self, bot_id: int, symbol: str, signed_notional: str, equity: str, closed: list[str]
     ) -> list[dict[str, Any]]:
         """Send a bot's end-of-candle report; return the breaches found (see ``report``)."""
         return await self._report((bot_id, symbol, signed_notional, equity, closed))
+
+
+class _LineSlot:
+    """One event loop's line: the open client, the lock that opens it, when to try again."""
+
+    __slots__ = ("client", "lock", "retry_at")
+
+    def __init__(self) -> None:
+        self.client: LineClient | None = None
+        self.lock = asyncio.Lock()
+        self.retry_at = 0.0
 
 
 _clients: dict[Any, RiskClient] = {}
@@ -355,11 +486,17 @@ async def _fail_closed(asked: Awaitable[RiskDecision], timeout_s: float) -> Risk
     try:
         return await asyncio.wait_for(asked, timeout_s)
     except TimeoutError:
-        return RiskDecision.deny("risk_timeout", f"risk actor did not answer within {timeout_s} s")
+        return _late(timeout_s)
     except Exception as exc:  # RayActorError, RayTaskError, connection loss: all mean "no"
-        return RiskDecision.deny(
-            "risk_unavailable", f"risk actor unreachable: {type(exc).__name__}"
-        )
+        return _unreachable(exc)
+
+
+def _late(timeout_s: float) -> RiskDecision:
+    return RiskDecision.deny("risk_timeout", f"risk actor did not answer within {timeout_s} s")
+
+
+def _unreachable(exc: BaseException) -> RiskDecision:
+    return RiskDecision.deny("risk_unavailable", f"risk actor unreachable: {type(exc).__name__}")
 
 
 async def request_approval(handle: Any, check: OrderCheck, timeout_s: float = 2.0) -> RiskDecision:

@@ -143,6 +143,53 @@ def test_approvals_of_bots_acting_together_are_one_call_in_order(
     assert risk_client(actor) is risk_client(actor)  # one client per process and actor
 
 
+def test_approvals_go_over_the_line_and_find_a_restarted_actor(
+    risk_env: Any, ray_session: Any
+) -> None:
+    _, actor, bot_id = risk_env
+    client = RiskClient(actor)
+
+    async def trade() -> list[Any]:
+        first = await client.approve(_check(bot_id, "0.1"))
+        line = next(iter(client._lines.values())).client  # noqa: SLF001
+        # A restart: a new process with a new line and token; the old line breaks.
+        ray_session.kill(actor, no_restart=False)
+        for _ in range(200):  # the broken line is noticed by its reader
+            if line is not None and line.closed:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(600):  # the new incarnation is up (calls fail while it restarts)
+            try:
+                await asyncio.wait_for(actor.ping.remote(), 120)
+                break
+            except ray_session.exceptions.ActorUnavailableError:
+                await asyncio.sleep(0.1)
+        second = await client.approve(_check(bot_id, "0.2"))
+        fresh = next(iter(client._lines.values())).client  # noqa: SLF001
+        return [first, line, second, fresh, fresh is not None and not fresh.closed]
+
+    first, line, second, fresh, fresh_open = asyncio.run(trade())
+    assert first.approved
+    assert second.approved
+    assert line is not None
+    assert line.closed
+    assert fresh is not None
+    assert fresh is not line
+    assert fresh_open
+    # Both answers came over a line (a Ray fallback would not count).
+    assert client.line_batches == 2
+    # The line refuses a caller without the incarnation's token.
+    address = ray_session.get(actor.line.remote())
+
+    async def intrude() -> None:
+        from cryptoorchestrator.platform.risk.line import LineClient, LineError
+
+        with pytest.raises(LineError, match="refused"):
+            await LineClient.connect(address["host"], address["port"], "guess")
+
+    asyncio.run(intrude())
+
+
 def test_batching_client_fails_closed(ray_session: Any) -> None:
     @ray_session.remote(num_cpus=0)
     class Slow:
@@ -151,8 +198,10 @@ def test_batching_client_fails_closed(ray_session: Any) -> None:
             return [{"approved": True, "reason": "late", "limit": None} for _ in checks]
 
     slow = Slow.remote()
-    late = asyncio.run(RiskClient(slow).approve(_check(1), timeout_s=0.2))
+    client = RiskClient(slow)
+    late = asyncio.run(client.approve(_check(1), timeout_s=0.2))
     assert (late.approved, late.limit) == (False, "risk_timeout")
+    assert client.line_batches == 0  # an actor without a line is asked through Ray
     ray_session.kill(slow)
     dead = asyncio.run(RiskClient(slow).approve(_check(1), timeout_s=5))
     assert (dead.approved, dead.limit) == (False, "risk_unavailable")
@@ -179,3 +228,23 @@ def test_get_risk_actor_is_a_named_singleton(risk_env: Any, ray_session: Any) ->
     second = get_risk_actor(settings)
     assert first._actor_id == second._actor_id  # noqa: SLF001
     ray_session.kill(first)
+
+
+def test_an_order_check_survives_the_wire() -> None:
+    from cryptoorchestrator.cluster.risk_actor import check_from_dict, check_to_dict
+
+    full = OrderCheck(
+        bot_id=3,
+        client_order_id="co3-1-L",
+        symbol="ETH/USDT",
+        side=OrderSide.SELL,
+        amount=D("0.00123"),
+        price=D("2500.5"),
+        reduce_only=True,
+        stop_price=D("2400"),
+        equity=D("1000.123456789012345678901234567"),
+        position_notional=D("-12.5"),
+    )
+    bare = OrderCheck(3, "co3-2-L", "ETH/USDT", OrderSide.BUY, D("1"), D("2"))
+    for check in (full, bare):
+        assert check_from_dict(check_to_dict(check)) == check

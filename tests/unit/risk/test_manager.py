@@ -218,3 +218,71 @@ def test_report_releases_closed_orders_and_records_position_and_equity(
     assert rm.bots[1].equity == D(990)
     assert rm.approve(check(amount="0.01")).approved
     assert rm.report(1, "BTC/USDT", D(0), D(900), [])[0].limit == "max_daily_loss"
+
+
+def test_portfolio_totals_always_equal_fresh_sums(clock: TestClock) -> None:
+    """The totals kept up to date per change equal sums over every bot after any sequence."""
+    import random
+
+    rng = random.Random(7)
+    manager = RiskManager(
+        RiskLimits(
+            max_open_orders=1_000,
+            max_open_orders_total=10_000,
+            max_orders_per_minute=10_000,
+            max_total_exposure_pct=D(1000),
+            max_daily_loss_pct=D(99),
+            max_drawdown_pct=D(99),
+            portfolio_max_daily_loss_pct=D(99),
+            portfolio_max_drawdown_pct=D(99),
+        ),
+        clock,
+    )
+    approved: list[tuple[int, str]] = []
+
+    def money() -> D:
+        return D(rng.randrange(1, 10**9)) / D(10 ** rng.randrange(0, 9))
+
+    def fresh_sums() -> tuple[D, D, int, D]:
+        bots = manager.bots.values()
+        return (
+            sum((b.equity for b in bots), D(0)),
+            sum((b.exposure for b in bots), D(0)),
+            sum(len(b.open_orders) for b in bots),
+            sum((b.day_start_equity for b in bots), D(0)),
+        )
+
+    for step in range(3_000):
+        op = rng.randrange(8)
+        bot = rng.randrange(1, 8)
+        if op == 0 or bot not in manager.bots:
+            manager.register_bot(
+                bot,
+                equity=money(),
+                max_position_pct=D(100),
+                risk_per_trade_pct=D(5),
+                positions={"BTC/USDT": money() - money()},
+                open_orders={f"o{step}-{i}" for i in range(rng.randrange(3))},
+            )
+        elif op == 1:
+            c = check(bot, rng.choice(["buy", "sell"]), "0.01", str(money()), equity=money())
+            if manager.approve(c).approved:
+                approved.append((bot, c.client_order_id))
+        elif op == 2 and approved:
+            manager.order_closed(*approved.pop(rng.randrange(len(approved))))
+        elif op == 3:
+            manager.update_position(bot, rng.choice(["BTC/USDT", "ETH/USDT"]), money() - money())
+        elif op == 4:
+            manager.update_position(bot, "BTC/USDT", D(0))
+        elif op == 5:
+            manager.report(bot, "ETH/USDT", money() - money(), money(), [])
+        elif op == 6:
+            manager.unregister_bot(bot)
+        else:
+            clock.advance(rng.choice([1_000, 3_600_000, 86_400_000]))
+            manager.update_equity(bot, money())
+        equity, exposure, open_orders, day_start = fresh_sums()
+        assert manager.portfolio_equity == equity, step
+        assert manager._exposure_total == exposure, step  # noqa: SLF001
+        assert manager._open_total == open_orders, step  # noqa: SLF001
+        assert manager._day_start_total == day_start, step  # noqa: SLF001

@@ -3,6 +3,12 @@
 Single-threaded by design: the ``RiskActor`` serialises calls, so the checks and the reservations
 they make (an approved order counts as open until the bot reports it closed) cannot race.
 
+Every check is O(1) in the number of bots: the portfolio's totals (equity, exposure, open
+orders, equity at the start of the day) are kept up to date as each bot's figures change, instead
+of summed over every bot for every order (with 50 bots, the sums made a group's batch of 25
+approvals cost 0.74 ms in the actor, on every order's critical path).  They are Decimal sums, so
+they equal a fresh sum to Decimal's 28 significant digits.
+
 Denials are values (:class:`RiskDecision`), never exceptions.  A breach of a loss or drawdown
 limit halts the bot (or, for portfolio limits, every bot): later orders are denied until the
 bot is re-armed by a user starting it again.  Orders that only reduce a position are always
@@ -56,6 +62,13 @@ class RiskManager:
         self.bots: dict[int, BotRisk] = {}
         self._portfolio_peak = Decimal(0)
         self.portfolio_halted: str | None = None
+        # Running totals over self.bots (see the module docstring); changed only by the
+        # methods below, which change the bots' figures.
+        self._equity_total = Decimal(0)
+        self._exposure_total = Decimal(0)
+        self._open_total = 0
+        self._day_start_total = Decimal(0)
+        self._day = self._today()
 
     # ------------------------------------------------------------------ registration, limits
 
@@ -73,7 +86,7 @@ class RiskManager:
     ) -> None:
         """Start tracking a bot (or refresh it on restart); re-arms a halted bot."""
         self.unregister_bot(bot_id)
-        self.bots[bot_id] = BotRisk(
+        bot = self.bots[bot_id] = BotRisk(
             bot_id=bot_id,
             max_position_pct=max_position_pct,
             risk_per_trade_pct=risk_per_trade_pct,
@@ -84,6 +97,10 @@ class RiskManager:
             positions=dict(positions or {}),
             open_orders=set(open_orders or ()),
         )
+        self._equity_total += bot.equity
+        self._exposure_total += bot.exposure
+        self._open_total += len(bot.open_orders)
+        self._day_start_total += bot.day_start_equity
         # The portfolio's peak moves with the set of bots, or adding/removing a bot would
         # read as a gain/loss of the whole portfolio.
         self._portfolio_peak = max(self._portfolio_peak + equity, self.portfolio_equity)
@@ -92,6 +109,10 @@ class RiskManager:
         """Stop tracking a bot (it was deleted or stopped for good)."""
         bot = self.bots.pop(bot_id, None)
         if bot is not None:
+            self._equity_total -= bot.equity
+            self._exposure_total -= bot.exposure
+            self._open_total -= len(bot.open_orders)
+            self._day_start_total -= bot.day_start_equity
             self._portfolio_peak = max(
                 self._portfolio_peak - bot.peak_equity, self.portfolio_equity
             )
@@ -119,7 +140,7 @@ class RiskManager:
         if check.amount <= 0 or check.price <= 0:
             return RiskDecision.deny("invalid_order", "amount and price must be positive")
         if check.equity is not None and check.equity > 0:
-            bot.equity = check.equity
+            self._set_equity(bot, check.equity)
             bot.peak_equity = max(bot.peak_equity, check.equity)
         if check.position_notional is not None:
             self.update_position(bot.bot_id, check.symbol, check.position_notional)
@@ -142,7 +163,7 @@ class RiskManager:
                 "max_open_orders",
                 f"bot has {len(bot.open_orders)} open orders (limit {limits.max_open_orders})",
             )
-        total_open = sum(len(b.open_orders) for b in self.bots.values())
+        total_open = self._open_total
         if total_open >= limits.max_open_orders_total:
             return RiskDecision.deny(
                 "max_open_orders_total",
@@ -153,7 +174,9 @@ class RiskManager:
             if denial is not None:
                 return denial
         bot.order_times.append(now)
-        bot.open_orders.add(check.client_order_id)
+        if check.client_order_id not in bot.open_orders:
+            bot.open_orders.add(check.client_order_id)
+            self._open_total += 1
         return RiskDecision.approve()
 
     def _check_exposure(self, bot: BotRisk, check: OrderCheck) -> RiskDecision | None:
@@ -181,8 +204,7 @@ class RiskManager:
                     f"loss at the stop would be {loss:.2f}, above {risk_pct}% of equity "
                     f"({allowed:.2f})",
                 )
-        exposure = sum((b.exposure for b in self.bots.values()), Decimal(0))
-        new_exposure = exposure - abs(current) + after
+        new_exposure = self._exposure_total - abs(current) + after
         portfolio_cap = self.portfolio_equity * limits.max_total_exposure_pct / _HUNDRED
         if new_exposure > portfolio_cap:
             return RiskDecision.deny(
@@ -197,8 +219,9 @@ class RiskManager:
     def order_closed(self, bot_id: int, client_order_id: str) -> None:
         """Release the open-order slot of an order that filled, was cancelled or rejected."""
         bot = self.bots.get(bot_id)
-        if bot is not None:
-            bot.open_orders.discard(client_order_id)
+        if bot is not None and client_order_id in bot.open_orders:
+            bot.open_orders.remove(client_order_id)
+            self._open_total -= 1
 
     def update_position(self, bot_id: int, symbol: str, signed_notional: Decimal) -> None:
         """Record a bot's position in ``symbol`` (positive long, negative short, at mark)."""
@@ -206,9 +229,11 @@ class RiskManager:
         if bot is None:
             return
         if signed_notional == 0:
-            bot.positions.pop(symbol, None)
+            old = bot.positions.pop(symbol, None)
         else:
+            old = bot.positions.get(symbol)
             bot.positions[symbol] = signed_notional
+        self._exposure_total += abs(signed_notional) - (abs(old) if old is not None else 0)
 
     def report(
         self,
@@ -237,9 +262,9 @@ class RiskManager:
         if bot is None:
             return []
         today = self._today()
-        if bot.day != today:
-            bot.day, bot.day_start_equity = today, bot.equity
-        bot.equity = equity
+        if today != self._day:
+            self._roll_day(today)
+        self._set_equity(bot, equity)
         bot.peak_equity = max(bot.peak_equity, equity)
         breaches: list[Breach] = []
         if bot.halted is None:
@@ -254,15 +279,11 @@ class RiskManager:
             if breach is not None:
                 bot.halted = breach.message
                 breaches.append(breach)
-        for other in self.bots.values():
-            if other.day != today:
-                other.day, other.day_start_equity = today, other.equity
-        total = self.portfolio_equity
+        total = self._equity_total
         self._portfolio_peak = max(self._portfolio_peak, total)
         if self.portfolio_halted is None:
-            day_start = sum((b.day_start_equity for b in self.bots.values()), Decimal(0))
             breach = self._loss_breach(
-                day_start,
+                self._day_start_total,
                 self._portfolio_peak,
                 total,
                 self.limits.portfolio_max_daily_loss_pct,
@@ -273,6 +294,18 @@ class RiskManager:
                 self.portfolio_halted = breach.message
                 breaches.append(breach)
         return breaches
+
+    def _set_equity(self, bot: BotRisk, equity: Decimal) -> None:
+        self._equity_total += equity - bot.equity
+        bot.equity = equity
+
+    def _roll_day(self, today: str) -> None:
+        """A new (UTC) day: each bot's day starts at its equity now (once, for every bot)."""
+        for bot in self.bots.values():
+            if bot.day != today:
+                self._day_start_total += bot.equity - bot.day_start_equity
+                bot.day, bot.day_start_equity = today, bot.equity
+        self._day = today
 
     @staticmethod
     def _loss_breach(
@@ -309,7 +342,7 @@ class RiskManager:
     @property
     def portfolio_equity(self) -> Decimal:
         """Sum of the equity of every tracked bot."""
-        return sum((b.equity for b in self.bots.values()), Decimal(0))
+        return self._equity_total
 
     def utilisation(self) -> dict[str, Any]:
         """Return how much of each limit is used, for ``GET /api/analytics/risk``."""
