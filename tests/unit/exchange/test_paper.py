@@ -480,3 +480,73 @@ def test_a_batch_books_exactly_what_one_by_one_booking_does(
             assert [f.trade_id == f"{a.order_id}-1" for f in a.fills] == [True] * len(a.fills)
     assert together["balances"]["USDT"][1] == Decimal("50")  # the resting limit's lock
     assert len(together["orders"]) == 4
+
+
+def _intent(settings: Settings, cid: str) -> None:
+    """A bot's order intent row, as the trading loop stores it before risk approval."""
+    with db.session_scope(settings) as s:
+        s.add(
+            Order(
+                bot_id=None,
+                client_order_id=cid,
+                exchange="paper",
+                symbol="BTC/USDT",
+                side="buy",
+                type="market",
+                amount=Decimal("0.01"),
+                filled=Decimal(0),
+                status=OrderStatus.INTENT.value,
+            )
+        )
+
+
+def _row(settings: Settings, cid: str) -> tuple[str, str | None, datetime | None]:
+    with db.session_scope(settings) as s:
+        order = s.scalars(select(Order).where(Order.client_order_id == cid)).one()
+        return order.status, order.status_reason, order.submitted_at
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_the_submitted_mark_is_written_with_the_booking(
+    setup: tuple[Settings, int], together: bool
+) -> None:
+    """Booked and marked in one transaction; an intent that is not stored books nothing."""
+    settings, account_id = setup
+    prices = Prices()
+    b = broker(setup, prices)
+    _intent(settings, "m1")
+    if together:
+        _intent(settings, "m2")
+
+    async def scenario() -> list[object]:
+        await b.fund({"USDT": Decimal("1000")})
+        cids = ["m1", "m2", "ghost"] if together else ["m1", "ghost"]
+        return list(
+            await asyncio.gather(
+                *(
+                    b.create_order(req("buy", "market", "0.001", c), mark_submitted_as="signal")
+                    for c in cids
+                ),
+                return_exceptions=True,
+            )
+        )
+
+    answers = asyncio.run(scenario())
+    ghost = answers[-1]
+    assert isinstance(ghost, LookupError)
+    assert "ghost" in str(ghost)
+    for order in answers[:-1]:
+        assert isinstance(order, ExchangeOrder)
+        assert order.status is OrderStatus.FILLED
+    status, reason, submitted_at = _row(settings, "m1")
+    assert (status, reason) == (OrderStatus.SUBMITTED.value, "signal")
+    assert submitted_at is not None
+    assert submitted_at.replace(tzinfo=UTC) == NOW
+    with db.session_scope(settings) as s:
+        booked = set(
+            s.scalars(select(Order.client_order_id).where(Order.exchange.like("paper:%"))).all()
+        )
+    # The ghost's booking rolled back with its failed mark; the others stand.
+    assert booked == {f"paper:{account_id}:{c}" for c in (["m1", "m2"] if together else ["m1"])}
+    spent = Decimal("0.001") * Decimal("60000.01") * len(booked)
+    assert asyncio.run(b.fetch_balances())["USDT"].free == Decimal(1000) - spent

@@ -11,9 +11,10 @@ On each closed candle
 3. Persist the order **intent** with a deterministic client order id
    ``co<bot>-<candle open ms>-<tag>`` before anything leaves the process.
 4. Ask the risk gate; a denial (or a late or unreachable risk actor) marks the intent denied.
-5. Submit through the execution client; persist the answer and every fill (fills are unique per
-   order and exchange trade id, so a fill can be offered twice and is stored once), and update
-   the position and cash in the same transaction.
+5. Mark the intent submitted, then submit through the execution client (a paper broker writes
+   the mark in the transaction that books the order: one atomic step); persist the answer and
+   every fill (fills are unique per order and exchange trade id, so a fill can be offered twice
+   and is stored once), and update the position and cash in the same transaction.
 6. Snapshot equity at the candle's close and report it (breaches halt the bot).
 
 Crash safety
@@ -56,6 +57,7 @@ from cryptoorchestrator.platform.exchange.execution import (
     OrderRejected,
     OrderRequest,
 )
+from cryptoorchestrator.platform.exchange.paper import PaperBroker
 from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus, OrderType
 from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
@@ -284,27 +286,30 @@ class SharedCandles:
 shared_candles = SharedCandles()
 
 
-async def _send_all(
-    items: list[tuple[ExecutionClient, OrderRequest]],
-) -> list[ExchangeOrder | OrderRejected | BaseException]:
+#: An order to send: the client, the request, and for a paper broker the reason its intent is
+#: marked submitted with in the booking's own transaction (None: already marked).
+_Sending = tuple[ExecutionClient, OrderRequest, str | None]
+
+
+def _send(item: _Sending) -> Awaitable[ExchangeOrder | OrderRejected]:
+    client, request, mark = item
+    if mark is not None and isinstance(client, PaperBroker):
+        return client.create_order(request, mark_submitted_as=mark)
+    return client.create_order(request)
+
+
+async def _send_all(items: list[_Sending]) -> list[ExchangeOrder | OrderRejected | BaseException]:
     """Send orders concurrently; answer each only once all of them are out.
 
     The bots of a process that act on one candle send together, and none of them books its
     fills (a transaction each) while another's order is still on its way: candle close to
     order at the exchange is the latency that counts, the bookkeeping can wait milliseconds.
     """
-    return list(
-        await asyncio.gather(
-            *(client.create_order(request) for client, request in items),
-            return_exceptions=True,
-        )
-    )
+    return list(await asyncio.gather(*map(_send, items), return_exceptions=True))
 
 
 #: The process's order submissions, batched (see :func:`_send_all`).
-_submissions: Coalescer[tuple[ExecutionClient, OrderRequest], ExchangeOrder | OrderRejected] = (
-    Coalescer(_send_all)
-)
+_submissions: Coalescer[_Sending, ExchangeOrder | OrderRejected] = Coalescer(_send_all)
 
 
 _Recording = tuple["BotRuntime", ExchangeOrder, list[Fill]]
@@ -809,10 +814,17 @@ class BotRuntime:
         return budget / one_plus_fee / price if budget > 0 else _ZERO
 
     async def _submit(self, request: OrderRequest, reason: str) -> None:
-        await self.writes.submitted((request.client_order_id, reason))
-        self._step("marked")
+        if isinstance(self.client, PaperBroker):
+            # The paper exchange lives in our database: the mark is written in the transaction
+            # that books the order, one step (and one transaction of the group) fewer.
+            sending: _Sending = (self.client, request, reason)
+        else:
+            # Marked before the request leaves, so a restart asks the exchange about it.
+            await self.writes.submitted((request.client_order_id, reason))
+            self._step("marked")
+            sending = (self.client, request, None)
         try:
-            result = await _submissions((self.client, request))
+            result = await _submissions(sending)
             self._step("sent")
         except OrderStateUnknownError as exc:
             # The answer was lost and the exchange cannot be asked now: keep the order

@@ -15,20 +15,19 @@ to one transaction per intent, so only the bot that lost the race learns it lost
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from cryptoorchestrator.platform.batching import Coalescer
-from cryptoorchestrator.platform.model import OrderStatus
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine
+from cryptoorchestrator.platform.storage.marks import mark_submitted
 from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order
 from cryptoorchestrator.platform.storage.types import utcnow
 
@@ -103,26 +102,8 @@ class OrderWrites:
 
     def mark_submitted(self, items: list[tuple[str, str]]) -> list[None | BaseException]:
         """Mark ``(client order id, reason)`` orders submitted, one statement per reason."""
-        by_reason: dict[str, list[str]] = defaultdict(list)
-        for cid, reason in items:
-            by_reason[reason].append(cid)
-        column = _ORDERS.c.client_order_id
-        now = utcnow()
-        missing: set[str] = set()
         with get_engine(self.settings).begin() as conn:
-            for reason, cids in by_reason.items():
-                result = conn.execute(
-                    update(_ORDERS)
-                    .where(column.in_(cids))
-                    .values(
-                        status=OrderStatus.SUBMITTED.value,
-                        status_reason=reason,
-                        submitted_at=now,
-                    )
-                )
-                if result.rowcount != len(set(cids)):
-                    stored = set(conn.execute(select(column).where(column.in_(cids))).scalars())
-                    missing.update(set(cids) - stored)
+            missing = mark_submitted(conn, items, utcnow())
         return [
             LookupError(f"order {cid} is not stored") if cid in missing else None
             for cid, _ in items

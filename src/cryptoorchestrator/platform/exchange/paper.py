@@ -59,6 +59,7 @@ from cryptoorchestrator.platform.exchange.execution import (
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType, normalize_symbol
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
+from cryptoorchestrator.platform.storage.marks import mark_submitted
 from cryptoorchestrator.platform.storage.models import Order, PaperBalance, Trade
 
 _FEE_PLACES = Decimal("0.00000001")
@@ -345,8 +346,18 @@ class PaperBroker(ExecutionClient):
         units = (moved / tick).to_integral_value(rounding=ROUND_CEILING if buy else ROUND_FLOOR)
         return max(tick, units * tick)
 
-    async def create_order(self, request: OrderRequest) -> ExchangeOrder | OrderRejected:
-        """Fill or book an order against the current quote, in one transaction."""
+    async def create_order(
+        self, request: OrderRequest, *, mark_submitted_as: str | None = None
+    ) -> ExchangeOrder | OrderRejected:
+        """Fill or book an order against the current quote, in one transaction.
+
+        ``mark_submitted_as``: also mark the bot's intent of the same client order id
+        submitted, with this reason, in that transaction (see :func:`~cryptoorchestrator.
+        platform.storage.marks.mark_submitted`).  The trading loop's separate mark, written
+        before a real exchange is asked, is then one step with the booking: the order is in
+        the book exactly when its intent says so.  A missing intent fails the booking
+        (``LookupError``), which then never happened.
+        """
         market = await self.market(request.symbol)
         ticker = await self._quote_for_order(request.symbol)
         quote = ticker.price_for(request.side)
@@ -377,9 +388,12 @@ class PaperBroker(ExecutionClient):
                 else None
             )
         now = self._clock()
+        mark = None if mark_submitted_as is None else (request.client_order_id, mark_submitted_as)
 
         def run(session: Session) -> ExchangeOrder | OrderRejected:
             conn = session.connection()
+            if mark is not None:
+                _mark_or_fail(conn, [mark], now)
             existing = conn.execute(
                 _ORDER_BY_KEY, {"key": self._key(request.client_order_id)}
             ).scalar()
@@ -389,7 +403,7 @@ class PaperBroker(ExecutionClient):
                 return self._to_order(session, order)
             return self._book(conn, prepared, market, fill_price, now)
 
-        booking = _Booking(self, run, prepared, market, fill_price, now)
+        booking = _Booking(self, run, prepared, market, fill_price, now, mark)
         return await _bookings(self.settings)(booking)  # type: ignore[return-value]
 
     def _book(
@@ -785,6 +799,8 @@ class _Booking:
     market: MarketInfo
     fill_price: Decimal | None
     now: datetime
+    #: The bot intent to mark submitted in the booking's transaction: (client order id, reason).
+    mark: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -849,6 +865,9 @@ def _book_many(session: Session, items: list[_Booking]) -> list[object]:
     existing order back.
     """
     conn = session.connection()
+    marks = [item.mark for item in items if item.mark is not None]
+    if marks:
+        _mark_or_fail(conn, marks, max(item.now for item in items))
     keys = [
         item.broker._key(item.prepared.request.client_order_id)  # noqa: SLF001
         for item in items
@@ -881,8 +900,15 @@ def _book_many(session: Session, items: list[_Booking]) -> list[object]:
         for i, order in zip(placed, _write_plans(conn, plans, existing), strict=True):
             out[i] = order
     for i in later:
-        out[i] = items[i].run(session)
+        out[i] = items[i].run(session)  # (its mark again: the same values, harmless)
     return out
+
+
+def _mark_or_fail(conn: Connection, marks: list[tuple[str, str]], now: datetime) -> None:
+    """Mark intents submitted; an intent that is not stored fails the transaction."""
+    missing = mark_submitted(conn, marks, now)
+    if missing:
+        raise LookupError(f"order {sorted(missing)[0]} is not stored")
 
 
 def _write_plans(
