@@ -6,10 +6,13 @@ scoped settings that point every path into a temporary folder.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +132,31 @@ def ray_session() -> Iterator[object]:
         )
     yield ray
     ray.shutdown()
+
+
+#: Runs a coroutine function in a fresh event loop and fails on anything the loop reports.
+RunLoop = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+@pytest.fixture(name="run")
+def run_loop() -> RunLoop:
+    """Run ``main`` in a fresh loop; fail on anything reported to the loop's handler.
+
+    "Task was destroyed but it is pending", "Unclosed client session" and exceptions nobody
+    retrieved all reach the loop's exception handler.
+    """
+
+    def run(main: Callable[[], Awaitable[None]]) -> None:
+        reported: list[dict[str, Any]] = []
+
+        async def wrapper() -> None:
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+            await main()
+            gc.collect()
+            await asyncio.sleep(0)
+
+        asyncio.run(wrapper())
+        assert reported == []
+
+    return run

@@ -39,7 +39,7 @@ from cryptoorchestrator.cluster.risk_actor import (
     settings_payload,
 )
 from cryptoorchestrator.cluster.runtime import BOT_NICENESS, NAMESPACE, lower_priority
-from cryptoorchestrator.platform.bots.clients import execution_client_for
+from cryptoorchestrator.platform.bots.clients import candle_feed_for, execution_client_for
 from cryptoorchestrator.platform.bots.runtime import (
     BotRuntime,
     BotSettings,
@@ -158,7 +158,7 @@ class BotSlot:
             finally:
                 runtime, self._runtime = self._runtime, None
                 if runtime is not None:
-                    await runtime.client.close()
+                    await runtime.close()
 
     async def _trade(self) -> None:
         assert self._settings is not None
@@ -203,6 +203,8 @@ class BotSlot:
         async def publish(kind: str, payload: dict[str, Any]) -> None:
             await bus.publish({"type": kind, **payload})
 
+        # Pushed candle closes (the exchange's kline stream) unless the bot is told to poll.
+        feed = candle_feed_for(settings, self.bot_id) if self._opts.get("feed", True) else None
         self._runtime = BotRuntime(
             config,
             settings,
@@ -214,6 +216,7 @@ class BotSlot:
             poll_interval_s=float(self._opts.get("poll_interval_s", 1.0)),
             logger=self._log,
             candles=shared_candles,
+            feed=feed,
         )
         await self._runtime.prepare()
         await risk.handle.register_bot.remote(

@@ -457,3 +457,40 @@ def test_bots_of_a_loop_record_their_fills_together(
         again._load_ledger()  # noqa: SLF001
         # (peak_price follows candles, not fills: a rebuilt book starts it afresh)
         assert replace(again.ledger, peak_price=rt.ledger.peak_price) == rt.ledger
+
+
+def test_a_pushed_close_wakes_the_bot_long_before_its_next_poll(sim: Any, bot_db: Any) -> None:
+    """The simulator's kline stream wakes a bot that would otherwise poll in 60 s."""
+    from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
+
+    settings, bot_id = bot_db
+
+    async def scenario() -> tuple[int, int, float]:
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=0, sell_at=0))
+        rt.poll_interval_s = 60.0
+        rt.feed = CandleFeed.acquire("binance", sim.base_url)
+        await rt.prepare()
+        running = asyncio.get_running_loop().create_task(rt.run())
+        try:
+            async with asyncio.timeout(30):
+                while rt.state.last_candle_ms is None or not rt.feed.connected("BTC/USDT", "1h"):
+                    await asyncio.sleep(0.01)
+            first = rt.state.last_candle_ms
+            await asyncio.sleep(0.1)  # the bot is waiting now: for a push, or 60 s
+            closes = rt.feed.stats("BTC/USDT", "1h").closes
+            await asyncio.to_thread(sim.advance, HOUR)
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(10):
+                while rt.state.last_candle_ms == first:
+                    await asyncio.sleep(0.005)
+            woke_s = asyncio.get_running_loop().time() - started
+            assert rt.feed.stats("BTC/USDT", "1h").closes > closes
+            return first, rt.state.last_candle_ms, woke_s
+        finally:
+            rt.request_stop()
+            await running
+            await rt.close()
+
+    first, second, woke_s = asyncio.run(scenario())
+    assert second == first + HOUR
+    assert woke_s < 10  # far inside the 60 s poll: only the push can have woken it

@@ -10,6 +10,7 @@ from typing import Any
 from cryptoorchestrator.platform.bots.runtime import SharedCandles
 from cryptoorchestrator.platform.errors import ConfigError
 from cryptoorchestrator.platform.exchange.accounts import build_client, load_credentials
+from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
 from cryptoorchestrator.platform.exchange.execution import (
     Candle,
     ExecutionClient,
@@ -69,6 +70,23 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
         # Each bot deposits its starting balance into the shared paper account once.
         await broker.fund({quote: starting}, deposit_key=f"bot{bot_id}")
     return broker, exchange
+
+
+def candle_feed_for(settings: Settings, bot_id: int) -> CandleFeed | None:
+    """Return a share of this loop's candle feed for the bot's exchange account (None: none).
+
+    Paper and live bots alike: the feed only tells them when a candle closed (see
+    :mod:`~cryptoorchestrator.platform.exchange.candle_feed`); prices and orders go through
+    their execution client.  Release the share with ``await feed.close()``.
+    """
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        account_id = None if bot is None else bot.exchange_account_id
+        account = None if account_id is None else session.get(ExchangeAccount, account_id)
+        if account is None:
+            return None
+        exchange, api_url = account.exchange, account.api_url
+    return CandleFeed.acquire(exchange, api_url)
 
 
 class SharedMarketData:

@@ -49,6 +49,7 @@ from cryptoorchestrator.platform.errors import (
     OrderStateUnknownError,
     RetryableExchangeError,
 )
+from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
 from cryptoorchestrator.platform.exchange.execution import (
     Candle,
     ExchangeOrder,
@@ -69,6 +70,8 @@ from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Orde
 from cryptoorchestrator.platform.storage.types import utcnow
 
 _ZERO = Decimal(0)
+#: Longest wait between polls while a candle feed pushes closes: the net under a lost push.
+FEED_SAFETY_POLL_S = 2.0
 # The hot path writes through Core statements on the tables: the ORM's unit of work cost more
 # CPU than the statements themselves, and 50 bots on two cores spent most of their time in it.
 # Intents, submitted marks and snapshots are batched across the process's bots (``writes``).
@@ -529,6 +532,7 @@ class BotRuntime:
         logger: logging.Logger | None = None,
         candles: SharedCandles | None = None,
         writes: OrderWrites | None = None,
+        feed: CandleFeed | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -541,6 +545,7 @@ class BotRuntime:
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
         self.candles = candles
+        self.feed = feed
         self.writes = writes or writes_for(settings)
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
         self.state = RuntimeState()
@@ -579,17 +584,51 @@ class BotRuntime:
 
     async def run(self) -> None:
         """Trade until :meth:`request_stop`: process each newly closed candle once."""
+        if self.feed is not None:
+            self.feed.watch(self.config.symbol, self.config.timeframe)
         while not self._stop.is_set():
             try:
                 await self.poll_once()
             except RetryableExchangeError as exc:
                 self.state.errors += 1
                 self.log.warning("exchange unavailable, retrying: %s", exc)
-            delay = self.next_poll_delay_s()
+            await self._until_next_poll(self.next_poll_delay_s())
+
+    async def close(self) -> None:
+        """Release the exchange client and the candle feed."""
+        try:
+            await self.client.close()
+        finally:
+            feed, self.feed = self.feed, None
+            if feed is not None:
+                await feed.close()
+
+    async def _until_next_poll(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less: until the candle feed pushes the next close.
+
+        With a connected feed the exchange says within milliseconds that a candle closed, and
+        polling is only a safety net (at most every :data:`FEED_SAFETY_POLL_S`) for a push
+        lost while the stream reconnected; a feed still connecting wakes the bot too, but the
+        bot polls every ``delay`` meanwhile.  Without a feed, with an order to reconcile, or
+        when the feed knows of a close that REST did not show yet: plain polling.
+        """
+        feed, cfg, after = self.feed, self.config, self.state.last_candle_ms
+        known = None if feed is None else feed.last_closed(cfg.symbol, cfg.timeframe)
+        if feed is None or after is None or self._unconfirmed or (known or 0) > after:
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
+            return
+        if feed.connected(cfg.symbol, cfg.timeframe):
+            delay = max(delay, FEED_SAFETY_POLL_S)
+        pushed = asyncio.ensure_future(feed.wait_closed(cfg.symbol, cfg.timeframe, after, delay))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((pushed, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pushed.cancel()
+            stopped.cancel()
 
     def next_poll_delay_s(self) -> float:
         """Seconds until the next poll: the next instant of the poll grid, or the candle's close.

@@ -82,6 +82,26 @@ class RetryPolicy:
         return float(min(self.max_delay_s, self.base_delay_s * self.factor**attempt))
 
 
+def ccxt_options(api_url: str | None) -> dict[str, Any]:
+    """Return the ccxt options of an account's clients (REST and streams alike).
+
+    Spot by default.  A simulator or testnet (``api_url``) serves spot only and checks signed
+    timestamps against the real clock: keep ccxt from calling the other APIs or adjusting the
+    time.
+    """
+    options: dict[str, Any] = {"defaultType": "spot"}
+    if api_url:
+        options.update(
+            {
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchMargins": False,
+                "fetchCurrencies": False,
+                "adjustForTimeDifference": False,
+            }
+        )
+    return options
+
+
 def point_at(exchange: Any, base_url: str) -> None:
     """Rewrite every API root of a ccxt exchange to ``base_url``, keeping each root's path.
 
@@ -197,19 +217,7 @@ class CcxtExecutionClient(ExecutionClient):
         klass = getattr(ccxt_async, exchange_id, None)
         if exchange_id not in ccxt_async.exchanges or klass is None:
             raise InvalidInputError("exchange", f"ccxt does not support {exchange_id!r}")
-        merged: dict[str, Any] = {"defaultType": "spot"}
-        if api_url:
-            # A simulator or testnet serves spot only and checks signed timestamps against the
-            # real clock; keep ccxt from calling the other APIs or adjusting the time.
-            merged.update(
-                {
-                    "fetchMarkets": {"types": ["spot"]},
-                    "fetchMargins": False,
-                    "fetchCurrencies": False,
-                    "adjustForTimeDifference": False,
-                }
-            )
-        merged.update(dict(options or {}))
+        merged = {**ccxt_options(api_url), **dict(options or {})}
         config: dict[str, Any] = {
             "timeout": timeout_ms,
             "enableRateLimit": enable_rate_limit,

@@ -51,12 +51,48 @@ Default credentials for local use: API key :data:`DEFAULT_API_KEY`, secret
 :data:`DEFAULT_API_SECRET`, starting balance 10,000 USDT.  Pass ``accounts=[SimAccountSpec(...)]``
 for others.  Requests signed with any other secret get -1022.
 
+Kline WebSocket stream
+----------------------
+``ws://<host>:<port>/ws`` (:func:`ws_url_for` derives it from ``base_url``) speaks Binance's spot
+market-stream protocol as ``ccxt.pro``'s ``binance`` uses it (:func:`ccxt_pro_binance_for` builds
+that client).  ccxt connects to ``/ws/<n>`` (``n``: its stream index, ``0``); any path below
+``/ws`` is accepted, and a path segment that is a stream name (``/ws/btcusdt@kline_1h``)
+subscribes to it as Binance's raw-stream URLs do.  Requests are JSON text frames::
+
+    {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1h"], "id": 1}   -> {"result": null, "id": 1}
+    {"method": "UNSUBSCRIBE", "params": ["btcusdt@kline_1h"], "id": 2} -> {"result": null, "id": 2}
+    {"method": "LIST_SUBSCRIPTIONS", "id": 3}          -> {"result": ["btcusdt@kline_1h"], "id": 3}
+
+Errors have Binance's shape, ``{"error": {"code": 2, "msg": "Invalid request: ..."}, "id": 1}``
+(code 3: not JSON); a SUBSCRIBE naming any stream the simulator cannot serve (not
+``<symbol>@kline_<interval>``, unknown symbol, an interval finer than the stored candles or not
+Binance's) subscribes to none of its streams.
+
+Events are Binance's kline events, ``{"e": "kline", "E": now, "s": "BTCUSDT", "k": {"t", "T",
+"s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B"}}``, with ``E`` the
+simulated time and the prices and volumes of ``k`` exactly those of the same candle's row in
+``GET /api/v3/klines`` at that time (one function builds both):
+
+* right after a SUBSCRIBE reply: the stream's current candle (``x`` false while it forms);
+* whenever the clock moves (``advance``, ``set_time``, ``POST /_sim/clock``, and with
+  ``speed > 0`` a timer in the server's loop that sleeps until the next close): every candle that
+  closed since the last event, oldest first, each once with ``x`` true (at most the last 1,000
+  per move, a ``/klines`` page), then the forming candle as it is now (``x`` false);
+* with ``speed > 0``, the forming candle again every 2 s of real time, as Binance does.
+
+``advance``/``set_time`` may be called from any thread: the events are handed to the server's
+loop.  The WebSocket handshake is faulted only when ``path_prefix`` selects it (``"/ws"``), so
+REST fault counters are not consumed by a client reconnecting its stream.
+
 Admin endpoints (never faulted, not part of Binance)
 ----------------------------------------------------
 ``GET/POST /_sim/clock``, ``GET/POST /_sim/faults`` (see
 :mod:`~cryptoorchestrator.platform.exchange.sim_faults`), ``GET /_sim/orders`` (every account's
 orders, Binance's order shape plus ``apiKey``), ``GET /_sim/balances``, ``GET /_sim/stats``
-(requests served per ``METHOD /path``).
+(requests served per ``METHOD /path``), ``GET /_sim/ws`` (open stream connections, subscriptions
+per stream, kline events pushed) and ``POST /_sim/ws {"drop": true}`` (close every stream
+connection with code 1001, as Binance does after 24 h; ``"abort": true`` cuts the TCP
+connection instead).
 """
 
 from __future__ import annotations
@@ -65,18 +101,20 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pyarrow as pa
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cryptoorchestrator.platform.errors import InvalidInputError
@@ -124,6 +162,12 @@ _MSG_RATE = (
     "Please use the websocket for live updates to avoid bans."
 )
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger(__name__)
+_WS_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
+#: Binance pushes the forming candle of a kline stream every 2 s; the running clock does too.
+_KLINE_UPDATE_S = 2.0
+#: Most closed candles pushed per stream for one clock move (one /klines page).
+_MAX_PUSH = 1000
 
 
 class SimAccountSpec(BaseModel):
@@ -247,6 +291,12 @@ class ExchangeSimulator:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self.base_url = ""
+        # Kline streams: touched only in the server's loop, except _loop (read by any thread).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws_conns: set[_WsConnection] = set()
+        self._ws_replan: asyncio.Event | None = None
+        self._ws_clock_task: asyncio.Task[None] | None = None
+        self._ws_pushed = 0
 
     # ------------------------------------------------------------------ Python API
 
@@ -273,20 +323,25 @@ class ExchangeSimulator:
             if ms < self.clock.now():
                 raise InvalidInputError("set_time", "the clock cannot go backwards")
             self.clock.set_time(ms)
-            return self._sync()
+            now = self._sync()
+        self._ws_kick()
+        return now
 
     def advance(self, ms: int) -> int:
         """Move the clock forward by ``ms`` and fill what the prices reached; return now."""
         with self._lock:
             self._sync()
             self.clock.advance(ms)
-            return self._sync()
+            now = self._sync()
+        self._ws_kick()
+        return now
 
     def set_speed(self, speed: float) -> None:
         """Run the clock at ``speed`` x real time from now on (0 freezes it)."""
         with self._lock:
             self._sync()
             self.clock.set_speed(speed)
+        self._ws_kick()
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """Change fault switches (see :class:`FaultState`); return all of them."""
@@ -338,15 +393,34 @@ class ExchangeSimulator:
         self._runner = runner
         bound = runner.addresses[0]
         self.base_url = f"http://{host}:{bound[1]}"
+        self._loop = asyncio.get_running_loop()
+        self._ws_replan = asyncio.Event()
+        self._ws_clock_task = self._loop.create_task(self._ws_clock(self._ws_replan))
         return self.base_url
 
     async def stop(self) -> None:
-        """Stop serving; hanging (timeout-fault) requests are released first."""
+        """Stop serving; hanging (timeout-fault) requests and stream connections are released."""
         if self._stopping is not None:
             self._stopping.set()
+        task, self._ws_clock_task = self._ws_clock_task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        # Going away (1001) lets clients reconnect at once instead of timing out a dead socket.
+        await self._close_ws_connections(abort=False, message=b"server stopping")
+        self._loop = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def drop_ws_connections(self, *, abort: bool = False) -> int:
+        """Close every stream connection (in the server's loop); return how many there were.
+
+        ``abort`` cuts the TCP connections without a close frame (a network failure); otherwise
+        they are closed with 1001, as Binance closes connections after 24 hours.
+        """
+        return await self._close_ws_connections(abort=abort, message=b"dropped by the simulator")
 
     # ------------------------------------------------------------------ HTTP plumbing
 
@@ -382,13 +456,18 @@ class ExchangeSimulator:
         get("/_sim/orders", self._admin_orders)
         get("/_sim/balances", self._admin_balances)
         get("/_sim/stats", self._admin_stats)
+        get("/_sim/ws", self._admin_ws)
+        post("/_sim/ws", self._admin_ws)
+        get("/ws", self._ws)
+        get("/ws/{tail:.*}", self._ws)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         path = request.path
         with self._lock:
             self.stats[f"{request.method} {path}"] += 1
-            if path.startswith("/_sim/") or not self.faults.applies_to(path):
+            stream = (path == "/ws" or path.startswith("/ws/")) and not self.faults.path_prefix
+            if path.startswith("/_sim/") or stream or not self.faults.applies_to(path):
                 latency, action = 0, None
             else:
                 latency, action = self.faults.latency_ms, self._take_fault()
@@ -973,6 +1052,288 @@ class ExchangeSimulator:
         with self._lock:
             return _json(dict(self.stats))
 
+    async def _admin_ws(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            body = await _json_body(request)
+            if body.get("drop"):
+                dropped = await self.drop_ws_connections(abort=bool(body.get("abort", False)))
+                return _json({"dropped": dropped})
+        streams: Counter[str] = Counter()
+        for conn in self._ws_conns:
+            streams.update(conn.subs.keys())
+        return _json(
+            {
+                "connections": len(self._ws_conns),
+                "streams": dict(sorted(streams.items())),
+                "pushed": self._ws_pushed,
+            }
+        )
+
+    # ------------------------------------------------------------------ kline WebSocket stream
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        # A short close handshake: stop() must not wait 10 s for a client that went away.
+        ws = web.WebSocketResponse(timeout=1.0)
+        await ws.prepare(request)
+        conn = _WsConnection(ws, request)
+        self._ws_conns.add(conn)
+        writer = asyncio.get_running_loop().create_task(_ws_writer(conn))
+        try:
+            # Binance's raw-stream URLs (/ws/btcusdt@kline_1h); ccxt's /ws/0 names no stream.
+            named = [n for n in request.match_info.get("tail", "").split("/") if n]
+            self._ws_subscribe(conn, [n for n in named if self._kline_stream(n) is not None])
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._ws_request(conn, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    conn.error(3, "Invalid JSON: expected a text frame", None)
+        finally:
+            self._ws_conns.discard(conn)
+            conn.outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, timeout=1.0)
+            except TimeoutError:
+                pass  # wait_for cancelled the writer stuck on a client that stopped reading
+        return ws
+
+    def _ws_request(self, conn: _WsConnection, text: str) -> None:
+        """Answer one client request; replies and the events they cause go out in order."""
+        try:
+            req = json.loads(text)
+        except ValueError:
+            conn.error(3, "Invalid JSON: expected value at line 1 column 1", None)
+            return
+        if not isinstance(req, dict):
+            conn.error(2, "Invalid request: expected a JSON object", None)
+            return
+        rid = req.get("id")
+        valid_id = rid is None or (
+            (isinstance(rid, int) and not isinstance(rid, bool) and rid >= 0)
+            or (isinstance(rid, str) and 0 < len(rid) <= 36 and rid.isalnum())
+        )
+        if not valid_id:
+            conn.error(2, "Invalid request: request ID must be an unsigned integer", None)
+            return
+        method = req.get("method")
+        if method not in _WS_METHODS:
+            expected = ", ".join(f"`{m}`" for m in _WS_METHODS)
+            conn.error(
+                2, f"Invalid request: unknown variant `{method}`, expected one of {expected}", rid
+            )
+            return
+        if method == "LIST_SUBSCRIPTIONS":
+            conn.send({"result": sorted(conn.subs), "id": rid})
+            return
+        params = req.get("params")
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            conn.error(2, "Invalid request: params must be an array of stream names", rid)
+            return
+        bad = [p for p in params if self._kline_stream(p) is None]
+        if bad:
+            conn.error(2, f"Invalid request: unsupported stream `{bad[0]}`", rid)
+            return
+        conn.send({"result": None, "id": rid})
+        if method == "SUBSCRIBE":
+            self._ws_subscribe(conn, params)
+        else:
+            for name in params:
+                conn.subs.pop(name, None)
+
+    def _kline_stream(self, name: str) -> tuple[ReplayMarket, str, int] | None:
+        """Return the market, interval and its length of ``<symbol>@kline_<interval>``."""
+        symbol, sep, kind = name.partition("@")
+        if not sep or not kind.startswith("kline_") or symbol != symbol.lower():
+            return None
+        market = self.markets.get(symbol.upper())
+        interval = kind.removeprefix("kline_")
+        if market is None or interval not in _INTERVALS:
+            return None
+        interval_ms = timeframe_to_ms(interval)
+        if interval_ms < market.tf_ms or interval_ms % market.tf_ms:
+            return None  # as GET /klines: no finer candles than the stored ones
+        return market, interval, interval_ms
+
+    def _ws_subscribe(self, conn: _WsConnection, names: Sequence[str]) -> None:
+        """Add streams to a connection and send each its current candle."""
+        now = self.now()
+        for name in names:
+            if name in conn.subs:
+                continue
+            parsed = self._kline_stream(name)
+            assert parsed is not None  # checked by the caller
+            market, interval, interval_ms = parsed
+            bars = market.klines(interval_ms, now, limit=1)
+            # Candles before the current one are history: REST tells them, the stream does not.
+            sub = _KlineSub(name, market, interval, interval_ms, closed_through=-1)
+            if bars:
+                bar = bars[-1]
+                sub.closed_through = bar.open_time if bar.closed else bar.open_time - 1
+                if not bar.closed:
+                    sub.forming, sub.sent_at = bar.open_time, now
+                self._ws_push(conn, sub, bar, now)
+            conn.subs[name] = sub
+        if self._ws_replan is not None:
+            self._ws_replan.set()  # a new stream may close before the timer's current plan
+
+    def _ws_push(self, conn: _WsConnection, sub: _KlineSub, bar: Bar, now: int) -> None:
+        row = _kline_row(bar, sub.interval_ms, sub.market.spec.price_decimals)
+        first_trade = bar.index * TRADES_PER_CANDLE
+        market_id = sub.market.spec.market_id
+        kline = {
+            "t": row[0],
+            "T": row[6],
+            "s": market_id,
+            "i": sub.interval,
+            "f": first_trade,
+            "L": first_trade + row[8] - 1,
+            "o": row[1],
+            "c": row[4],
+            "h": row[2],
+            "l": row[3],
+            "v": row[5],
+            "n": row[8],
+            "x": bar.closed,
+            "q": row[7],
+            "V": row[9],
+            "Q": row[10],
+            "B": row[11],
+        }
+        conn.send({"e": "kline", "E": now, "s": market_id, "k": kline})
+        self._ws_pushed += 1
+
+    def _ws_kick(self) -> None:
+        """Have the server's loop push what the clock just moved past (from any thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            self._ws_wake()
+            return
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody is listening
+            loop.call_soon_threadsafe(self._ws_wake)
+
+    def _ws_wake(self) -> None:
+        self._ws_pump()
+        if self._ws_replan is not None:
+            self._ws_replan.set()
+
+    def _ws_pump(self) -> None:
+        """Queue, for every subscription, the candles closed since its last event."""
+        if not self._ws_conns:
+            return
+        now = self.now()
+        # One /klines computation per stream and pump, however many connections share it.
+        pages: dict[tuple[str, int], list[Bar]] = {}
+        for conn in list(self._ws_conns):
+            for sub in list(conn.subs.values()):
+                # Stored candles opened since the last close it was told: an upper bound of the
+                # intervals to look at that stays small past the end of the data.
+                market = sub.market
+                opened = market.visible_count(now) - market.visible_count(sub.closed_through)
+                span = max(2, min(_MAX_PUSH, opened + 2))
+                key = (sub.market.spec.market_id, sub.interval_ms)
+                page = pages.get(key)
+                if page is None or len(page) < span:
+                    page = pages[key] = market.klines(sub.interval_ms, now, limit=span)
+                for bar in page:
+                    if bar.open_time <= sub.closed_through:
+                        continue
+                    if bar.closed:
+                        sub.closed_through = bar.open_time
+                    elif bar.open_time == sub.forming and now == sub.sent_at:
+                        continue  # nothing new about the forming candle
+                    else:
+                        sub.forming, sub.sent_at = bar.open_time, now
+                    self._ws_push(conn, sub, bar, now)
+
+    async def _ws_clock(self, replan: asyncio.Event) -> None:
+        """With the clock running, sleep until the next candle closes (or 2 s) and push."""
+        while True:
+            try:
+                await asyncio.wait_for(replan.wait(), timeout=self._ws_next_push_s())
+                replan.clear()  # clock, speed or streams changed: plan again
+            except TimeoutError:
+                try:
+                    self._ws_pump()
+                except Exception:  # a bad push must not stop the clock of every stream
+                    log.exception("kline stream push failed")
+
+    def _ws_next_push_s(self) -> float | None:
+        """Return the real seconds until a stream needs an event; None while the clock stands."""
+        with self._lock:
+            speed, now = self.clock.speed, self.clock.now()
+        subs = [s for c in self._ws_conns for s in c.subs.values()]
+        if speed <= 0 or not subs:
+            return None
+        closes = [s.forming + s.interval_ms for s in subs if s.forming is not None]
+        due_ms = min(closes, default=now) - now
+        # +1 ms simulated: the clock truncates to whole ms, and waking just before the close
+        # would push the same forming candle twice.
+        return min(_KLINE_UPDATE_S, max(0.0, (due_ms + 1) / speed / 1000.0))
+
+    async def _close_ws_connections(self, *, abort: bool, message: bytes) -> int:
+        conns = list(self._ws_conns)
+        for conn in conns:
+            transport = conn.request.transport
+            if abort and transport is not None:
+                transport.abort()
+                continue
+            with suppress(Exception):  # a connection already gone is what we want anyway
+                await asyncio.wait_for(
+                    conn.ws.close(code=WSCloseCode.GOING_AWAY, message=message), timeout=2.0
+                )
+        return len(conns)
+
+
+# ---------------------------------------------------------------------- kline streams
+
+
+@dataclass
+class _KlineSub:
+    """One kline stream of one connection, and how far it has been told."""
+
+    name: str
+    market: ReplayMarket
+    interval: str
+    interval_ms: int
+    #: Open time of the latest candle the client has (or needs no event for) as closed.
+    closed_through: int
+    #: Open time and simulated time of the last forming-candle event.
+    forming: int | None = None
+    sent_at: int | None = None
+
+
+@dataclass(eq=False)  # hashed by identity: the simulator keeps a set of them
+class _WsConnection:
+    """A client's stream connection: its subscriptions and its queue of outgoing frames."""
+
+    ws: web.WebSocketResponse
+    request: web.Request
+    subs: dict[str, _KlineSub] = field(default_factory=dict)
+    # Events are queued synchronously as they are computed, so they leave in order whichever
+    # task (request handler, clock timer, another thread's advance) computed them.
+    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    def send(self, payload: Mapping[str, Any]) -> None:
+        """Queue one JSON frame."""
+        self.outbox.put_nowait(json.dumps(payload, separators=(",", ":")))
+
+    def error(self, code: int, msg: str, rid: Any) -> None:
+        """Queue a Binance error answer."""
+        self.send({"error": {"code": code, "msg": msg}, "id": rid})
+
+
+async def _ws_writer(conn: _WsConnection) -> None:
+    while (text := await conn.outbox.get()) is not None:
+        try:
+            await conn.ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            return  # the client went away; the handler removes the connection
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -1196,6 +1557,15 @@ def run_simulator_in_thread(
         thread.join(30)
 
 
+def ws_url_for(base_url: str) -> str:
+    """Return the kline stream URL of a simulator serving at ``base_url`` (``ws://host:port/ws``)."""
+    root = base_url.rstrip("/")
+    scheme, sep, rest = root.partition("://")
+    if not sep:
+        raise InvalidInputError("base_url", f"expected http(s)://host:port, got {base_url!r}")
+    return ("wss" if scheme == "https" else "ws") + "://" + rest.split("/", 1)[0] + "/ws"
+
+
 def ccxt_binance_for(
     base_url: str,
     *,
@@ -1218,6 +1588,55 @@ def ccxt_binance_for(
     else:
         import ccxt as ccxt_mod
 
+    return _binance_client(
+        ccxt_mod.binance, base_url, api_key, secret, timeout_ms, enable_rate_limit, options
+    )
+
+
+def ccxt_pro_binance_for(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    secret: str | None = None,
+    timeout_ms: int = 10_000,
+    enable_rate_limit: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Return ``ccxt.pro``'s real ``binance`` client aimed at ``base_url``, streams included.
+
+    REST roots are rewritten as :func:`ccxt_binance_for` does; every WebSocket root
+    (``urls["api"]["ws"]``: spot, margin, futures, ``ws-api``) becomes ``ws://host:port`` plus its
+    path, so ``watch_ohlcv`` connects to the simulator's ``/ws/<n>``.  Only spot markets are
+    loaded, which also settles ccxt's spot-or-contract guess for the stream's market id (it tells
+    them apart by ``/stream`` in Binance's host name).
+    """
+    import ccxt.pro as ccxt_pro
+
+    exchange = _binance_client(
+        ccxt_pro.binance, base_url, api_key, secret, timeout_ms, enable_rate_limit, options
+    )
+    ws_root = ws_url_for(base_url).removesuffix("/ws")
+
+    def rewrite(urls: dict[str, Any]) -> None:
+        for name, url in list(urls.items()):
+            if isinstance(url, dict):
+                rewrite(url)
+            elif isinstance(url, str) and "://" in url:
+                urls[name] = ws_root + "/" + url.split("://", 1)[1].partition("/")[2].rstrip("/")
+
+    rewrite(exchange.urls["api"]["ws"])
+    return exchange
+
+
+def _binance_client(
+    klass: Any,
+    base_url: str,
+    api_key: str | None,
+    secret: str | None,
+    timeout_ms: int,
+    enable_rate_limit: bool,
+    options: Mapping[str, Any] | None,
+) -> Any:
     config: dict[str, Any] = {
         "timeout": timeout_ms,
         "enableRateLimit": enable_rate_limit,
@@ -1234,10 +1653,11 @@ def ccxt_binance_for(
         config["apiKey"] = api_key
     if secret is not None:
         config["secret"] = secret
-    exchange = ccxt_mod.binance(config)
+    exchange = klass(config)
     root = base_url.rstrip("/")
     api_urls = exchange.urls["api"]
     for name, url in list(api_urls.items()):
+        # String roots only: ccxt.pro's "ws" is a dict of stream roots, rewritten by the caller.
         if isinstance(url, str) and "://" in url:
             path = "/" + url.split("://", 1)[1].partition("/")[2]
             api_urls[name] = root + path.rstrip("/")
