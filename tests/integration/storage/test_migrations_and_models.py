@@ -270,3 +270,33 @@ def test_check_database_reports_latency_and_pool(migrated: Settings) -> None:
     assert report["status"] == "healthy"
     assert report["latency_ms"] >= 0
     assert "class" in report["pool"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_lookups_by_client_order_id_stay_on_the_index_as_orders_grow(migrated: Settings) -> None:
+    """A statement prepared on a small table is planned again as the table grows (PostgreSQL's
+    plan cache; SQLite plans each statement anew).
+
+    A generic plan made while ``orders`` held a few rows seq-scanned it for the life of the
+    connection; the engines ask for a plan per execution instead.
+    """
+    engine = db.get_engine(migrated)
+    insert_orders = (
+        "INSERT INTO orders (client_order_id, exchange, symbol, side, type, amount, filled,"
+        " status, created_at, updated_at) SELECT 'c' || g, 'paper', 'BTC/USDT', 'buy',"
+        " 'market', 1, 0, 'filled', now(), now() FROM generate_series(%s::int, %s::int) AS g"
+    )
+    with engine.connect() as conn:
+        conn.exec_driver_sql(insert_orders, (1, 3))
+        conn.exec_driver_sql(
+            "PREPARE by_cids(text[]) AS SELECT id FROM orders WHERE client_order_id = ANY($1)"
+        )
+        for _ in range(6):  # past the point where PostgreSQL may switch to a generic plan
+            conn.exec_driver_sql("EXECUTE by_cids(ARRAY['c1', 'c2'])")
+        conn.exec_driver_sql(insert_orders, (4, 20_000))
+        plan = "\n".join(
+            str(row[0]) for row in conn.exec_driver_sql("EXPLAIN EXECUTE by_cids(ARRAY['c1'])")
+        )
+        conn.rollback()
+    assert "Seq Scan" not in plan, plan
+    assert "Index" in plan, plan
