@@ -37,7 +37,13 @@ _INLINE_PATTERNS = [
     # JWTs anywhere
     re.compile(r"()(eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"),
 ]
+# Only where a pattern could match: a key and its value (":" or "="), a bearer token, a JWT.
+# Most logged values (amounts, ids, statuses) have none of these and skip the three patterns.
+_MAYBE_SECRET = re.compile(r"[:=]|bearer|eyJ", re.IGNORECASE)
 _known_secrets: set[str] = set()
+# Longest first, rebuilt on registration (rare) instead of sorted on every call (each value
+# of each record); replaced whole, so readers need no lock.
+_known_sorted: tuple[str, ...] = ()
 _known_lock = threading.Lock()
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -49,17 +55,19 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 def register_secret(value: str | None) -> None:
     """Mask every later occurrence of ``value`` in any log record (ignores short strings)."""
     if value and len(value) >= 6:
+        global _known_sorted  # noqa: PLW0603 (one registry per process)
         with _known_lock:
             _known_secrets.add(value)
+            _known_sorted = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Return ``text`` with registered secrets and secret-looking values masked."""
-    with _known_lock:
-        secrets = sorted(_known_secrets, key=len, reverse=True)
-    for secret in secrets:
+    for secret in _known_sorted:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern in _INLINE_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
@@ -116,9 +124,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler that formats each record once and keeps the file's size itself.
+
+    The standard one formats every record twice (once only to measure it against
+    ``maxBytes``) and stats and seeks the file for each: most of a bot's logging cost, which
+    fifty bots pay on every candle.  Records are JSON (ASCII), so characters count bytes.
+    """
+
+    _size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record, rolling the file over first when it would exceed ``maxBytes``."""
+        try:
+            line = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+                self._size = self.stream.tell()  # appending: the size it has
+            if self.maxBytes > 0 and self._size and self._size + len(line) >= self.maxBytes:
+                self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+                self._size = 0
+            self.stream.write(line)
+            self.flush()
+            self._size += len(line)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def _rotating_handler(path: Path, level: str) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
+    handler = _RotatingFileHandler(
         path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8", delay=True
     )
     handler.setLevel(level)

@@ -494,3 +494,32 @@ def test_a_pushed_close_wakes_the_bot_long_before_its_next_poll(sim: Any, bot_db
     first, second, woke_s = asyncio.run(scenario())
     assert second == first + HOUR
     assert woke_s < 10  # far inside the 60 s poll: only the push can have woken it
+
+
+@pytest.mark.parametrize("sim", ["0.25"], indirect=True)  # the market order fills in 4 trades
+def test_an_orders_fills_and_final_state_are_published_as_one_batch(sim: Any, bot_db: Any) -> None:
+    from cryptoorchestrator.platform.batching import Coalescer
+
+    settings, bot_id = bot_db
+    batches: list[list[str]] = []
+
+    async def publish_many(events: list[tuple[str, dict[str, Any]]]) -> list[None]:
+        batches.append([kind for kind, _ in events])
+        return [None] * len(events)
+
+    async def scenario() -> None:
+        sink = Coalescer(publish_many)
+
+        async def publish(kind: str, payload: dict[str, Any]) -> None:
+            await sink((kind, payload))
+
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=0))
+        rt.events = publish
+        await rt.prepare()
+        await step(rt, sim, 1)
+        await rt.client.close()
+
+    asyncio.run(scenario())
+    (batch,) = batches  # one order: one batch of events
+    assert batch.count("fill") >= 4
+    assert batch[-1] == "order"

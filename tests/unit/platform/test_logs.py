@@ -105,3 +105,27 @@ def test_background_writer_rotates_without_losing_lines(
     assert kept == list(range(kept[0], 1000))  # consecutive up to the last: nothing dropped
     assert all(p.stat().st_size <= 1000 for p in tmp_path.glob("fastapi.log*"))
     assert "Logging error" not in capsys.readouterr().err
+
+
+def test_bot_log_rotates_at_its_size_without_losing_lines(tmp_path: Path) -> None:
+    logger = bot_logger("rot", tmp_path)
+    (handler,) = logger.handlers
+    handler.maxBytes = 4_000  # type: ignore[attr-defined]
+    for i in range(60):
+        logger.info("fill", extra={"event": "fill", "n": i, "clientOrderId": f"co1-{i}-L"})
+    _flush(logger)
+    files = sorted(tmp_path.glob("bot_rot.log*"))
+    assert len(files) > 1  # it rolled over
+    assert all(f.stat().st_size <= 4_000 for f in files)
+    numbers = sorted(json.loads(line)["n"] for f in files for line in f.read_text().splitlines())
+    assert numbers == list(range(60))
+
+
+def test_redaction_shortcut_still_masks_every_kind_of_secret() -> None:
+    register_secret("plain-registered-secret")
+    # No ":", "=", "bearer" or "eyJ": only registered secrets can be inside.
+    assert redact("value plain-registered-secret here") == "value *** here"
+    assert redact("0.00123") == "0.00123"
+    assert redact("token: abc") == "token: ***"
+    assert redact("BEARER abc.def") == "BEARER ***"
+    assert redact("id eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl") == "id ***"

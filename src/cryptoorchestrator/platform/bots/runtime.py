@@ -821,8 +821,10 @@ class BotRuntime:
         if not decision.approved:
             self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
             await self._emit(
-                "order_denied",
-                {"clientOrderId": cid, "reason": decision.reason, "limit": decision.limit},
+                (
+                    "order_denied",
+                    {"clientOrderId": cid, "reason": decision.reason, "limit": decision.limit},
+                )
             )
             return
         await self._submit(OrderRequest(cfg.symbol, side, OrderType.MARKET, amount, cid), reason)
@@ -879,8 +881,10 @@ class BotRuntime:
         if isinstance(result, OrderRejected):
             self._mark(request.client_order_id, OrderStatus.REJECTED, result.reason)
             await self._emit(
-                "order_rejected",
-                {"clientOrderId": request.client_order_id, "reason": result.reason},
+                (
+                    "order_rejected",
+                    {"clientOrderId": request.client_order_id, "reason": result.reason},
+                )
             )
             return
         await self._adopt(result)
@@ -929,8 +933,8 @@ class BotRuntime:
         if order.filled > sum((f.amount for f in fills), _ZERO):
             fills = await self.client.fetch_my_trades(self.config.symbol, order_id=order.order_id)
         new_fills = await _recordings(self.settings)((self, order, fills))
-        for fill in new_fills:
-            await self._emit(
+        events: list[tuple[str, dict[str, Any]]] = [
+            (
                 "fill",
                 {
                     "clientOrderId": order.client_order_id,
@@ -939,15 +943,20 @@ class BotRuntime:
                     "side": fill.side.value,
                 },
             )
+            for fill in new_fills
+        ]
         if order.is_final:
-            await self._emit(
-                "order",
-                {
-                    "clientOrderId": order.client_order_id,
-                    "status": order.status.value,
-                    "filled": str(order.filled),
-                },
+            events.append(
+                (
+                    "order",
+                    {
+                        "clientOrderId": order.client_order_id,
+                        "status": order.status.value,
+                        "filled": str(order.filled),
+                    },
+                )
             )
+        await self._emit(*events)
 
     def _record(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
         """Store the order's state and its new fills, and move the books, in one transaction."""
@@ -1036,13 +1045,30 @@ class BotRuntime:
                 self.state.last_candle_ms = int(last.timestamp.timestamp() * 1000) - self._tf_ms
         self.ledger = book
 
-    async def _emit(self, kind: str, payload: dict[str, Any]) -> None:
-        self.log.info(kind, extra={"event": kind, **payload})
-        if self.events is not None:
+    async def _emit(self, *events: tuple[str, dict[str, Any]]) -> None:
+        """Log and publish events; several at once join one batch of the event sink.
+
+        One after another, an order's fill and its final state went out as two batches of a
+        group's events, each a call to the event bus.
+        """
+        for kind, payload in events:
+            self.log.info(kind, extra={"event": kind, **payload})
+        if self.events is None or not events:
+            return
+        bot = self.config.bot_id
+        sent = [self.events(kind, {"botId": bot, **payload}) for kind, payload in events]
+        answers = await asyncio.gather(*sent, return_exceptions=True) if len(sent) > 1 else None
+        if answers is None:
             try:
-                await self.events(kind, {"botId": self.config.bot_id, **payload})
+                await sent[0]
             except CryptoOrchError:
+                self.log.warning("event sink refused %s", events[0][0])
+            return
+        for (kind, _), answer in zip(events, answers, strict=True):
+            if isinstance(answer, CryptoOrchError):
                 self.log.warning("event sink refused %s", kind)
+            elif isinstance(answer, BaseException):
+                raise answer
 
     # -------------------------------------------------------------------------- control
 
