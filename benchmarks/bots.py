@@ -336,6 +336,17 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
             # PostgreSQL) over the candles, per order: what the two cores have to give.
             actor_pids = sorted(set(ray.get([actor(b).pid.remote() for b in ids])))
             risk_pid = ray.get(risk.__ray_call__.remote(lambda self: os.getpid()))
+            from cryptoorchestrator.cluster.events import get_event_bus
+
+            bus_pid = ray.get(get_event_bus().__ray_call__.remote(lambda self: os.getpid()))
+            # Ray's own processes on this node (raylet, GCS, dashboard and log agents).
+            ray_root = psutil.Process(os.getpid())
+            ray_system = {
+                p.pid
+                for p in ray_root.children(recursive=True)
+                if p.pid not in {*actor_pids, risk_pid, bus_pid, sim.pid}
+                and "default_worker" not in " ".join(p.cmdline())
+            }
 
             def cpu_seconds() -> dict[str, float]:
                 out: dict[str, float] = {
@@ -343,6 +354,8 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                     "risk actor": 0.0,
                     "postgres": 0.0,
                     "simulator": 0.0,
+                    "event bus": 0.0,
+                    "ray system": 0.0,
                 }
                 for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
                     times = proc.info["cpu_times"]
@@ -355,6 +368,10 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
                         out["risk actor"] += used
                     elif proc.info["pid"] == sim.pid:
                         out["simulator"] += used
+                    elif proc.info["pid"] == bus_pid:
+                        out["event bus"] += used
+                    elif proc.info["pid"] in ray_system:
+                        out["ray system"] += used
                     elif (proc.info["name"] or "").startswith("postgres"):
                         out["postgres"] += used
                 mine = psutil.Process().cpu_times()
