@@ -29,7 +29,6 @@ from cryptoorchestrator.platform.exchange.execution import (
     OrderRequest,
 )
 from cryptoorchestrator.platform.exchange.paper import PaperBroker
-from cryptoorchestrator.platform.exchange.sim_market import read_candles
 from cryptoorchestrator.platform.exchange.simulator import (
     ExchangeSimulator,
     ccxt_binance_for,
@@ -46,12 +45,6 @@ T = TypeVar("T")
 
 def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
-
-
-@pytest.fixture(scope="module")
-def candles(shared_data: Path) -> pa.Table:
-    table = read_candles(shared_data / "candles" / "binance_BTC_USDT-1h.feather")
-    return table.slice(table.num_rows - 3000)
 
 
 @pytest.fixture

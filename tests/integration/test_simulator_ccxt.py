@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -16,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cryptoorchestrator.platform.exchange.sim_market import read_candles
 from cryptoorchestrator.platform.exchange.simulator import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
@@ -27,13 +25,6 @@ from cryptoorchestrator.platform.exchange.simulator import (
 )
 
 HOUR = 3_600_000
-
-
-@pytest.fixture(scope="module")
-def candles(shared_data: Path) -> pa.Table:
-    """The last 3,000 real Binance BTC/USDT hourly candles (2024)."""
-    table = read_candles(shared_data / "candles" / "binance_BTC_USDT-1h.feather")
-    return table.slice(table.num_rows - 3000)
 
 
 @pytest.fixture(scope="module")

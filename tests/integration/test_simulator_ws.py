@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,6 @@ import pyarrow as pa
 import pytest
 
 from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
-from cryptoorchestrator.platform.exchange.sim_market import read_candles
 from cryptoorchestrator.platform.exchange.simulator import (
     ExchangeSimulator,
     ccxt_binance_for,
@@ -26,13 +24,6 @@ from cryptoorchestrator.platform.exchange.simulator import (
 
 HOUR = 3_600_000
 SYMBOL = "BTC/USDT"
-
-
-@pytest.fixture(scope="module")
-def candles(shared_data: Path) -> pa.Table:
-    """The last 3,000 real Binance BTC/USDT hourly candles (2024)."""
-    table = read_candles(shared_data / "candles" / "binance_BTC_USDT-1h.feather")
-    return table.slice(table.num_rows - 3000)
 
 
 @pytest.fixture(scope="module")
