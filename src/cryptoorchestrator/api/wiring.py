@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from typing import Any
 
 from fastapi import FastAPI
@@ -80,7 +82,13 @@ def install_cluster(app: FastAPI, settings: Settings, supervise_interval_s: floa
     from cryptoorchestrator.cluster.bots import supervise
     from cryptoorchestrator.cluster.facade import RayCluster
 
+    # ray.init installs Ray's own SIGTERM handler (it exits at once), replacing the server's
+    # graceful one: `docker stop` printed tracebacks from cancelled tasks instead of shutting
+    # down as Ctrl-C does.  Keep the handler the server had.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     cluster = RayCluster(settings)
+    if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
     app.state.cluster = cluster
     tasks: list[asyncio.Task[Any]] = []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,10 @@ DEMO_EMAIL = "demo@cryptoorchestrator.local"
 DEMO_BOT = "demo-sma-cross"
 # Keeps the demo simulator's context manager alive: collecting it would stop the simulator.
 _DEMO_RUNNERS: list[Any] = []
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def serve(
@@ -49,18 +54,28 @@ def serve(
     bind_port = port or settings.api_port
     if demo:
         _start_demo(settings, demo_speed, f"http://{bind_host}:{bind_port}")
-    uvicorn.run(
-        "cryptoorchestrator.api.app:create_app",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,
-        # Our middleware writes the access log (logs/fastapi.log, JSON, with the user id);
-        # uvicorn's own would format a second line per request to stdout.
-        access_log=False,
-    )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
+    # action the process died there, before atexit stopped the local Ray (its agents outlived
+    # it).  Exit through Python instead, as after Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(
+            "cryptoorchestrator.api.app:create_app",
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            proxy_headers=False,
+            # Our middleware writes the access log (logs/fastapi.log, JSON, with the user id);
+            # uvicorn's own would format a second line per request to stdout.
+            access_log=False,
+        )
+    finally:
+        # Stop the demo's simulator while the interpreter is whole: left to the generator's
+        # finalizer at exit, its stop ran during module teardown and printed a traceback.
+        while _DEMO_RUNNERS:
+            _DEMO_RUNNERS.pop().__exit__(None, None, None)
 
 
 def _start_demo(settings: Any, speed: float, api_base: str) -> None:
