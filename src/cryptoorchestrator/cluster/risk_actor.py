@@ -94,7 +94,7 @@ class RiskActor:
         self._load_error: str | None = None
         self._line: LineServer | None = None
         self._line_token = secrets.token_urlsafe(24)
-        self._line_lock: asyncio.Lock | None = None
+        self._line_lock = asyncio.Lock()  # bound to the actor's loop on first use
         self._try_load()
 
     def _try_load(self) -> bool:
@@ -132,8 +132,6 @@ class RiskActor:
         :mod:`~cryptoorchestrator.platform.risk.line`).  The token is this incarnation's: a
         restarted actor has a new line and a new token, which clients fetch here again.
         """
-        if self._line_lock is None:
-            self._line_lock = asyncio.Lock()
         async with self._line_lock:
             if self._line is None:
                 server = LineServer(self._decide, self._line_token)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +17,7 @@ from cryptoorchestrator.platform.exchange.execution import (
 )
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.sharing import LoopShares
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount
 
@@ -103,26 +102,15 @@ class SharedMarketData:
     previous candle's quote.  The client closes when its last user closes.
     """
 
-    # Per event loop (an HTTP session belongs to the loop that opened it), weakly: a loop that
-    # is gone takes its clients with it, and a new loop never finds an old loop's client.
-    _by_loop: weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, dict[tuple[Any, ...], SharedMarketData]
-    ] = weakref.WeakKeyDictionary()
+    # Per event loop: an HTTP session belongs to the loop that opened it.
+    _shares: LoopShares[tuple[Any, ...], SharedMarketData] = LoopShares()
 
-    def __init__(
-        self,
-        instances: dict[tuple[Any, ...], SharedMarketData],
-        key: tuple[Any, ...],
-        client: ExecutionClient,
-        ticker_age_s: float,
-    ) -> None:
-        self._instances = instances
+    def __init__(self, key: tuple[Any, ...], client: ExecutionClient, ticker_age_s: float) -> None:
         self._key = key
         self.client = client
         self.market_data_key = client.market_data_key
         self.ticker_age_s = ticker_age_s
         self._shared = SharedCandles()
-        self._users = 0
 
     @classmethod
     def acquire(
@@ -132,12 +120,7 @@ class SharedMarketData:
         ticker_age_s: float = 0.05,
     ) -> SharedMarketData:
         """Return this loop's shared client for ``source``, built by ``build()`` on first use."""
-        instances = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
-        shared = instances.get(source)
-        if shared is None:
-            shared = instances[source] = cls(instances, source, build(), ticker_age_s)
-        shared._users += 1
-        return shared
+        return cls._shares.acquire(source, lambda: cls(source, build(), ticker_age_s))
 
     async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
         """Return the exchange's markets (the client caches them)."""
@@ -161,8 +144,5 @@ class SharedMarketData:
 
     async def close(self) -> None:
         """Release this user's share; the last one closes the client."""
-        self._users -= 1
-        if self._users <= 0:
-            if self._instances.get(self._key) is self:
-                del self._instances[self._key]
+        if self._shares.release(self._key, self):
             await self.client.close()

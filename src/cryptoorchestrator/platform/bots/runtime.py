@@ -296,9 +296,11 @@ _Sending = tuple[ExecutionClient, OrderRequest, str | None]
 
 def _send(item: _Sending) -> Awaitable[ExchangeOrder | OrderRejected]:
     client, request, mark = item
-    if mark is not None and isinstance(client, PaperBroker):
-        return client.create_order(request, mark_submitted_as=mark)
-    return client.create_order(request)
+    if mark is None:
+        return client.create_order(request)
+    # Only a paper broker is handed the mark (see _submit); any other client would skip it.
+    assert isinstance(client, PaperBroker)
+    return client.create_order(request, mark_submitted_as=mark)
 
 
 async def _send_all(items: list[_Sending]) -> list[ExchangeOrder | OrderRejected | BaseException]:
@@ -1056,14 +1058,10 @@ class BotRuntime:
         if self.events is None or not events:
             return
         bot = self.config.bot_id
-        sent = [self.events(kind, {"botId": bot, **payload}) for kind, payload in events]
-        answers = await asyncio.gather(*sent, return_exceptions=True) if len(sent) > 1 else None
-        if answers is None:
-            try:
-                await sent[0]
-            except CryptoOrchError:
-                self.log.warning("event sink refused %s", events[0][0])
-            return
+        answers = await asyncio.gather(
+            *(self.events(kind, {"botId": bot, **payload}) for kind, payload in events),
+            return_exceptions=True,
+        )
         for (kind, _), answer in zip(events, answers, strict=True):
             if isinstance(answer, CryptoOrchError):
                 self.log.warning("event sink refused %s", kind)

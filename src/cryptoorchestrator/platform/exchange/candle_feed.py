@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from typing import Any
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.model.symbols import normalize_symbol
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.sharing import LoopShares
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ class _Stream:
         except InvalidInputError:
             self.tf_ms = None
         self.task: asyncio.Task[None] | None = None
+        # Delivered since its last failure (a failure since the last delivery: not connected
+        # and errors counted).
         self.connected = False
-        self.failed = False
         self.events = self.closes = self.errors = self.reconnects = 0
         self.newest_open: int | None = None
         self.last_closed: int | None = None
@@ -152,11 +153,8 @@ class CandleFeed:
     Use :meth:`acquire` to share one feed per (exchange, ``api_url``) and loop.
     """
 
-    # Per event loop (a ccxt client's sessions belong to the loop that opened them), weakly:
-    # a loop that is gone takes its feeds with it.
-    _by_loop: weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, dict[tuple[str, str | None], CandleFeed]
-    ] = weakref.WeakKeyDictionary()
+    # Per event loop: a ccxt client's sessions belong to the loop that opened them.
+    _shares: LoopShares[tuple[str, str | None], CandleFeed] = LoopShares()
 
     def __init__(self, client: Any | None, *, name: str = "") -> None:
         self.client = client
@@ -164,10 +162,8 @@ class CandleFeed:
         has = getattr(client, "has", None) or {}
         self.supported = client is not None and bool(has.get("watchOHLCV"))
         self._streams: dict[tuple[str, str], _Stream] = {}
-        self._users = 0
         self._closed = False
-        self._registry: dict[tuple[str, str | None], CandleFeed] | None = None
-        self._key: tuple[str, str | None] | None = None
+        self._key: tuple[str, str | None] | None = None  # set when shared by acquire()
 
     @classmethod
     def acquire(
@@ -191,15 +187,14 @@ class CandleFeed:
         Each call takes a share that :meth:`close` gives back.
         """
         key = (exchange, api_url or None)
-        instances = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
-        feed = instances.get(key)
-        if feed is None:
+
+        def make() -> CandleFeed:
             client = build() if build is not None else pro_exchange_for(exchange, api_url)
             feed = cls(client, name=f"{exchange}@{api_url or 'default'}")
-            feed._registry, feed._key = instances, key
-            instances[key] = feed
-        feed._users += 1
-        return feed
+            feed._key = key
+            return feed
+
+        return cls._shares.acquire(key, make)
 
     # ------------------------------------------------------------------ watching
 
@@ -301,7 +296,6 @@ class CandleFeed:
                 raise
             except Exception as exc:  # ccxt's NetworkError, aiohttp's own, a refused subscribe
                 stream.connected = False
-                stream.failed = True
                 stream.errors += 1
                 problem = _redact(f"{type(exc).__name__}: {exc}")[:300]
                 # Once per kind of failure: a dead exchange must not fill the log every 5 s.
@@ -324,8 +318,7 @@ class CandleFeed:
                 if isinstance(dial_backoff, dict):
                     dial_backoff.clear()
                 continue
-            if stream.failed:
-                stream.failed = False
+            if not stream.connected and stream.errors:
                 stream.reconnects += 1
                 log.info(
                     "candle feed %s %s %s: streaming again",
@@ -357,13 +350,10 @@ class CandleFeed:
 
     async def close(self) -> None:
         """Give back one share; the last one stops the watchers and closes the client."""
-        self._users -= 1
-        if self._users > 0 or self._closed:
+        last = self._key is None or self._shares.release(self._key, self)
+        if not last or self._closed:
             return
         self._closed = True
-        registry, key = self._registry, self._key
-        if registry is not None and key is not None and registry.get(key) is self:
-            del registry[key]
         tasks = [s.task for s in self._streams.values() if s.task is not None]
         for task in tasks:
             task.cancel()

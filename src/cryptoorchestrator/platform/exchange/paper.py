@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from functools import partial
 from typing import Protocol
 
 from sqlalchemy import Connection, String, Table, bindparam, cast, insert, select, update
@@ -392,8 +393,6 @@ class PaperBroker(ExecutionClient):
 
         def run(session: Session) -> ExchangeOrder | OrderRejected:
             conn = session.connection()
-            if mark is not None:
-                _mark_or_fail(conn, [mark], now)
             existing = conn.execute(
                 _ORDER_BY_KEY, {"key": self._key(request.client_order_id)}
             ).scalar()
@@ -791,7 +790,7 @@ class PaperBroker(ExecutionClient):
 @dataclass(frozen=True, slots=True)
 class _Booking:
     """An order on its way into the book: the broker's own transaction step (``run``, used
-    alone) and what a batch needs to book it with others."""
+    alone, after the mark), the intent to mark, and what a batch needs to book it with others."""
 
     broker: PaperBroker
     run: Callable[[Session], object]
@@ -848,10 +847,17 @@ def _book_all(settings: Settings, items: list[_Booking]) -> list[object]:
     out: list[object] = []
     for item in items:
         try:
-            out.append(item.broker._run_db(item.run))  # noqa: SLF001 (the broker's own step)
+            out.append(item.broker._run_db(partial(_book_one, item)))  # noqa: SLF001
         except Exception as exc:
             out.append(exc)
     return out
+
+
+def _book_one(item: _Booking, session: Session) -> object:
+    """Book one order in ``session``'s transaction: its intent's mark, then its broker's step."""
+    if item.mark is not None:
+        _mark_or_fail(session.connection(), [item.mark], item.now)
+    return item.run(session)
 
 
 def _book_many(session: Session, items: list[_Booking]) -> list[object]:
@@ -900,7 +906,7 @@ def _book_many(session: Session, items: list[_Booking]) -> list[object]:
         for i, order in zip(placed, _write_plans(conn, plans, existing), strict=True):
             out[i] = order
     for i in later:
-        out[i] = items[i].run(session)  # (its mark again: the same values, harmless)
+        out[i] = items[i].run(session)  # marked above with the others
     return out
 
 

@@ -21,6 +21,7 @@ line, so a restarted actor (new process, new port) is found again.  No Ray here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -196,10 +197,8 @@ class LineClient:
     async def close(self) -> None:
         """Close the line; requests still waiting fail."""
         self._reading.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # closing: nothing to report
             await self._reading
-        except (asyncio.CancelledError, Exception):  # noqa: S110 (closing: nothing to report)
-            pass
         self._fail(LineError("the risk line was closed"))
 
 
