@@ -47,7 +47,7 @@ def local_user_id(settings: Settings) -> int:
         uid = session.scalar(select(User.id).where(User.email == LOCAL_USER))
         if uid is None:
             # "!" can never be an argon2 hash: the local operator cannot log in over HTTP.
-            user = User(email=LOCAL_USER, password_hash="!local", is_admin=True)  # noqa: S106
+            user = User(email=LOCAL_USER, password_hash="!local", role="admin")  # noqa: S106
             session.add(user)
             session.flush()
             uid = user.id

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="redis://127.0.0.1:6379/0 shares rate limits")
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
+    strategy_paths: list[str] = Field(
+        default_factory=list,
+        description="operator's strategy sources loaded at start-up: directories of *.py "
+        "files or module names; tenants only ever pick registered names",
+    )
+    allowed_api_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts (host or host:port) a user's exchange apiUrl may point at, besides "
+        "the exchanges' own API hosts",
+    )
+    exchange_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="operator-configured exchanges {name: base URL}: probed by health and the "
+        "only sources that write the shared market-data store",
+    )
 
     @field_validator("log_level")
     @classmethod

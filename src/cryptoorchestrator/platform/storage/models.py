@@ -69,13 +69,20 @@ class User(TimestampMixin, Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "admin" (operator: global kill switch, portfolio limits, users), "trader" (own bots,
+    # accounts, runs, own limits and kill switch) or "viewer" (reads own data only).
+    role: Mapped[str] = mapped_column(String(16), default="trader", server_default="trader")
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # TOTP secret, encrypted with the platform key (pending until MFA is confirmed).
     mfa_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The last TOTP time step accepted: a code is good once, never replayed within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column()
     last_login_at: Mapped[datetime | None] = mapped_column()
+    # Bumped to revoke every access token issued before (MFA switched on, logout everywhere,
+    # role change, deactivation); access tokens carry the epoch they were issued in.
+    auth_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BackupCode(Base):
