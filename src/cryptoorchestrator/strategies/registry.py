@@ -1,10 +1,19 @@
 """Find strategies by name: the built-ins, plus user strategies from a directory or a module.
 
-``get_strategy`` accepts a registered name, a ``Strategy`` class or instance, or a reference to
-user code: ``"package.module:ClassName"``, ``"package.module"`` (its strategies are registered)
-or ``"path/to/file.py:ClassName"``.  ``load_strategies(path_or_module)`` registers every
-``Strategy`` subclass with a ``name`` found in a directory of ``*.py`` files or a module.
-User files are imported inside the guard: an error there becomes a ``StrategyError``.
+Two doors, for two kinds of caller:
+
+* :func:`registered_strategy` is the only lookup for names that come from tenants (API bodies,
+  bot rows, run rows): it returns a built-in or an operator-registered strategy and refuses
+  anything else with one fixed message, without touching the filesystem or ``importlib``.
+* :func:`get_strategy` is the operator's (CLI, SDK, notebooks): besides a registered name or a
+  ``Strategy`` class or instance it accepts a reference to user code, ``"package.module:Class"``,
+  ``"package.module"`` or ``"path/to/file.py:ClassName"``, and imports it.
+
+``load_strategies(path_or_module)`` registers every ``Strategy`` subclass with a ``name`` found
+in a directory of ``*.py`` files or a module; :func:`load_strategy_paths` does so once per
+process for the operator's ``strategy_paths`` setting (the API, bot actors and job workers call
+it at start).  User files are imported inside the guard: an error there becomes a
+``StrategyError``.
 """
 
 from __future__ import annotations
@@ -12,12 +21,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError, StrategyError
+from cryptoorchestrator.platform.errors import (
+    ConfigError,
+    CryptoOrchError,
+    InvalidInputError,
+    NotFoundError,
+    StrategyError,
+)
 from cryptoorchestrator.platform.strategy.base import Strategy
 
 _BUILTINS: dict[str, str] = {
@@ -29,6 +47,16 @@ _BUILTINS: dict[str, str] = {
     "atr_stops": "cryptoorchestrator.strategies.atr_stops:AtrStops",
 }
 _USER: dict[str, type[Strategy]] = {}
+
+#: The shape of a strategy name: what a tenant may send and what an operator may register.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+#: Package under which files of user strategies are imported (``sys.modules`` keys).
+USER_MODULE_PREFIX = "cryptoorch_user_strategies."
+
+#: Sources of ``strategy_paths`` already loaded by this process: importing a file runs its code.
+_LOADED: set[str] = set()
+_LOAD_LOCK = threading.Lock()
 
 
 def _import_ref(ref: str) -> type[Strategy]:
@@ -49,6 +77,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
             "strategy",
             f"{cls!r} is not a Strategy subclass with a name",
             allowed="class MyStrategy(Strategy): name = 'my_strategy'",
+        )
+    if not isinstance(cls.name, str) or NAME_PATTERN.fullmatch(cls.name) is None:
+        # Only names of this shape can be picked over the API (see registered_strategy).
+        raise InvalidInputError(
+            "strategy.name",
+            f"{cls.name!r} is not a valid strategy name",
+            allowed=f"a name matching {NAME_PATTERN.pattern}",
         )
     if cls.name in _BUILTINS and _import_ref(_BUILTINS[cls.name]) is not cls:
         raise InvalidInputError(
@@ -73,7 +108,7 @@ def _strategies_in(module: ModuleType) -> list[type[Strategy]]:
 
 
 def _load_file(path: Path) -> ModuleType:
-    module_name = f"cryptoorch_user_strategies.{path.stem}"
+    module_name = f"{USER_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise NotFoundError(f"strategy: cannot import {path}")
@@ -122,6 +157,62 @@ def load_strategies(source: str | Path) -> list[str]:
     return names
 
 
+def load_strategy_paths(sources: Iterable[str | Path]) -> list[str]:
+    """Register the operator's strategy sources (``Settings.strategy_paths``) in this process.
+
+    Each source is a directory of ``*.py`` files, a ``.py`` file or a module name, as for
+    :func:`load_strategies`.  Registration is per process, so the API, every bot actor and
+    every job worker call this at start with the settings they run under; a source already
+    loaded here is not imported again.  Returns the names registered by this call.
+
+    Raises
+    ------
+    ConfigError
+        If a source does not exist or importing it raises: the setting itself is wrong.
+    """
+    names: list[str] = []
+    with _LOAD_LOCK:
+        for source in sources:
+            key = str(Path(source).resolve()) if Path(source).exists() else str(source)
+            if key in _LOADED:
+                continue
+            try:
+                names.extend(load_strategies(source))
+            except CryptoOrchError as exc:
+                raise ConfigError(f"strategy_paths: cannot load {source}: {exc}") from exc
+            _LOADED.add(key)
+    return names
+
+
+def registered_names() -> list[str]:
+    """Return the sorted names of the built-in and registered strategies."""
+    return sorted({*_BUILTINS, *_USER})
+
+
+def registered_strategy(name: object) -> Strategy:
+    """Return a new instance of the built-in or registered strategy called ``name``.
+
+    The lookup for names from tenants (API bodies, bot and run rows): it never imports a
+    module or reads a file for an unknown name, and every unknown name gets the same error,
+    which neither echoes the name nor says why, so errors cannot probe which files or
+    modules exist on the server.
+
+    Raises
+    ------
+    InvalidInputError
+        On field ``strategy`` for anything but a registered name; lists the registered names.
+    """
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None:
+        user = _USER.get(name)
+        if user is not None:
+            return user()
+        if name in _BUILTINS:
+            return _import_ref(_BUILTINS[name])()
+    raise InvalidInputError(
+        "strategy", "unknown strategy (not a registered name)", allowed=registered_names()
+    )
+
+
 def list_strategies() -> dict[str, str]:
     """Return ``{name: first line of the docstring}`` of built-in and registered strategies."""
     out = {}
@@ -134,6 +225,9 @@ def list_strategies() -> dict[str, str]:
 
 def get_strategy(strategy: str | type[Strategy] | Strategy) -> Strategy:
     """Return a strategy instance from a name, class, instance or user-code reference.
+
+    For the operator's own code only (CLI, SDK): a reference imports and runs that code.  Names
+    from tenants go through :func:`registered_strategy`.
 
     Raises
     ------

@@ -58,10 +58,18 @@ def test_backtest_run_records_metrics(job_settings: Settings) -> None:
     run = _wait(job_settings, BacktestRun, run_id)
     assert run.status == "succeeded", run.error
     assert run.metrics["trade_count"] > 0
-    bad = jobs.submit_backtest(job_settings, None, {**SPEC, "strategy": "no_such_strategy"})
+    # A name that is not registered is refused at submission: nothing is stored or started.
+    with pytest.raises(InvalidInputError, match="unknown strategy"):
+        jobs.submit_backtest(job_settings, None, {**SPEC, "strategy": "no_such_strategy"})
+    with db.session_scope(job_settings) as session:
+        assert session.query(BacktestRun).count() == 1
+    # An error inside the worker (parameters out of range) is recorded on the run.
+    bad = jobs.submit_backtest(
+        job_settings, None, {**SPEC, "strategy": "sma_cross", "params": {"fast": 900}}
+    )
     failed = _wait(job_settings, BacktestRun, bad)
     assert failed.status == "failed"
-    assert "no_such_strategy" in failed.error
+    assert "params.fast" in failed.error
 
 
 def test_optimization_run_gets_an_id_at_once_and_finishes(job_settings: Settings) -> None:
@@ -81,3 +89,43 @@ def test_optimization_run_gets_an_id_at_once_and_finishes(job_settings: Settings
     assert jobs.submit_optimization(job_settings, None, spec) == run_id
     with pytest.raises(InvalidInputError):
         jobs.submit_optimization(job_settings, None, {**spec, "space": {"fast": [1000]}})
+
+
+OPERATOR_STRATEGY = '''
+import numpy as np
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+
+
+class Momentum(Strategy):
+    """Long while the close is above the close ``lag`` bars before."""
+
+    name = "operator_momentum"
+    params = (Param("lag", "int", 10, low=1, high=100),)
+
+    def signals(self, bars, params):
+        close = np.asarray(bars.close, dtype=float)
+        lag = int(params["lag"])
+        up = np.zeros(len(close), bool)
+        up[lag:] = close[lag:] > close[:-lag]
+        return Signals(up, ~up)
+'''
+
+
+def test_operator_strategies_run_in_job_workers(job_settings: Settings, tmp_path: Path) -> None:
+    # Workers are other processes: each registers the operator's strategy_paths itself, and
+    # batches of a study carry the user class by value.
+    folder = tmp_path / "operator_strategies"
+    folder.mkdir()
+    (folder / "momentum_jobs.py").write_text(OPERATOR_STRATEGY)
+    settings = job_settings.model_copy(update={"strategy_paths": [str(folder)]})
+    run_id = jobs.submit_backtest(
+        settings, None, {**SPEC, "strategy": "operator_momentum", "params": {"lag": 12}}
+    )
+    run = _wait(settings, BacktestRun, run_id)
+    assert run.status == "succeeded", run.error
+    spec = {**SPEC, "strategy": "operator_momentum", "space": {"lag": [5, 10, 20]}}
+    study = _wait(settings, OptimizationRun, jobs.submit_optimization(settings, None, spec))
+    assert study.status == "succeeded", study.error
+    assert study.n_trials == 3
+    with pytest.raises(InvalidInputError, match="unknown strategy"):
+        jobs.submit_backtest(settings, None, {**SPEC, "strategy": str(folder / "momentum_jobs.py")})
