@@ -206,6 +206,64 @@ def test_limit_order_rests_fills_partially_and_is_cancelled(candles: pa.Table) -
         assert usdt[0] == Decimal(10_000) - price * partial.filled
 
 
+def test_stop_loss_order_rests_is_found_by_client_id_and_fills_at_its_stop(
+    sim: ExchangeSimulator, candles: pa.Table
+) -> None:
+    """A Binance spot STOP_LOSS sent through ccxt: resting with its stop price, found again
+    by client order id (a restarted bot's reconciliation), filled at the stop price (or at the
+    open of a candle that gaps through it); a second one is cancelled and releases its BTC."""
+    now = sim.now()
+    ts = [_ms(v) for v in candles.column("timestamp").to_pylist()]
+    i = next(k for k, t in enumerate(ts) if t > now)
+    lows = candles.column("low").to_pylist()
+    opens = candles.column("open").to_pylist()
+    current = Decimal(str(sim.engine.markets["BTCUSDT"].price(now)))
+    stop = (current * Decimal("0.995")).quantize(Decimal("0.01"))
+    hit = next(k for k in range(i, len(lows)) if Decimal(str(lows[k])) <= stop)
+    expected = min(stop, Decimal(str(opens[hit])))
+
+    async def scenario(c: CcxtExecutionClient) -> tuple[Any, ...]:
+        await c.create_order(order("buy", "market", "0.01", "stop-buy"))
+        request = OrderRequest(
+            "BTC/USDT",
+            OrderSide.SELL,
+            OrderType.STOP_LOSS,
+            Decimal("0.005"),
+            "stop-1",
+            stop_price=stop,
+        )
+        placed = await c.create_order(request)
+        spare = OrderRequest(
+            "BTC/USDT",
+            OrderSide.SELL,
+            OrderType.STOP_LOSS,
+            Decimal("0.004"),
+            "stop-2",
+            stop_price=stop - Decimal("1000"),
+        )
+        await c.create_order(spare)
+        found = await c.fetch_order("BTC/USDT", client_order_id="stop-1")
+        cancelled = await c.cancel_order("BTC/USDT", client_order_id="stop-2")
+        sim.set_time(ts[hit] + HOUR)
+        filled = await c.fetch_order("BTC/USDT", client_order_id="stop-1")
+        return placed, found, cancelled, filled
+
+    placed, found, cancelled, filled = run(client(sim), scenario)
+    assert isinstance(placed, ExchangeOrder)
+    assert placed.type is OrderType.STOP_LOSS
+    assert placed.status is OrderStatus.OPEN
+    assert found is not None
+    assert (found.stop_price, found.status) == (stop, OrderStatus.OPEN)
+    assert sim_orders(sim, "stop-1")[0]["type"] == "STOP_LOSS"
+    assert cancelled is not None
+    assert cancelled.status is OrderStatus.CANCELED
+    assert filled is not None
+    assert filled.status is OrderStatus.FILLED
+    assert filled.average_price == expected
+    assert filled.type is OrderType.STOP_LOSS
+    assert sim.balances()["BTC"][1] == 0
+
+
 def test_unknown_orders_are_none_not_errors(sim: ExchangeSimulator) -> None:
     async def scenario(c: CcxtExecutionClient) -> tuple[Any, ...]:
         return (
@@ -479,6 +537,9 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 def test_test_connection_reports_permissions_and_bad_keys(
     sim: ExchangeSimulator, settings: Settings
 ) -> None:
+    # The simulator is on loopback: accounts may point there once the operator allows it.
+    host = sim.base_url.split("://", 1)[1].rstrip("/")
+    settings = settings.model_copy(update={"allowed_api_hosts": [host]})
     with db.session_scope(settings) as s:
         good = accounts.store_credentials(
             s,

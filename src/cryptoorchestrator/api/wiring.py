@@ -23,7 +23,7 @@ log = logging.getLogger("cryptoorchestrator.api")
 
 
 def install_exchange_hooks(app: FastAPI, settings: Settings) -> None:
-    """Enable circuit-breaker health, connection tests and market sync."""
+    """Enable circuit-breaker health, connection tests and the (operator's) market sync."""
     from cryptoorchestrator.platform.exchange.circuit import circuit_states
 
     def breakers() -> dict[str, dict[str, Any]]:
@@ -46,30 +46,30 @@ def install_exchange_hooks(app: FastAPI, settings: Settings) -> None:
             "testedAt": report.tested_at.isoformat(),
         }
 
-    def syncer(accounts: list[Any]) -> dict[str, Any]:
+    def syncer() -> dict[str, Any]:
+        # The store is shared by every user: it is refreshed only from the operator's sources
+        # (Settings.exchange_endpoints, else the exchange's own public API), never from an
+        # account's apiUrl, which a tenant chooses.
         from cryptoorchestrator.platform.data.download import download_ohlcv
         from cryptoorchestrator.platform.data.store import OhlcvStore
 
         store = OhlcvStore(settings.data_dir)
         results: dict[str, Any] = {}
-        targets = sorted({(a.exchange, a.api_url) for a in accounts})
-        for exchange, api_url in targets:
-            datasets = [d for d in store.list_datasets() if d.exchange == exchange]
-            for d in datasets:
-                key = f"{exchange}:{d.symbol}:{d.timeframe}"
-                try:
-                    reports = download_ohlcv(
-                        exchange,
-                        d.symbol,
-                        d.timeframe,
-                        start=d.last or 0,
-                        store=store,
-                        api_url=api_url,
-                        max_retries=2,
-                    )
-                    results[key] = {"rowsAdded": sum(r.rows_added for r in reports)}
-                except Exception as exc:  # one exchange down must not hide the others
-                    results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        for d in store.list_datasets():
+            key = f"{d.exchange}:{d.symbol}:{d.timeframe}"
+            try:
+                reports = download_ohlcv(
+                    d.exchange,
+                    d.symbol,
+                    d.timeframe,
+                    start=d.last or 0,
+                    store=store,
+                    api_url=settings.exchange_endpoints.get(d.exchange),
+                    max_retries=2,
+                )
+                results[key] = {"rowsAdded": sum(r.rows_added for r in reports)}
+            except Exception as exc:  # one exchange down must not hide the others
+                results[key] = {"error": f"{type(exc).__name__}: {exc}"}
         return {"synced": results}
 
     app.state.circuit_breakers = breakers

@@ -106,6 +106,8 @@ def test_no_secret_reaches_the_log_file(settings: Settings) -> None:
     )
     ccxt_logger.addHandler(handler)
     ccxt_logger.setLevel(logging.DEBUG)
+    # The operator allows the port (loopback is refused otherwise).
+    settings = settings.model_copy(update={"allowed_api_hosts": ["127.0.0.1:9"]})
     try:
         account_id = store(settings, api_url="http://127.0.0.1:9")  # nothing listens there
         with db.session_scope(settings) as s:
@@ -132,7 +134,8 @@ def test_no_secret_reaches_the_log_file(settings: Settings) -> None:
 
 
 def test_connection_without_credentials_is_reported_not_raised(settings: Settings) -> None:
-    account_id = store(settings, api_key=None, api_secret=None, mode="paper")
+    # A live account needs keys (a paper one is tested on the exchange's public data).
+    account_id = store(settings, api_key=None, api_secret=None, mode="live")
     report = asyncio.run(accounts.test_connection(settings, account_id))
     assert (report.ok, report.can_read, report.error_code) == (False, False, "exchange_auth_failed")
 

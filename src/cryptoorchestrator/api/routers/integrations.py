@@ -6,14 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 
-from cryptoorchestrator.api.deps import AccountsDep
+from cryptoorchestrator.api.deps import AccountsDep, CurrentUser, TraderUser, has_role
 from cryptoorchestrator.api.schemas import (
     DeletedPublic,
     ExchangeAccountCreate,
     ExchangeAccountPublic,
     ExchangeAccountUpdate,
 )
-from cryptoorchestrator.platform.errors import UnavailableError
+from cryptoorchestrator.platform.errors import ExchangeError, ForbiddenError, UnavailableError
+from cryptoorchestrator.platform.exchange.urls import check_account_url
 from cryptoorchestrator.platform.storage.models import ExchangeAccount
 
 IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
@@ -53,7 +54,9 @@ def list_accounts(accounts: AccountsDep) -> list[ExchangeAccountPublic]:
 
 
 @router.post("/exchanges/accounts", status_code=status.HTTP_201_CREATED)
-def create_account(body: ExchangeAccountCreate, accounts: AccountsDep) -> ExchangeAccountPublic:
+def create_account(
+    body: ExchangeAccountCreate, accounts: AccountsDep, _trader: TraderUser
+) -> ExchangeAccountPublic:
     """Add an exchange account; apiKey/apiSecret/passphrase are encrypted at rest."""
     row = accounts.create(_values(body))
     accounts.session.commit()
@@ -68,7 +71,7 @@ def get_account(account_id: IdPath, accounts: AccountsDep) -> ExchangeAccountPub
 
 @router.patch("/exchanges/accounts/{account_id}")
 def update_account(
-    account_id: IdPath, body: ExchangeAccountUpdate, accounts: AccountsDep
+    account_id: IdPath, body: ExchangeAccountUpdate, accounts: AccountsDep, _trader: TraderUser
 ) -> ExchangeAccountPublic:
     """Change an account or replace its credentials."""
     row = accounts.update(account_id, _values(body))
@@ -77,20 +80,31 @@ def update_account(
 
 
 @router.delete("/exchanges/accounts/{account_id}")
-def delete_account(account_id: IdPath, accounts: AccountsDep) -> DeletedPublic:
+def delete_account(account_id: IdPath, accounts: AccountsDep, _trader: TraderUser) -> DeletedPublic:
     """Delete an exchange account and its stored credentials."""
     accounts.delete(account_id)
     accounts.session.commit()
     return DeletedPublic(id=account_id, outcome="deleted")
 
 
-@router.get("/exchanges/test", responses={503: {"description": "execution client not available"}})
+@router.get(
+    "/exchanges/test",
+    responses={
+        422: {"description": "an account's apiUrl is not allowed (nothing was connected to)"},
+        503: {"description": "execution client not available"},
+    },
+)
 def check_exchange_connections(
     request: Request,
     accounts: AccountsDep,
+    _trader: TraderUser,
     account_id: Annotated[int | None, Query(alias="accountId", ge=1, le=2_147_483_647)] = None,
 ) -> dict[str, Any]:
-    """Check that stored keys work and report their permissions, without placing an order."""
+    """Check that your stored keys work and report their permissions, without placing an order.
+
+    Only your own accounts are tested, and only at hosts the operator allows: a stored apiUrl
+    that the current rule refuses answers 422 (field ``apiUrl``) before any connection.
+    """
     if account_id is not None:
         accounts.get(account_id)  # 404 for someone else's account, before anything else
     tester = getattr(request.app.state, "exchange_tester", None)
@@ -100,19 +114,47 @@ def check_exchange_connections(
             "is not installed)"
         )
     rows = [accounts.get(account_id)] if account_id else accounts.list_accounts()
+    settings = request.app.state.settings
+    for row in rows:
+        # Rows written before the rule (or straight into the database) are checked again here,
+        # all of them before the first connection.
+        check_account_url(settings, row.exchange, row.api_url)
     results = {str(r.id): tester(r, accounts.credentials(r)) for r in rows}
     accounts.session.commit()
     return {"accounts": results}
 
 
-@router.post("/exchanges/sync", responses={503: {"description": "data download not available"}})
-def sync_exchanges(request: Request, accounts: AccountsDep) -> dict[str, Any]:
-    """Refresh markets and recent candles from the exchanges."""
+@router.post(
+    "/exchanges/sync",
+    responses={
+        403: {"description": "only an admin may refresh the shared market-data store"},
+        502: {"description": "every dataset failed to sync"},
+        503: {"description": "data download not available"},
+    },
+)
+def sync_exchanges(request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Refresh the shared market-data store's candles from the operator's exchange sources.
+
+    The store is served to every user, so it is written only from sources the operator
+    configured (``exchange_endpoints``, else the exchange's own public API), never from an
+    account's apiUrl, and only at an admin's request.  Some datasets failing answers 200 with
+    each one's error; all of them failing answers 502.
+    """
+    if not has_role(user, "admin"):
+        raise ForbiddenError(
+            "the shared market-data store is served to every user and is refreshed only by the "
+            "operator (an admin) from the operator's configured exchange sources"
+        )
     syncer = getattr(request.app.state, "exchange_syncer", None)
     if syncer is None:
         raise UnavailableError(
             "not available: exchange sync (market and candle refresh through the execution "
             "client, issue 7, is not installed)"
         )
-    result: dict[str, Any] = syncer(accounts.list_accounts())
+    result: dict[str, Any] = syncer()
+    synced: dict[str, Any] = result.get("synced", {})
+    failed = [key for key, value in synced.items() if "error" in value]
+    if synced and len(failed) == len(synced):
+        reasons = "; ".join(f"{key}: {synced[key]['error']}" for key in sorted(failed)[:5])
+        raise ExchangeError(f"sync failed for every dataset: {reasons}")
     return result

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from cryptoorchestrator.platform.bots.runtime import SharedCandles
-from cryptoorchestrator.platform.errors import ConfigError
+from cryptoorchestrator.platform.errors import ConfigError, InvalidInputError
 from cryptoorchestrator.platform.exchange.accounts import build_client, load_credentials
 from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
 from cryptoorchestrator.platform.exchange.execution import (
@@ -15,11 +18,12 @@ from cryptoorchestrator.platform.exchange.execution import (
     MarketInfo,
     Ticker,
 )
+from cryptoorchestrator.platform.exchange.urls import GuardedSession, UrlPolicy, check_account_url
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.sharing import LoopShares
 from cryptoorchestrator.platform.storage.db import session_scope
-from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount
+from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount, User
 
 
 async def execution_client_for(settings: Settings, bot_id: int) -> tuple[ExecutionClient, str]:
@@ -48,19 +52,27 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
         paper = bot.mode == BotMode.PAPER.value or account.mode == BotMode.PAPER.value
         quote = bot.trading_pair.split("/")[1].split(":")[0]
         starting = bot.starting_balance
-        exchange, api_url, account_id = account.exchange, account.api_url, account.id
+        exchange, account_id = account.exchange, account.id
+        api_url = checked_url(session, settings, account)
+        # A tenant's clients send through a GuardedSession: allowed hosts at public addresses
+        # (the answer connected to is the answer checked), no redirects followed.
+        policy = None if _trusted(session, account) else UrlPolicy.from_settings(settings)
         credentials = None if paper else load_credentials(session, settings, account.id)
     if credentials is not None:
         if not credentials.api_key or not credentials.api_secret:
             raise ConfigError(f"live account {account_id} has no API key and secret")
-        return build_client(credentials), exchange
+        return _guarded(build_client(credentials), policy, exchange), exchange
     from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
     from cryptoorchestrator.platform.exchange.paper import PaperBroker
 
     market_data = SharedMarketData.acquire(
-        (exchange, api_url),
-        lambda: CcxtExecutionClient.for_exchange(
-            exchange, api_url=api_url, account_id=f"{account_id}-public"
+        (exchange, api_url, policy is not None),
+        lambda: _guarded(
+            CcxtExecutionClient.for_exchange(
+                exchange, api_url=api_url, account_id=f"{account_id}-public"
+            ),
+            policy,
+            exchange,
         ),
     )
     # The bot sizes each order on the ticker it read just before sending it: fill at that quote.
@@ -84,8 +96,46 @@ def candle_feed_for(settings: Settings, bot_id: int) -> CandleFeed | None:
         account = None if account_id is None else session.get(ExchangeAccount, account_id)
         if account is None:
             return None
-        exchange, api_url = account.exchange, account.api_url
+        exchange, api_url = account.exchange, checked_url(session, settings, account)
     return CandleFeed.acquire(exchange, api_url)
+
+
+def checked_url(session: Session, settings: Settings, account: ExchangeAccount) -> str | None:
+    """Return the account's ``apiUrl`` if the rule still allows it, right before it is used.
+
+    Accounts of admins (the operator's CLI and SDK write under the local admin) may use any
+    host; everyone else's must point at an allowed host (see
+    :mod:`cryptoorchestrator.platform.exchange.urls`).
+
+    Raises
+    ------
+    ConfigError
+        If the stored URL is refused: the bot does not start, and nothing is connected to.
+    """
+    if account.api_url is None:
+        return None
+    try:
+        return check_account_url(
+            settings, account.exchange, account.api_url, trusted=_trusted(session, account)
+        )
+    except InvalidInputError as exc:
+        raise ConfigError(
+            f"exchange account {account.id}: apiUrl {exc.reason}; the operator may allow its "
+            "host in CRYPTOORCH_ALLOWED_API_HOSTS"
+        ) from exc
+
+
+def _trusted(session: Session, account: ExchangeAccount) -> bool:
+    """Whether the account is an admin's (the operator's), whose URLs may point anywhere."""
+    role = session.scalar(select(User.role).where(User.id == account.user_id))
+    return role == "admin"
+
+
+def _guarded(client: Any, policy: UrlPolicy | None, exchange: str) -> Any:
+    """Send ``client``'s REST requests through a :class:`GuardedSession` (None: unguarded)."""
+    if policy is not None:
+        GuardedSession(policy, exchange).install(client.exchange)
+    return client
 
 
 class SharedMarketData:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.errors import (
     AuthenticationError,
-    ExchangeError,
     InvalidInputError,
     NotFoundError,
 )
+from cryptoorchestrator.platform.exchange.urls import GuardedSession, UrlPolicy, check_account_url
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -101,10 +101,11 @@ def store_credentials(
     NotFoundError
         If ``account_id`` names no account of ``user_id``.
     InvalidInputError
-        If ``mode`` is not ``live`` or ``paper``.
+        If ``mode`` is not ``live`` or ``paper``, or ``api_url`` is not allowed (``apiUrl``).
     """
     if mode not in (BotMode.LIVE.value, BotMode.PAPER.value):
         raise InvalidInputError("mode", f"unknown mode {mode!r}", allowed=["live", "paper"])
+    api_url = check_account_url(settings, exchange, api_url)
     if account_id is None:
         account = ExchangeAccount(user_id=user_id, name=name, exchange=exchange)
         session.add(account)
@@ -225,6 +226,25 @@ async def check_permissions(exchange: Any) -> ConnectionReport:
     return ConnectionReport(ok=True, can_read=True, can_trade=can_trade, can_withdraw=can_withdraw)
 
 
+async def check_public_access(exchange: Any) -> ConnectionReport:
+    """Load a ccxt async exchange's markets (public data, no key): what a paper account needs.
+
+    A paper account trades through the platform's paper broker on the exchange's public prices,
+    so reading them is the whole test; it may "trade" (paper orders) and never withdraw.
+    """
+    markets = await exchange.load_markets()
+    if not markets:
+        # Something answered, but not an exchange: as unreachable as nothing answering.
+        raise LookupError("the exchange listed no market")
+    return ConnectionReport(ok=True, can_read=True, can_trade=True, can_withdraw=False)
+
+
+#: What a failed test says: fixed words per kind of failure, never the URL, the address or the
+#: network error, so a test cannot tell whether something answered at a host.
+UNREACHABLE = "exchange unreachable"
+KEY_REFUSED = "the exchange refused the API key and secret"
+
+
 async def test_connection(
     settings: Settings,
     account_id: int,
@@ -233,10 +253,16 @@ async def test_connection(
 ) -> ConnectionReport:
     """Check that an account's key works and record its permissions; place no order.
 
+    The account's ``apiUrl`` is checked against the operator's rule first (see
+    :mod:`cryptoorchestrator.platform.exchange.urls`), and the requests go through a
+    :class:`~cryptoorchestrator.platform.exchange.urls.GuardedSession`: allowed hosts only, at
+    public addresses unless the operator allows the host, redirects never followed.  A paper
+    account without keys is tested on the exchange's public data.
+
     Parameters
     ----------
     settings
-        Database and secret key.
+        Database, secret key and the allowed hosts.
     account_id
         The account to test.
     exchange_factory
@@ -248,10 +274,18 @@ async def test_connection(
     ConnectionReport
         ``ok`` with the permissions, or ``ok=False`` with the reason (bad key, unreachable).
         The permissions and the time are stored on the account row either way.
+
+    Raises
+    ------
+    InvalidInputError
+        If the stored ``apiUrl`` is refused by the rule (field ``apiUrl``); nothing is sent.
     """
     with session_scope(settings) as session:
         credentials = load_credentials(session, settings, account_id)
-    if not credentials.api_key or not credentials.api_secret:
+    check_account_url(settings, credentials.exchange, credentials.api_url)
+    has_keys = bool(credentials.api_key and credentials.api_secret)
+    paper = credentials.mode == BotMode.PAPER.value
+    if not has_keys and not paper:
         report = ConnectionReport(
             ok=False,
             can_read=False,
@@ -264,14 +298,33 @@ async def test_connection(
             exchange = exchange_factory(credentials)
         else:
             exchange = build_client(credentials, enable_rate_limit=False).exchange
+        guard = GuardedSession(UrlPolicy.from_settings(settings), credentials.exchange)
+        guard.install(exchange)
         try:
-            report = await check_permissions(exchange)
-        except ExchangeError as exc:
+            if has_keys:
+                report = await check_permissions(exchange)
+            else:
+                report = await check_public_access(exchange)
+        except Exception as exc:
+            # Unreachable, refused by the guard, not an exchange at all: one answer for all.
+            log.info(
+                "exchange account test failed",
+                extra={"account_id": account_id, "error_type": type(exc).__name__},
+            )
             report = ConnectionReport(
-                ok=False, can_read=False, can_trade=None, error=str(exc), error_code=exc.code
+                ok=False,
+                can_read=False,
+                can_trade=None,
+                error=UNREACHABLE,
+                error_code="exchange_unavailable",
             )
         finally:
             await exchange.close()
+            await guard.close()
+        if not report.ok and report.error_code != AuthenticationError.code:
+            report = replace(report, error=UNREACHABLE, error_code="exchange_unavailable")
+        elif not report.ok:
+            report = replace(report, error=KEY_REFUSED)
     with session_scope(settings) as session:
         account = session.get(ExchangeAccount, account_id)
         if account is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.errors import ConflictError, InvalidInputError, NotFoundError
 from cryptoorchestrator.platform.exchange.accounts import credential_purpose as purpose
+from cryptoorchestrator.platform.exchange.urls import UrlPolicy, check_api_url
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.storage.models import AuditLog, ExchangeAccount
 
@@ -26,12 +27,32 @@ _EXCHANGE = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
 class AccountService:
-    """One user's exchange accounts."""
+    """One user's exchange accounts.
 
-    def __init__(self, session: Session, user_id: int, box: SecretBox) -> None:
+    Parameters
+    ----------
+    session
+        The request's database session.
+    user_id
+        The owner; every read and write is scoped to this user.
+    box
+        Encrypts the credentials.
+    url_policy
+        The hosts the operator allows an ``apiUrl`` to point at (default: only the exchanges'
+        own API hosts); see :mod:`cryptoorchestrator.platform.exchange.urls`.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        user_id: int,
+        box: SecretBox,
+        url_policy: UrlPolicy | None = None,
+    ) -> None:
         self.session = session
         self.user_id = user_id
         self.box = box
+        self.url_policy = url_policy or UrlPolicy()
 
     def list_accounts(self) -> list[ExchangeAccount]:
         """Return the user's accounts by id."""
@@ -54,13 +75,22 @@ class AccountService:
             raise NotFoundError(f"exchange account {account_id} not found")
         return row
 
-    def _validate(self, values: Mapping[str, Any]) -> None:
+    def _validate(self, values: Mapping[str, Any], exchange: str | None = None) -> str | None:
+        """Check ``values``; return the ``apiUrl`` to store (None when not given)."""
         if "exchange" in values and not _EXCHANGE.match(str(values["exchange"])):
             raise InvalidInputError("exchange", "lower-case ccxt exchange id, e.g. binance")
         if "mode" in values and values["mode"] not in {m.value for m in BotMode}:
             raise InvalidInputError("mode", "unknown mode", allowed=[m.value for m in BotMode])
         if "name" in values and not 1 <= len(str(values["name"]).strip()) <= 100:
             raise InvalidInputError("name", "must be 1 to 100 characters", allowed="1-100")
+        url = values.get("api_url")
+        if url is None:
+            return None
+        # Refused before anything is stored or connected to: where the server sends requests is
+        # the operator's choice (the exchange's own hosts, or hosts allowed in the settings).
+        return check_api_url(
+            url, self.url_policy, exchange=exchange or str(values.get("exchange") or "")
+        )
 
     def _set_secrets(self, row: ExchangeAccount, values: Mapping[str, Any]) -> list[str]:
         changed = []
@@ -75,13 +105,13 @@ class AccountService:
 
     def create(self, values: Mapping[str, Any]) -> ExchangeAccount:
         """Create an account; secrets in ``values`` are encrypted before they are stored."""
-        self._validate(values)
+        api_url = self._validate(values)
         row = ExchangeAccount(
             user_id=self.user_id,
             name=str(values["name"]).strip(),
             exchange=values["exchange"],
             mode=values.get("mode") or BotMode.PAPER.value,
-            api_url=values.get("api_url"),
+            api_url=api_url,
         )
         self.session.add(row)
         try:
@@ -96,10 +126,12 @@ class AccountService:
     def update(self, account_id: int, values: Mapping[str, Any]) -> ExchangeAccount:
         """Change an account; a credential given as an empty string is removed."""
         row = self.get(account_id)
-        self._validate(values)
-        for field in ("name", "mode", "api_url"):
+        api_url = self._validate(values, row.exchange)
+        for field in ("name", "mode"):
             if field in values and values[field] is not None:
                 setattr(row, field, values[field])
+        if api_url is not None:
+            row.api_url = api_url
         changed = self._set_secrets(row, values)
         try:
             self.session.flush()
