@@ -38,16 +38,26 @@ class ClusterFacade(Protocol):
         """Ask the cluster to stop a bot; return the status it now has (e.g. "Stopped")."""
         ...
 
-    async def risk_utilisation(self, user_id: int) -> dict[str, Any]:
-        """Return live exposure, P&L and limit utilisation for the user's bots."""
+    async def risk_utilisation(self, user_id: int, *, portfolio: bool = False) -> dict[str, Any]:
+        """Return live exposure, P&L and limit utilisation for the user's bots only.
+
+        ``portfolio`` (the API passes it for operators only) adds the whole portfolio's totals.
+        """
         ...
 
     async def set_risk_limits(self, user_id: int, limits: dict[str, Any]) -> dict[str, Any]:
-        """Apply and persist new risk limits; return them."""
+        """Apply and persist limits (items scoped ``portfolio`` or ``user``); return them.
+
+        The API has already checked that the user may set each item's scope.
+        """
         ...
 
-    async def kill_switch(self, user_id: int, flatten: bool) -> dict[str, Any]:
-        """Cancel open orders and stop every bot of the user (optionally flatten positions)."""
+    async def kill_switch(self, user_id: int, flatten: bool, scope: str = "user") -> dict[str, Any]:
+        """Cancel open orders and stop the user's bots (``user``) or every bot (``global``)."""
+        ...
+
+    async def release_kill_switch(self, user_id: int, scope: str = "user") -> dict[str, Any]:
+        """Release the user's own kill switch (``user``) or the global one (``global``)."""
         ...
 
     async def submit_backtest(self, user_id: int, spec: dict[str, Any]) -> str:
@@ -87,7 +97,7 @@ class UnavailableCluster:
         """Raise: bots cannot run without the cluster."""
         raise self._no("stopping bots")
 
-    async def risk_utilisation(self, user_id: int) -> dict[str, Any]:
+    async def risk_utilisation(self, user_id: int, *, portfolio: bool = False) -> dict[str, Any]:
         """Raise: live exposure lives in the risk actor."""
         raise self._no("live risk utilisation")
 
@@ -95,7 +105,11 @@ class UnavailableCluster:
         """Raise: limits must be applied by the risk actor."""
         raise self._no("editing risk limits")
 
-    async def kill_switch(self, user_id: int, flatten: bool) -> dict[str, Any]:
+    async def kill_switch(self, user_id: int, flatten: bool, scope: str = "user") -> dict[str, Any]:
+        """Raise: the kill switch is the risk actor's."""
+        raise self._no("the kill switch")
+
+    async def release_kill_switch(self, user_id: int, scope: str = "user") -> dict[str, Any]:
         """Raise: the kill switch is the risk actor's."""
         raise self._no("the kill switch")
 

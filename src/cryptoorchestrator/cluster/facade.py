@@ -25,10 +25,11 @@ from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.cluster.runtime import ensure_ray, ray_status
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.model import BotStatus
-from cryptoorchestrator.platform.risk.limits import RiskLimits
+from cryptoorchestrator.platform.risk.limits import RiskLimits, UserRiskLimits
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Bot
+from cryptoorchestrator.platform.validation import check_money
 
 log = logging.getLogger("cryptoorchestrator.cluster")
 
@@ -62,10 +63,56 @@ def parse_limits(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]
             values[name] = value in (True, 1, "1", "true", "True")
         else:
             try:
-                values[name] = Decimal(str(value))
+                number = Decimal(str(value))
             except InvalidOperation as exc:
                 raise InvalidInputError(f"limits[{i}].value", "must be a number") from exc
+            # Limits are stored in a money column: a value it cannot hold is the user's error.
+            values[name] = check_money(f"limits[{i}].value", number)
     return values
+
+
+def split_limits(items: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``[{"scope": "portfolio" | "user", "name": ..., "value": ...}]`` by scope.
+
+    Returns the portfolio's values (validated as :func:`parse_limits` does) and the user's own
+    (names of :class:`UserRiskLimits`; a ``null`` value unsets one).  Every item must name its
+    scope: who may set which scope is the caller's decision, made before this.
+
+    Raises
+    ------
+    InvalidInputError
+        For another scope, an unknown limit, a value that is not a number, or the kill switch
+        in scope ``user`` (that one is ``POST``/``DELETE /api/risk/kill-switch``).
+    """
+    portfolio: list[dict[str, Any]] = []
+    user: dict[str, Any] = {}
+    allowed = sorted(n for n in UserRiskLimits.model_fields if n != "kill_switch")
+    for i, item in enumerate(items):
+        scope, name, value = item.get("scope"), item.get("name"), item.get("value")
+        if scope == "portfolio":
+            portfolio.append(item)
+            continue
+        if scope != "user":
+            raise InvalidInputError(
+                f"limits[{i}].scope",
+                "per-bot limits are the bot's riskPerTrade and maxPositionSize: edit the bot",
+                allowed=["portfolio", "user"],
+            )
+        if name not in allowed:
+            raise InvalidInputError(f"limits[{i}].name", f"unknown limit {name!r}", allowed=allowed)
+        try:
+            number = None if value is None else Decimal(str(value))
+        except InvalidOperation as exc:
+            raise InvalidInputError(f"limits[{i}].value", "must be a number or null") from exc
+        user[name] = None if number is None else check_money(f"limits[{i}].value", number)
+    return (parse_limits(portfolio) if portfolio else {}), user
+
+
+def _invalid(exc: ValidationError, prefix: str) -> InvalidInputError:
+    """Turn a pydantic error about limits into the API's 422 naming the limit."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    return InvalidInputError(f"{prefix}.{field}", first["msg"])
 
 
 class RayCluster:
@@ -108,10 +155,16 @@ class RayCluster:
         """Stop the bot's loop and remove its actor."""
         return await bot_control.stop_bot(self.settings, bot_id, reason)
 
-    async def risk_utilisation(self, user_id: int) -> dict[str, Any]:
-        """Return limits, live utilisation of the user's bots, and recent breaches."""
-        report = await self.risk.utilisation.remote()
+    async def risk_utilisation(self, user_id: int, *, portfolio: bool = False) -> dict[str, Any]:
+        """Return limits, live utilisation of the user's bots, and recent breaches.
+
+        Only the user's bots are summed; ``portfolio`` (operators only) adds the whole
+        portfolio's totals under ``portfolio``.
+        """
+        report = await self.risk.utilisation.remote(user_id)
         limits = await self.risk.get_limits.remote()
+        own = await self.risk.get_user_limits.remote(user_id)
+        whole = await self.risk.utilisation.remote() if portfolio else None
         with session_scope(self.settings) as session:
             mine = {
                 str(b) for b in session.scalars(select(Bot.id).where(Bot.user_id == user_id)).all()
@@ -135,22 +188,58 @@ class RayCluster:
                 for e in events
             ]
         report["bots"] = {k: v for k, v in report.get("bots", {}).items() if k in mine}
-        return {"limits": limits, "utilisation": report, "recentBreaches": breaches}
+        out = {
+            "limits": limits,
+            "userLimits": own,
+            "utilisation": report,
+            "recentBreaches": breaches,
+        }
+        if whole is not None:
+            out["portfolio"] = whole
+        return out
 
     async def set_risk_limits(self, user_id: int, limits: dict[str, Any]) -> dict[str, Any]:
-        """Validate, persist and apply portfolio limits."""
-        values = parse_limits(limits.get("limits", limits))
-        try:
-            RiskLimits(**{**(await self.risk.get_limits.remote()), **values})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise InvalidInputError(f"limits.{field}", first["msg"]) from exc
-        return await self.risk.set_limits.remote(values, user_id)
+        """Validate, persist and apply limits: the portfolio's and/or ``user_id``'s own.
 
-    async def kill_switch(self, user_id: int, flatten: bool) -> dict[str, Any]:
-        """Emergency stop-all: deny every order, cancel open orders, stop every bot."""
-        return await self.risk.kill_switch.remote(flatten, user_id)
+        Each item names its scope (``portfolio`` or ``user``); the API lets only operators send
+        ``portfolio``.  Returns the portfolio's limits when any were set (their fields at the
+        top level) and the user's own under ``user`` when those were set.
+        """
+        items = limits.get("limits", limits)
+        if isinstance(items, dict):
+            items = [{"scope": "portfolio", "name": k, "value": v} for k, v in items.items()]
+        portfolio, own = split_limits(items)
+        if portfolio:
+            try:
+                RiskLimits(**{**(await self.risk.get_limits.remote()), **portfolio})
+            except ValidationError as exc:
+                raise _invalid(exc, "limits") from exc
+        if own:
+            try:
+                UserRiskLimits(**{**(await self.risk.get_user_limits.remote(user_id)), **own})
+            except ValidationError as exc:
+                raise _invalid(exc, "limits") from exc
+        out: dict[str, Any] = {}
+        if portfolio:
+            out.update(await self.risk.set_limits.remote(portfolio, user_id))
+        if own:
+            out["user"] = await self.risk.set_user_limits.remote(user_id, own, user_id)
+        return out
+
+    async def kill_switch(self, user_id: int, flatten: bool, scope: str = "user") -> dict[str, Any]:
+        """Pull a kill switch: ``user`` stops ``user_id``'s bots only, ``global`` every bot.
+
+        Who may pull the global one is the API's decision (operators only).
+        """
+        if scope == "global":
+            return await self.risk.kill_switch.remote(flatten, user_id)
+        return await self.risk.user_kill_switch.remote(user_id, flatten, user_id)
+
+    async def release_kill_switch(self, user_id: int, scope: str = "user") -> dict[str, Any]:
+        """Release ``user_id``'s kill switch (``user``) or the global one (``global``)."""
+        if scope == "global":
+            return await self.risk.release_kill_switch.remote(user_id)
+        return await self.risk.release_user_kill_switch.remote(user_id, user_id)
 
     async def submit_backtest(self, user_id: int, spec: dict[str, Any]) -> str:
         """Store and start a backtest run; return its id."""

@@ -18,6 +18,7 @@ from tests.integration.api.conftest import options, register_and_login
 
 from cryptoorchestrator.cluster.bot_actor import find_bot_actor
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
+from cryptoorchestrator.platform.settings import Settings
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 HOUR = 3_600_000
@@ -48,9 +49,13 @@ def sim() -> Iterator[Any]:
 
 
 def test_bots_over_http_on_ray(
-    app_factory: Callable[..., TestClient], ray_session: Any, sim: Any
+    app_factory: Callable[..., TestClient], ray_session: Any, sim: Any, settings: Settings
 ) -> None:
-    client = app_factory(options=options(cluster="ray", supervise_interval_s=1.0))
+    # Accounts may point at the simulator on loopback once the operator allows its host.
+    allowed = settings.model_copy(
+        update={"allowed_api_hosts": [sim.base_url.split("://", 1)[1].rstrip("/")]}
+    )
+    client = app_factory(options=options(cluster="ray", supervise_interval_s=1.0), settings=allowed)
     settings = client.app.state.settings  # type: ignore[attr-defined]
     h = register_and_login(client, "e2e@example.com")
     token = h["Authorization"].split()[1]
@@ -116,7 +121,8 @@ def test_bots_over_http_on_ray(
         assert ok.status_code == 200
         assert ok.json()["max_open_orders"] == 3
 
-        health = client.get("/api/health/detailed").json()["components"]
+        # The owner sees their own account's breaker (anonymous callers see statuses only).
+        health = client.get("/api/health/detailed", headers=h).json()["components"]
         assert health["ray"]["status"] == "healthy"
         assert health["risk_actor"]["status"] == "healthy"
         assert any(k.startswith("binance:") for k in health["circuit_breaker"]["exchanges"])

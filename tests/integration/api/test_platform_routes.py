@@ -14,13 +14,16 @@ from tests.integration.api.conftest import assert_error_shape, options, register
 
 from cryptoorchestrator.api.health import HealthRegistry
 from cryptoorchestrator.platform.logs import flush_logs
+from cryptoorchestrator.platform.settings import Settings
 
 
 def test_health_routes(client: TestClient) -> None:
     r = client.get("/api/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok"}
-    d = client.get("/api/health/detailed")
+    # The first account is the operator (admin): the full report is theirs.
+    admin = register_and_login(client, "ops@example.com")
+    d = client.get("/api/health/detailed", headers=admin)
     assert d.status_code == 200
     body = d.json()
     assert {"database", "ray", "risk_actor", "circuit_breaker", "bots"} <= set(body["components"])
@@ -48,27 +51,36 @@ def test_unhealthy_component_gives_503_with_reason(lite: TestClient) -> None:
         raise ConnectionError("risk actor unreachable")
 
     registry.register("risk_actor", broken)
-    r = lite.get("/api/health/detailed")
+    admin = register_and_login(lite, "ops@example.com")
+    r = lite.get("/api/health/detailed", headers=admin)
     assert r.status_code == 503
     assert r.json()["status"] == "unhealthy"
     assert any("risk actor unreachable" in reason for reason in r.json()["reasons"])
+    # Anonymous monitors get the same status, without the operator's error text.
+    anonymous = lite.get("/api/health/detailed")
+    assert anonymous.status_code == 503
+    assert anonymous.json()["reasons"] == ["risk_actor: unhealthy"]
     lite.app.state.circuit_breakers = lambda: {  # type: ignore[attr-defined]
         "binance:1": {"state": "open", "failures": 5, "last_error": "timeout"}
     }
-    cb = lite.get("/api/health/detailed").json()["circuit_breaker"]
+    cb = lite.get("/api/health/detailed", headers=admin).json()["circuit_breaker"]
     assert cb["open"] == ["binance:1"]
+    assert lite.get("/api/health/detailed").json()["circuit_breaker"] == {"status": "degraded"}
 
 
-def test_exchange_probe_reports_unreachable_exchange(lite: TestClient) -> None:
-    headers = register_and_login(lite, "probe@example.com")
-    lite.post(
-        "/api/integrations/exchanges/accounts",
-        json={"name": "sim", "exchange": "binance", "apiUrl": "http://127.0.0.1:9"},
-        headers=headers,
+def test_exchange_probe_reports_unreachable_exchange(
+    app_factory: Callable[..., TestClient], settings: Settings
+) -> None:
+    # The operator's configured exchanges are probed (never the accounts' URLs).
+    configured = settings.model_copy(
+        update={"exchange_endpoints": {"binance": "http://127.0.0.1:9"}}  # nothing listens
     )
+    lite = app_factory(settings=configured)
     r = lite.get("/api/health/external-apis")
     assert r.status_code == 503
-    assert r.json()["reasons"]
+    assert r.json()["reasons"] == ["exchanges: unreachable: binance"]
+    exchanges = r.json()["components"]["exchanges"]["exchanges"]
+    assert exchanges == {"binance": {"reachable": False}}
 
 
 def test_error_shapes_404_405_422_413_500(app_factory: Callable[..., TestClient]) -> None:

@@ -17,6 +17,8 @@ from cryptoorchestrator.platform.optimize.expr import Expression
 from cryptoorchestrator.platform.optimize.space import Params, SearchSpace, trial_key
 
 Method = Literal["grid", "random", "tpe"]
+#: The most points a grid study may enumerate.
+MAX_GRID_POINTS = 1_000_000
 METHODS: tuple[str, ...] = ("grid", "random", "tpe")
 ConstraintSpec = str | Sequence[str] | Callable[[Params], bool] | None
 
@@ -128,6 +130,16 @@ class TrialSource:
         self._pending: dict[str, list[Any]] = {}
         self._known: dict[str, float | None] = {}
         if method == "grid":
+            size = space.grid_size()
+            if size is not None and size > MAX_GRID_POINTS:
+                # Every point is enumerated (and checked against the constraint) up front: an
+                # unbounded grid would hold a worker, or the API thread validating it, forever.
+                raise InvalidInputError(
+                    "space",
+                    f"the grid has {size:,} points",
+                    allowed=f"at most {MAX_GRID_POINTS:,} grid points; for more, method "
+                    "'random' or 'tpe' with n_trials",
+                )
             valid = [p for p in space.grid() if constraint.holds(p)]
             if not valid:
                 raise InvalidInputError(

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.model import BotStatus
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
-from cryptoorchestrator.platform.risk.limits import Breach, RiskLimits
+from cryptoorchestrator.platform.risk.limits import (
+    Breach,
+    RiskLimits,
+    UserRiskLimits,
+    user_scope,
+)
 from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.storage.models import (
     Bot,
@@ -23,40 +28,77 @@ from cryptoorchestrator.platform.storage.models import (
 )
 
 PORTFOLIO = "portfolio"
+USER_PREFIX = "user:"
+
+
+def _values(rows: Any, model: type[RiskLimits] | type[UserRiskLimits]) -> dict[str, Any]:
+    """Turn stored rows into field values of ``model`` (unknown names are ignored)."""
+    values: dict[str, Any] = {}
+    fields = model.model_fields
+    for row in rows:
+        if row.name not in fields:
+            continue  # a limit removed from the code; keep the row, ignore it
+        annotation = fields[row.name].annotation
+        kinds = get_args(annotation) or (annotation,)  # ``int | None`` -> (int, NoneType)
+        if bool in kinds:
+            values[row.name] = row.value != 0
+        elif int in kinds:
+            values[row.name] = int(row.value)
+        else:
+            values[row.name] = row.value
+    return values
 
 
 def load_limits(session: Session) -> RiskLimits:
     """Return the stored portfolio limits (defaults for any limit never set)."""
     rows = session.scalars(select(RiskLimit).where(RiskLimit.scope == PORTFOLIO)).all()
-    values: dict[str, Any] = {}
-    fields = RiskLimits.model_fields
+    return RiskLimits(**_values(rows, RiskLimits))
+
+
+def load_user_limits(session: Session) -> dict[int, UserRiskLimits]:
+    """Return every user's own limits, by user id (scope ``user:<id>``)."""
+    rows = session.scalars(select(RiskLimit).where(RiskLimit.scope.like(f"{USER_PREFIX}%"))).all()
+    by_user: dict[int, list[RiskLimit]] = {}
     for row in rows:
-        if row.name not in fields:
-            continue  # a limit removed from the code; keep the row, ignore it
-        annotation = fields[row.name].annotation
-        if annotation is bool:
-            values[row.name] = row.value != 0
-        elif annotation is int:
-            values[row.name] = int(row.value)
-        else:
-            values[row.name] = row.value
-    return RiskLimits(**values)
+        suffix = row.scope[len(USER_PREFIX) :]
+        if suffix.isdigit():
+            by_user.setdefault(int(suffix), []).append(row)
+    return {uid: UserRiskLimits(**_values(found, UserRiskLimits)) for uid, found in by_user.items()}
+
+
+def _upsert(session: Session, scope: str, values: dict[str, Any], by: int | None) -> None:
+    """Store ``values`` under ``scope`` (upsert by name; ``None`` deletes the row)."""
+    existing = {
+        row.name: row
+        for row in session.scalars(select(RiskLimit).where(RiskLimit.scope == scope)).all()
+    }
+    for name, value in values.items():
+        row = existing.get(name)
+        if value is None:
+            if row is not None:
+                session.delete(row)
+            continue
+        number = Decimal(int(value)) if isinstance(value, bool | int) else Decimal(value)
+        if row is None:
+            session.add(RiskLimit(scope=scope, name=name, value=number, updated_by=by))
+        elif row.value != number:
+            row.value = number
+            row.updated_by = by
 
 
 def save_limits(session: Session, limits: RiskLimits, *, user_id: int | None = None) -> None:
-    """Store every limit (upsert by name)."""
-    existing = {
-        row.name: row
-        for row in session.scalars(select(RiskLimit).where(RiskLimit.scope == PORTFOLIO)).all()
-    }
-    for name, value in limits.model_dump().items():
-        number = Decimal(int(value)) if isinstance(value, bool | int) else Decimal(value)
-        row = existing.get(name)
-        if row is None:
-            session.add(RiskLimit(scope=PORTFOLIO, name=name, value=number, updated_by=user_id))
-        elif row.value != number:
-            row.value = number
-            row.updated_by = user_id
+    """Store every portfolio limit (upsert by name); ``user_id`` is who changed them."""
+    _upsert(session, PORTFOLIO, limits.model_dump(), user_id)
+
+
+def save_user_limits(
+    session: Session, owner_id: int, limits: UserRiskLimits, *, user_id: int | None = None
+) -> None:
+    """Store ``owner_id``'s own limits under scope ``user:<id>`` (unset ones are removed).
+
+    ``user_id`` is who changed them (the owner, or an operator).
+    """
+    _upsert(session, user_scope(owner_id), limits.model_dump(), user_id)
 
 
 def record_breach(session: Session, breach: Breach) -> RiskEvent:
@@ -98,6 +140,8 @@ def rebuild(session: Session, manager: RiskManager) -> int:
     final.
     """
     manager.set_limits(load_limits(session))
+    for owner_id, own in load_user_limits(session).items():
+        manager.set_user_limits(owner_id, own)
     bots = session.scalars(
         select(Bot).where(
             (Bot.desired_state == "running")
@@ -145,5 +189,6 @@ def rebuild(session: Session, manager: RiskManager) -> int:
             day_start_equity=first_today.equity if first_today else equity,
             positions=positions,
             open_orders=open_orders,
+            user_id=bot.user_id,
         )
     return len(bots)
