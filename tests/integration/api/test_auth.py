@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pyotp
@@ -60,12 +61,14 @@ def test_token_errors_say_expired_or_invalid(client: TestClient) -> None:
     config: AuthConfig = app.state.auth_config  # type: ignore[attr-defined]
     with app.state.session_factory() as s:  # type: ignore[attr-defined]
         uid = s.scalar(select(User.id).where(User.email == "carol@example.com"))
-    old = create_access_token(config, uid, now=utcnow() - timedelta(hours=1))
+    old = create_access_token(
+        config, uid, now=utcnow() - timedelta(hours=1), session_id="s", epoch=0
+    )
     expired = client.get("/api/auth/profile", headers={"Authorization": f"Bearer {old}"})
     assert expired.status_code == 401
     assert expired.json()["message"] == "Token expired"
     forged = AuthConfig(secret_key="another-secret-key-of-enough-length")
-    other = create_access_token(forged, uid)
+    other = create_access_token(forged, uid, session_id="s", epoch=0)
     r = client.get("/api/auth/profile", headers={"Authorization": f"Bearer {other}"})
     assert r.json()["message"] == "Invalid token"
 
@@ -124,7 +127,22 @@ def test_refresh_validation_and_logout(client: TestClient) -> None:
     assert all(r.revoked_at is not None for r in rows)
 
 
+class StepClock:
+    """The auth clock of an app, moved a TOTP step (30 s) forward on each ``code()``."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.now = utcnow()
+        app = client.app
+        app.state.auth_config = replace(app.state.auth_config, clock=lambda: self.now)  # type: ignore[attr-defined]
+
+    def code(self, totp: pyotp.TOTP) -> str:
+        """A fresh code: TOTP codes are single use, so each use needs a later step."""
+        self.now += timedelta(seconds=30)
+        return totp.at(self.now)
+
+
 def test_mfa_enrol_confirm_login_backup_codes_disable(client: TestClient) -> None:
+    clock = StepClock(client)
     headers = register_and_login(client, "mfa@example.com")
     enrol = client.post("/api/auth/mfa/enroll", headers=headers)
     assert enrol.status_code == 200
@@ -132,18 +150,22 @@ def test_mfa_enrol_confirm_login_backup_codes_disable(client: TestClient) -> Non
     assert enrol.json()["otpauthUri"].startswith("otpauth://totp/")
     totp = pyotp.TOTP(secret)
     bad = client.post("/api/auth/mfa/confirm", json={"code": "000000"}, headers=headers)
-    if totp.now() != "000000":
+    if totp.at(clock.now) != "000000":
         assert bad.status_code == 422
-    conf = client.post("/api/auth/mfa/confirm", json={"code": totp.now()}, headers=headers)
+    conf = client.post("/api/auth/mfa/confirm", json={"code": clock.code(totp)}, headers=headers)
     assert conf.status_code == 200
     codes = conf.json()["backupCodes"]
     assert len(codes) == 10
     assert len(set(codes)) == 10
+    # Switching MFA on ended every session, this one included.
+    assert client.get("/api/auth/profile", headers=headers).status_code == 401
 
     need = _login(client, "mfa@example.com")
     assert need.status_code == 401
     assert need.json()["code"] == "mfa_required"
-    assert _login(client, "mfa@example.com", totpCode=totp.now()).status_code == 200
+    login = _login(client, "mfa@example.com", totpCode=clock.code(totp))
+    assert login.status_code == 200
+    headers = {"Authorization": f"Bearer {login.json()['accessToken']}"}
     assert _login(client, "mfa@example.com", backupCode=codes[0]).status_code == 200
     # Backup codes are single use.
     assert _login(client, "mfa@example.com", backupCode=codes[0]).status_code == 401
@@ -151,15 +173,18 @@ def test_mfa_enrol_confirm_login_backup_codes_disable(client: TestClient) -> Non
     assert profile["mfaEnabled"] is True
     assert profile["backupCodesLeft"] == 9
 
-    regen = client.post("/api/auth/mfa/backup-codes", json={"code": totp.now()}, headers=headers)
+    regen = client.post(
+        "/api/auth/mfa/backup-codes", json={"code": clock.code(totp)}, headers=headers
+    )
     assert regen.status_code == 200
     new_codes = regen.json()["backupCodes"]
     assert len(new_codes) == 10
     assert _login(client, "mfa@example.com", backupCode=codes[1]).status_code == 401
     assert _login(client, "mfa@example.com", backupCode=new_codes[0]).status_code == 200
 
-    off = client.post("/api/auth/mfa/disable", json={"code": totp.now()}, headers=headers)
+    off = client.post("/api/auth/mfa/disable", json={"code": clock.code(totp)}, headers=headers)
     assert off.status_code == 204
+    assert client.get("/api/auth/profile", headers=headers).status_code == 401
     assert _login(client, "mfa@example.com").status_code == 200
     with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
         actions = set(s.scalars(select(AuditLog.action)))

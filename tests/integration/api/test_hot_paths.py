@@ -160,7 +160,7 @@ def test_idle_connections_are_pinged_and_replaced(settings: Settings, db_url: st
 def test_cached_token_still_expires_on_the_second(monkeypatch: pytest.MonkeyPatch) -> None:
     config = AuthConfig(secret_key="k" * 32, access_ttl=timedelta(minutes=1))
     ident = Identity(config, session_factory=lambda: None)  # type: ignore[arg-type,return-value]
-    token = create_access_token(config, 42)
+    token = create_access_token(config, 42, session_id="s", epoch=0)
     assert ident.user_id(token) == 42  # verified and cached
     exp = ident._tokens[token][1]
     monkeypatch.setattr(identity_module.time, "time", lambda: exp - 0.001)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import httpx
 import pyotp
 import pytest
@@ -13,24 +16,33 @@ from cryptoorchestrator.api.config import ApiOptions
 from cryptoorchestrator.client import ApiError
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import dispose_engines, upgrade
+from cryptoorchestrator.platform.storage.types import utcnow
 
 
 def test_client_login_mfa_bots_trades(settings: Settings) -> None:
     upgrade(settings)
     app = create_app(settings, options=ApiOptions(rate_limit_backend="memory"))
+    # TOTP codes are single use: each use below moves the auth clock to the next step.
+    steps = [utcnow()]
+    app.state.auth_config = replace(app.state.auth_config, clock=lambda: steps[-1])
+
+    def code(secret: str) -> str:
+        steps.append(steps[-1] + timedelta(seconds=30))
+        return pyotp.TOTP(secret).at(steps[-1])
+
     with TestClient(app) as tc:
         # TestClient is an httpx.Client; reuse its ASGI transport for co.Client.
         api = co.Client("http://testserver", transport=tc._transport)
         api.register("nb@example.com", "a long password")
         api.login("nb@example.com", "a long password")
         secret = api.request("POST", "/api/auth/mfa/enroll")["secret"]
-        codes = api.request(
-            "POST", "/api/auth/mfa/confirm", json={"code": pyotp.TOTP(secret).now()}
-        )["backupCodes"]
+        codes = api.request("POST", "/api/auth/mfa/confirm", json={"code": code(secret)})[
+            "backupCodes"
+        ]
         with pytest.raises(ApiError) as info:
             api.login("nb@example.com", "a long password")
         assert info.value.code == "mfa_required"
-        api.login("nb@example.com", "a long password", totp=pyotp.TOTP(secret).now())
+        api.login("nb@example.com", "a long password", totp=code(secret))
         api.login("nb@example.com", "a long password", backup_code=codes[0])
         bot = api.create_bot(name="nb", tradingPair="ETH/USDT", strategy="sma_cross")
         assert api.bot(bot["id"])["tradingPair"] == "ETH/USDT"

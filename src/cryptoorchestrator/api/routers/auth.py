@@ -1,8 +1,12 @@
-"""``/api/auth``: register, login (with MFA), refresh rotation, logout, profile, MFA management."""
+"""``/api/auth``: register, login (with MFA), refresh rotation, logout, profile, MFA management.
+
+Every answer of these routes carries ``Cache-Control: no-store`` and ``Pragma: no-cache``: they
+hold tokens, TOTP secrets and backup codes, which no browser or proxy cache may keep.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from cryptoorchestrator.api.deps import AuthDep, CurrentUser, client_ip
 from cryptoorchestrator.api.schemas import (
@@ -11,6 +15,7 @@ from cryptoorchestrator.api.schemas import (
     LogoutIn,
     MfaCodeIn,
     MfaEnrolPublic,
+    PasswordChangeIn,
     RefreshIn,
     RegisterIn,
     TokenPublic,
@@ -19,7 +24,14 @@ from cryptoorchestrator.api.schemas import (
 from cryptoorchestrator.platform.services.auth import TokenPair
 from cryptoorchestrator.platform.storage.models import User
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+def no_store(response: Response) -> None:
+    """Forbid caching the answer (tokens, secrets, backup codes, the profile)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+router = APIRouter(prefix="/api/auth", tags=["auth"], dependencies=[Depends(no_store)])
 
 
 def _tokens(pair: TokenPair) -> TokenPublic:
@@ -72,8 +84,37 @@ def refresh(body: RefreshIn, auth: AuthDep, request: Request) -> TokenPublic:
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(body: LogoutIn, auth: AuthDep, user: CurrentUser, request: Request) -> None:
-    """End the session of ``refreshToken`` (every session when it is omitted)."""
-    auth.logout(user, body.refresh_token, ip=client_ip(request))
+    """End this session and that of ``refreshToken``; every session when it is omitted.
+
+    The access token used here stops working at once; without ``refreshToken`` every access
+    and refresh token of the account does.
+    """
+    claims = getattr(request.state, "access_claims", None)
+    auth.logout(
+        user,
+        body.refresh_token,
+        ip=client_ip(request),
+        session_id=None if claims is None else claims.session_id,
+    )
+    auth.session.commit()
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(
+    body: PasswordChangeIn, auth: AuthDep, user: CurrentUser, request: Request
+) -> None:
+    """Change the password (the current one, plus a TOTP or backup code with MFA on).
+
+    Every session ends, this one too: log in again.  Wrong passwords and codes count
+    towards the lockout (423 when locked).
+    """
+    auth.change_password(
+        user,
+        body.current_password,
+        body.new_password,
+        code=body.code,
+        ip=client_ip(request),
+    )
     auth.session.commit()
 
 
@@ -95,7 +136,11 @@ def mfa_enroll(auth: AuthDep, user: CurrentUser, request: Request) -> MfaEnrolPu
 def mfa_confirm(
     body: MfaCodeIn, auth: AuthDep, user: CurrentUser, request: Request
 ) -> BackupCodesPublic:
-    """Turn MFA on with a current TOTP code; returns 10 single-use backup codes, shown once."""
+    """Turn MFA on with a current TOTP code; returns 10 single-use backup codes, shown once.
+
+    Every session ends (this one too): log in again with a TOTP code.  Wrong codes count
+    towards the lockout (423 when locked).
+    """
     codes = auth.mfa_confirm(user, body.code, ip=client_ip(request))
     auth.session.commit()
     return BackupCodesPublic(backup_codes=codes)
@@ -103,7 +148,10 @@ def mfa_confirm(
 
 @router.post("/mfa/disable", status_code=status.HTTP_204_NO_CONTENT)
 def mfa_disable(body: MfaCodeIn, auth: AuthDep, user: CurrentUser, request: Request) -> None:
-    """Turn MFA off with a TOTP or backup code."""
+    """Turn MFA off with a TOTP or backup code; every session ends (log in again).
+
+    Wrong codes count towards the lockout (423 when locked).
+    """
     auth.mfa_disable(user, body.code, ip=client_ip(request))
     auth.session.commit()
 
@@ -112,7 +160,10 @@ def mfa_disable(body: MfaCodeIn, auth: AuthDep, user: CurrentUser, request: Requ
 def regenerate_backup_codes(
     body: MfaCodeIn, auth: AuthDep, user: CurrentUser, request: Request
 ) -> BackupCodesPublic:
-    """Replace all backup codes with 10 new ones (needs a TOTP or backup code)."""
+    """Replace all backup codes with 10 new ones (needs a TOTP or backup code).
+
+    Wrong codes count towards the lockout (423 when locked).
+    """
     codes = auth.regenerate_backup_codes(user, body.code, ip=client_ip(request))
     auth.session.commit()
     return BackupCodesPublic(backup_codes=codes)
