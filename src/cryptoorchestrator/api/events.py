@@ -4,6 +4,7 @@ Anything in the API process (routes now, bot actors' event relays later) calls
 ``hub.publish(bot_id, event)``; the hub looks up the bot's owner and delivers the event to that
 user's WebSocket subscribers only.  ``publish`` is thread-safe and never blocks: each subscriber
 has a bounded queue, and a subscriber too slow to keep up loses its oldest events and is told so.
+:class:`SocketSlots` caps the open WebSockets per client address and per user.
 """
 
 from __future__ import annotations
@@ -96,3 +97,64 @@ class EventHub:
         """Return the number of open subscriptions."""
         with self._lock:
             return sum(len(s) for s in self._subs.values())
+
+
+class SocketSlots:
+    """Caps on open WebSockets per client address and per user, so no one client can hold
+    every socket (file descriptors, tasks, feed polls) of the head node.
+
+    Parameters
+    ----------
+    per_ip
+        Open sockets (of every WebSocket route together) per client address.
+    per_user
+        Open authenticated sockets per user.
+    """
+
+    def __init__(self, per_ip: int, per_user: int) -> None:
+        self.per_ip = per_ip
+        self.per_user = per_user
+        self._ips: dict[str, int] = {}
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _take(counts: dict[Any, int], key: Any, limit: int) -> bool:
+        held = counts.get(key, 0)
+        if held >= limit:
+            return False
+        counts[key] = held + 1
+        return True
+
+    @staticmethod
+    def _give(counts: dict[Any, int], key: Any) -> None:
+        held = counts.get(key, 0) - 1
+        if held > 0:
+            counts[key] = held
+        else:
+            counts.pop(key, None)  # no entry per address ever seen: the dict stays bounded
+
+    def take_ip(self, ip: str) -> bool:
+        """Take a slot of ``ip``; False when it already holds ``per_ip`` sockets."""
+        with self._lock:
+            return self._take(self._ips, ip, self.per_ip)
+
+    def release_ip(self, ip: str) -> None:
+        """Give back a slot taken with :meth:`take_ip`."""
+        with self._lock:
+            self._give(self._ips, ip)
+
+    def take_user(self, user_id: int) -> bool:
+        """Take a slot of ``user_id``; False when it already holds ``per_user`` sockets."""
+        with self._lock:
+            return self._take(self._users, user_id, self.per_user)
+
+    def release_user(self, user_id: int) -> None:
+        """Give back a slot taken with :meth:`take_user`."""
+        with self._lock:
+            self._give(self._users, user_id)
+
+    def open_count(self) -> tuple[int, int]:
+        """Return the slots held: (by address, by user)."""
+        with self._lock:
+            return sum(self._ips.values()), sum(self._users.values())

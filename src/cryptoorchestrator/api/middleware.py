@@ -4,18 +4,27 @@
 * :class:`BodyLimitMiddleware` refuses request bodies over a limit with 413 in the error shape.
 * :class:`AccessLogMiddleware` writes one line per request to ``logs/fastapi.log`` (path only,
   never the query string, which may carry a token).
+* :class:`SecurityHeadersMiddleware` adds the browser hardening headers (CSP, nosniff, frame
+  and referrer policies, HSTS over https) and ``Cache-Control: no-store`` under ``/api``.
 * :class:`LivenessMiddleware`, outermost, answers ``GET``/``HEAD /api/health`` in one step with
   the same rate limiting, headers and access log line as the layers it skips.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import re
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptoorchestrator.api.proxies import TrustedProxies
+from cryptoorchestrator.platform.logs import redact
 
 if TYPE_CHECKING:
     from cryptoorchestrator.api.ratelimit import RateLimiter
@@ -109,28 +118,39 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         received = 0
-        started = False
+        too_large = False
+        response = 0  # 0: nothing sent yet, 1: the app's response passes, 2: ours replaced it
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            # Whoever catches _TooLarge (FastAPI turns a failed body read into 400) answers
+            # after the overflow: that answer is replaced by the one 413.
+            nonlocal response
             if message["type"] == "http.response.start":
-                started = True
+                if too_large:
+                    response = 2
+                    await self._refuse(send)
+                    return
+                response = 1
+            elif response == 2:
+                return
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            pass
+        if too_large and response == 0:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         await send_error(
@@ -151,8 +171,12 @@ class AccessLog:
     Without a writer (tests, embedding apps) the same fields go through ``logging``.
     """
 
-    def __init__(self, writer: Any = None) -> None:
+    def __init__(
+        self, writer: Any = None, client_ip: Callable[[Scope], str | None] | None = None
+    ) -> None:
         self._writer = writer  # the app's own log file (tests run several apps per process)
+        # The client as the rate limiter and audit log see it (trusted proxies only).
+        self._client_ip = client_ip or TrustedProxies().client_ip
         self._second = -1
         self._stamp = ""  # '{"time": "<date>T<time to the second>'
         self._ms = -1
@@ -166,10 +190,9 @@ class AccessLog:
         if not access_log.isEnabledFor(logging.INFO):
             return
         duration_ms = (time.perf_counter() - started) * 1000
-        client = scope.get("client")
         state = scope.get("state")
         user_id = state.get("user_id") if state else None
-        host = client[0] if client else None
+        host = self._client_ip(scope)
         if self._writer is None:  # no background file handler (tests, embedding apps)
             method, path = scope["method"], scope["path"]
             fields = {
@@ -242,14 +265,191 @@ class AccessLogMiddleware:
             self.log(scope, status, started)
 
 
+#: The API answers JSON only: nothing may load, run, frame or submit anything from it.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+#: Swagger UI and ReDoc pages: their bundles, styles and fonts from FastAPI's default CDNs,
+#: their own inline scripts by hash (added per response), the OpenAPI document from here.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
+    "style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
+    "font-src https://fonts.gstatic.com; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.S | re.I)
+
+
+class SecurityHeaders:
+    """The hardening headers of a response, by request.
+
+    Every response: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
+    ``Referrer-Policy: no-referrer``, ``Cross-Origin-Opener-Policy: same-origin``, a
+    ``Permissions-Policy`` denying device features, and a ``Content-Security-Policy`` (the
+    strict :data:`API_CSP`; :data:`DOCS_CSP` on the documentation pages).  Over https (the
+    connection's own scheme, or ``X-Forwarded-Proto`` from a trusted proxy):
+    ``Strict-Transport-Security``.  Under ``/api``: ``Cache-Control: no-store`` unless the route
+    chose its own, since responses carry account data, tokens and exchange details.
+
+    Parameters
+    ----------
+    proxies
+        Decides whether the client connected over https.
+    hsts_max_age_s
+        ``max-age`` of ``Strict-Transport-Security``; 0 sends none.
+    docs_paths
+        Paths of the Swagger UI / ReDoc pages (they get :data:`DOCS_CSP`).
+    """
+
+    COMMON: tuple[tuple[bytes, bytes], ...] = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (
+            b"permissions-policy",
+            b"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+            b"microphone=(), payment=(), usb=()",
+        ),
+    )
+    NO_STORE = (b"cache-control", b"no-store")
+
+    def __init__(
+        self, proxies: TrustedProxies, hsts_max_age_s: int, docs_paths: Iterable[str] = ()
+    ) -> None:
+        self.proxies = proxies
+        self.docs_paths = frozenset(p for p in docs_paths if p)
+        self.hsts = (
+            (b"strict-transport-security", f"max-age={hsts_max_age_s}; includeSubDomains".encode())
+            if hsts_max_age_s > 0
+            else None
+        )
+        csp = (b"content-security-policy", API_CSP.encode())
+        self._plain = [*self.COMMON, csp]  # outside /api
+        self._api = [*self.COMMON, csp, self.NO_STORE]
+
+    def for_scope(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The headers for a response to ``scope`` (docs pages: without their CSP)."""
+        path = scope["path"]
+        if path in self.docs_paths:
+            headers = list(self.COMMON)
+        elif path.startswith("/api/") or path == "/api":
+            headers = self._api
+        else:
+            headers = self._plain
+        if self.hsts is not None and self.proxies.is_https(scope):
+            headers = [*headers, self.hsts]
+        return headers
+
+    @staticmethod
+    def docs_csp(body: bytes) -> tuple[bytes, bytes]:
+        """The docs pages' CSP, allowing exactly the inline scripts of ``body`` by hash."""
+        hashes = "".join(
+            f" 'sha256-{base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode()}'"
+            for m in _INLINE_SCRIPT.finditer(body)
+        )
+        return (b"content-security-policy", DOCS_CSP.format(hashes=hashes).encode())
+
+
+def _merge(
+    headers: list[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus each of ``extra`` whose name the response did not set itself."""
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *(h for h in extra if h[0] not in present)]
+
+
+class SecurityHeadersMiddleware:
+    """Add :class:`SecurityHeaders` to every HTTP response (errors, 413 and 429 included)."""
+
+    def __init__(self, app: ASGIApp, headers: SecurityHeaders) -> None:
+        self.app = app
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the headers when the response starts (docs pages: once their body is known)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.headers.for_scope(scope)
+        if scope["path"] in self.headers.docs_paths:
+            await self.app(scope, receive, self._docs_send(send, extra))
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = _merge(list(message.get("headers", [])), extra)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    def _docs_send(self, send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+        """Hold a docs page's start until its (small) body is complete, to hash its scripts."""
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def docs_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = dict(message)
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            headers = _merge(list(start.get("headers", [])), extra)
+            start["headers"] = _merge(headers, [SecurityHeaders.docs_csp(body)])
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+        return docs_send
+
+
+class ServerLogRedactor(logging.Filter):
+    """Mask tokens in a server log record's message and arguments, keeping their shape.
+
+    uvicorn's access formatter unpacks ``record.args`` as a tuple, so the arguments are
+    redacted one by one rather than merged into the message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drop the record."""
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args.items()}
+        return True
+
+
+def protect_server_logs() -> None:
+    """Redact secrets in the server's own log lines (uvicorn's, on the console).
+
+    uvicorn logs every WebSocket handshake with its query string on ``uvicorn.error``
+    (``"WebSocket /ws/bots?token=..." [accepted]``) whatever its access-log setting, and its
+    access log (when on) writes query strings too: a token sent as ``?token=`` must not reach
+    the console.  Idempotent.
+    """
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ServerLogRedactor) for f in logger.filters):
+            logger.addFilter(ServerLogRedactor())
+
+
 class LivenessMiddleware:
     """Answer ``GET``/``HEAD /api/health`` outermost, in one step: a probe must stay cheap.
 
     A liveness probe gets exactly what the full stack would give it: it is counted by the
     same :class:`~cryptoorchestrator.api.ratelimit.RateLimiter` (429 in the error shape over
-    budget), carries the ``X-RateLimit-*`` headers, HEAD gets the headers without the body,
-    and it is access-logged.  It only skips the layers' per-request wrappers, routing and
-    dependency injection.  Requests that other layers would treat differently take the full
+    budget), carries the ``X-RateLimit-*`` and security headers, HEAD gets the headers without
+    the body, and it is access-logged.  It only skips the layers' per-request wrappers, routing
+    and dependency injection.  Requests that other layers would treat differently take the full
     stack: a body (size limit), an ``Origin`` (CORS), another path or method.  The FastAPI
     route of the same path stays for the OpenAPI document and answers identically.
     """
@@ -263,9 +463,11 @@ class LivenessMiddleware:
         limiter: RateLimiter,
         log: AccessLog | None,
         path: str = "/api/health",
+        security: SecurityHeaders | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
+        self.security = security
         self.log = log
         self._log = None if log is None else log.__call__  # a bound method calls faster
         self.path = path
@@ -296,6 +498,8 @@ class LivenessMiddleware:
                 headers, retry = limiter.check_now(scope)
             else:
                 headers, retry = await limiter.check(scope)
+            if self.security is not None:
+                headers = [*headers, *self.security.for_scope(scope)]
             if retry:
                 status = 429
                 head = scope["method"] == "HEAD"

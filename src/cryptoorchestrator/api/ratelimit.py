@@ -20,6 +20,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptoorchestrator.api.middleware import send_error
+from cryptoorchestrator.api.proxies import TrustedProxies
 
 log = logging.getLogger("cryptoorchestrator.api.ratelimit")
 
@@ -105,7 +106,6 @@ class RateLimits:
     default: int
     auth: int
     window_s: int
-    trust_forwarded_for: bool = False
 
 
 class RateLimiter:
@@ -121,6 +121,11 @@ class RateLimiter:
     identify
         Maps a bearer token to a user id, or None when it is not a valid access token; invalid
         tokens are limited per IP (the route itself will answer 401).
+    client_ip
+        The client address of a request (:meth:`TrustedProxies.client_ip
+        <cryptoorchestrator.api.proxies.TrustedProxies.client_ip>`); the peer when omitted.
+        Forwarded headers count only through it, so a forged ``X-Forwarded-For`` cannot pick
+        a fresh budget per request.
     """
 
     def __init__(
@@ -128,10 +133,12 @@ class RateLimiter:
         backend: RateLimitBackend,
         limits: RateLimits,
         identify: Callable[[str], int | None],
+        client_ip: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.identify = identify
+        self.client_ip = client_ip or TrustedProxies().client_ip
         # The in-memory backend never waits: count inline, without a coroutine per request.
         self._memory = backend if isinstance(backend, MemoryBackend) else None
         self.immediate = self._memory is not None  # check_now may be used instead of check
@@ -172,15 +179,7 @@ class RateLimiter:
                             scope.setdefault("state", {})["user_id"] = user_id
                             return f"api:user:{user_id}"
                     break
-        client = None
-        if self.limits.trust_forwarded_for:
-            for name, value in scope["headers"]:
-                if name == b"x-forwarded-for":
-                    client = value.decode("latin-1").split(",")[0].strip()
-                    break
-        if client is None:
-            peer = scope.get("client")
-            client = peer[0] if peer else "unknown"
+        client = self.client_ip(scope) or "unknown"
         keys = self._ip_keys.get(client)
         if keys is None:
             if len(self._ip_keys) >= 4096:  # bounded: one entry per client address

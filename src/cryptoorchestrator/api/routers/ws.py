@@ -13,9 +13,17 @@ Market data protocol (JSON text frames)::
 A candle is sent on subscribe and again whenever the feed has a newer one (polled).  Sockets
 silent for longer than the idle timeout are closed (code 1001), so clients should ping.
 
-``/ws/bots`` authenticates with ``?token=<access token>`` or a first message
-``{"type": "auth", "token": ...}``, then receives ``{"botId", "type": "status"|"order"|"fill",
+``/ws/bots`` authenticates with a first message ``{"type": "auth", "token": ...}`` or the
+subprotocols ``Sec-WebSocket-Protocol: bearer, <access token>`` (the server selects ``bearer``);
+``?token=<access token>`` still works but puts the token in URLs, and so in proxies' logs (ours
+and the server's are redacted).  It then receives ``{"botId", "type": "status"|"order"|"fill",
 ...}`` events of the user's own bots from the event hub.
+
+Limits (:class:`~cryptoorchestrator.api.config.ApiOptions`): a message larger than
+``ws_max_message_bytes`` closes the socket with 1009; JSON nested deeper than ``ws_max_depth``
+is answered ``{"type": "error", "code": "too_deep"}`` and the socket stays open; beyond
+``ws_max_per_ip`` sockets per client address or ``ws_max_per_user`` per user a new socket is
+closed with 1008 and the reason.
 """
 
 from __future__ import annotations
@@ -23,14 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from cryptoorchestrator.api.events import EventHub
+from cryptoorchestrator.api.config import ApiOptions
+from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.feeds import MarketFeed
 from cryptoorchestrator.api.identity import Identity
+from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.platform.errors import CryptoOrchError, UnauthorizedError
 from cryptoorchestrator.platform.model import normalize_symbol
 
@@ -42,14 +54,88 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
 
-def _parse(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
+#: A JSON string (escapes included): brackets inside one do not nest anything.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+#: Subprotocol a client offers with its token: ``Sec-WebSocket-Protocol: bearer, <token>``.
+BEARER_PROTOCOL = "bearer"
+
+
+class _MessageError(Exception):
+    """A message the socket answers with an error (and stays open)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _TooLarge(Exception):
+    """A message over ``ws_max_message_bytes``: the socket is closed with 1009."""
+
+
+def _too_deep(text: str, max_depth: int) -> bool:
+    """Return whether ``text`` nests arrays/objects deeper than ``max_depth``.
+
+    Counting brackets first keeps ordinary messages to two C-speed scans; only a message with
+    more brackets than the limit is walked, outside its strings.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    for char in _JSON_STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _parse(text: str, max_depth: int) -> dict[str, Any] | None:
+    """Parse a JSON object of bounded depth; None for valid JSON that is not an object.
+
+    Raises
+    ------
+    _MessageError
+        Not JSON (``malformed``), or nested deeper than ``max_depth`` (``too_deep``).
+    """
+    if _too_deep(text, max_depth):
+        raise _MessageError("too_deep", f"JSON nested deeper than {max_depth} levels")
     try:
         message = json.loads(text)
-    except ValueError:
-        return None
+    except RecursionError as exc:  # the depth check should make this unreachable
+        raise _MessageError("too_deep", f"JSON nested deeper than {max_depth} levels") from exc
+    except ValueError as exc:
+        raise _MessageError("malformed", "send a JSON object with a 'type'") from exc
     return message if isinstance(message, dict) else None
+
+
+async def _receive(ws: WebSocket, options: ApiOptions) -> dict[str, Any] | None:
+    """Receive the next message as a JSON object (None: a binary frame or not an object).
+
+    Raises
+    ------
+    WebSocketDisconnect
+        The client went away.
+    _TooLarge
+        The message exceeds ``ws_max_message_bytes`` (uvicorn enforces the same bound on the
+        wire under ``cryptoorch serve``; this holds under any server).
+    _MessageError
+        Malformed or too deeply nested JSON.
+    """
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    limit = options.ws_max_message_bytes
+    text = message.get("text")
+    if text is None:
+        if len(message.get("bytes") or b"") > limit:
+            raise _TooLarge
+        return None
+    # A character is at least one byte: only a text that could exceed the limit is encoded.
+    if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+        raise _TooLarge
+    return _parse(text, options.ws_max_depth)
 
 
 class _MarketSession:
@@ -136,87 +222,155 @@ class _MarketSession:
             self.wake.set()
 
 
-async def _receive_loop(ws: WebSocket, idle_s: float, on_message: Any) -> None:
+async def _receive_loop(
+    ws: WebSocket,
+    options: ApiOptions,
+    on_message: Callable[[dict[str, Any] | None], Awaitable[None]],
+    reply: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Hand each message to ``on_message`` until the client leaves, idles or oversends."""
     while True:
         try:
-            text = await asyncio.wait_for(ws.receive_text(), idle_s)
+            message = await asyncio.wait_for(_receive(ws, options), options.ws_idle_timeout_s)
         except TimeoutError:
             await ws.close(code=1001, reason="idle timeout; send ping messages")
             return
-        except KeyError:  # a binary frame: receive_text finds no "text"
-            await on_message(None)
+        except _TooLarge:
+            limit = options.ws_max_message_bytes
+            await ws.close(code=1009, reason=f"message larger than {limit} bytes")
+            return
+        except _MessageError as exc:
+            await reply(_error(exc.code, str(exc)))
             continue
-        await on_message(_parse(text))
+        await on_message(message)
+
+
+async def _refuse(ws: WebSocket, reason: str) -> None:
+    """Accept only to close with 1008 and ``reason`` (a refused handshake carries none)."""
+    await ws.accept()
+    await ws.close(code=1008, reason=reason)
+
+
+def _client(ws: WebSocket) -> str:
+    proxies: TrustedProxies = ws.app.state.proxies
+    return proxies.client_ip(ws.scope) or "unknown"
 
 
 @router.websocket("/ws/market-data")
 async def market_data(ws: WebSocket) -> None:
     """Stream candles and tickers of the subscribed symbols."""
-    await ws.accept()
-    options = ws.app.state.options
-    session = _MarketSession(ws, ws.app.state.feed, options.ws_poll_s)
-    poller = asyncio.create_task(session.poll())
+    slots: SocketSlots = ws.app.state.ws_slots
+    ip = _client(ws)
+    if not slots.take_ip(ip):
+        await _refuse(ws, f"too many WebSockets from this address (at most {slots.per_ip})")
+        return
     try:
-        await _receive_loop(ws, options.ws_idle_timeout_s, session.handle)
-    except WebSocketDisconnect:
-        pass
+        await ws.accept()
+        options = ws.app.state.options
+        session = _MarketSession(ws, ws.app.state.feed, options.ws_poll_s)
+        poller = asyncio.create_task(session.poll())
+        try:
+            await _receive_loop(ws, options, session.handle, session.send)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poller
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await poller
+        slots.release_ip(ip)
 
 
 def _authenticate(ws: WebSocket, token: str) -> int:
     identity: Identity = ws.app.state.identity
-    user_id = identity.user_id(token)
-    # A socket lives long: always ask the database, never the short-lived cache.
-    identity.check_active(user_id)
-    return user_id
+    # A socket lives long: always ask the database (user, session, epoch), never the cache.
+    return identity.authenticate(token, fresh=True)
+
+
+def _offered_token(ws: WebSocket) -> tuple[bool, str | None]:
+    """Whether the client offered the ``bearer`` subprotocol, and the token offered with it
+    (``Sec-WebSocket-Protocol: bearer, <token>``)."""
+    offered = [p.strip() for p in ws.scope.get("subprotocols") or ()]
+    if BEARER_PROTOCOL not in offered:
+        return False, None
+    rest = [p for p in offered if p != BEARER_PROTOCOL]
+    return True, rest[0] if rest else None
 
 
 @router.websocket("/ws/bots")
 async def bot_events(ws: WebSocket) -> None:
     """Stream status changes, orders and fills of the authenticated user's bots."""
-    await ws.accept()
-    options = ws.app.state.options
-    token = ws.query_params.get("token")
+    slots: SocketSlots = ws.app.state.ws_slots
+    ip = _client(ws)
+    if not slots.take_ip(ip):
+        await _refuse(ws, f"too many WebSockets from this address (at most {slots.per_ip})")
+        return
+    try:
+        await _bot_events(ws, slots)
+    finally:
+        slots.release_ip(ip)
+
+
+async def _bot_events(ws: WebSocket, slots: SocketSlots) -> None:
+    options: ApiOptions = ws.app.state.options
+    bearer, token = _offered_token(ws)
+    # A browser completes the handshake only if the server selects a subprotocol it offered:
+    # select "bearer", never echo the token.
+    await ws.accept(subprotocol=BEARER_PROTOCOL if bearer else None)
+    if token is None:
+        token = ws.query_params.get("token")
     try:
         if token is None:
-            first = _parse(await asyncio.wait_for(ws.receive_text(), 10.0))
+            first = await asyncio.wait_for(_receive(ws, options), 10.0)
             token = first.get("token") if first and first.get("type") == "auth" else None
             if not isinstance(token, str):
                 raise UnauthorizedError("authenticate first: {'type': 'auth', 'token': ...}")
         user_id = await run_in_threadpool(_authenticate, ws, token)
-    except (UnauthorizedError, TimeoutError) as exc:
-        message = str(exc) if isinstance(exc, UnauthorizedError) else "authentication timed out"
+    except (UnauthorizedError, TimeoutError, _MessageError) as exc:
+        message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
         await ws.send_json(_error("unauthorized", message))
         await ws.close(code=4401, reason=message[:120])
         return
+    except _TooLarge:
+        await ws.close(code=1009, reason=f"message larger than {options.ws_max_message_bytes}")
+        return
     except WebSocketDisconnect:
         return
+    if not slots.take_user(user_id):
+        reason = f"too many WebSockets for this user (at most {slots.per_user})"
+        await ws.send_json(_error("too_many_connections", reason))
+        await ws.close(code=1008, reason=reason)
+        return
+    try:
+        await _stream_events(ws, options, user_id)
+    finally:
+        slots.release_user(user_id)
+
+
+async def _stream_events(ws: WebSocket, options: ApiOptions, user_id: int) -> None:
     hub: EventHub = ws.app.state.event_hub
     sub = hub.subscribe(user_id)
     await ws.send_json({"type": "authenticated", "userId": user_id})
     lock = asyncio.Lock()
 
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await ws.send_json(message)
+
     async def forward() -> None:
         while True:
-            event = await sub.queue.get()
-            async with lock:
-                await ws.send_json(event)
+            await send(await sub.queue.get())
 
     async def on_message(message: dict[str, Any] | None) -> None:
-        reply = (
+        await send(
             {"type": "pong"}
             if message is not None and message.get("type") == "ping"
             else _error("malformed", "only {'type': 'ping'} is accepted here")
         )
-        async with lock:
-            await ws.send_json(reply)
 
     forwarder = asyncio.create_task(forward())
     try:
-        await _receive_loop(ws, options.ws_idle_timeout_s, on_message)
+        await _receive_loop(ws, options, on_message, send)
     except WebSocketDisconnect:
         pass
     finally:
