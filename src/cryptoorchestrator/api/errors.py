@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cryptoorchestrator.platform import errors as E
+from cryptoorchestrator.platform.services.bots import RANGES, WIRE_NAMES
+from cryptoorchestrator.platform.validation import MONEY_RULE
 
 log = logging.getLogger("cryptoorchestrator.api")
 
@@ -60,12 +62,45 @@ HTTP_CODES = {
 }
 
 #: Allowed ranges shown with validation errors of these fields (the wire names).
-ALLOWED = {"riskPerTrade": "0.1-5.0", "maxPositionSize": "1-100", "limit": "1-500"}
+ALLOWED = {
+    **{WIRE_NAMES[key]: f"{lo}-{hi}" for key, (lo, hi) in RANGES.items()},
+    "startingBalance": f"greater than 0, {MONEY_RULE}",
+    "limit": "1-500",
+}
+#: Longest message and field name an error body repeats: requests may carry megabytes, and
+#: an error that echoes them back turns one bad request into a large response.
+MAX_MESSAGE = 500
+MAX_FIELD = 200
+MAX_DETAILS = 20
+
+
+def safe_text(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Return ``text`` shortened to ``limit`` characters and encodable as UTF-8.
+
+    Fields and messages can quote what the client sent (a dict key, a strategy name); an
+    unpaired surrogate among them would make the JSON encoder itself fail with a 500, so they
+    are written as ``\\udXXX`` escapes instead.
+    """
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_body(code: str, message: str, details: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Return the JSON error body."""
-    return {"code": code, "message": message, "details": list(details)}
+    """Return the JSON error body; its text is bounded and always encodable."""
+    return {
+        "code": code,
+        "message": safe_text(message),
+        "details": [_safe_detail(d) for d in list(details)[:MAX_DETAILS]],
+    }
+
+
+def _safe_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    out = dict(detail)
+    for key, value in detail.items():
+        if isinstance(value, str):
+            out[key] = safe_text(value, MAX_FIELD if key == "field" else MAX_MESSAGE)
+    return out
 
 
 def status_of(exc: E.CryptoOrchError) -> int:
@@ -79,7 +114,8 @@ def status_of(exc: E.CryptoOrchError) -> int:
 def platform_error_response(exc: E.CryptoOrchError) -> JSONResponse:
     """Render a platform error (shared by the handler and WebSocket code)."""
     status = status_of(exc)
-    body = exc.to_dict()
+    raw = exc.to_dict()
+    body = error_body(raw["code"], raw["message"], raw["details"])
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -93,17 +129,29 @@ def platform_error_response(exc: E.CryptoOrchError) -> JSONResponse:
 
 
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """Turn pydantic errors into ``[{field, message}]`` with dotted field paths."""
+    """Turn pydantic errors into ``[{field, message, allowed}]`` with dotted field paths.
+
+    A validator may name a value inside the field (``subpath`` in the error's context, e.g.
+    ``fast`` of ``params``) and what is allowed; a platform :class:`InvalidInputError` raised
+    inside a validator gives its own reason and allowed values.  The input itself is never
+    repeated.
+    """
     out = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
         if loc and loc[0] == "body":
             loc = loc[1:]
-        field = ".".join(loc) or "body"
-        detail: dict[str, Any] = {"field": field, "message": err.get("msg", "invalid")}
-        allowed = ALLOWED.get(loc[-1]) if loc else None
+        ctx = err.get("ctx") or {}
+        message = err.get("msg", "invalid")
+        allowed = ctx.get("allowed") or (ALLOWED.get(loc[-1]) if loc else None)
+        cause = ctx.get("error")
+        if isinstance(cause, E.InvalidInputError):
+            message, allowed = cause.reason, cause.allowed or allowed
+        if ctx.get("subpath"):
+            loc.append(str(ctx["subpath"]))
+        detail: dict[str, Any] = {"field": ".".join(loc) or "body", "message": message}
         if allowed:
-            detail["allowed"] = allowed
+            detail["allowed"] = str(allowed)
         out.append(detail)
     return out
 
@@ -116,7 +164,7 @@ async def _platform_handler(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = validation_details(exc.errors())
-    fields = ", ".join(d["field"] for d in details[:5])
+    fields = ", ".join(safe_text(d["field"], MAX_FIELD) for d in details[:5])
     return JSONResponse(
         error_body("invalid_input", f"invalid request: {fields}", details), status_code=422
     )

@@ -10,18 +10,114 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
+from cryptoorchestrator.platform.services.bots import RANGES
+from cryptoorchestrator.platform.validation import (
+    MONEY_DIGITS,
+    MONEY_LIMIT,
+    MONEY_PLACES,
+    MONEY_RULE,
+    TEXT_RULE,
+    check_json,
+    text_problem,
+)
 
 T = TypeVar("T")
 
-RiskPerTrade = Annotated[
-    Decimal, Field(ge=Decimal("0.1"), le=Decimal("5.0"), description="% of equity, 0.1-5.0")
+
+# ----------------------------------------------------------------------------- field types
+def refuse_bad_text(value: str | None) -> str | None:
+    """Refuse text no database or encoder can store: NUL characters, unpaired surrogates."""
+    if value is not None:
+        problem = text_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("text_invalid", problem, {"allowed": TEXT_RULE})
+    return value
+
+
+def refuse_bad_secret(value: Any) -> Any:
+    """:func:`refuse_bad_text` on the raw input of a secret, before it is wrapped and hidden."""
+    return refuse_bad_text(value) if isinstance(value, str) else value
+
+
+def bound_json_object(value: Any) -> Any:
+    """Bound a free-form JSON document; the error's ``subpath`` names the offending value.
+
+    Big integers, non-finite numbers, long or unstorable text and deep nesting are refused
+    here, before a strategy, numpy or a JSON column sees them.
+    """
+    try:
+        return check_json("", value)
+    except InvalidInputError as exc:
+        raise PydanticCustomError(
+            "json_invalid",
+            exc.reason,
+            {"subpath": exc.field.removeprefix("."), "allowed": exc.allowed or ""},
+        ) from None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def keep(**constraints: Any) -> Any:
+    """A PATCH field that may be left out but not set to null (``None`` only marks it unset).
+
+    Its type is not optional, so an explicit ``null`` fails validation naming the field,
+    instead of reaching a NOT NULL column or being stored as the text ``"None"``.
+    """
+    return Field(None, json_schema_extra=_no_default, **constraints)
+
+
+#: Text a database can store: no NUL characters, no unpaired surrogates (combine with Field).
+Text = Annotated[str, AfterValidator(refuse_bad_text)]
+#: A write-only credential of up to 512 characters, checked like :data:`Text` before it is hidden.
+Secret = Annotated[SecretStr, Field(max_length=512), BeforeValidator(refuse_bad_secret)]
+#: A free-form JSON object (strategy parameters, search spaces) of bounded size and numbers.
+JsonObject = Annotated[dict[str, Any], AfterValidator(bound_json_object)]
+
+
+def _money(lo: Decimal, hi: Decimal, description: str) -> Any:
+    return Field(
+        ge=lo,
+        le=hi,
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        allow_inf_nan=False,
+        description=f"{description}, {lo}-{hi}",
+    )
+
+
+RiskPerTrade = Annotated[Decimal, _money(*RANGES["risk_per_trade"], "% of equity")]
+MaxPositionSize = Annotated[Decimal, _money(*RANGES["max_position_size"], "% of the bot's equity")]
+StopLoss = Annotated[Decimal, _money(*RANGES["stop_loss"], "% below the entry")]
+TakeProfit = Annotated[Decimal, _money(*RANGES["take_profit"], "% beyond the entry")]
+TrailingStop = Annotated[Decimal, _money(*RANGES["trailing_stop"], "% behind the best price")]
+#: An amount of money: positive and within the ``NUMERIC(38, 18)`` money columns.
+Balance = Annotated[
+    Decimal,
+    Field(
+        gt=0,
+        lt=MONEY_LIMIT,
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        allow_inf_nan=False,
+        description=f"in the quote currency, positive, {MONEY_RULE}",
+    ),
 ]
-MaxPositionSize = Annotated[
-    Decimal, Field(ge=Decimal(1), le=Decimal(100), description="% of the bot's equity, 1-100")
-]
-Percent = Annotated[Decimal, Field(gt=Decimal(0), le=Decimal(1000), description="percent")]
+ActorGroup = Annotated[Text, Field(pattern=r"^[a-z0-9_-]{1,40}$")]
 Mode = Literal["paper", "live"]
 #: Database ids are 32-bit on some tables; larger numbers can name nothing.
 DbId = Annotated[int, Field(ge=1, le=2_147_483_647)]
@@ -71,29 +167,29 @@ class Page(CamelModel, Generic[T]):
 class RegisterIn(StrictBody):
     """A new account."""
 
-    email: str = Field(max_length=320)
-    password: str = Field(min_length=8, max_length=128)
+    email: Text = Field(max_length=320)
+    password: Text = Field(min_length=8, max_length=128)
 
 
 class LoginIn(StrictBody):
     """Credentials; ``totpCode`` or ``backupCode`` when MFA is on."""
 
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=128)
-    totp_code: str | None = Field(None, max_length=12)
-    backup_code: str | None = Field(None, max_length=32)
+    email: Text = Field(max_length=320)
+    password: Text = Field(max_length=128)
+    totp_code: Text | None = Field(None, max_length=12)
+    backup_code: Text | None = Field(None, max_length=32)
 
 
 class RefreshIn(StrictBody):
     """A refresh token to rotate."""
 
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: Text = Field(min_length=1, max_length=512)
 
 
 class LogoutIn(StrictBody):
     """The refresh token whose session ends (all sessions when omitted)."""
 
-    refresh_token: str | None = Field(None, max_length=512)
+    refresh_token: Text | None = Field(None, max_length=512)
 
 
 class TokenPublic(CamelModel):
@@ -110,6 +206,7 @@ class UserPublic(CamelModel):
 
     id: int
     email: str
+    role: str = Field(description="admin, trader or viewer")
     mfa_enabled: bool
     created_at: datetime
     last_login_at: datetime | None = None
@@ -126,7 +223,15 @@ class MfaEnrolPublic(CamelModel):
 class MfaCodeIn(StrictBody):
     """A TOTP code (or a backup code where the route says so)."""
 
-    code: str = Field(min_length=4, max_length=32)
+    code: Text = Field(min_length=4, max_length=32)
+
+
+class PasswordChangeIn(StrictBody):
+    """The current password, the new one, and a TOTP or backup code when MFA is on."""
+
+    current_password: Text = Field(max_length=128)
+    new_password: Text = Field(min_length=8, max_length=128)
+    code: Text | None = Field(None, min_length=4, max_length=32)
 
 
 class BackupCodesPublic(CamelModel):
@@ -139,41 +244,45 @@ class BackupCodesPublic(CamelModel):
 class BotCreate(StrictBody):
     """A new bot.  Required: name, tradingPair, strategy."""
 
-    name: str = Field(min_length=1, max_length=100)
-    trading_pair: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
-    strategy: str = Field(min_length=1, max_length=100, examples=["sma_cross"])
-    params: dict[str, Any] = Field(default_factory=dict)
-    timeframe: str = Field("1h", max_length=8)
+    name: Text = Field(min_length=1, max_length=100)
+    trading_pair: Text = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
+    strategy: Text = Field(min_length=1, max_length=100, examples=["sma_cross"])
+    params: JsonObject = Field(default_factory=dict)
+    timeframe: Text = Field("1h", max_length=8)
     exchange_account_id: DbId | None = None
     mode: Mode = "paper"
     risk_per_trade: RiskPerTrade = Decimal(1)
     max_position_size: MaxPositionSize = Decimal(10)
-    stop_loss: Percent | None = None
-    take_profit: Percent | None = None
-    trailing_stop: Percent | None = None
-    starting_balance: Annotated[Decimal, Field(gt=0)] | None = None
-    actor_group: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] | None = Field(
+    stop_loss: StopLoss | None = None
+    take_profit: TakeProfit | None = None
+    trailing_stop: TrailingStop | None = None
+    starting_balance: Balance | None = None
+    actor_group: ActorGroup | None = Field(
         None, description="bots of one group share one Ray actor process (saves memory)"
     )
 
 
 class BotUpdate(StrictBody):
-    """Fields to change; trading fields only while the bot is stopped."""
+    """Fields to change; trading fields only while the bot is stopped.
 
-    name: str | None = Field(None, min_length=1, max_length=100)
-    trading_pair: str | None = Field(None, min_length=3, max_length=40)
-    strategy: str | None = Field(None, min_length=1, max_length=100)
-    params: dict[str, Any] | None = None
-    timeframe: str | None = Field(None, max_length=8)
+    ``null`` clears the optional fields (account, stops, balance, group); the others may be
+    left out but not set to null.
+    """
+
+    name: Text = keep(min_length=1, max_length=100)
+    trading_pair: Text = keep(min_length=3, max_length=40)
+    strategy: Text = keep(min_length=1, max_length=100)
+    params: JsonObject = keep()
+    timeframe: Text = keep(max_length=8)
     exchange_account_id: DbId | None = None
-    mode: Mode | None = None
-    risk_per_trade: RiskPerTrade | None = None
-    max_position_size: MaxPositionSize | None = None
-    stop_loss: Percent | None = None
-    take_profit: Percent | None = None
-    trailing_stop: Percent | None = None
-    starting_balance: Annotated[Decimal, Field(gt=0)] | None = None
-    actor_group: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")] | None = Field(
+    mode: Mode = keep()
+    risk_per_trade: RiskPerTrade = keep()
+    max_position_size: MaxPositionSize = keep()
+    stop_loss: StopLoss | None = None
+    take_profit: TakeProfit | None = None
+    trailing_stop: TrailingStop | None = None
+    starting_balance: Balance | None = None
+    actor_group: ActorGroup | None = Field(
         None, description="bots of one group share one Ray actor process (saves memory)"
     )
 
@@ -328,24 +437,24 @@ class OhlcvPublic(CamelModel):
 class ExchangeAccountCreate(StrictBody):
     """An exchange account; credentials are write-only and stored encrypted."""
 
-    name: str = Field(min_length=1, max_length=100)
-    exchange: str = Field(min_length=1, max_length=40, examples=["binance"])
+    name: Text = Field(min_length=1, max_length=100)
+    exchange: Text = Field(min_length=1, max_length=40, examples=["binance"])
     mode: Mode = "paper"
-    api_url: str | None = Field(None, max_length=500)
-    api_key: SecretStr | None = Field(None, max_length=512)
-    api_secret: SecretStr | None = Field(None, max_length=512)
-    passphrase: SecretStr | None = Field(None, max_length=512)
+    api_url: Text | None = Field(None, max_length=500)
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    passphrase: Secret | None = None
 
 
 class ExchangeAccountUpdate(StrictBody):
     """Fields to change; an empty credential string removes it."""
 
-    name: str | None = Field(None, min_length=1, max_length=100)
-    mode: Mode | None = None
-    api_url: str | None = Field(None, max_length=500)
-    api_key: SecretStr | None = Field(None, max_length=512)
-    api_secret: SecretStr | None = Field(None, max_length=512)
-    passphrase: SecretStr | None = Field(None, max_length=512)
+    name: Text = keep(min_length=1, max_length=100)
+    mode: Mode = keep()
+    api_url: Text | None = Field(None, max_length=500)
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    passphrase: Secret | None = None
 
 
 class ExchangeAccountPublic(CamelModel):
@@ -368,27 +477,27 @@ class ExchangeAccountPublic(CamelModel):
 class BacktestCreate(StrictBody):
     """A backtest to run on the cluster."""
 
-    strategy: str = Field(min_length=1, max_length=100)
-    params: dict[str, Any] = Field(default_factory=dict)
-    exchange: str = Field("binance", max_length=50)
-    symbol: str = Field("BTC/USDT", max_length=40)
-    timeframe: str = Field("1h", max_length=8)
+    strategy: Text = Field(min_length=1, max_length=100)
+    params: JsonObject = Field(default_factory=dict)
+    exchange: Text = Field("binance", max_length=50)
+    symbol: Text = Field("BTC/USDT", max_length=40)
+    timeframe: Text = Field("1h", max_length=8)
     start: datetime | None = None
     end: datetime | None = None
-    fee_bps: Annotated[float, Field(ge=0, le=1000)] = 10.0
+    fee_bps: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = DEFAULT_FEE_BPS
 
 
 class OptimizationCreate(StrictBody):
     """A parameter study to run on the cluster."""
 
-    strategy: str = Field(min_length=1, max_length=100)
-    space: dict[str, Any]
+    strategy: Text = Field(min_length=1, max_length=100)
+    space: JsonObject
     method: Literal["grid", "random", "tpe"] = "grid"
-    objective: str = Field("sharpe", max_length=100)
+    objective: Text = Field("sharpe", max_length=100)
     n_trials: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    exchange: str = Field("binance", max_length=50)
-    symbol: str = Field("BTC/USDT", max_length=40)
-    timeframe: str = Field("1h", max_length=8)
+    exchange: Text = Field("binance", max_length=50)
+    symbol: Text = Field("BTC/USDT", max_length=40)
+    timeframe: Text = Field("1h", max_length=8)
     start: datetime | None = None
     end: datetime | None = None
 
@@ -447,13 +556,14 @@ class RiskLimitPublic(CamelModel):
 class RiskLimitsUpdate(StrictBody):
     """New values of named limits (scope ``portfolio`` or ``bot:<id>``)."""
 
-    limits: list[dict[str, Any]] = Field(min_length=1, max_length=100)
+    limits: list[JsonObject] = Field(min_length=1, max_length=100)
 
 
 class KillSwitchIn(StrictBody):
-    """Emergency stop-all."""
+    """Emergency stop: your own bots (``user``, the default) or every bot (``global``, admins)."""
 
     flatten: bool = False
+    scope: Literal["user", "global"] = "user"
 
 
 # ------------------------------------------------------------------------------ analytics

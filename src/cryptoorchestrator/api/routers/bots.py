@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from cryptoorchestrator.api.deps import BotsDep, ClusterDep, HubDep
+from cryptoorchestrator.api.deps import BotsDep, ClusterDep, HubDep, TraderUser
 from cryptoorchestrator.api.schemas import (
     BotCreate,
     BotLogsPublic,
@@ -17,6 +17,7 @@ from cryptoorchestrator.api.schemas import (
     BotUpdate,
     DeletedPublic,
     Page,
+    Text,
 )
 from cryptoorchestrator.platform.logs import tail
 from cryptoorchestrator.platform.services.bots import BotService
@@ -26,7 +27,7 @@ IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
 router = APIRouter(prefix="/api/bots", tags=["bots"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=200)]
+Cursor = Annotated[Text | None, Query(max_length=200, description="nextCursor of the last page")]
 
 
 @router.get("")
@@ -39,7 +40,7 @@ def list_bots(bots: BotsDep, limit: Limit = 100, cursor: Cursor = None) -> Page[
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_bot(body: BotCreate, bots: BotsDep, hub: HubDep) -> BotPublic:
+def create_bot(body: BotCreate, bots: BotsDep, hub: HubDep, _trader: TraderUser) -> BotPublic:
     """Create a bot (stopped).  Ranges: riskPerTrade 0.1-5.0, maxPositionSize 1-100."""
     bot = bots.create(body.model_dump(by_alias=False))
     bots.session.commit()
@@ -54,7 +55,7 @@ def get_bot(bot_id: IdPath, bots: BotsDep) -> BotPublic:
 
 
 @router.patch("/{bot_id}")
-def update_bot(bot_id: IdPath, body: BotUpdate, bots: BotsDep) -> BotPublic:
+def update_bot(bot_id: IdPath, body: BotUpdate, bots: BotsDep, _trader: TraderUser) -> BotPublic:
     """Change a bot; trading fields only while it is stopped (409 otherwise)."""
     bot = bots.update(bot_id, body.model_dump(by_alias=False, exclude_unset=True))
     bots.session.commit()
@@ -62,7 +63,7 @@ def update_bot(bot_id: IdPath, body: BotUpdate, bots: BotsDep) -> BotPublic:
 
 
 @router.delete("/{bot_id}")
-def delete_bot(bot_id: IdPath, bots: BotsDep) -> DeletedPublic:
+def delete_bot(bot_id: IdPath, bots: BotsDep, _trader: TraderUser) -> DeletedPublic:
     """Delete a stopped bot; one with orders or trades is archived instead."""
     outcome = bots.delete(bot_id)
     bots.session.commit()
@@ -126,7 +127,7 @@ async def _control(
 
 @router.post("/{bot_id}/start", responses={503: {"description": "cluster not available"}})
 async def start_bot(
-    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep
+    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep, _trader: TraderUser
 ) -> BotStatusPublic:
     """Ask the cluster to start the bot; 503 while the cluster layer is not available."""
     return await _control(bot_id, bots, cluster, hub, start=True)
@@ -134,7 +135,7 @@ async def start_bot(
 
 @router.post("/{bot_id}/stop", responses={503: {"description": "cluster not available"}})
 async def stop_bot(
-    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep
+    bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep, _trader: TraderUser
 ) -> BotStatusPublic:
     """Ask the cluster to stop the bot; 503 while the cluster layer is not available."""
     return await _control(bot_id, bots, cluster, hub, start=False)

@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic
+from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic, Text
 from cryptoorchestrator.platform.data.store import BUNDLED, OhlcvStore, seed_bundled
 from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError
 from cryptoorchestrator.platform.model import TIMEFRAMES, symbol_from_path, timeframe_to_ms
 
 router = APIRouter(prefix="/api/markets", tags=["markets"])
+#: The last millisecond of year 9999: later times overflow datetimes and 64-bit arithmetic.
+MAX_MS = 253_402_300_799_999
 
 
 def _store(request: Request) -> OhlcvStore:
@@ -21,7 +23,7 @@ def _store(request: Request) -> OhlcvStore:
 @router.get("")
 def list_markets(
     request: Request,
-    exchange: Annotated[str | None, Query(max_length=40)] = None,
+    exchange: Annotated[Text | None, Query(max_length=40)] = None,
 ) -> list[MarketPublic]:
     """List stored datasets (exchange, symbol, timeframe, span); bundled ones are included."""
     store = _store(request)
@@ -46,11 +48,14 @@ def list_markets(
 @router.get("/{symbol}/ohlcv")
 def ohlcv(
     request: Request,
-    symbol: Annotated[str, Path(max_length=45, description="path form, e.g. BTC-USDT")],
-    timeframe: Annotated[str, Query(max_length=4)] = "1h",
+    symbol: Annotated[Text, Path(max_length=45, description="path form, e.g. BTC-USDT")],
+    timeframe: Annotated[Text, Query(max_length=4)] = "1h",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    since: Annotated[int | None, Query(ge=0, description="ms since epoch, inclusive")] = None,
-    exchange: Annotated[str, Query(max_length=40)] = "binance",
+    since: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_MS, description="ms since epoch, inclusive (up to year 9999)"),
+    ] = None,
+    exchange: Annotated[Text, Query(max_length=40)] = "binance",
 ) -> OhlcvPublic:
     """Return up to ``limit`` candles: from ``since`` forward, or the latest ones."""
     pair = symbol_from_path(symbol)

@@ -10,7 +10,7 @@ from pydantic_core import to_json
 
 from cryptoorchestrator.api.deps import CurrentUserId, TradingDep
 from cryptoorchestrator.api.reads import AsyncReads
-from cryptoorchestrator.api.schemas import OrderPublic, Page, PositionPublic, TradePublic
+from cryptoorchestrator.api.schemas import OrderPublic, Page, PositionPublic, Text, TradePublic
 from cryptoorchestrator.platform.services.pagination import Page as PageRows
 from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import Trade
@@ -25,7 +25,7 @@ BotId = Annotated[
     int | None, Query(alias="botId", ge=1, le=2_147_483_647, description="only this bot")
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=200, description="nextCursor of the last page")]
+Cursor = Annotated[Text | None, Query(max_length=200, description="nextCursor of the last page")]
 
 
 @router.get("/trades", include_in_schema=False, response_model=Page[TradePublic])
@@ -64,7 +64,7 @@ def _trades_sync(
 def list_orders(
     trading: TradingDep,
     bot_id: BotId = None,
-    status: Annotated[str | None, Query(max_length=20)] = None,
+    status: Annotated[Text | None, Query(max_length=20)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[OrderPublic]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cryptoorchestrator.platform.errors import ConflictError, InvalidInputError, NotFoundError
 from cryptoorchestrator.platform.model import TIMEFRAMES, BotMode, BotStatus, normalize_symbol
 from cryptoorchestrator.platform.services.pagination import (
+    INT_MAX,
     Page,
     check_limit,
     decode_cursor,
@@ -35,6 +36,7 @@ from cryptoorchestrator.platform.storage.models import (
     Trade,
 )
 from cryptoorchestrator.platform.storage.types import UTCDateTime, utcnow
+from cryptoorchestrator.platform.validation import MONEY_RULE, check_json, check_money, check_text
 
 #: Validates a strategy name and its parameters; returns the parameters with defaults filled in.
 #: Raises InvalidInputError / NotFoundError.  Supplied by a layer that can see the strategies.
@@ -66,6 +68,19 @@ WIRE_NAMES = {
 }
 EDITABLE = frozenset(WIRE_NAMES)
 REQUIRED = ("name", "trading_pair", "strategy")
+#: Fields that ``None`` clears; every other field may be left out of an update but not nulled.
+NULLABLE = frozenset(
+    {
+        "exchange_account_id",
+        "stop_loss",
+        "take_profit",
+        "trailing_stop",
+        "starting_balance",
+        "actor_group",
+    }
+)
+#: Free-text fields, checked for characters no database stores before anything else.
+TEXT_FIELDS = ("name", "trading_pair", "strategy", "timeframe", "mode", "actor_group")
 _GROUP = re.compile(r"^[a-z0-9_-]{1,40}$")
 DEFAULTS: dict[str, Any] = {
     "params": {},
@@ -84,7 +99,8 @@ class BotStatusView:
     events: list[BotStatusEvent]
 
 
-def _decimal(field: str, value: Any) -> Decimal:
+def _decimal(field: str, value: Any, *, allowed: str | None = None) -> Decimal:
+    """Return ``value`` as a Decimal that a money column stores exactly, or raise naming it."""
     if isinstance(value, float):
         value = repr(value)  # the shortest text that round-trips, not the binary expansion
     try:
@@ -93,7 +109,7 @@ def _decimal(field: str, value: Any) -> Decimal:
         raise InvalidInputError(WIRE_NAMES.get(field, field), "must be a number") from exc
     if not number.is_finite():
         raise InvalidInputError(WIRE_NAMES.get(field, field), "must be a finite number")
-    return number
+    return check_money(WIRE_NAMES.get(field, field), number, allowed=allowed)
 
 
 class BotService:
@@ -121,6 +137,13 @@ class BotService:
     def validate(self, values: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
         """Return ``values`` normalized and checked; raise InvalidInputError naming the field."""
         out = {k: v for k, v in values.items() if k in EDITABLE}
+        for key, value in out.items():
+            if value is None and key not in NULLABLE and partial:
+                raise InvalidInputError(
+                    WIRE_NAMES[key], "may not be null; leave it out to keep the current value"
+                )
+            if key in TEXT_FIELDS and isinstance(value, str):
+                check_text(WIRE_NAMES[key], value)
         if not partial:
             for key in REQUIRED:
                 if out.get(key) in (None, ""):
@@ -129,12 +152,22 @@ class BotService:
                 if out.get(key) is None:
                     out[key] = default() if callable(default) else default
         if "name" in out:
-            name = str(out["name"]).strip()
+            if not isinstance(out["name"], str):
+                raise InvalidInputError("name", "must be text", allowed="1-100 characters")
+            name = out["name"].strip()
             if not 1 <= len(name) <= 100:
                 raise InvalidInputError("name", "must be 1 to 100 characters", allowed="1-100")
             out["name"] = name
         if "trading_pair" in out:
-            out["trading_pair"] = normalize_symbol(str(out["trading_pair"]), field="tradingPair")
+            if not isinstance(out["trading_pair"], str):
+                raise InvalidInputError("tradingPair", "must be text", allowed="BASE/QUOTE")
+            out["trading_pair"] = normalize_symbol(out["trading_pair"], field="tradingPair")
+        if "strategy" in out and not isinstance(out["strategy"], str):
+            raise InvalidInputError("strategy", "must be text", allowed="a strategy name")
+        if out.get("params") is not None:
+            if not isinstance(out["params"], Mapping):
+                raise InvalidInputError("params", "must be an object", allowed="{name: value}")
+            out["params"] = check_json("params", dict(out["params"]))
         if out.get("timeframe") is not None and out["timeframe"] not in TIMEFRAMES:
             raise InvalidInputError("timeframe", "unknown timeframe", allowed=TIMEFRAMES)
         if out.get("mode") is not None and out["mode"] not in {m.value for m in BotMode}:
@@ -142,16 +175,20 @@ class BotService:
         for key, (lo, hi) in RANGES.items():
             if out.get(key) is None:
                 continue
-            number = _decimal(key, out[key])
+            number = _decimal(key, out[key], allowed=f"{lo}-{hi}")
             if not lo <= number <= hi:
                 raise InvalidInputError(
                     WIRE_NAMES[key], f"{number} is out of range", allowed=f"{lo}-{hi}"
                 )
             out[key] = number
         if out.get("starting_balance") is not None:
-            balance = _decimal("starting_balance", out["starting_balance"])
+            balance = _decimal(
+                "starting_balance", out["starting_balance"], allowed=f"greater than 0, {MONEY_RULE}"
+            )
             if balance <= 0:
-                raise InvalidInputError("startingBalance", "must be positive")
+                raise InvalidInputError(
+                    "startingBalance", "must be positive", allowed=f"greater than 0, {MONEY_RULE}"
+                )
             out["starting_balance"] = balance
         if out.get("actor_group") is not None:
             group = str(out["actor_group"])
@@ -192,7 +229,7 @@ class BotService:
         check_limit(limit)
         query = self._query()
         if cursor:
-            at, row_id = decode_cursor(cursor)
+            at, row_id = decode_cursor(cursor, max_id=INT_MAX)  # bots.id is INTEGER
             query = query.where(
                 tuple_(Bot.created_at, Bot.id) < tuple_(literal(at, UTCDateTime()), literal(row_id))
             )
@@ -311,11 +348,15 @@ class BotService:
         )
 
 
-def bots_by_status(session: Session) -> dict[str, int]:
-    """Return how many (non-archived) bots of all users are in each status, for health checks."""
-    rows = session.execute(
-        select(Bot.status, func.count()).where(Bot.archived_at.is_(None)).group_by(Bot.status)
-    )
+def bots_by_status(session: Session, user_id: int | None = None) -> dict[str, int]:
+    """Return how many (non-archived) bots are in each status, for health checks.
+
+    Every user's bots (the operator's view), or only ``user_id``'s.
+    """
+    query = select(Bot.status, func.count()).where(Bot.archived_at.is_(None))
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    rows = session.execute(query.group_by(Bot.status))
     counts = {s.value: 0 for s in BotStatus}
     for status, n in rows:
         counts[str(status)] = int(n)

@@ -19,6 +19,16 @@ from cryptoorchestrator.platform.errors import InvalidInputError
 T = TypeVar("T")
 
 MAX_LIMIT = 500
+#: Largest ids of INTEGER and BIGINT primary keys.  A cursor must stay within its table's id
+#: column: PostgreSQL casts the bound id to the column type and fails on anything larger.
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+#: Longer than any cursor encode_cursor makes (a 17-digit stamp and a 19-digit id).
+MAX_CURSOR = 200
+#: Microseconds from the epoch to the last instant a cursor may name (datetime's year 9999).
+_MAX_STAMP = (datetime(9999, 12, 31, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+    microseconds=1
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -38,25 +48,42 @@ def encode_cursor(at: datetime | None, row_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *, field: str = "cursor") -> tuple[datetime | None, int]:
+def decode_cursor(
+    cursor: str, *, field: str = "cursor", max_id: int = BIGINT_MAX
+) -> tuple[datetime | None, int]:
     """Return ``(timestamp, id)`` from a cursor made by :func:`encode_cursor`.
+
+    Parameters
+    ----------
+    cursor
+        The ``nextCursor`` of an earlier page.
+    field
+        The name of the parameter, for the error.
+    max_id
+        The largest id of the listed table's primary key (:data:`INT_MAX` for INTEGER
+        columns): a larger id names no row and would overflow the column's type in SQL.
 
     Raises
     ------
     InvalidInputError
-        If the cursor was not produced by this API.
+        If the cursor was not produced by this API for this list.
     """
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, row_id = json.loads(raw)
-        if not isinstance(row_id, int) or not (stamp is None or isinstance(stamp, int)):
+        # type() is: a JSON true is a bool, which isinstance(..., int) would let through.
+        if type(row_id) is not int or not (stamp is None or type(stamp) is int):
             raise ValueError("bad types")
-        # Bounds of BIGINT and of datetime: anything else was not made by encode_cursor.
-        if not 0 < row_id < 2**63 or (stamp is not None and not 0 <= stamp < 2**55):
+        # Bounds of the id column and of datetime: anything else was not made by encode_cursor.
+        if not 0 < row_id <= max_id or (stamp is not None and not 0 <= stamp <= _MAX_STAMP):
             raise ValueError("out of range")
         at = None if stamp is None else _EPOCH + stamp * _US
     except (ValueError, TypeError, binascii.Error, OverflowError, OSError) as exc:
-        raise InvalidInputError(field, "malformed cursor; pass nextCursor unchanged") from exc
+        raise InvalidInputError(
+            field, "malformed cursor; pass nextCursor unchanged", allowed="a nextCursor"
+        ) from exc
     return at, row_id
 
 

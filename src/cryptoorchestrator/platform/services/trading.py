@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.services.pagination import (
+    INT_MAX,
     Page,
     check_limit,
     decode_cursor,
@@ -110,7 +111,7 @@ class TradingQueries:
         if not include_flat:
             query = query.where(Position.amount != 0)
         if cursor:
-            _, row_id = decode_cursor(cursor)
+            _, row_id = decode_cursor(cursor, max_id=INT_MAX)  # positions.id is INTEGER
             query = query.where(Position.id < row_id)
         rows = list(self.session.scalars(query.order_by(Position.id.desc()).limit(limit + 1)))
         return page_of(rows, limit, lambda r: encode_cursor(None, r.id))

@@ -7,7 +7,7 @@ text on SQLite, ``NUMERIC(38, 18)`` on PostgreSQL) and every timestamp timezone-
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, Numeric, String
@@ -18,17 +18,25 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+#: Digits of a money column in all, and after the point: ``NUMERIC(38, 18)``.
+MONEY_PRECISION = 38
+MONEY_SCALE = 18
+#: Arithmetic wide enough that normalising a stored amount never rounds it: the default context
+#: keeps 28 significant digits, fewer than the 38 of a money column.
+_EXACT = Context(prec=80)
+
+
 class Money(TypeDecorator[Decimal]):
     """An exact decimal: ``NUMERIC(38, 18)`` on PostgreSQL, canonical text on SQLite."""
 
-    impl = Numeric(38, 18)
+    impl = Numeric(MONEY_PRECISION, MONEY_SCALE)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """Store text on SQLite, whose NUMERIC affinity would round through a float."""
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(38, 18, asdecimal=True))
+        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         """Refuse floats (they are never exact) and normalise to a Decimal or its text."""
@@ -50,9 +58,12 @@ class Money(TypeDecorator[Decimal]):
         number = value if isinstance(value, Decimal) else Decimal(str(value))
         # PostgreSQL pads to 18 places; strip the padding (without switching to exponent form
         # for whole numbers) so values read back as they were written.
-        if number == number.to_integral_value():
-            return number.quantize(Decimal(1))
-        return number.normalize()
+        try:
+            if number == number.to_integral_value(context=_EXACT):
+                return number.quantize(Decimal(1), context=_EXACT)
+            return number.normalize(context=_EXACT)
+        except InvalidOperation:  # wider than any money column: return it as it was stored
+            return number
 
 
 class UTCDateTime(TypeDecorator[datetime]):
