@@ -20,17 +20,18 @@ from tests.integration.api.conftest import (  # noqa: F401  (fixtures re-exporte
     options,
     register_and_login,
 )
+from tests.security.http_servers import make_client, server  # noqa: F401  (SSRF fixtures)
 
 from cryptoorchestrator.platform.storage.models import User
 
 
-def set_role(client: TestClient, email: str, role: str) -> None:
+def set_role(tc: TestClient, email: str, role: str) -> None:
     """Give ``email`` the ``role`` directly in the database (what ``cryptoorch users`` does)."""
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = tc.app.state.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         session.execute(update(User).where(User.email == email).values(role=role))
         session.commit()
-    identity = client.app.state.identity  # type: ignore[attr-defined]
+    identity = tc.app.state.identity  # type: ignore[attr-defined]
     for forget in ("forget_all", "clear"):
         if callable(getattr(identity, forget, None)):
             getattr(identity, forget)()
@@ -38,7 +39,7 @@ def set_role(client: TestClient, email: str, role: str) -> None:
 
 
 @pytest.fixture
-def users(client: TestClient) -> dict[str, dict[str, str]]:
+def users(client: TestClient) -> dict[str, dict[str, str]]:  # noqa: F811
     """Headers of an admin (the first account), two traders and a viewer, on ``client``."""
     out = {"admin": register_and_login(client, "admin@example.com")}
     set_role(client, "admin@example.com", "admin")

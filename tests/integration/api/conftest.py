@@ -34,7 +34,8 @@ def app_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(db_url: str | None = None, **kwargs: Any) -> TestClient:
-        s = settings if db_url is None else settings.model_copy(update={"database_url": db_url})
+        base: Settings = kwargs.pop("settings", None) or settings
+        s = base if db_url is None else base.model_copy(update={"database_url": db_url})
         upgrade(s)
         opts = kwargs.pop("options", None) or options()
         client = TestClient(create_app(s, options=opts, **kwargs))
