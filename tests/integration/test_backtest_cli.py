@@ -196,18 +196,20 @@ def test_sdk_accepts_class_instance_and_numpy() -> None:
 
     rng = np.random.default_rng(3)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 2000)))
-    a = co.backtest("sma_cross", close, {"fast": 5, "slow": 30}, fee_bps=10)
-    b = co.backtest(SmaCross, close, {"fast": 5, "slow": 30}, fee_bps=10)
-    c = co.backtest(SmaCross(), close, {"fast": 5, "slow": 30}, fee_bps=10)
+    # Closes alone carry no timestamps: the timeframe sets the annualisation.
+    a = co.backtest("sma_cross", close, {"fast": 5, "slow": 30}, fee_bps=10, timeframe="1h")
+    b = co.backtest(SmaCross, close, {"fast": 5, "slow": 30}, fee_bps=10, timeframe="1h")
+    c = co.backtest(SmaCross(), close, {"fast": 5, "slow": 30}, fee_bps=10, timeframe="1h")
     assert a.metrics == b.metrics == c.metrics
     assert a.orders.num_rows == a.metrics["order_count"] > 0
     assert "sma_cross" in co.list_strategies()
-    assert co.check_lookahead("sma_cross", close, {"fast": 5, "slow": 30}).ok
+    assert co.check_lookahead("sma_cross", close, {"fast": 5, "slow": 30}, timeframe="1h").ok
     multi = co.backtest(
         "sma_cross",
         {"A": close, "B": close[::-1].copy()},
         {"fast": 5, "slow": 30},
         size=0.5,
         max_open_positions=2,
+        timeframe="1h",
     )
     assert set(multi.orders.column("symbol").to_pylist()) == {"A", "B"}

@@ -4,10 +4,13 @@ Functions carry TA-Lib's lower-cased names, parameter names, defaults and output
 (``macd(close) -> (macd, signal, hist)``), accept any 1-D numeric array (converted once to
 contiguous float64; read-only arrays are fine) and an optional ``out=`` buffer. Leading NaN bars
 are skipped and the output starts ``lookback`` bars after the first valid one, as TA-Lib does.
-Bad arguments raise :class:`IndicatorInputError` (a ``ValueError``) naming the argument.
+Bad arguments raise :class:`IndicatorInputError` (a ``ValueError``) naming the argument; so does
+an ``out=`` buffer that shares memory with an input or with another output buffer (kernels read
+inputs bars behind or ahead of the bar they write, so in-place would silently corrupt results).
 
 ``sma_batch``, ``ema_batch`` and ``rsi_batch`` compute many periods in one pass for sweeps;
-their rows are bit-identical to the single-period functions.
+their rows are bit-identical to the single-period functions on finite input, and equal to them
+(NaN where they are NaN) after NaN or infinite input.
 
 Agreement with TA-Lib 0.8 (the installed ``ta-lib`` 0.8.2): bit-identical on this machine for
 every function, including its FMA roundings, periodic and triggered rebuilding of running sums

@@ -7,7 +7,7 @@ subclass that names the argument and the allowed values, like the platform's Inv
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,8 +130,18 @@ def periods(values: Sequence[int] | np.ndarray, name: str, minimum: int) -> np.n
     return np.asarray(checked, dtype=np.int64)
 
 
-def output(out: np.ndarray | None, shape: tuple[int, ...], name: str = "out") -> np.ndarray:
-    """Return ``out`` if it is a writeable C-contiguous float64 array of ``shape``, or allocate."""
+def output(
+    out: np.ndarray | None,
+    shape: tuple[int, ...],
+    name: str = "out",
+    *,
+    inputs: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Return ``out`` if it is a writeable C-contiguous float64 array of ``shape``, or allocate.
+
+    ``inputs`` are the validated input arrays by argument name; an ``out`` that shares memory
+    with one of them is refused (see :func:`separate`).
+    """
     if out is None:
         return np.empty(shape, dtype=np.float64)
     if not isinstance(out, np.ndarray):
@@ -146,20 +156,60 @@ def output(out: np.ndarray | None, shape: tuple[int, ...], name: str = "out") ->
         raise IndicatorInputError(
             name, "must be C-contiguous and writeable", allowed="a fresh np.empty buffer"
         )
+    separate(out, name, inputs)
     return out
 
 
 def outputs(
-    out: tuple[np.ndarray, ...] | None, count: int, n: int, name: str = "out"
+    out: tuple[np.ndarray, ...] | None,
+    count: int,
+    n: int,
+    name: str = "out",
+    *,
+    inputs: Mapping[str, np.ndarray],
 ) -> tuple[np.ndarray, ...]:
-    """Return ``count`` output buffers of length ``n`` (checked, or newly allocated)."""
+    """Return ``count`` output buffers of length ``n`` (checked, or newly allocated).
+
+    Each buffer is checked as :func:`output` checks one, and no two may share memory.
+    """
     if out is None:
         return tuple(np.empty(n, dtype=np.float64) for _ in range(count))
     if not isinstance(out, tuple | list) or len(out) != count:
         raise IndicatorInputError(
             name, f"expected {count} arrays", allowed=f"a tuple of {count} float64 arrays or None"
         )
-    return tuple(output(o, (n,), f"{name}[{i}]") for i, o in enumerate(out))
+    checked = tuple(output(o, (n,), f"{name}[{i}]", inputs=inputs) for i, o in enumerate(out))
+    for i, a in enumerate(checked):
+        separate(a, f"{name}[{i}]", {f"{name}[{j}]": b for j, b in enumerate(checked[:i])})
+    return checked
+
+
+def hlcv(*arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """Name validated bar inputs for :func:`output`: ``high, low, close[, volume]``."""
+    return dict(zip(("high", "low", "close", "volume"), arrays, strict=False))
+
+
+def separate(out: np.ndarray, name: str, others: Mapping[str, np.ndarray]) -> None:
+    """Refuse an output buffer that shares memory with any of ``others`` (by argument name).
+
+    Kernels read their inputs while writing their outputs, often bars behind or ahead (running
+    sums drop ``x[i - period]``, MACD and STOCH stage intermediates in an output), so an output
+    aliasing an input would silently corrupt the result. Buffers here are C-contiguous, for which
+    the bounds test of ``np.may_share_memory`` is exact and O(1).
+
+    Raises
+    ------
+    IndicatorInputError
+        Naming ``name`` and the array it overlaps.
+    """
+    for other_name, other in others.items():
+        if np.may_share_memory(out, other):
+            raise IndicatorInputError(
+                name,
+                f"shares memory with {other_name!r}; the result would overwrite values still to "
+                "be read",
+                allowed=f"a buffer separate from every input and output (not {other_name})",
+            )
 
 
 def _range(minimum: int, maximum: int) -> str:

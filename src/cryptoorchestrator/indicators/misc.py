@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from cryptoorchestrator.indicators import _validate as v
@@ -14,7 +16,7 @@ def rolling_max(
     """Return the highest value of the last ``timeperiod`` bars (TA-Lib's ``MAX``)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.rolling_extreme_nb(x, p, True, result)
     return result
 
@@ -25,7 +27,7 @@ def rolling_min(
     """Return the lowest value of the last ``timeperiod`` bars (TA-Lib's ``MIN``)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.rolling_extreme_nb(x, p, False, result)
     return result
 
@@ -44,7 +46,7 @@ def sar(
     v.same_length(high=h, low=lo)
     acc = v.number(acceleration, "acceleration", 0.0)
     mx = v.number(maximum, "maximum", 0.0)
-    result = v.output(out, h.shape)
+    result = v.output(out, h.shape, inputs={"high": h, "low": lo})
     nb.sar_nb(h, lo, acc, mx, result)
     return result
 
@@ -60,7 +62,7 @@ def crossed_above(
     array (a sweep reuses one buffer for every trial).
     """
     x, y = _pair(a, b)
-    result = _bool_output(out, x.shape[0], "out")
+    result = _bool_output(out, x.shape[0], "out", {"a": x, "b": y})
     nb.crossed_nb(x, y, True, result)
     return result
 
@@ -73,7 +75,7 @@ def crossed_below(
     ``b`` and ``out`` as in :func:`crossed_above`.
     """
     x, y = _pair(a, b)
-    result = _bool_output(out, x.shape[0], "out")
+    result = _bool_output(out, x.shape[0], "out", {"a": x, "b": y})
     nb.crossed_nb(x, y, False, result)
     return result
 
@@ -98,7 +100,9 @@ def crossings(
             "out", "expected 2 arrays", allowed="a tuple of 2 bool arrays or None"
         )
     else:
-        above, below = _bool_output(out[0], n, "out[0]"), _bool_output(out[1], n, "out[1]")
+        inputs = {"a": x, "b": y}
+        above = _bool_output(out[0], n, "out[0]", inputs)
+        below = _bool_output(out[1], n, "out[1]", inputs)
         if np.shares_memory(above, below):
             raise v.IndicatorInputError(
                 "out", "the two buffers overlap", allowed="two separate bool arrays"
@@ -107,7 +111,9 @@ def crossings(
     return above, below
 
 
-def _bool_output(out: np.ndarray | None, n: int, name: str) -> np.ndarray:
+def _bool_output(
+    out: np.ndarray | None, n: int, name: str, inputs: Mapping[str, np.ndarray]
+) -> np.ndarray:
     if out is None:
         return np.empty(n, dtype=np.bool_)
     if not isinstance(out, np.ndarray):
@@ -120,6 +126,7 @@ def _bool_output(out: np.ndarray | None, n: int, name: str) -> np.ndarray:
         raise v.IndicatorInputError(
             name, "must be C-contiguous and writeable", allowed="a fresh np.empty buffer"
         )
+    v.separate(out, name, inputs)
     return out
 
 

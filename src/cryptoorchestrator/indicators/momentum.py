@@ -25,7 +25,7 @@ def rsi(real: np.ndarray, timeperiod: int = 14, *, out: np.ndarray | None = None
     """Return Wilder's relative strength index (0..100), first value at bar ``timeperiod``."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.rsi_nb(x, p, result)
     return result
 
@@ -36,7 +36,7 @@ def rsi_batch(
     """Return RSI for several periods in one pass; row ``r`` equals ``rsi(close, periods[r])``."""
     x = v.as_series(close, "close")
     ps = v.periods(periods, "periods", 2)
-    result = v.output(out, (ps.shape[0], x.shape[0]))
+    result = v.output(out, (ps.shape[0], x.shape[0]), inputs={"close": x})
     nb.rsi_batch_nb(x, ps, result)
     return result
 
@@ -60,7 +60,7 @@ def stoch(
     skt = v.matype(slowk_matype, "slowk_matype")
     sd = v.period(slowd_period, "slowd_period", 1)
     sdt = v.matype(slowd_matype, "slowd_matype")
-    k, d = v.outputs(out, 2, c.shape[0])
+    k, d = v.outputs(out, 2, c.shape[0], inputs=v.hlcv(h, lo, c))
     nb.stoch_nb(h, lo, c, fk, sk, skt, sd, sdt, k, d)
     return k, d
 
@@ -80,7 +80,7 @@ def stochrsi(
     fk = v.period(fastk_period, "fastk_period", 1)
     fd = v.period(fastd_period, "fastd_period", 1)
     fdt = v.matype(fastd_matype, "fastd_matype")
-    k, d = v.outputs(out, 2, x.shape[0])
+    k, d = v.outputs(out, 2, x.shape[0], inputs={"real": x})
     nb.stochrsi_nb(x, p, fk, fd, fdt, k, d)
     return k, d
 
@@ -96,7 +96,7 @@ def willr(
     """Return Williams' %R (-100..0) over ``timeperiod`` bars."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.willr_nb(h, lo, c, p, result)
     return result
 
@@ -112,7 +112,7 @@ def cci(
     """Return the commodity channel index of the typical price over ``timeperiod`` bars."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.cci_nb(h, lo, c, p, result)
     return result
 
@@ -131,7 +131,7 @@ def mfi(
     vol = v.as_series(volume, "volume")
     v.same_length(close=c, volume=vol)
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c, vol))
     nb.mfi_nb(h, lo, c, vol, p, result)
     return result
 
@@ -140,7 +140,7 @@ def roc(real: np.ndarray, timeperiod: int = 10, *, out: np.ndarray | None = None
     """Return the rate of change in percent, ``(real / real[-timeperiod] - 1) * 100``."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.roc_nb(x, p, result)
     return result
 
@@ -149,7 +149,7 @@ def mom(real: np.ndarray, timeperiod: int = 10, *, out: np.ndarray | None = None
     """Return the momentum ``real - real[-timeperiod]``."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.mom_nb(x, p, result)
     return result
 
@@ -165,7 +165,7 @@ def adx(
     """Return Wilder's average directional index, first value at bar ``2*timeperiod - 1``."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 2)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.dm_nb(h, lo, c, p, _EMPTY, _EMPTY, result, True, False, False)
     return result
 
@@ -181,7 +181,7 @@ def plus_di(
     """Return the plus directional indicator +DI (0..100)."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.dm_nb(h, lo, c, p, result, _EMPTY, _EMPTY, False, True, False)
     return result
 
@@ -197,6 +197,6 @@ def minus_di(
     """Return the minus directional indicator -DI (0..100)."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.dm_nb(h, lo, c, p, _EMPTY, result, _EMPTY, False, False, True)
     return result

@@ -29,7 +29,7 @@ def sma(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = None
     """
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.sma_nb(x, p, result)
     return result
 
@@ -38,7 +38,7 @@ def ema(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = None
     """Return the exponential moving average (``k = 2/(timeperiod+1)``, seeded with the SMA)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.ema_nb(x, p, result)
     return result
 
@@ -47,7 +47,7 @@ def wma(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = None
     """Return the linearly weighted moving average (weights 1..timeperiod, newest heaviest)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.wma_nb(x, p, result)
     return result
 
@@ -56,7 +56,7 @@ def dema(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = Non
     """Return the double exponential moving average ``2*EMA - EMA(EMA)``."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.dema_nb(x, p, result)
     return result
 
@@ -65,7 +65,7 @@ def tema(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = Non
     """Return the triple exponential moving average ``3*E1 - 3*E2 + E3``."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.tema_nb(x, p, result)
     return result
 
@@ -74,7 +74,7 @@ def trima(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = No
     """Return the triangular moving average (an SMA of an SMA, weights peaking mid-window)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.trima_nb(x, p, result)
     return result
 
@@ -83,7 +83,7 @@ def kama(real: np.ndarray, timeperiod: int = 30, *, out: np.ndarray | None = Non
     """Return Kaufman's adaptive moving average (efficiency ratio over ``timeperiod`` bars)."""
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.kama_nb(x, p, result)
     return result
 
@@ -96,7 +96,7 @@ def ma(
     x = v.as_series(real, "real")
     p = v.period(timeperiod, "timeperiod", 1)
     t = v.matype(matype, "matype")
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x})
     nb.ma_nb(x, p, t, result)
     return result
 
@@ -121,7 +121,7 @@ def bbands(
     up = v.number(nbdevup, "nbdevup")
     dn = v.number(nbdevdn, "nbdevdn")
     t = v.matype(matype, "matype")
-    upper, middle, lower = v.outputs(out, 3, x.shape[0])
+    upper, middle, lower = v.outputs(out, 3, x.shape[0], inputs={"real": x})
     nb.bbands_nb(x, p, up, dn, t, upper, middle, lower)
     return upper, middle, lower
 
@@ -144,7 +144,7 @@ def macd(
     fast = v.period(fastperiod, "fastperiod", 2)
     slow = v.period(slowperiod, "slowperiod", 2)
     signal = v.period(signalperiod, "signalperiod", 1)
-    m, s, h = v.outputs(out, 3, x.shape[0])
+    m, s, h = v.outputs(out, 3, x.shape[0], inputs={"real": x})
     nb.macd_nb(x, fast, slow, signal, m, s, h)
     return m, s, h
 
@@ -171,7 +171,7 @@ def sma_batch(
     """
     x = v.as_series(close, "close")
     ps = v.periods(periods, "periods", 1)
-    result = v.output(out, (ps.shape[0], x.shape[0]))
+    result = v.output(out, (ps.shape[0], x.shape[0]), inputs={"close": x})
     nb.sma_batch_nb(x, ps, result)
     return result
 
@@ -182,7 +182,7 @@ def ema_batch(
     """Return the EMA for several periods in one pass; row ``r`` equals ``ema(close, p_r)``."""
     x = v.as_series(close, "close")
     ps = v.periods(periods, "periods", 1)
-    result = v.output(out, (ps.shape[0], x.shape[0]))
+    result = v.output(out, (ps.shape[0], x.shape[0]), inputs={"close": x})
     nb.ema_batch_nb(x, ps, result)
     for r in range(ps.shape[0]):
         if ps[r] == 1:

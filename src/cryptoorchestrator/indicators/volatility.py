@@ -21,7 +21,7 @@ def trange(
 ) -> np.ndarray:
     """Return the true range ``max(high, prev close) - min(low, prev close)`` from bar 1."""
     h, lo, c = _hlc(high, low, close)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.trange_nb(h, lo, c, result)
     return result
 
@@ -37,7 +37,7 @@ def atr(
     """Return Wilder's average true range, first value at bar ``timeperiod``."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.atr_nb(h, lo, c, p, result)
     return result
 
@@ -53,6 +53,6 @@ def natr(
     """Return the normalized ATR, ``100 * ATR / close``."""
     h, lo, c = _hlc(high, low, close)
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c))
     nb.natr_nb(h, lo, c, p, result)
     return result

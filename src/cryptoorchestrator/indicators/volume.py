@@ -24,7 +24,7 @@ def obv(real: np.ndarray, volume: np.ndarray, *, out: np.ndarray | None = None) 
     x = v.as_series(real, "real")
     vol = v.as_series(volume, "volume")
     v.same_length(real=x, volume=vol)
-    result = v.output(out, x.shape)
+    result = v.output(out, x.shape, inputs={"real": x, "volume": vol})
     nb.obv_nb(x, vol, result)
     return result
 
@@ -45,7 +45,7 @@ def vwap(
     """
     h, lo, c, vol = _hlcv(high, low, close, volume)
     p = v.period(timeperiod, "timeperiod", 1)
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs=v.hlcv(h, lo, c, vol))
     nb.vwap_rolling_nb(h, lo, c, vol, p, result)
     return result
 
@@ -100,7 +100,7 @@ def session_vwap(
     else:
         length = v.period(session, "session", 1, 2**62)
         offset = 0
-    result = v.output(out, c.shape)
+    result = v.output(out, c.shape, inputs={**v.hlcv(h, lo, c, vol), "timestamps": ts})
     nb.vwap_session_nb(h, lo, c, vol, ts, length, offset, result)
     return result
 

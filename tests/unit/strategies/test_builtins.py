@@ -32,7 +32,7 @@ def bars() -> Bars:
     o = np.r_[c[0], c[:-1]]
     return as_bars(
         {
-            "timestamp": np.arange(n) * 3_600_000,
+            "timestamp": 1_609_459_200_000 + np.arange(n) * 3_600_000,
             "open": o,
             "high": np.maximum(o, c) * 1.003,
             "low": np.minimum(o, c) * 0.997,

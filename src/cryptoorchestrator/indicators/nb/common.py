@@ -12,10 +12,13 @@ EPSILON = 0.00000001
 # mixing uint64 and int64 in numba gives float64.
 U0 = np.uint64(0)
 
-# TA-Lib 0.8 treats a difference as zero relative to the values it came from, not below 1e-8:
-# a flat stretch leaves rounding residue (~1 ulp) that must count as zero, while prices of 1e-7
-# must still compute. The exact factor is not documented; 1e-12 separates the two by decades.
-REL_ZERO = 1e-12
+# TA-Lib 0.8's TA_EPSILON. Its scale-aware zero test TA_IS_ZERO_SCALED(v, scale) is
+# ``fabs(v) <= TA_EPSILON * scale`` (ta_utility.h): a difference counts as zero within 1e-14 of
+# the magnitude of the values it came from, so a flat stretch's rounding residue reads flat while
+# prices of 1e-7 still compute. Each kernel passes TA-Lib's own ``scale`` (STOCH and WILLR:
+# |highest| + |lowest|; MFI: |tp| + |previous tp|; CCI: |average|) and keeps the multiply-compare
+# form, so the boundary falls on the same ulp as TA-Lib's.
+TA_EPSILON = 1e-14
 U1 = np.uint64(1)
 
 

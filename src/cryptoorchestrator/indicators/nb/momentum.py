@@ -9,7 +9,7 @@ from numba import njit
 
 from cryptoorchestrator.indicators.nb.common import (
     EPSILON,
-    REL_ZERO,
+    TA_EPSILON,
     U0,
     U1,
     block_max_nb,
@@ -338,7 +338,8 @@ def fastk_core_nb(
             highest = out[i]
             lowest = lowest_buf[i]
             diff = highest - lowest
-            if abs(diff) <= REL_ZERO * max(abs(highest), abs(lowest)):
+            # TA_IS_ZERO_SCALED(highest - lowest, |highest| + |lowest|), as ta_STOCH.c.
+            if abs(diff) <= TA_EPSILON * (abs(highest) + abs(lowest)):
                 out[i] = 0.0
             else:
                 out[i] = (close[i] - lowest) / diff * 100.0
@@ -378,7 +379,7 @@ def fastk_core_nb(
             highest_idx = today
             highest = value
             diff = highest - lowest
-        if abs(diff) <= REL_ZERO * max(abs(highest), abs(lowest)):
+        if abs(diff) <= TA_EPSILON * (abs(highest) + abs(lowest)):
             out[today] = 0.0
         else:
             out[today] = (close[today] - lowest) / diff * 100.0
@@ -515,11 +516,14 @@ def _willr_tile_nb(
 ) -> None:
     # out[i] = %R from the rolling high highs[i - t0 + p1] and the rolling low out[i], held in
     # [-100, 0] as TA-Lib 0.8 holds it: a close outside its bar's range (bad data, or a high or
-    # low skipped as NaN) would leave it.
+    # low skipped as NaN) would leave it. A range within TA_IS_ZERO_SCALED(highest - lowest,
+    # |highest| + |lowest|) of zero reads 0.0, as STOCH's does.
     for i in range(t0, t1):
         highest = highs[i - t0 + p1]
-        diff = highest - out[i]
-        value = (highest - close[i]) / diff * -100.0 if diff != 0.0 else 0.0
+        lowest = out[i]
+        diff = highest - lowest
+        flat = abs(diff) <= TA_EPSILON * (abs(highest) + abs(lowest))
+        value = 0.0 if flat else (highest - close[i]) / diff * -100.0
         if value > 0.0:
             value = 0.0
         elif value < -100.0:
@@ -555,9 +559,12 @@ def cci_nb(
         for j in range(period):
             dev += abs(buf[j] - average)
         value = last - average
-        tol = REL_ZERO * abs(average)
+        dev /= period
+        # TA_IS_ZERO_SCALED of the deviation from the mean and of the mean deviation, both
+        # against |average| (ta_CCI.c).
+        tol = TA_EPSILON * abs(average)
         if not (abs(value) <= tol or dev <= tol):
-            out[i] = value / (0.015 * (dev / period))
+            out[i] = value / (0.015 * dev)
         else:
             out[i] = 0.0
         idx += U1
@@ -591,10 +598,11 @@ def mfi_nb(
     for today in range(beg + 1, start + 1):
         tp = (high[today] + low[today] + close[today]) / 3.0
         diff = tp - prev
+        # Typical prices that differ by rounding only count as unchanged: TA-Lib 0.8's
+        # TA_IS_ZERO_SCALED(tp - prev, |tp| + |prev|) (ta_MFI.c).
+        tol = TA_EPSILON * (abs(tp) + abs(prev))
         prev = tp
         flow = tp * volume[today]
-        # Typical prices that differ by rounding only count as unchanged (TA-Lib 0.8).
-        tol = REL_ZERO * abs(tp)
         if diff < -tol:
             neg_buf[idx] = flow
             neg_sum += flow
@@ -629,13 +637,14 @@ def mfi_nb(
         neg_sum -= neg_buf[idx]
         tp = (high[today] + low[today] + close[today]) / 3.0
         diff = tp - prev
-        prev = tp
-        flow = tp * volume[today]
         # The same three cases without a branch on the direction of the move, a coin flip that
         # mispredicted on about every other bar (adding +0.0 leaves a sum as it is). Typical
-        # prices that differ by rounding only count as unchanged (TA-Lib 0.8); a NaN fails
-        # both comparisons and poisons both sums for good, as in TA-Lib.
-        tol = REL_ZERO * abs(tp)
+        # prices that differ by rounding only count as unchanged (TA-Lib 0.8's scaled zero
+        # test, as above); a NaN fails both comparisons and poisons both sums for good, as in
+        # TA-Lib.
+        tol = TA_EPSILON * (abs(tp) + abs(prev))
+        prev = tp
+        flow = tp * volume[today]
         pos_flow = 0.0 if diff <= tol else flow
         neg_flow = 0.0 if diff >= -tol else flow
         pos_buf[idx] = pos_flow

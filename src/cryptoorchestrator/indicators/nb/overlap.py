@@ -680,6 +680,17 @@ def sma_batch_nb(x: np.ndarray, periods: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _quotient_nb(v: float, f: float, r: float) -> float:
+    # v / f from q = v * RN(1/f) corrected by two fma (Markstein): the correctly rounded
+    # quotient for finite v. An infinite v makes the residual inf - inf = NaN where the division
+    # gives v's infinity, which q already is (and a NaN v gives NaN either way), so a NaN
+    # residual keeps q: the row then equals sma_nb after an inf in the input too.
+    q = v * r
+    e = fma_nb(-q, f, v)
+    return fma_nb(e, r, q) if e == e else q
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _sma_rows8_nb(
     x: np.ndarray,
     uperiods: np.ndarray,
@@ -708,36 +719,28 @@ def _sma_rows8_nb(
         j = i + U1
         v = s0 + xi
         s0 = v - x[j - p0]
-        q = v * r0
-        o0[i] = fma_nb(fma_nb(-q, f0, v), r0, q)
+        o0[i] = _quotient_nb(v, f0, r0)
         v = s1 + xi
         s1 = v - x[j - p1]
-        q = v * r1
-        o1[i] = fma_nb(fma_nb(-q, f1, v), r1, q)
+        o1[i] = _quotient_nb(v, f1, r1)
         v = s2 + xi
         s2 = v - x[j - p2]
-        q = v * r2
-        o2[i] = fma_nb(fma_nb(-q, f2, v), r2, q)
+        o2[i] = _quotient_nb(v, f2, r2)
         v = s3 + xi
         s3 = v - x[j - p3]
-        q = v * r3
-        o3[i] = fma_nb(fma_nb(-q, f3, v), r3, q)
+        o3[i] = _quotient_nb(v, f3, r3)
         v = s4 + xi
         s4 = v - x[j - p4]
-        q = v * r4
-        o4[i] = fma_nb(fma_nb(-q, f4, v), r4, q)
+        o4[i] = _quotient_nb(v, f4, r4)
         v = s5 + xi
         s5 = v - x[j - p5]
-        q = v * r5
-        o5[i] = fma_nb(fma_nb(-q, f5, v), r5, q)
+        o5[i] = _quotient_nb(v, f5, r5)
         v = s6 + xi
         s6 = v - x[j - p6]
-        q = v * r6
-        o6[i] = fma_nb(fma_nb(-q, f6, v), r6, q)
+        o6[i] = _quotient_nb(v, f6, r6)
         v = s7 + xi
         s7 = v - x[j - p7]
-        q = v * r7
-        o7[i] = fma_nb(fma_nb(-q, f7, v), r7, q)
+        o7[i] = _quotient_nb(v, f7, r7)
     totals[g], totals[g + 1], totals[g + 2], totals[g + 3] = s0, s1, s2, s3
     totals[g + 4], totals[g + 5], totals[g + 6], totals[g + 7] = s4, s5, s6, s7
 
@@ -763,20 +766,16 @@ def _sma_rows4_nb(
         j = i + U1
         v = s0 + xi
         s0 = v - x[j - p0]
-        q = v * r0
-        o0[i] = fma_nb(fma_nb(-q, f0, v), r0, q)
+        o0[i] = _quotient_nb(v, f0, r0)
         v = s1 + xi
         s1 = v - x[j - p1]
-        q = v * r1
-        o1[i] = fma_nb(fma_nb(-q, f1, v), r1, q)
+        o1[i] = _quotient_nb(v, f1, r1)
         v = s2 + xi
         s2 = v - x[j - p2]
-        q = v * r2
-        o2[i] = fma_nb(fma_nb(-q, f2, v), r2, q)
+        o2[i] = _quotient_nb(v, f2, r2)
         v = s3 + xi
         s3 = v - x[j - p3]
-        q = v * r3
-        o3[i] = fma_nb(fma_nb(-q, f3, v), r3, q)
+        o3[i] = _quotient_nb(v, f3, r3)
     totals[g], totals[g + 1], totals[g + 2], totals[g + 3] = s0, s1, s2, s3
 
 
@@ -797,8 +796,7 @@ def _sma_row_nb(
     for i in range(t0, t1):
         v = total + x[i]
         total = v - x[i + U1 - up]
-        q = v * rp
-        row[i] = fma_nb(fma_nb(-q, f, v), rp, q)
+        row[i] = _quotient_nb(v, f, rp)
     totals[r] = total
 
 

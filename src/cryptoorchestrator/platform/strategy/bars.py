@@ -17,6 +17,8 @@ import pyarrow as pa
 
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_COLUMNS, OHLCV_SCHEMA
+from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
+from cryptoorchestrator.platform.model.timestamps import annualisation, timestamps_to_ms
 from cryptoorchestrator.platform.strategy import nb
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -140,18 +142,21 @@ def as_bars(
     *,
     symbol: str | None = None,
     timeframe: str | None = None,
-    bar_ms: int = 60_000,
 ) -> Bars:
     """Convert and validate ``data`` into :class:`Bars` (no copy where the input allows).
 
-    Missing ``timestamp`` (1-D closes, arrays) is synthesised as ``i * bar_ms``; a 1-D array is
-    taken as closes and used for open, high and low too; missing volume is zero.
+    Timestamps in seconds, microseconds or nanoseconds are converted to ms (the unit is read
+    from their magnitude, see :func:`~cryptoorchestrator.platform.model.timestamps.
+    timestamps_to_ms`). Without a ``timestamp`` column (1-D closes, arrays) the ``timeframe`` is
+    required and the bars are numbered ``i * timeframe`` from the epoch; a 1-D array is taken as
+    closes and used for open, high and low too; missing volume is zero.
 
     Raises
     ------
     InvalidInputError
         Missing columns, NaN or non-positive prices, negative volume, high below low, unsorted or
-        duplicate timestamps, or no bars; the message names the column and the first rows.
+        duplicate timestamps, timestamps that are not dates in any unit, no timestamps and no
+        ``timeframe``, or no bars; the message names the column and the first rows.
     """
     if isinstance(data, Bars):
         return data
@@ -173,27 +178,17 @@ def as_bars(
     arrays = {c: _f64(cols[c], c) if c in cols else close for c in _PRICE_COLUMNS}
     volume = _f64(cols["volume"], "volume") if "volume" in cols else np.zeros(n)
     if "timestamp" in cols:
-        ts = np.asarray(cols["timestamp"])
-        if ts.dtype.kind == "M":
-            ts = ts.astype("datetime64[ms]").astype(np.int64)
-        elif ts.dtype.kind == "f":
-            if not np.isfinite(ts).all():
-                raise InvalidInputError(
-                    "bars.timestamp",
-                    "missing values",
-                    allowed="int64 ms since epoch",
-                    rows=np.flatnonzero(~np.isfinite(ts)).tolist(),
-                )
-            ts = ts.astype(np.int64)
-        elif ts.dtype.kind not in "iu":
-            raise InvalidInputError(
-                "bars.timestamp",
-                f"unsupported dtype {ts.dtype}",
-                allowed="int64 ms since epoch, datetime64",
-            )
-        ts = np.ascontiguousarray(ts, dtype=np.int64)
+        ts = timestamps_to_ms(np.asarray(cols["timestamp"]), field="bars.timestamp")
+    elif timeframe is None:
+        # Guessing an interval would silently scale every annualised metric (one-minute bars
+        # read as hourly ones inflate Sharpe by sqrt(60)).
+        raise InvalidInputError(
+            "timeframe",
+            "the bars have no timestamps, so the bar interval must be given",
+            allowed=TIMEFRAMES,
+        )
     else:
-        ts = np.arange(n, dtype=np.int64) * bar_ms
+        ts = np.arange(n, dtype=np.int64) * timeframe_to_ms(timeframe)
     for name, arr in (*arrays.items(), ("volume", volume), ("timestamp", ts)):
         if arr.shape[0] != n:
             raise InvalidInputError(
@@ -229,6 +224,8 @@ def as_bars(
         raise InvalidInputError(
             "bars.high", f"{count} rows with high below low", allowed="high >= low", rows=shown
         )
+    if timeframe is not None:
+        annualisation(ts, timeframe)  # a known timeframe that matches the bars' spacing
     return Bars(
         ts,
         arrays["open"],
