@@ -1,9 +1,10 @@
 """``cryptoorch backtest`` and ``cryptoorch check-lookahead``.
 
 Bars come from the market-data store (``--exchange/--symbol/--timeframe/--start/--end``) or
-straight from a file (``--data``: CSV, Parquet or freqtrade feather).  The backtest prints a
-metrics table (or JSON with ``--json``), writes trades, orders, equity and the PNG/HTML report to
-the output folder, and records the run in the database.
+straight from a file (``--data``: CSV, Parquet or freqtrade feather); ``check-lookahead``
+defaults to Binance BTC/USDT 1h, which the store seeds from the candles bundled with the package.
+The backtest prints a metrics table (or JSON with ``--json``), writes trades, orders, equity and
+the PNG/HTML report to the output folder, and records the run in the database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
 
 if TYPE_CHECKING:
     from cryptoorchestrator.platform.backtest.engine import FillMode, SizeMode
@@ -101,7 +103,9 @@ def backtest(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; repeat.")
     ] = None,
-    fee_bps: Annotated[float, typer.Option(help="Fee per fill in basis points.")] = 10.0,
+    fee_bps: Annotated[
+        float, typer.Option(help="Fee per fill in basis points (Binance spot taker).")
+    ] = DEFAULT_FEE_BPS,
     slippage_bps: Annotated[float, typer.Option(help="Slippage per fill in bps.")] = 0.0,
     init_cash: Annotated[float, typer.Option(help="Starting cash (quote currency).")] = 10_000.0,
     fill: Annotated[str, typer.Option(help="next_open or close.")] = "next_open",
@@ -209,8 +213,10 @@ def backtest(
 
 def check_lookahead(
     strategy: Annotated[str, typer.Argument(help="Strategy name, module:Class or file.py:Class.")],
-    symbol: Annotated[str | None, typer.Option(help="Symbol, e.g. BTC/USDT.")] = None,
-    timeframe: Annotated[str | None, typer.Option(help="Candle timeframe, e.g. 1h.")] = None,
+    symbol: Annotated[
+        str, typer.Option(help="Symbol; BTC/USDT 1h ships with the package.")
+    ] = "BTC/USDT",
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe.")] = "1h",
     exchange: Annotated[str, typer.Option(help="Exchange of the stored data.")] = "binance",
     start: Annotated[str | None, typer.Option(help="First candle (ISO date).")] = None,
     end: Annotated[str | None, typer.Option(help="End of data, exclusive (ISO date).")] = None,
@@ -218,20 +224,32 @@ def check_lookahead(
         list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; repeat.")
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Check on this file's bars.")] = None,
-    checks: Annotated[int, typer.Option(help="Number of prefix cut points.")] = 20,
+    checks: Annotated[
+        int, typer.Option(help="Evenly spread prefix ends tried besides the signal changes.")
+    ] = 20,
+    every_bar: Annotated[
+        bool, typer.Option("--every-bar", help="Try every prefix end (slow on long histories).")
+    ] = False,
     strategies_dir: Annotated[
         str | None, typer.Option(help="Load user strategies from this folder or module.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable output.")] = False,
 ) -> None:
-    """Prove that a strategy's signals do not look ahead; exit 1 naming the first bad bar."""
+    """Test that a strategy's signals and stops ignore later bars; exit 1 naming the first bad bar.
+
+    Prefixes of the history ending at each bar where a signal or stop changes (and the bar
+    before it), at the first and last bars and at ``--checks`` spread bars are recomputed and
+    compared with the full run; ``--every-bar`` tries every prefix end.
+    """
     from cryptoorchestrator.strategies import sdk
     from cryptoorchestrator.strategies.registry import load_strategies
 
     if strategies_dir:
         load_strategies(strategies_dir)
     table = _load_bars(data, exchange, symbol, timeframe, start, end)
-    report = sdk.check_lookahead(strategy, table, _parse_params(param), n_checks=checks)
+    report = sdk.check_lookahead(
+        strategy, table, _parse_params(param), n_checks=checks, every_bar=every_bar
+    )
     if as_json:
         typer.echo(
             json.dumps(
@@ -242,7 +260,11 @@ def check_lookahead(
                     "first_bad_bar": report.first_bad_bar,
                     "signal": report.signal,
                     "timestamp": report.timestamp,
+                    "cut": report.cut,
+                    "details": report.details,
                     "cuts": len(report.checked_cuts),
+                    "bars": report.n_bars,
+                    "every_bar": report.every_bar,
                 },
                 default=str,
             )

@@ -47,12 +47,16 @@ class Broken(Demo):
         raise ZeroDivisionError("oops")
 
 
+# 2021-01-01 UTC in ms: timestamps must be dates (1990-2100) in some unit.
+T0 = 1_609_459_200_000
+
+
 def _bars(n: int = 300) -> Any:
     rng = np.random.default_rng(0)
     c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     return as_bars(
         {
-            "timestamp": np.arange(n) * 60_000,
+            "timestamp": T0 + np.arange(n) * 60_000,
             "open": c,
             "high": c * 1.01,
             "low": c * 0.99,
@@ -112,11 +116,14 @@ def test_lookahead_passes_causal_and_names_first_bad_bar() -> None:
     assert len(ok.checked_cuts) >= 10
     bad = check_lookahead(Peeking(), bars, {})
     assert not bad.ok
-    # the first cut point is bar 2: bar 1 looks at bar 2, which the prefix lacks
-    assert bad.first_bad_bar == 1
+    # a prefix ending at bar t lacks bar t+1, so it sees no rise there: the first bar flagged
+    # is the first one followed by a rise
+    c = bars.close
+    first = int(np.flatnonzero(c[1:] > c[:-1])[0])
+    assert bad.first_bad_bar == first
     assert bad.signal in ("long_entries", "long_exits")
-    assert bad.timestamp == int(bars.timestamp[1])
-    assert "LOOK-AHEAD at bar 1" in str(bad)
+    assert bad.timestamp == int(bars.timestamp[first])
+    assert f"LOOK-AHEAD at bar {first}" in str(bad)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +140,7 @@ def test_lookahead_passes_causal_and_names_first_bad_bar() -> None:
 def test_bad_bars_name_field_and_rows(mutate: Any, field: str, row: int) -> None:
     n = 20
     data = {
-        "timestamp": np.arange(n) * 60_000,
+        "timestamp": T0 + np.arange(n) * 60_000,
         "open": np.full(n, 10.0),
         "high": np.full(n, 11.0),
         "low": np.full(n, 9.0),
@@ -158,7 +165,7 @@ def test_missing_columns_and_empty_data() -> None:
 
 def test_accepts_table_dataframe_freqtrade_and_arrays() -> None:
     n = 5
-    ts = np.arange(n, dtype=np.int64) * 3_600_000
+    ts = T0 + np.arange(n, dtype=np.int64) * 3_600_000
     cols = {
         "timestamp": ts,
         "open": np.arange(1.0, 6),
@@ -176,8 +183,9 @@ def test_accepts_table_dataframe_freqtrade_and_arrays() -> None:
     for bars in (a, b, c):
         np.testing.assert_array_equal(bars.timestamp, ts)
         np.testing.assert_array_equal(bars.close, cols["close"])
-    closes = as_bars(np.arange(1.0, 4.0))
+    closes = as_bars(np.arange(1.0, 4.0), timeframe="1h")
     np.testing.assert_array_equal(closes.open, closes.close)
+    np.testing.assert_array_equal(closes.timestamp, np.arange(3) * 3_600_000)
     assert a.to_table().equals(pa.table(cols).cast(a.to_table().schema))
 
 
