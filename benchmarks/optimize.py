@@ -1,14 +1,20 @@
-"""Benchmark: the 174-pair SMA-cross grid through co.optimize on Ray vs vectorbt broadcasting.
+"""Benchmark: every built-in strategy's sweep through co.optimize on Ray vs vectorbt broadcasting.
 
-Prints trials/s, peak memory (driver + Ray workers' RSS, sampled), the ratio to vectorbt,
-1 vs 2 worker scaling and Ray's overhead against the same batches run serially in-process;
-writes ``benchmarks/results/optimize.json``.  Run: ``.venv/bin/python -m benchmarks.optimize``
-or ``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N] [--runs N]``.
+For each strategy of ``strategies/registry.py`` (or ``--strategies``), a grid is swept by
+``co.optimize`` on a local Ray with 2 CPUs over ``--bars`` bars, and its vectorbt equivalent
+(``Portfolio.from_signals`` with the matching indicators, stops via ``sl_stop``/``sl_trail``) is
+timed on ``--vbt-bars`` bars and scaled linearly to ``--bars``, to bound vectorbt's memory; the
+output prints trials/s and the ratio, and says where vectorbt's equivalent is not exact.  Also
+printed: our serial ms/trial with and without indicator reuse.  ``--trials 10000 --bars 200000``
+sweeps 10,000 trials per strategy instead (vectorbt timed on ``--vbt-trials`` of them and scaled
+to 10,000).  ``--scaling`` adds the SMA-cross runs below (1 vs 2 workers, Ray overhead, peak
+memory).  Results are merged into ``benchmarks/results/optimize.json``.  Run:
+``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N] [--trials 10000] ...``.
 
-With ``--runs N`` our three timings are taken N times, interleaved (2-CPU Ray, 1-CPU Ray,
-serial) so that load from other processes hits all three alike; figures are medians, with the
-spread (min, max) beside them.  vectorbt runs once, after a warm-up on a small slice so that
-its numba compilation is not counted against it (ours is warmed the same way).
+With ``--scaling --runs N`` those three timings are taken N times, interleaved (2-CPU Ray, 1-CPU
+Ray, serial) so that load from other processes hits all three alike; figures are medians, with
+the spread (min, max) beside them.  vectorbt runs after a warm-up on a small slice so that its
+numba compilation is not counted against it (ours is warmed the same way).
 """
 
 from __future__ import annotations
@@ -147,7 +153,7 @@ def run_ours(
 
         cloudpickle.register_pickle_by_value(_strategy)
     try:
-        kw = {
+        kw: dict[str, Any] = {
             "space": SPACE,
             "constraint": "fast < slow",
             "store": False,
@@ -190,6 +196,321 @@ def _vectorbt(bars: dict[str, np.ndarray]) -> float:
     return time.perf_counter() - t0
 
 
+# ------------------------------------------------------------- every strategy against vectorbt
+
+#: The grid each built-in strategy is swept over in the per-strategy comparison.
+STRATEGY_SPACES: dict[str, tuple[dict[str, list[Any]], str | None]] = {
+    "sma_cross": ({"fast": list(range(5, 55, 5)), "slow": list(range(20, 210, 10))}, "fast < slow"),
+    "ema_cross": (
+        {"fast": list(range(5, 55, 5)), "slow": list(range(20, 210, 10)), "short": [False]},
+        "fast < slow",
+    ),
+    "rsi_reversion": (
+        {
+            "period": [7, 10, 14, 21, 28],
+            "lower": [20.0, 25.0, 30.0, 35.0],
+            "upper": [65.0, 70.0, 75.0, 80.0],
+        },
+        None,
+    ),
+    "macd_trend": (
+        {"fast": [6, 8, 10, 12, 14, 16], "slow": [20, 26, 32, 40], "signal": [5, 7, 9, 11]},
+        "fast < slow",
+    ),
+    "bollinger_breakout": (
+        {"period": list(range(10, 55, 5)), "nbdev": [1.5, 2.0, 2.5, 3.0]},
+        None,
+    ),
+    "atr_stops": (
+        {
+            "ema_period": [20, 50, 100, 200],
+            "atr_period": [7, 14, 21],
+            "atr_mult": [1.5, 2.0, 3.0],
+            "tp_mult": [0.0],
+            "trail": [True, False],
+        },
+        None,
+    ),
+}
+
+#: Grids of exactly 10,000 trials per strategy, for ``--trials 10000``.
+BIG_SPACES: dict[str, tuple[dict[str, list[Any]], str | None]] = {
+    "sma_cross": ({"fast": list(range(2, 102)), "slow": list(range(102, 202))}, None),
+    "ema_cross": (
+        {"fast": list(range(2, 102)), "slow": list(range(102, 202)), "short": [False]},
+        None,
+    ),
+    "rsi_reversion": (
+        {
+            "period": list(range(2, 52)),
+            "lower": [float(x) for x in range(10, 50, 2)],
+            "upper": [float(x) for x in range(60, 70)],
+        },
+        None,
+    ),
+    "macd_trend": (
+        {"fast": list(range(2, 22)), "slow": list(range(22, 72)), "signal": list(range(2, 12))},
+        None,
+    ),
+    "bollinger_breakout": (
+        {"period": list(range(2, 252)), "nbdev": [round(0.5 + 0.1 * i, 1) for i in range(40)]},
+        None,
+    ),
+    "atr_stops": (
+        {
+            "ema_period": list(range(5, 105)),
+            "atr_period": [7, 14, 21, 28, 35],
+            "atr_mult": [float(x) for x in range(1, 11)],
+            "tp_mult": [0.0],
+            "trail": [True, False],
+        },
+        None,
+    ),
+}
+
+#: How the vectorbt equivalent differs from our strategy (the timing compares the same work).
+VBT_NOTES = {
+    "sma_cross": "exact signals (vbt.MA crossings); vbt fills at the close, ours at the next open",
+    "ema_cross": "approximate: vbt's EWM is not TA-Lib's SMA-seeded EMA (same work per trial)",
+    "rsi_reversion": "approximate: vbt.RSI(ewm=True) smooths with 2/(n+1), not Wilder's 1/n; "
+    "10% stop via sl_stop",
+    "macd_trend": "approximate: vbt.MACD(ewm) seeds its EMAs unlike TA-Lib's MACD",
+    "bollinger_breakout": "exact bands up to vbt's float rounding (vbt.BBANDS, population std)",
+    "atr_stops": "approximate: vbt.ATR(ewm) is not Wilder's ATR; per-bar stop fractions via "
+    "sl_stop (sl_trail for trailing); vbt checks stops against high/low as ours does",
+}
+
+
+def grid_trials(space: dict[str, list[Any]], constraint: str | None) -> list[dict[str, Any]]:
+    """Return the cartesian product of ``space`` that satisfies ``constraint`` (``fast < slow``)."""
+    import itertools
+
+    names = list(space)
+    out = [dict(zip(names, v, strict=True)) for v in itertools.product(*space.values())]
+    if constraint == "fast < slow":
+        out = [p for p in out if p["fast"] < p["slow"]]
+    return out
+
+
+def make_bars(n: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """Return ``n`` random-walk bars one minute apart (hourly bars would run past 2100)."""
+    from _strategy import random_bars
+
+    bars = random_bars(n, seed=seed)
+    bars["timestamp"] = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000
+    return bars
+
+
+def _frame(values: Any, k: int) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(np.asarray(values), columns=range(k))
+
+
+def vectorbt_sweep(name: str, bars: dict[str, np.ndarray], trials: list[dict[str, Any]]) -> float:
+    """Run the vectorbt equivalent of ``name`` over ``trials`` broadcast; return the seconds."""
+    import pandas as pd
+    import vectorbt as vbt
+
+    k = len(trials)
+    close = pd.Series(bars["close"])
+    col = {key: [p[key] for p in trials] for key in trials[0]}
+    n = len(close)
+
+    def row(values: list[Any]) -> Any:
+        return _frame(np.broadcast_to(np.asarray(values, dtype=np.float64), (n, k)), k)
+
+    kw: dict[str, Any] = {"fees": 0.001, "freq": "1min"}
+    t0 = time.perf_counter()
+    if name in ("sma_cross", "ema_cross"):
+        ewm = name == "ema_cross"
+        fast = _frame(vbt.MA.run(close, col["fast"], ewm=ewm, per_column=False).ma.values, k)
+        slow = _frame(vbt.MA.run(close, col["slow"], ewm=ewm, per_column=False).ma.values, k)
+        entries, exits = fast.vbt.crossed_above(slow), fast.vbt.crossed_below(slow)
+    elif name == "rsi_reversion":
+        rsi = _frame(vbt.RSI.run(close, col["period"], ewm=True, per_column=False).rsi.values, k)
+        entries = rsi.vbt.crossed_above(row(col["lower"]))
+        exits = rsi.vbt.crossed_above(row(col["upper"]))
+        kw["sl_stop"] = 0.10
+    elif name == "macd_trend":
+        m = vbt.MACD.run(
+            close,
+            col["fast"],
+            col["slow"],
+            col["signal"],
+            macd_ewm=True,
+            signal_ewm=True,
+            per_column=False,
+        )
+        line, sig = _frame(m.macd.values, k), _frame(m.signal.values, k)
+        entries = line.vbt.crossed_above(sig) & (line > 0)
+        exits = line.vbt.crossed_below(sig)
+    elif name == "bollinger_breakout":
+        bb = vbt.BBANDS.run(close, col["period"], alpha=col["nbdev"], per_column=False)
+        c = _frame(np.broadcast_to(bars["close"][:, None], (n, k)), k)
+        entries = c.vbt.crossed_above(_frame(bb.upper.values, k))
+        exits = c.vbt.crossed_below(_frame(bb.middle.values, k))
+    elif name == "atr_stops":
+        high, low = pd.Series(bars["high"]), pd.Series(bars["low"])
+        trend = _frame(
+            vbt.MA.run(close, col["ema_period"], ewm=True, per_column=False).ma.values, k
+        )
+        atr = vbt.ATR.run(high, low, close, col["atr_period"], per_column=False).atr.values
+        dist = _frame(atr / bars["close"][:, None] * np.asarray(col["atr_mult"]), k)
+        c = _frame(np.broadcast_to(bars["close"][:, None], (n, k)), k)
+        entries, exits = c.vbt.crossed_above(trend), c.vbt.crossed_below(trend)
+        kw.update(
+            sl_stop=dist,
+            sl_trail=_frame(np.broadcast_to(np.asarray(col["trail"]), (n, k)), k),
+            open=pd.Series(bars["open"]),
+            high=high,
+            low=low,
+        )
+    else:
+        raise ValueError(f"no vectorbt equivalent for {name!r}")
+    pf = vbt.Portfolio.from_signals(close, entries, exits, **kw)
+    pf.sharpe_ratio()
+    return time.perf_counter() - t0
+
+
+def vectorbt_per_trial_s(
+    name: str, bars: dict[str, np.ndarray], trials: list[dict[str, Any]]
+) -> float:
+    """Return vectorbt's seconds per trial on ``bars`` (after a warm-up that compiles numba)."""
+    vectorbt_sweep(name, {k: v[:2000] for k, v in bars.items()}, trials[:2])
+    return vectorbt_sweep(name, bars, trials) / len(trials)
+
+
+def ours_serial_per_trial_s(
+    name: str, bars: dict[str, np.ndarray], trials: list[dict[str, Any]], reuse: bool
+) -> float:
+    """Return run_trials' CPU seconds per trial in this process, with or without reuse.
+
+    CPU time of this single-threaded process rather than wall time: other processes on the
+    machine then slow both variants alike instead of whichever happened to run under them.
+    """
+    from cryptoorchestrator.platform.backtest.engine import SimConfig
+    from cryptoorchestrator.platform.optimize import trials as trials_mod
+    from cryptoorchestrator.platform.optimize.objective import Objective
+    from cryptoorchestrator.strategies.registry import get_strategy
+
+    strat = get_strategy(name)
+    arrays = trials_mod.bars_to_arrays(bars)
+    config = trials_mod.TrialConfig(SimConfig(fee_bps=10.0), 525_600.0, Objective("sharpe"))
+    batch = trials_mod.z_order([strat.validate_params(p) for p in trials])
+    saved = trials_mod.REUSE_BYTES
+    trials_mod.REUSE_BYTES = saved if reuse else 0
+    try:
+        trials_mod.run_trials(batch[:2], arrays.window(0, 2000), strat, config)  # numba
+        t0 = time.process_time()
+        trials_mod.run_trials(batch, arrays, strat, config)
+        return (time.process_time() - t0) / len(batch)
+    finally:
+        trials_mod.REUSE_BYTES = saved
+
+
+def ours_ray_s(
+    name: str,
+    bars: dict[str, np.ndarray],
+    space: dict[str, list[Any]],
+    constraint: str | None,
+    quiet_wait_s: float,
+) -> tuple[float, int]:
+    """Return the seconds and trial count of co.optimize on the running Ray (warmed first)."""
+    from cryptoorchestrator.cluster.optimize import optimize
+
+    kw: dict[str, Any] = {
+        "constraint": constraint,
+        "store": False,
+        "progress": False,
+        "executor": "ray",
+        "fee_bps": 10.0,
+    }
+    small = {key: values[:2] for key, values in space.items()}
+    optimize(name, {k: v[:5000] for k, v in bars.items()}, space=small, **kw)
+    wait_for_quiet(quiet_wait_s)
+    t0 = time.perf_counter()
+    res = optimize(name, bars, space=space, **kw)
+    elapsed = time.perf_counter() - t0
+    assert all(t.status != "failed" for t in res.trials), name
+    return elapsed, len(res.trials)
+
+
+def run_strategies(args: argparse.Namespace) -> dict[str, Any]:
+    """Time every built-in strategy's sweep (Ray, 2 CPUs) against its vectorbt equivalent."""
+    import ray
+
+    big = args.trials is not None
+    spaces = BIG_SPACES if big else STRATEGY_SPACES
+    names = args.strategies or list(spaces)
+    bars = make_bars(args.bars)
+    out: dict[str, Any] = {}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        for name in names:
+            space, constraint = spaces[name]
+            trials = grid_trials(space, constraint)
+            if big:
+                assert len(trials) == args.trials, (name, len(trials))
+            t_ray, n = ours_ray_s(name, bars, space, constraint, args.quiet_wait)
+            out[name] = {
+                "trials": n,
+                "bars": args.bars,
+                "ours_ray2_s": t_ray,
+                "ours_trials_per_s": n / t_ray,
+            }
+            print(
+                f"{name}: ours {n} trials in {t_ray:.2f}s on Ray (2 CPUs): {n / t_ray:.1f} trials/s"
+            )
+    finally:
+        ray.shutdown()
+    for name in names:
+        space, constraint = spaces[name]
+        trials = grid_trials(space, constraint)
+        row = out[name]
+        if not big:
+            # Serial, in this process: the same batch with and without indicator reuse.
+            sub = trials[: args.serial_trials]
+            row["serial_trials"] = len(sub)
+            no_reuse: list[float] = []
+            reuse: list[float] = []
+            for _ in range(3):  # interleaved, medians
+                no_reuse.append(1e3 * ours_serial_per_trial_s(name, bars, sub, False))
+                reuse.append(1e3 * ours_serial_per_trial_s(name, bars, sub, True))
+            row["serial_no_reuse_cpu_ms_per_trial"] = _median(no_reuse)
+            row["serial_reuse_cpu_ms_per_trial"] = _median(reuse)
+        # vectorbt: on fewer bars (or, for --trials, fewer trials) than ours to bound its memory;
+        # its time per trial is scaled linearly, which favours it (its broadcast arrays grow
+        # with both, and memory traffic with them).
+        vb_bars = args.bars if big else min(args.vbt_bars, args.bars)
+        vb_trials = trials if not big else trials[:: max(1, len(trials) // args.vbt_trials)]
+        per_trial = vectorbt_per_trial_s(name, {k: v[:vb_bars] for k, v in bars.items()}, vb_trials)
+        vbt_s = per_trial * args.bars / vb_bars * row["trials"]
+        row.update(
+            {
+                "vectorbt_bars_measured": vb_bars,
+                "vectorbt_trials_measured": len(vb_trials),
+                "vectorbt_s_extrapolated": vbt_s,
+                "vectorbt_trials_per_s": row["trials"] / vbt_s,
+                "ratio_vs_vectorbt": vbt_s / row["ours_ray2_s"],
+                "vectorbt_equivalence": VBT_NOTES[name],
+            }
+        )
+        serial = (
+            f"; serial CPU ms/trial no reuse {row['serial_no_reuse_cpu_ms_per_trial']:.2f} -> "
+            f"reuse {row['serial_reuse_cpu_ms_per_trial']:.2f}"
+            if not big
+            else ""
+        )
+        print(
+            f"{name:>18}: ours {row['ours_trials_per_s']:8.1f} trials/s, vectorbt "
+            f"{row['vectorbt_trials_per_s']:7.3f} trials/s ({len(vb_trials)} trials on {vb_bars} "
+            f"bars, scaled to {args.bars}): ratio {row['ratio_vs_vectorbt']:.0f}x{serial}"
+        )
+        print(f"{'':>20}vectorbt equivalent: {VBT_NOTES[name]}")
+    return out
+
+
 MEASURED = """\
 Measured (wall clock, perf_counter), per run, in this order:
   ray2   co.optimize(...) on a local Ray started with num_cpus=2 (two worker processes), store
@@ -210,22 +531,10 @@ def _median(values: list[float]) -> float:
     return float(np.median(values))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bars", type=int, default=1_000_000)
-    ap.add_argument("--vbt-bars", type=int, default=100_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=QUIET_WAIT_S,
-        help="before each timing, wait up to this long for the CPUs to be < 15%% busy",
-    )
-    args = ap.parse_args()
+def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """The SMA-cross grid: Ray 2 CPUs vs 1 CPU vs serial, peak memory, and vectorbt."""
     print(MEASURED)
-    from _strategy import random_bars
-
-    bars = random_bars(args.bars, seed=42)
+    bars = make_bars(args.bars)
     out: dict[str, Any] = {"bars": args.bars, "trials": 174, "runs": args.runs}
     t2s: list[float] = []
     t1s: list[float] = []
@@ -299,9 +608,41 @@ def main() -> None:
             print(f"{k:>34}: {', '.join(f'{x:.4g}' for x in v)}")
         else:
             print(f"{k:>34}: {v}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--vbt-bars", type=int, default=100_000, help="bars vectorbt is timed on")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        choices=[10_000],
+        help="sweep 10,000 trials per strategy (vectorbt timed on --vbt-trials of them)",
+    )
+    ap.add_argument("--vbt-trials", type=int, default=100)
+    ap.add_argument("--serial-trials", type=int, default=60, help="trials of the serial timing")
+    ap.add_argument("--strategies", nargs="*", default=None, help="default: every built-in")
+    ap.add_argument("--scaling", action="store_true", help="also the SMA-cross scaling runs")
+    ap.add_argument("--runs", type=int, default=3, help="runs of the scaling section")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_S,
+        help="before each timing, wait up to this long for the CPUs to be < 15%% busy",
+    )
+    args = ap.parse_args()
     path = Path(__file__).resolve().parent / "results" / "optimize.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    key = f"sweep_{args.trials}_trials_{args.bars}_bars" if args.trials else "strategies"
+    results[key] = {"bars": args.bars, **run_strategies(args)}
+    if args.scaling:
+        results["sma_cross_scaling"] = run_scaling(args)
+    results["load_avg_1m_at_end"] = os.getloadavg()[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {path}")
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
 
 
 def optimize(
@@ -30,7 +31,9 @@ def optimize(
     trials: Annotated[int | None, typer.Option(help="Trials for random/tpe.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for random/tpe.")] = None,
     min_trades: Annotated[int | None, typer.Option(help="Reject trials with fewer trades.")] = None,
-    fee_bps: Annotated[float, typer.Option(help="Fee per fill in basis points.")] = 10.0,
+    fee_bps: Annotated[
+        float, typer.Option(help="Fee per fill in basis points (Binance spot taker).")
+    ] = DEFAULT_FEE_BPS,
     top: Annotated[int, typer.Option(help="Rows in the result table.")] = 10,
     walk_forward: Annotated[
         int | None, typer.Option("--walk-forward", help="Walk-forward with this many folds.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +33,7 @@ import pyarrow as pa
 from cryptoorchestrator.cluster.optimize_task import batch_task
 from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
 from cryptoorchestrator.platform.optimize import store as study_store
 from cryptoorchestrator.platform.optimize.objective import (
     Objective,
@@ -74,9 +76,9 @@ from cryptoorchestrator.platform.optimize.walkforward import (
     stitch_equity,
 )
 from cryptoorchestrator.platform.settings import Settings, get_settings
+from cryptoorchestrator.platform.strategy.base import Strategy
 
 Executor = Literal["ray", "serial"]
-_MS_PER_YEAR = 365 * 24 * 3600 * 1000
 _UPGRADED: set[str] = set()
 
 
@@ -150,20 +152,38 @@ class OptimizationResult:
 # ----------------------------------------------------------------------------- preparation
 
 
-def _resolve_strategy(strategy: Any) -> Any:
-    if isinstance(strategy, str):
-        from cryptoorchestrator.strategies.registry import get_strategy
+def _resolve_strategy(strategy: Any) -> Strategy:
+    """Return the :class:`Strategy` a name, class or instance designates.
 
-        strategy = get_strategy(strategy)
-    if isinstance(strategy, type):
-        strategy = strategy()
-    if not callable(getattr(strategy, "signals", None)):
+    Trials, windows and backtests share one evaluation contract, which needs a real
+    ``Strategy`` (declared parameters, stops, the guard), so anything else is refused here.
+    """
+    from cryptoorchestrator.strategies.registry import get_strategy
+
+    strat = get_strategy(strategy)
+    if not isinstance(strat, Strategy):
         raise InvalidInputError(
             "strategy",
-            f"{strategy!r} has no signals(bars, params) method",
-            allowed="a strategy name, class or instance",
+            f"{strategy!r} is not a Strategy",
+            allowed="a strategy name, Strategy subclass or instance",
         )
-    return strategy
+    _ship_by_value(strat)
+    return strat
+
+
+def _ship_by_value(strategy: Any) -> None:
+    """Pickle a strategy loaded from a user file by value when batches carry it to workers.
+
+    The registry imports such files under module names no other process can import, so a batch
+    worker that had not loaded the same ``strategy_paths`` could not unpickle the class.
+    """
+    from cryptoorchestrator.strategies.registry import USER_MODULE_PREFIX
+
+    module = sys.modules.get(type(strategy).__module__)
+    if module is not None and module.__name__.startswith(USER_MODULE_PREFIX):
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _check_space(strategy: Any, space: SearchSpace) -> None:
@@ -193,14 +213,11 @@ def _check_space(strategy: Any, space: SearchSpace) -> None:
 
 
 def _periods_per_year(bars: BarArrays, timeframe: str | None) -> float:
-    if timeframe:
-        from cryptoorchestrator.platform.model.timeframe import periods_per_year
+    # The same rule as co.backtest: the timeframe (checked against the spacing) or the spacing
+    # of ms-dated bars; with neither, InvalidInputError naming timeframe.
+    from cryptoorchestrator.platform.model.timestamps import annualisation
 
-        return float(periods_per_year(timeframe))
-    if len(bars) < 2:
-        return 365.0
-    step = float(np.median(np.diff(bars.timestamp[: min(len(bars), 10_000)])))
-    return _MS_PER_YEAR / step if step > 0 else 365.0
+    return annualisation(bars.timestamp, timeframe)
 
 
 @dataclass
@@ -813,7 +830,7 @@ def optimize(
     seed: int | None = None,
     min_trades: int | None = None,
     result_constraint: str | None = None,
-    fee_bps: float = 0.0,
+    fee_bps: float = DEFAULT_FEE_BPS,
     sim_config: SimConfig | None = None,
     timeframe: str | None = None,
     batch_target_s: float = DEFAULT_BATCH_TARGET_S,
@@ -846,8 +863,12 @@ def optimize(
     min_trades, result_constraint
         Trials whose metrics fail these are kept but marked rejected (never best).
     fee_bps, sim_config, timeframe
-        Engine settings (``sim_config`` wins over ``fee_bps``); the timeframe sets annualisation
-        (inferred from the timestamps when omitted).
+        Engine settings (``sim_config`` wins over ``fee_bps``, which defaults to Binance spot's
+        taker fee, as ``co.backtest``'s); the timeframe sets annualisation (measured from the
+        timestamps when omitted; required for bars without timestamps, and checked against
+        their spacing when given).  Each trial is the ``co.backtest`` of its parameters with
+        ``sim_config``, stops included (config, else the strategy's per-bar, else its class
+        stops): the metrics are the same floats.
     batch_target_s, batch_size, max_in_flight
         Work per task (estimated from a small batch) or a fixed size; tasks in flight (2 per
         CPU).
@@ -864,7 +885,7 @@ def optimize(
         Before any task starts, for an empty space, an unsatisfiable constraint, an unknown
         objective or method, or values outside the strategy's declared ranges.
     """
-    arrays = bars_to_arrays(bars)
+    arrays = bars_to_arrays(bars, timeframe=timeframe)
     study = _prepare(
         strategy,
         space=space,
@@ -915,7 +936,7 @@ def open_study(
     n_trials: int | None = None,
     seed: int | None = None,
     min_trades: int | None = None,
-    fee_bps: float = 0.0,
+    fee_bps: float = DEFAULT_FEE_BPS,
     timeframe: str | None = None,
     settings: Settings | None = None,
     study_name: str | None = None,
@@ -931,7 +952,7 @@ def open_study(
     InvalidInputError
         As :func:`optimize` does, before anything is recorded.
     """
-    arrays = bars_to_arrays(bars)
+    arrays = bars_to_arrays(bars, timeframe=timeframe)
     study = _prepare(
         strategy,
         space=space,
@@ -998,9 +1019,11 @@ def walk_forward(
 
     Takes the arguments of :func:`optimize` besides ``n_folds``, ``train_frac`` (share of the
     first fold used for training) and ``mode`` (``"rolling"`` or ``"anchored"``).  The bars are
-    put in the object store once for all folds.
+    put in the object store once for all folds.  A fold's out-of-sample result is
+    ``co.backtest(strategy, bars[train_start:test_stop], params, config=sim_config,
+    warmup=test_start - train_start)``: the same floats, stops included.
     """
-    arrays = bars_to_arrays(bars)
+    arrays = bars_to_arrays(bars, timeframe=kwargs.get("timeframe"))
     folds = split_folds(len(arrays), n_folds, train_frac=train_frac, mode=mode)
     opt_keys = {
         "constraint",
@@ -1032,7 +1055,7 @@ def walk_forward(
         seed=kwargs.get("seed"),
         min_trades=kwargs.get("min_trades"),
         result_constraint=kwargs.get("result_constraint"),
-        fee_bps=kwargs.get("fee_bps", 0.0),
+        fee_bps=kwargs.get("fee_bps", DEFAULT_FEE_BPS),
         sim_config=kwargs.get("sim_config"),
         periods_per_year=_periods_per_year(arrays, kwargs.get("timeframe")),
         settings=kwargs.get("settings"),

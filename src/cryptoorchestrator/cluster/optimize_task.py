@@ -15,7 +15,6 @@ from cryptoorchestrator.platform.optimize.trials import (
     BarArrays,
     TrialConfig,
     TrialResult,
-    keep_scratch,
     run_trials,
 )
 
@@ -40,7 +39,6 @@ def batch_task(
     # Ray limits its own threads per task but numba does not read that limit.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    keep_scratch()  # this worker runs batch after batch: reuse the adapters' buffers
     arrays = bars.window(*window) if window is not None else bars
     results = run_trials(batch, arrays, strategy, config)
     node = ray.get_runtime_context().get_node_id()

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from cryptoorchestrator.indicators import atr, crossed_above, crossed_below, ema
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy, recursive_memory
+from cryptoorchestrator.platform.strategy.indicators import atr, crossed_above, crossed_below, ema
 
 
 class AtrStops(Strategy):
@@ -30,6 +30,13 @@ class AtrStops(Strategy):
         Param("trail", "bool", True, doc="trail the stop behind the best price"),
     )
     warmup = 1000
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return the longer of the EMA's and the ATR's seed plus memory, plus one (a cross)."""
+        ema_p, atr_p = int(params["ema_period"]), int(params["atr_period"])
+        trend = ema_p + recursive_memory(2.0 / (ema_p + 1))
+        stops = atr_p + 1 + recursive_memory(1.0 / atr_p)
+        return max(trend, stops) + 1
 
     def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
         """Return EMA crosses plus per-bar ATR stop distances (fractions of the close)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptoorchestrator.indicators import bbands, crossed_above, crossed_below
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import MIN_LIVE_WINDOW, Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.indicators import bbands, crossed_above, crossed_below
 
 
 class BollingerBreakout(Strategy):
@@ -23,6 +23,10 @@ class BollingerBreakout(Strategy):
         Param("nbdev", "float", 2.0, low=0.5, high=5.0, doc="band width in standard deviations"),
     )
     warmup = 500
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return ``period + 1`` bars: the bands at the last two bars (a cross compares them)."""
+        return max(int(params["period"]) + 1, MIN_LIVE_WINDOW)
 
     def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
         """Return breakouts above the upper band and crosses below the middle band."""

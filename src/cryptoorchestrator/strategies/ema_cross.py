@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptoorchestrator.indicators import crossed_above, crossed_below, ema
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import (
+    MIN_LIVE_WINDOW,
+    Param,
+    Signals,
+    Strategy,
+    recursive_memory,
+)
+from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, ema
 
 
 class EmaCross(Strategy):
@@ -26,6 +32,11 @@ class EmaCross(Strategy):
         Param("short", "bool", False, doc="also trade the short side"),
     )
     warmup = 2000
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return the slow EMA's seed plus the bars it takes to forget it, plus one (a cross)."""
+        slow = int(params["slow"])
+        return max(slow + recursive_memory(2.0 / (slow + 1)) + 1, MIN_LIVE_WINDOW)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Require ``fast < slow``."""

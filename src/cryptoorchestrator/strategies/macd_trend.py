@@ -7,9 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from cryptoorchestrator.indicators import crossed_above, crossed_below, macd
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import (
+    MIN_LIVE_WINDOW,
+    Param,
+    Signals,
+    Strategy,
+    recursive_memory,
+)
+from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, macd
 
 
 class MacdTrend(Strategy):
@@ -26,6 +32,12 @@ class MacdTrend(Strategy):
         Param("signal", "int", 9, low=2, high=100, doc="signal EMA period"),
     )
     warmup = 2000
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return the seeds and memories of the slow EMA and of the signal EMA, plus one."""
+        slow, signal = int(params["slow"]), int(params["signal"])
+        memory = recursive_memory(2.0 / (slow + 1)) + recursive_memory(2.0 / (signal + 1))
+        return max(slow + signal + memory + 1, MIN_LIVE_WINDOW)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Require ``fast < slow``."""

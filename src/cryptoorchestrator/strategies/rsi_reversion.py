@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptoorchestrator.indicators import crossed_above, rsi
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import (
+    MIN_LIVE_WINDOW,
+    Param,
+    Signals,
+    Strategy,
+    recursive_memory,
+)
+from cryptoorchestrator.platform.strategy.indicators import crossed_above, rsi
 
 
 class RsiReversion(Strategy):
@@ -26,6 +32,11 @@ class RsiReversion(Strategy):
     )
     stop_loss = 0.10
     warmup = 1000
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return the RSI's seed plus the bars Wilder's smoothing takes to forget it, plus one."""
+        period = int(params["period"])
+        return max(period + 1 + recursive_memory(1.0 / period) + 1, MIN_LIVE_WINDOW)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Require ``lower < upper``."""

@@ -14,8 +14,8 @@ from typing import Any
 from cryptoorchestrator.platform.backtest.engine import FillMode, SimConfig, SizeMode
 from cryptoorchestrator.platform.backtest.result import BacktestResult
 from cryptoorchestrator.platform.backtest.runner import run_backtest
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_COLUMNS
-from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.strategy.bars import Bars, as_bars
 from cryptoorchestrator.platform.strategy.base import Strategy
 from cryptoorchestrator.platform.strategy.lookahead import LookaheadReport
@@ -33,8 +33,7 @@ def _is_multi(bars: Any) -> bool:
 
 
 def _to_bars(data: Any, symbol: str | None, timeframe: str | None) -> Bars:
-    bar_ms = timeframe_to_ms(timeframe) if timeframe else 60_000
-    return as_bars(data, symbol=symbol, timeframe=timeframe, bar_ms=bar_ms)
+    return as_bars(data, symbol=symbol, timeframe=timeframe)
 
 
 def backtest(
@@ -42,7 +41,7 @@ def backtest(
     bars: Any,
     params: Mapping[str, Any] | None = None,
     *,
-    fee_bps: float = 0.0,
+    fee_bps: float = DEFAULT_FEE_BPS,
     slippage_bps: float = 0.0,
     init_cash: float = 10_000.0,
     fill: FillMode = "next_open",
@@ -62,6 +61,7 @@ def backtest(
     symbol: str | None = None,
     timeframe: str | None = None,
     config: SimConfig | None = None,
+    warmup: int = 0,
 ) -> BacktestResult:
     """Backtest a strategy (name, class or instance) on bars and return the result.
 
@@ -70,12 +70,19 @@ def backtest(
     several symbols sharing one cash balance.  Fees and slippage are in basis points; fills
     happen at the next bar's open unless ``fill="close"``.  ``sizing`` is ``"fraction"`` (of
     equity), ``"quote"`` (a fixed amount) or ``"risk"`` (share of equity lost at the stop).
-    A ready ``config`` replaces all the engine keywords.
+    A ready ``config`` replaces all the engine keywords.  ``timeframe`` (``"1h"``...) sets the
+    annualisation of the metrics; it is required when the bars carry no timestamps, and must
+    match their spacing when they do (timestamps in s, ms, us or ns are recognised).  The fee
+    defaults to Binance spot's taker fee
+    (:data:`~cryptoorchestrator.platform.model.fees.DEFAULT_FEE_BPS`), as in the CLI, the API and
+    ``co.optimize``.  The first ``warmup`` bars only warm the indicators; trading and metrics
+    cover the rest (a walk-forward test window is this backtest of its train + test bars).
 
     Raises
     ------
     InvalidInputError
-        Bad bars, parameters or settings; the message names the field and what is allowed.
+        Bad bars, parameters or settings, or no timestamps and no ``timeframe``; the message
+        names the field and what is allowed.
     NotFoundError
         Unknown strategy name.
     StrategyError
@@ -104,9 +111,16 @@ def backtest(
         )
     if _is_multi(bars):
         series = {str(k): _to_bars(v, str(k), timeframe) for k, v in bars.items()}
-        return run_backtest(strat, series, params, config=config, timeframe=timeframe)
+        return run_backtest(
+            strat, series, params, config=config, timeframe=timeframe, warmup=warmup
+        )
     return run_backtest(
-        strat, _to_bars(bars, symbol, timeframe), params, config=config, timeframe=timeframe
+        strat,
+        _to_bars(bars, symbol, timeframe),
+        params,
+        config=config,
+        timeframe=timeframe,
+        warmup=warmup,
     )
 
 
@@ -116,8 +130,15 @@ def check_lookahead(
     params: Mapping[str, Any] | None = None,
     *,
     n_checks: int = 20,
+    every_bar: bool = False,
+    timeframe: str | None = None,
 ) -> LookaheadReport:
-    """Check that the strategy's signals up to bar t ignore bars after t; name the first bad bar.
+    """Test that signals and stops up to bar t ignore bars after t; name the first bad bar.
+
+    Tries the prefix ends at every bar where a signal or stop changes, the bar before it, the
+    first and last bars and ``n_checks`` spread bars, or every bar with ``every_bar=True``; see
+    :func:`cryptoorchestrator.platform.strategy.lookahead.check_lookahead`. ``timeframe`` is
+    needed only for bars without timestamps, as in :func:`backtest`.
 
     Raises
     ------
@@ -126,4 +147,6 @@ def check_lookahead(
     """
     strat = get_strategy(strategy)
     checked = strat.validate_params(params)
-    return _check(strat, _to_bars(bars, None, None), checked, n_checks=n_checks)
+    return _check(
+        strat, _to_bars(bars, None, timeframe), checked, n_checks=n_checks, every_bar=every_bar
+    )

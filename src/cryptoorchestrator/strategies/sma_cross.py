@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptoorchestrator.indicators import crossings, sma
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.base import MIN_LIVE_WINDOW, Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.indicators import crossings, sma
 
 
 class SmaCross(Strategy):
@@ -24,6 +24,10 @@ class SmaCross(Strategy):
         Param("slow", "int", 50, low=3, high=2000, doc="slow SMA period (bars)"),
     )
     warmup = 2000
+
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return ``slow + 1`` bars: both SMAs at the last two bars (a cross compares them)."""
+        return max(int(params["slow"]) + 1, MIN_LIVE_WINDOW)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Require ``fast < slow``."""

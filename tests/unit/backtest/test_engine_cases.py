@@ -15,7 +15,8 @@ T, F = True, False
 def _run(o, h, l, c, le, lx=None, se=None, sx=None, **cfg):  # noqa: ANN001, ANN003, ANN202, E741
     arr = [np.asarray(x, dtype=float) for x in (o, h, l, c)]
     b = [None if x is None else np.asarray(x, dtype=bool) for x in (le, lx, se, sx)]
-    return simulate(*arr, *b, config=SimConfig(init_cash=1000.0, **cfg))
+    # The hand-worked figures assume no fee unless a case sets one (the default is the taker's).
+    return simulate(*arr, *b, config=SimConfig(init_cash=1000.0, **{"fee_bps": 0.0, **cfg}))
 
 
 def test_next_open_fill_is_default_and_last_bar_signal_is_not_filled() -> None:
@@ -233,12 +234,20 @@ def test_shared_cash_and_max_open_positions() -> None:
         c,
         le,
         None,
-        config=SimConfig(init_cash=1000.0, fill="close", size=0.5, max_open_positions=1),
+        config=SimConfig(
+            init_cash=1000.0, fee_bps=0.0, fill="close", size=0.5, max_open_positions=1
+        ),
     )
     assert len(out.orders) == 1
     assert out.stats[nb.S_SKIPPED_LIMIT] == 1
     both = simulate(
-        c, c, c, c, le, None, config=SimConfig(init_cash=1000.0, fill="close", size=0.5)
+        c,
+        c,
+        c,
+        c,
+        le,
+        None,
+        config=SimConfig(init_cash=1000.0, fee_bps=0.0, fill="close", size=0.5),
     )
     assert both.orders[:, nb.O_COL].tolist() == [0.0, 1.0]
     assert both.orders[:, nb.O_QTY].tolist() == pytest.approx([5.0, 5.0])

@@ -18,6 +18,9 @@ from cryptoorchestrator.platform.model.timeframe import periods_per_year
 from cryptoorchestrator.platform.strategy.bars import Bars, as_bars
 from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
 
+# 2021-01-01 UTC in ms: timestamps must be dates (1990-2100) in some unit.
+T0 = 1_609_459_200_000
+
 
 def _bars(n: int = 3000, seed: int = 1, step_ms: int = 3_600_000) -> Bars:
     rng = np.random.default_rng(seed)
@@ -25,7 +28,7 @@ def _bars(n: int = 3000, seed: int = 1, step_ms: int = 3_600_000) -> Bars:
     o = np.r_[c[0], c[:-1]]
     return as_bars(
         {
-            "timestamp": np.arange(n) * step_ms,
+            "timestamp": T0 + np.arange(n) * step_ms,
             "open": o,
             "high": np.maximum(o, c) * 1.004,
             "low": np.minimum(o, c) * 0.996,

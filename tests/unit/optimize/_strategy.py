@@ -1,42 +1,28 @@
-"""A minimal SMA-cross strategy for the optimizer's tests, independent of the registry."""
+"""A minimal SMA-cross strategy for the optimizer's tests, independent of the registry.
+
+A real :class:`Strategy` subclass: the optimizer evaluates strategies through the same contract
+as ``co.backtest`` and takes nothing else.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cryptoorchestrator.indicators import crossed_above, crossed_below, sma
-from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
+from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, sma
 
 
-@dataclass(frozen=True)
-class P:
-    name: str
-    default: int
-    low: int
-    high: int
-
-
-class SmaCross:
+class SmaCross(Strategy):
     name = "sma_cross"
-    params = {"fast": P("fast", 10, 2, 500), "slow": P("slow", 50, 3, 1000)}
+    params = (Param("fast", "int", 10, low=2, high=500), Param("slow", "int", 50, low=3, high=1000))
 
-    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: p.default for k, p in self.params.items()}
-        out.update(params)
-        for k, v in out.items():
-            p = self.params[k]
-            if not p.low <= v <= p.high:
-                raise InvalidInputError(f"params.{k}", f"{v} out of range", allowed=f"{p.low}..")
-        return out
-
-    def signals(self, bars: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
         fast = sma(bars.close, params["fast"])
         slow = sma(bars.close, params["slow"])
-        return crossed_above(fast, slow), crossed_below(fast, slow)
+        return Signals(crossed_above(fast, slow), crossed_below(fast, slow))
 
 
 class Exploding(SmaCross):
@@ -44,7 +30,7 @@ class Exploding(SmaCross):
 
     name = "exploding"
 
-    def signals(self, bars: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
         if params["fast"] == 10:
             raise ZeroDivisionError("boom")
         return super().signals(bars, params)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import _strategy
 import numpy as np
 import pytest
 from _strategy import Exploding, SmaCross, random_bars
 
+from cryptoorchestrator import indicators as ci
 from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.optimize import store
@@ -21,6 +23,8 @@ from cryptoorchestrator.platform.optimize.trials import (
     bars_to_arrays,
     run_trials,
 )
+from cryptoorchestrator.platform.strategy import indicators as ta
+from cryptoorchestrator.platform.strategy.memo import memoised
 
 BATCH = [{"fast": f, "slow": s} for f in (5, 10, 15) for s in (20, 40, 60)]
 
@@ -41,9 +45,15 @@ def test_batch_equals_one_backtest_per_trial(bars: trials_mod.BarArrays) -> None
     results = run_trials(BATCH, bars, strat, _config())
     assert [r.params for r in results] == BATCH
     for r in results:
-        le, lx = strat.signals(bars, r.params)
+        sig = strat.signals(bars, r.params)
         out = simulate(
-            bars.open, bars.high, bars.low, bars.close, le, lx, config=SimConfig(fee_bps=10)
+            bars.open,
+            bars.high,
+            bars.low,
+            bars.close,
+            sig.long_entries,
+            sig.long_exits,
+            config=SimConfig(fee_bps=10),
         )
         expected = metrics_from_stats(out.stats, 10_000.0, 8760.0)
         assert r.status == OK
@@ -54,20 +64,21 @@ def test_batch_equals_one_backtest_per_trial(bars: trials_mod.BarArrays) -> None
 def test_indicator_reuse_is_used_and_matches(
     bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = []
-    adapter = trials_mod.BATCH_ADAPTERS["sma_cross"]
+    calls: list[int] = []
+    real = ci.sma
 
-    def counting(b: trials_mod.BarArrays, batch: list[dict[str, int]]):  # noqa: ANN202
-        calls.append(len(batch))
-        return adapter(b, batch)
+    def counting(x: np.ndarray, period: int = 30) -> np.ndarray:
+        calls.append(period)
+        return real(x, period)
 
-    monkeypatch.setitem(trials_mod.BATCH_ADAPTERS, "sma_cross", counting)
-    monkeypatch.setattr(trials_mod, "_VERIFIED", {})
+    monkeypatch.setattr(ta, "sma", memoised(counting))
+    monkeypatch.setattr(_strategy, "sma", ta.sma)
     fast = run_trials(BATCH, bars, SmaCross(), _config())
-    assert calls[-1] == len(BATCH)  # one adapter pass served the whole batch
-    monkeypatch.setitem(trials_mod.BATCH_ADAPTERS, "sma_cross", lambda b, batch: iter(()))
-    monkeypatch.setattr(trials_mod, "_VERIFIED", {})
-    slow = run_trials(BATCH, bars, SmaCross(), _config())  # broken adapter: verified, dropped
+    # two computations per distinct period of the batch (the second is kept), not two per trial
+    assert sorted(calls) == sorted(2 * [p for p in {v for q in BATCH for v in q.values()}])
+    monkeypatch.setattr(trials_mod, "REUSE_BYTES", 0)
+    slow = run_trials(BATCH, bars, SmaCross(), _config())
+    assert len(calls) == 12 + 2 * len(BATCH)
     assert all(a.same_outcome(b) for a, b in zip(fast, slow, strict=True))
 
 
@@ -140,20 +151,19 @@ def test_results_table_and_plots(bars: trials_mod.BarArrays, tmp_path: object) -
     assert p1.stat().st_size > 1000
 
 
-def test_indicator_table_in_chunks_matches_the_strategy(
+def test_a_cache_too_small_for_the_batch_gives_the_same_results(
     bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     grid = [{"fast": f, "slow": s} for f in (5, 10, 15, 20) for s in (30, 40, 50, 60, 70)]
     whole = run_trials(grid, bars, SmaCross(), _config())
-    # room for two periods only: every trial gets a chunk (and a buffer reused) of its own
-    monkeypatch.setattr(trials_mod, "_TABLE_BYTES", 2 * 8 * len(bars))
-    chunked = run_trials(grid, bars, SmaCross(), _config())
+    # room for two SMAs only: entries are evicted while trials still use them
+    monkeypatch.setattr(trials_mod, "REUSE_BYTES", 2 * 8 * len(bars))
+    small = run_trials(grid, bars, SmaCross(), _config())
     strat = SmaCross()
-    for params, sigs in zip(grid, trials_mod._sma_cross_batch(bars, grid), strict=True):
-        assert trials_mod._signals_equal(
-            sigs, trials_mod._as_signals(strat.signals(bars, params)), len(bars)
-        )
-    assert all(a.same_outcome(b) for a, b in zip(whole, chunked, strict=True))
+    for params, r in zip(grid, small, strict=True):
+        alone = run_trials([params], bars, strat, _config())[0]
+        assert r.same_outcome(alone)
+    assert all(a.same_outcome(b) for a, b in zip(whole, small, strict=True))
 
 
 def test_plan_batches_partitions_into_compact_equal_batches() -> None:
@@ -210,44 +220,6 @@ def test_background_returns_or_raises_in_the_caller() -> None:
 
     with pytest.raises(ValueError, match="boom"):
         _Background(boom).result()
-
-
-def test_kept_scratch_buffers_give_the_same_results(
-    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    grid = [{"fast": f, "slow": s} for f in (5, 10, 15, 20) for s in (30, 40, 50, 60, 70)]
-    fresh = run_trials(grid, bars, SmaCross(), _config())
-    assert trials_mod._SCRATCH == {}  # not kept unless a worker asks for it
-    monkeypatch.setattr(trials_mod, "_SCRATCH", {})
-    monkeypatch.setattr(trials_mod, "_KEEP_SCRATCH", [False])
-    trials_mod.keep_scratch()
-    # garbage in the kept buffers (a larger earlier batch) must not leak into the results
-    trials_mod._SCRATCH["sma_table"] = np.full(64 * len(bars), np.nan)
-    trials_mod._SCRATCH["crossings"] = np.ones(2 * len(bars), dtype=np.bool_)
-    kept_table = trials_mod._SCRATCH["sma_table"]
-    for _ in range(2):
-        again = run_trials(grid, bars, SmaCross(), _config())
-        assert all(a.same_outcome(b) for a, b in zip(fresh, again, strict=True))
-    assert trials_mod._SCRATCH["sma_table"] is kept_table  # reused, not reallocated
-
-
-def test_a_kept_table_is_sized_to_the_budget_once(
-    bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A worker warmed up on a short study keeps a table as large as the budget, so a longer
-    # study reuses it (its pages already the process's) instead of faulting in a new one.
-    grid = [{"fast": f, "slow": s} for f in (5, 10) for s in (30, 40, 50)]
-    monkeypatch.setattr(trials_mod, "_SCRATCH", {})
-    monkeypatch.setattr(trials_mod, "_KEEP_SCRATCH", [False])
-    monkeypatch.setattr(trials_mod, "_TABLE_BYTES", 8 * 8 * len(bars))
-    trials_mod.keep_scratch()
-    run_trials(grid, bars.window(0, len(bars) // 10), SmaCross(), _config())
-    table = trials_mod._SCRATCH["sma_table"]
-    assert table.nbytes == trials_mod._TABLE_BYTES
-    full = run_trials(grid, bars, SmaCross(), _config())
-    assert trials_mod._SCRATCH["sma_table"] is table
-    alone = run_trials(grid, bars, SmaCross(), _config())
-    assert all(a.same_outcome(b) for a, b in zip(full, alone, strict=True))
 
 
 def test_probes_are_blocks_from_apart_and_the_rest_is_everything_else() -> None:

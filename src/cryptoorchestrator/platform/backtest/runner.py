@@ -1,63 +1,54 @@
 """Run a strategy over bars: validate, compute signals inside the guard, simulate, wrap up.
 
-This is the high-level path behind ``co.backtest`` and ``cryptoorch backtest``; the optimizer
-uses :func:`~cryptoorchestrator.platform.backtest.engine.simulate` directly.
+This is the high-level path behind ``co.backtest`` and ``cryptoorch backtest``.  Signals and
+stops reach the engine through :mod:`~cryptoorchestrator.platform.backtest.evaluate`, the same
+contract optimizer trials, walk-forward windows and live bots use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
+from cryptoorchestrator.platform.backtest.engine import SimConfig
+from cryptoorchestrator.platform.backtest.evaluate import (
+    engine_inputs,
+    simulate_inputs,
+    stack_signals,
+)
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.backtest.result import BacktestResult
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.model.timeframe import (
-    TIMEFRAMES,
-    periods_per_year,
-    timeframe_to_ms,
+from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
+from cryptoorchestrator.platform.model.timestamps import (
+    annualisation,
+    bar_spacing_ms,
+    timestamp_unit,
 )
 from cryptoorchestrator.platform.strategy.bars import Bars
-from cryptoorchestrator.platform.strategy.base import Signals, Strategy, run_signals
-
-_YEAR_MS = 365 * 86_400_000
+from cryptoorchestrator.platform.strategy.base import Strategy, run_signals
 
 
 def infer_timeframe(timestamp: np.ndarray) -> str | None:
-    """Return the timeframe whose length is the most common bar spacing, if it is one."""
-    if timestamp.shape[0] < 2:
+    """Return the timeframe whose length is the median spacing of ms-dated bars, if it is one."""
+    step = bar_spacing_ms(timestamp)
+    if step is None or timestamp_unit(timestamp) != "ms":
         return None
-    step = int(np.median(np.diff(timestamp[: min(len(timestamp), 10_001)])))
     for tf in TIMEFRAMES:
         if timeframe_to_ms(tf) == step:
             return tf
     return None
 
 
-def _ppy(timeframe: str | None, timestamp: np.ndarray) -> float:
-    if timeframe is not None:
-        return periods_per_year(timeframe)
-    if timestamp.shape[0] >= 2:
-        step = float(np.median(np.diff(timestamp[: min(len(timestamp), 10_001)])))
-        if step > 0:
-            return _YEAR_MS / step
-    return periods_per_year("1d")
+class _Prices(NamedTuple):
+    """Several symbols' prices as 2-D ``(n_bars, n_symbols)`` arrays, as the engine takes them."""
 
-
-def _stack(sigs: list[Signals], name: str, n: int) -> np.ndarray | None:
-    arrays = [getattr(s, name) for s in sigs]
-    if all(a is None for a in arrays):
-        return None
-    is_stop = name in ("stop_loss", "take_profit", "trailing_stop")
-    filler = np.full(n, np.nan) if is_stop else np.zeros(n, dtype=np.bool_)
-    return np.column_stack([filler if a is None else a for a in arrays])
-
-
-def _merge_stop(strategy_value: float | None, config_value: float | None) -> float | None:
-    return config_value if config_value is not None else strategy_value
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
 
 
 def run_backtest(
@@ -67,17 +58,26 @@ def run_backtest(
     *,
     config: SimConfig | None = None,
     timeframe: str | None = None,
+    warmup: int = 0,
 ) -> BacktestResult:
     """Backtest ``strategy`` on one symbol's bars or on several symbols sharing one cash.
 
     ``params`` are validated against the strategy's declaration (defaults filled in).  Stops
     come from, in order of precedence: ``config``, per-bar arrays in the signals, the strategy's
-    class defaults.  Several symbols must share the same timestamps.
+    class defaults (:func:`~cryptoorchestrator.platform.backtest.evaluate.resolve_stops`, the
+    rule the optimizer, walk-forward and live bots share).  Several symbols must share the same
+    timestamps.  The first ``warmup`` bars only warm the indicators: signals are computed over
+    all bars, trading, equity and metrics cover the bars after them (as a walk-forward test
+    window is evaluated after its train window).
+
+    Annualised metrics use ``timeframe`` (else the bars' own) or the bars' median spacing; bars
+    without timestamps need one of the two.
 
     Raises
     ------
     InvalidInputError
-        Bad parameters, misaligned symbols, or bad settings.
+        Bad parameters, misaligned symbols, bad settings, or no way to tell the bar interval
+        (``timeframe``, with the allowed values) or a timeframe that contradicts it.
     StrategyError
         If the strategy's code raises.
     """
@@ -96,52 +96,28 @@ def run_backtest(
                 f"timestamps differ from {symbols[0]}'s; align the symbols first",
                 allowed="identical timestamps across symbols",
             )
-    tf = timeframe or first.timeframe or infer_timeframe(first.timestamp)
+    tf = timeframe or first.timeframe
+    # Annualisation is settled before any strategy code runs: bars without timestamps need the
+    # timeframe, and a timeframe must match the bars' spacing.
+    ppy = annualisation(first.timestamp, tf)
+    tf = tf or infer_timeframe(first.timestamp)
     n = len(first)
     sigs = [run_signals(strategy, series[s], checked) for s in symbols]
     if len(symbols) == 1:
-        s0 = sigs[0]
-        prices: tuple[np.ndarray, ...] = (first.open, first.high, first.low, first.close)
-        arrays: list[np.ndarray | None] = list(s0)
+        prices: Any = first
+        signals = sigs[0]
     else:
-        prices = tuple(
-            np.column_stack([getattr(series[s], f) for s in symbols])
-            for f in ("open", "high", "low", "close")
+        prices = _Prices(
+            *(
+                np.column_stack([getattr(series[s], f) for s in symbols])
+                for f in ("open", "high", "low", "close")
+            )
         )
-        arrays = [_stack(sigs, name, n) for name in Signals._fields]
-    eff = cfg
-    strategy_stops = {
-        "stop_loss": _merge_stop(strategy.stop_loss, cfg.stop_loss),
-        "take_profit": _merge_stop(strategy.take_profit, cfg.take_profit),
-        "trailing_stop": _merge_stop(strategy.trailing_stop, cfg.trailing_stop),
-    }
-    stops: dict[str, Any] = {}
-    for i, name in enumerate(("stop_loss", "take_profit", "trailing_stop")):
-        per_bar = arrays[4 + i]
-        config_value = getattr(cfg, name)
-        stops[name] = (
-            config_value
-            if config_value is not None
-            else (per_bar if per_bar is not None else strategy_stops[name])
-        )
-    equity = np.empty(n, dtype=np.float64)
-    out = simulate(
-        prices[0],
-        prices[1],
-        prices[2],
-        prices[3],
-        arrays[0],
-        arrays[1],
-        arrays[2],
-        arrays[3],
-        config=eff,
-        equity_out=equity,
-        stop_loss=stops["stop_loss"],
-        take_profit=stops["take_profit"],
-        trailing_stop=stops["trailing_stop"],
-    )
-    metrics = metrics_from_stats(out.stats, cfg.init_cash, _ppy(tf, first.timestamp))
-    close = prices[3] if prices[3].ndim == 2 else prices[3].reshape(-1, 1)
+        signals = stack_signals(sigs, n)
+    inputs = engine_inputs(strategy, signals, prices, cfg, start=warmup)
+    out = simulate_inputs(inputs, cfg, equity_out=np.empty(n - warmup, dtype=np.float64))
+    metrics = metrics_from_stats(out.stats, cfg.init_cash, ppy)
+    close = inputs.close if inputs.close.ndim == 2 else inputs.close.reshape(-1, 1)
     return BacktestResult(
         strategy=strategy.name or type(strategy).__name__,
         params=checked,
@@ -150,7 +126,7 @@ def run_backtest(
         timeframe=tf,
         metrics=metrics,
         equity=out.equity,
-        timestamp=first.timestamp,
+        timestamp=first.timestamp[warmup:],
         close=close,
         order_records=out.orders,
         trade_records=out.trades,

@@ -1,10 +1,12 @@
 """Evaluating a batch of trials serially in-process: the unit of work of a sweep task.
 
 :func:`run_trials` is what each Ray task calls (``cluster/optimize.py`` is a thin shell around it)
-and what the serial reference run calls, so the two agree bit for bit.  Within a batch, indicator
-arrays are computed once per distinct period (``indicators.sma_batch``) when a batch adapter is
-registered for the strategy; the adapter is checked once per process against the strategy's own
-``signals`` and is dropped (with a warning) if they differ, so reuse can never change a result.
+and what the serial reference run calls, so the two agree bit for bit.  Within a batch, each
+indicator a strategy calls through the strategy API
+(:mod:`cryptoorchestrator.platform.strategy.indicators`) is computed once per distinct input
+and arguments and reused by the batch's later trials
+(:mod:`cryptoorchestrator.platform.strategy.memo`), for every strategy, built-in or not; reuse
+never changes a trial's signals.
 """
 
 from __future__ import annotations
@@ -13,17 +15,26 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
+from cryptoorchestrator.platform.backtest.engine import SimConfig
+from cryptoorchestrator.platform.backtest.evaluate import engine_inputs, simulate_inputs
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.errors import InvalidInputError, StrategyError
+from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
+from cryptoorchestrator.platform.model.timestamps import timestamps_to_ms
 from cryptoorchestrator.platform.optimize.objective import Objective, ResultFilter
 from cryptoorchestrator.platform.optimize.space import Params, trial_key
+from cryptoorchestrator.platform.strategy.base import Param, Strategy
+from cryptoorchestrator.platform.strategy.memo import (
+    DEFAULT_MAX_BYTES,
+    indicator_cache,
+    signals_in_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +78,18 @@ class BarArrays(NamedTuple):
         )
 
 
-def bars_to_arrays(bars: Any) -> BarArrays:
+def bars_to_arrays(bars: Any, *, timeframe: str | None = None) -> BarArrays:
     """Convert a pyarrow table, pandas DataFrame, mapping of arrays or BarArrays to BarArrays.
+
+    Timestamps in s, us or ns are converted to ms (the unit is read from their magnitude).
+    Without a ``timestamp`` column the ``timeframe`` is required and the bars are numbered
+    ``i * timeframe`` from the epoch, so that annualisation never guesses the bar interval.
 
     Raises
     ------
     InvalidInputError
-        If a column is missing or there are no bars.
+        If a column is missing, there are no bars, the timestamps are not dates in any unit, or
+        there are no timestamps and no ``timeframe``.
     """
     if isinstance(bars, BarArrays):
         return bars
@@ -101,11 +117,17 @@ def bars_to_arrays(bars: Any) -> BarArrays:
     if n == 0:
         raise InvalidInputError("bars", "no bars", allowed=">= 1 bar")
     ts = cols.get("timestamp")
-    if ts is None:
-        ts = np.arange(n, dtype=np.int64)
-    elif np.issubdtype(ts.dtype, np.datetime64):
-        ts = ts.astype("datetime64[ms]").astype(np.int64)
-    out = [np.ascontiguousarray(ts, dtype=np.int64)]
+    if ts is not None:
+        ts = timestamps_to_ms(ts, field="bars.timestamp")
+    elif timeframe is None:
+        raise InvalidInputError(
+            "timeframe",
+            "the bars have no timestamps, so the bar interval must be given",
+            allowed=TIMEFRAMES,
+        )
+    else:
+        ts = np.arange(n, dtype=np.int64) * timeframe_to_ms(timeframe)
+    out = [ts]
     for name in _COLUMNS[1:]:
         arr = cols.get(name)
         if arr is None:
@@ -170,218 +192,25 @@ class TrialResult:
 # ---------------------------------------------------------------------------- the strategy API
 
 
-class Signals(NamedTuple):
-    """The four signal arrays the engine takes (None: never)."""
-
-    long_entries: np.ndarray | None
-    long_exits: np.ndarray | None
-    short_entries: np.ndarray | None = None
-    short_exits: np.ndarray | None = None
-
-
-def strategy_name(strategy: Any) -> str:
+def strategy_name(strategy: Strategy) -> str:
     """Return a strategy's registered name (its ``name`` attribute, else the class name)."""
-    name = getattr(strategy, "name", None)
-    return str(name) if name else type(strategy).__name__
+    return strategy.name or type(strategy).__name__
 
 
-def declared_params(strategy: Any) -> dict[str, Any]:
+def declared_params(strategy: Strategy) -> dict[str, Param]:
     """Return the strategy's declared parameters as ``{name: Param}``."""
-    decl = getattr(strategy, "params", None)
-    if decl is None:
-        decl = getattr(strategy, "parameters", None)
-    if callable(decl):
-        decl = decl()
-    if decl is None:
-        return {}
-    if isinstance(decl, Mapping):
-        return dict(decl)
-    return {p.name: p for p in decl}
+    return strategy.param_map()
 
 
-def param_domain(param: Any) -> tuple[Any, Any, tuple[Any, ...] | None]:
+def param_domain(param: Param) -> tuple[Any, Any, tuple[Any, ...] | None]:
     """Return ``(low, high, choices)`` of a declared parameter (None where not declared)."""
-    choices = getattr(param, "choices", None)
-    low = getattr(param, "low", getattr(param, "min", None))
-    high = getattr(param, "high", getattr(param, "max", None))
-    rng = getattr(param, "range", None)
-    if rng is not None and low is None and high is None:
-        low, high = rng[0], rng[1]
-    return low, high, tuple(choices) if choices else None
-
-
-def validate_trial_params(strategy: Any, params: Mapping[str, Any]) -> Params:
-    """Return the full parameter dict the strategy runs with (defaults filled in).
-
-    Raises
-    ------
-    InvalidInputError
-        If the strategy rejects the parameters.
-    """
-    validate = getattr(strategy, "validate_params", None)
-    if callable(validate):
-        validated = validate(dict(params))
-        return dict(validated) if validated is not None else dict(params)
-    return dict(params)
-
-
-def strategy_signals(strategy: Any, bars: BarArrays, params: Params) -> Signals:
-    """Run the strategy's ``signals`` inside the guard and normalise what it returns.
-
-    Raises
-    ------
-    StrategyError
-        If the strategy raises.
-    """
-    try:
-        out = strategy.signals(bars, params)
-    except StrategyError:
-        raise
-    except Exception as exc:
-        raise StrategyError(strategy_name(strategy), params, exc) from exc
-    return _as_signals(out)
-
-
-def _as_signals(out: Any) -> Signals:
-    if isinstance(out, Signals):
-        return out
-    get = (lambda k: out.get(k)) if isinstance(out, Mapping) else (lambda k: getattr(out, k, None))
-    le = get("long_entries")
-    if le is None:
-        le = get("entries")
-    if le is not None or get("long_exits") is not None or get("exits") is not None:
-        lx = get("long_exits")
-        if lx is None:
-            lx = get("exits")
-        return Signals(le, lx, get("short_entries"), get("short_exits"))
-    parts = tuple(out)
-    return Signals(*parts[:4])
+    return param.low, param.high, tuple(param.choices) if param.choices else None
 
 
 # -------------------------------------------------------------------- batch (indicator reuse)
 
-BatchAdapter = Callable[[BarArrays, Sequence[Params]], Iterator[Signals]]
-
-
-#: Memory for one batch's indicator table; beyond it the batch is served in chunks.
-_TABLE_BYTES = 64 * 2**20
-
-#: Scratch buffers kept from batch to batch (see :func:`keep_scratch`), by name.
-_SCRATCH: dict[str, np.ndarray] = {}
-_KEEP_SCRATCH = [False]
-
-
-def keep_scratch() -> None:
-    """Keep batch adapters' scratch buffers in this process from one batch to the next.
-
-    For processes that run batch after batch (Ray workers): a new 64 MB indicator table per
-    batch is fresh memory for the kernel to fault in and zero, 30-150 ms of system time on a
-    1M-bar batch when its pages were reclaimed meanwhile.  Off by default, so a driver or an
-    API process that optimises once does not hold the memory afterwards.
-    """
-    _KEEP_SCRATCH[0] = True
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: Any, reserve_bytes: int = 0) -> np.ndarray:
-    """Return an uninitialised buffer of ``shape``: the kept one when it is big enough.
-
-    A kept buffer is made at least ``reserve_bytes`` large and written once when it is made, so
-    its pages are the process's from then on: a worker warmed up on a small study then runs a
-    large one without faulting in (and the kernel zeroing, or compacting for huge pages) a new
-    table in its first batch, which cost every worker 0.1-0.2 s of system time at once on a
-    1M-bar study, so two workers ran their first batch 20-40 % slower than one.
-    """
-    size = int(np.prod(shape))
-    buf = _SCRATCH.get(name)
-    if buf is None or buf.dtype != dtype or buf.size < size:
-        if _KEEP_SCRATCH[0]:
-            itemsize = np.dtype(dtype).itemsize
-            buf = np.empty(max(size, reserve_bytes // itemsize), dtype=dtype)
-            buf.fill(0)  # its pages now, not in a batch
-            _SCRATCH[name] = buf
-        else:
-            buf = np.empty(size, dtype=dtype)
-    return buf[:size].reshape(shape)
-
-
-def _sma_cross_batch(bars: BarArrays, batch: Sequence[Params]) -> Iterator[Signals]:
-    """Signals of an SMA cross for every trial, each SMA period computed once per chunk.
-
-    Consecutive trials are served from one table of their distinct periods (``sma_batch``, one
-    pass), written into a buffer reused from chunk to chunk; a chunk holds as many trials as
-    fit ``_TABLE_BYTES`` of periods, which bounds a worker's memory whatever the batch size.
-    Batches come in Z-order (:func:`plan_batches`), so neighbouring trials share periods.
-    Every trial's signals are written into the same two bool buffers: a trial's arrays are
-    valid until the next trial's are asked for (:func:`run_trials` simulates in between).
-    """
-    from cryptoorchestrator.indicators import crossings, sma_batch
-
-    n = len(bars)
-    max_rows = max(2, min(64, _TABLE_BYTES // max(8 * n, 1)))
-    pairs = [(int(p["fast"]), int(p["slow"])) for p in batch]
-    buf: np.ndarray | None = None
-    cross = _scratch("crossings", (2, n), np.bool_)
-    above, below = cross[0], cross[1]
-    i = 0
-    while i < len(pairs):
-        chunk: set[int] = set()
-        j = i
-        while j < len(pairs):
-            grown = chunk | set(pairs[j])
-            if chunk and len(grown) > max_rows:
-                break
-            chunk = grown
-            j += 1
-        periods = sorted(chunk)
-        if buf is None:
-            buf = _scratch(
-                "sma_table",
-                (min(max_rows, 2 * len(pairs)), n),
-                np.float64,
-                reserve_bytes=_TABLE_BYTES,
-            )
-        table = sma_batch(bars.close, periods, out=buf[: len(periods)])
-        row = {p: r for r, p in enumerate(periods)}
-        for f, sl in pairs[i:j]:
-            fast, slow = table[row[f]], table[row[sl]]
-            yield Signals(*crossings(fast, slow, out=(above, below)), None, None)
-        i = j
-
-
-#: Batch adapters by strategy name; each is verified against the strategy before use.
-BATCH_ADAPTERS: dict[str, BatchAdapter] = {"sma_cross": _sma_cross_batch}
-_VERIFIED: dict[tuple[str, str], bool] = {}
-
-
-def _signals_equal(a: Signals, b: Signals, n: int) -> bool:
-    for x, y in zip(a, b, strict=True):
-        xa = np.zeros(n, dtype=np.bool_) if x is None else np.asarray(x, dtype=np.bool_).ravel()
-        ya = np.zeros(n, dtype=np.bool_) if y is None else np.asarray(y, dtype=np.bool_).ravel()
-        if xa.shape != ya.shape or not np.array_equal(xa, ya):
-            return False
-    return True
-
-
-def _adapter_for(strategy: Any, bars: BarArrays, sample: Params) -> BatchAdapter | None:
-    name = strategy_name(strategy)
-    adapter = BATCH_ADAPTERS.get(name)
-    if adapter is None or getattr(strategy, "stateful_signals", False):
-        return None
-    key = (f"{type(strategy).__module__}.{type(strategy).__qualname__}", name)
-    ok = _VERIFIED.get(key)
-    if ok is None:
-        try:
-            mine = next(adapter(bars, [sample]))
-            theirs = strategy_signals(strategy, bars, sample)
-            ok = _signals_equal(mine, theirs, len(bars))
-        except Exception:  # the adapter does not fit this strategy: use the strategy itself
-            ok = False
-        if not ok:
-            log.warning(
-                "batch adapter for %r differs from the strategy; not reusing indicators", name
-            )
-        _VERIFIED[key] = ok
-    return adapter if ok else None
+#: Bytes of indicator arrays one batch may keep for its later trials (per worker process).
+REUSE_BYTES = DEFAULT_MAX_BYTES
 
 
 def _rank_key(value: Any) -> tuple[int, Any]:
@@ -443,13 +272,17 @@ def z_order(trials: Sequence[Params]) -> list[Params]:
 def run_trials(
     batch: Sequence[Params],
     bars: BarArrays,
-    strategy: Any,
+    strategy: Strategy,
     config: TrialConfig,
 ) -> list[TrialResult]:
     """Evaluate ``batch`` serially on ``bars``; one result per parameter set, in order.
 
-    A trial whose parameters are rejected or whose strategy code raises is returned as failed
-    with its error; the other trials go on.  Arrays may be read-only (Ray's object store).
+    Each trial is the backtest ``co.backtest`` runs: the strategy's signals and stops reach the
+    engine through :func:`~cryptoorchestrator.platform.backtest.evaluate.engine_inputs`, so a
+    trial's metrics equal a backtest's with the same parameters, bars and ``SimConfig``, float
+    for float.  A trial whose parameters are rejected or whose strategy code raises is returned
+    as failed with its error; the other trials go on.  Arrays may be read-only (Ray's object
+    store).
     """
     results: list[TrialResult] = []
     if not batch:
@@ -457,12 +290,27 @@ def run_trials(
     validated: list[Params | BaseException] = []
     for params in batch:
         try:
-            validated.append(validate_trial_params(strategy, params))
+            validated.append(strategy.validate_params(params))
         except Exception as exc:
             validated.append(exc)
-    good = [p for p in validated if not isinstance(p, BaseException)]
-    adapter = _adapter_for(strategy, bars, good[0]) if good else None
-    batch_sigs = adapter(bars, good) if adapter is not None else None
+    if getattr(strategy, "stateful_signals", False):
+        # signals that keep state from call to call must compute every call themselves
+        return _run_batch(batch, validated, bars, bars, strategy, config)
+    # The batch's trials share indicators through the strategy API's cache.
+    with indicator_cache(REUSE_BYTES) as cache:
+        return _run_batch(batch, validated, bars, cache.trust_bars(bars), strategy, config)
+
+
+def _run_batch(
+    batch: Sequence[Params],
+    validated: Sequence[Params | BaseException],
+    bars: BarArrays,
+    trusted: BarArrays,
+    strategy: Strategy,
+    config: TrialConfig,
+) -> list[TrialResult]:
+    """Evaluate the trials, the strategy seeing ``trusted`` bars, the engine ``bars``."""
+    results: list[TrialResult] = []
     empty = np.empty(0)
     sim = config.sim
     for params, full in zip(batch, validated, strict=True):
@@ -476,14 +324,8 @@ def run_trials(
             )
             continue
         try:
-            sigs = (
-                next(batch_sigs)
-                if batch_sigs is not None
-                else strategy_signals(strategy, bars, full)
-            )
-            out = simulate(
-                bars.open, bars.high, bars.low, bars.close, *sigs, config=sim, equity_out=empty
-            )
+            sigs = signals_in_batch(strategy, trusted, full, bars)
+            out = simulate_inputs(engine_inputs(strategy, sigs, bars, sim), sim, equity_out=empty)
             metrics = metrics_from_stats(out.stats, sim.init_cash, config.periods_per_year)
             value = config.objective.value(metrics)
         except Exception as exc:

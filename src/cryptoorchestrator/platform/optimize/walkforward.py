@@ -8,15 +8,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cryptoorchestrator.platform.backtest.engine import simulate
-from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
+from cryptoorchestrator.platform.backtest.evaluate import evaluate
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.optimize.trials import (
-    BarArrays,
-    TrialConfig,
-    strategy_signals,
-    validate_trial_params,
-)
+from cryptoorchestrator.platform.optimize.trials import BarArrays, TrialConfig
+from cryptoorchestrator.platform.strategy.base import Strategy
 
 Mode = Literal["rolling", "anchored"]
 
@@ -88,7 +83,7 @@ class WindowResult:
 
 
 def evaluate_window(
-    strategy: Any,
+    strategy: Strategy,
     bars: BarArrays,
     params: Mapping[str, Any],
     config: TrialConfig,
@@ -99,20 +94,28 @@ def evaluate_window(
 ) -> WindowResult:
     """Backtest ``params`` on bars ``[start, stop)``.
 
-    Signals are computed from ``warmup_start`` so that indicators are warm when the window
-    opens (they only use past bars, so this adds no look-ahead); trading starts at ``start``.
+    Signals and per-bar stops are computed from ``warmup_start`` so that indicators are warm
+    when the window opens (they only use past bars, so this adds no look-ahead); trading starts
+    at ``start``.  This is ``co.backtest`` on bars ``[warmup_start, stop)`` with
+    ``warmup=start - warmup_start`` (one contract:
+    :func:`~cryptoorchestrator.platform.backtest.evaluate.evaluate`).
+
+    Raises
+    ------
+    InvalidInputError
+        If the parameters are rejected or the window is empty.
+    StrategyError
+        If the strategy's code raises.
     """
-    full = validate_trial_params(strategy, params)
-    sub = bars.window(warmup_start, stop)
-    sigs = strategy_signals(strategy, sub, full)
-    cut = start - warmup_start
-    w = bars.window(start, stop)
-    sliced = [None if s is None else np.asarray(s)[cut:] for s in sigs]
-    equity = np.empty(stop - start)
-    out = simulate(w.open, w.high, w.low, w.close, *sliced, config=config.sim, equity_out=equity)
-    return WindowResult(
-        metrics_from_stats(out.stats, config.sim.init_cash, config.periods_per_year), equity
+    ev = evaluate(
+        strategy,
+        bars.window(warmup_start, stop),
+        params,
+        config.sim,
+        periods_per_year=config.periods_per_year,
+        start=start - warmup_start,
     )
+    return WindowResult(ev.metrics, ev.output.equity)
 
 
 def stitch_equity(curves: list[np.ndarray], init_cash: float) -> np.ndarray:
