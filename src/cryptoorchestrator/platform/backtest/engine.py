@@ -23,6 +23,14 @@ minimums (``min_qty``, ``min_notional``) honoured, an order too small is skipped
 ``stats[S_SKIPPED_SMALL]``; an entry beyond ``max_open_positions`` is skipped and counted in
 ``stats[S_SKIPPED_LIMIT]``.  An entry while already in a position of the same direction is
 ignored; an opposite entry reverses; an entry and an exit of one direction on one bar cancel.
+
+Margin (``docs/backtest.md``, "Margin and liquidation"; the rule itself is
+:mod:`cryptoorchestrator.platform.risk.margin`): an entry never takes gross exposure (the sum
+of ``|qty x price|`` over symbols) above ``max_gross_leverage`` x equity, so short proceeds do
+not fund further entries; one refused for that is counted in ``stats[S_SKIPPED_MARGIN]``.  With
+``liquidation`` on, the account is liquidated, all positions at once, when what closing them
+would leave is at most ``maintenance_margin`` x gross exposure, and it stops trading
+(``stats[S_LIQUIDATED]``, ``stats[S_LIQUIDATION_BAR]``, orders with ``REASON_LIQUIDATION``).
 """
 
 from __future__ import annotations
@@ -36,11 +44,15 @@ import numpy as np
 
 from cryptoorchestrator.platform.backtest import nb
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
+from cryptoorchestrator.platform.risk import margin
 
 FillMode = Literal["next_open", "close"]
 SizeMode = Literal["fraction", "quote", "risk"]
 _SIZE_MODES = {"fraction": nb.SIZE_FRACTION, "quote": nb.SIZE_QUOTE, "risk": nb.SIZE_RISK}
 _FILLS = ("next_open", "close")
+# about the most leverage crypto venues offer; a typo such as 1000 is refused
+_MAX_LEVERAGE = 125.0
 
 
 def _check_fraction(name: str, value: float | None, *, upper: float = 1.0) -> None:
@@ -71,7 +83,9 @@ class SimConfig:
     init_cash
         Starting cash in the quote currency.
     fee_bps, slippage_bps
-        Fee charged on each fill's notional, and slippage against the trader, in basis points.
+        Fee charged on each fill's notional, and slippage against the trader, in basis points;
+        the fee defaults to :data:`~cryptoorchestrator.platform.model.fees.DEFAULT_FEE_BPS`
+        (Binance spot's base taker fee), the default of every entry point.
     fill
         ``"next_open"`` (default, no look-ahead) or ``"close"`` (the signal bar's close).
     size_mode, size
@@ -90,10 +104,24 @@ class SimConfig:
         Close open positions at the last close (otherwise they are reported as open trades).
     allow_short
         Whether short signals are acted on.
+    max_gross_leverage
+        Cap on gross exposure (sum of ``|position value|`` over symbols) as a multiple of
+        equity, checked at every entry: an entry is cut to the room left or refused.  Short
+        proceeds count as exposure, never as free cash.  Above 1 a long may borrow the quote
+        (cash goes negative); ``size`` and ``max_position`` may then go up to it.
+    maintenance_margin
+        Fraction of gross exposure below which the account is liquidated: when cash plus what
+        closing every position would bring (fees and slippage included) is at most
+        ``maintenance_margin`` x gross exposure, at the bar's adverse extremes.
+    liquidation
+        Whether margin calls liquidate: every position is closed inside the bar at the price
+        where the margin runs out (at the open after a gap through it) and the run stops
+        trading; equity then stays at the maintenance requirement, >= 0, unless a gap left it
+        lower (even negative).  Off: the account may run into negative equity, as before.
     """
 
     init_cash: float = 10_000.0
-    fee_bps: float = 0.0
+    fee_bps: float = DEFAULT_FEE_BPS
     slippage_bps: float = 0.0
     fill: FillMode = "next_open"
     size_mode: SizeMode = "fraction"
@@ -109,6 +137,9 @@ class SimConfig:
     price_tick: float | tuple[float, ...] = 0.0
     close_at_end: bool = False
     allow_short: bool = True
+    max_gross_leverage: float = margin.MAX_GROSS_LEVERAGE
+    maintenance_margin: float = margin.MAINTENANCE_MARGIN
+    liquidation: bool = True
     _kernel: tuple[float, float, bool, int, float, float] = field(
         init=False, repr=False, compare=False
     )
@@ -132,14 +163,30 @@ class SimConfig:
             raise InvalidInputError(
                 "size_mode", f"unknown sizing mode {self.size_mode!r}", allowed=tuple(_SIZE_MODES)
             )
+        lev = self.max_gross_leverage
+        if not (isinstance(lev, int | float) and math.isfinite(lev) and 0 < lev <= _MAX_LEVERAGE):
+            raise InvalidInputError(
+                "max_gross_leverage",
+                f"must be in (0, {_MAX_LEVERAGE}], got {lev!r}",
+                allowed=f"0 < max_gross_leverage <= {_MAX_LEVERAGE}",
+            )
+        mm = self.maintenance_margin
+        if not (isinstance(mm, int | float) and math.isfinite(mm) and 0 <= mm < 1):
+            raise InvalidInputError(
+                "maintenance_margin",
+                f"must be a fraction in [0, 1), got {mm!r}",
+                allowed="0 <= maintenance_margin < 1",
+            )
+        # a fraction of equity may exceed 1 only on a levered account
+        upper = max(1.0, float(lev))
         if self.size_mode == "quote":
             if not (math.isfinite(self.size) and self.size > 0):
                 raise InvalidInputError(
                     "size", f"quote amount must be > 0, got {self.size!r}", allowed="> 0"
                 )
         else:
-            _check_fraction("size", self.size)
-        _check_fraction("max_position", self.max_position)
+            _check_fraction("size", self.size, upper=upper)
+        _check_fraction("max_position", self.max_position, upper=upper)
         _check_fraction("stop_loss", self.stop_loss, upper=0.999999)
         _check_fraction("take_profit", self.take_profit, upper=1e6)
         _check_fraction("trailing_stop", self.trailing_stop, upper=0.999999)
@@ -338,5 +385,8 @@ def simulate(
         bool(config.close_at_end),
         use_stops,
         equity_out,
+        float(config.max_gross_leverage),
+        float(config.maintenance_margin),
+        bool(config.liquidation),
     )
     return SimOutput(orders, trades, equity_out, stats)

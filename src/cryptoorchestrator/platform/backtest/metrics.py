@@ -4,6 +4,10 @@ Annualisation uses the number of bars per year of the timeframe (crypto trades 3
 ``sharpe = mean(r) / std(r, ddof=1) * sqrt(ppy)`` over per-bar simple returns of equity,
 ``sortino`` uses the downside deviation ``sqrt(mean(min(r, 0)^2))``, ``cagr`` treats the run as
 ``n_bars / ppy`` years, ``calmar = cagr / max_drawdown``.  Durations are in bars.
+
+``cagr`` is ``inf`` (and ``calmar`` with it) when the annualised growth exceeds the float range:
+a short gain on high-frequency bars, say +1% over 60 one-second bars, compounds to about
+``1.01 ** 525600`` a year.  It is ``-1`` once equity is gone.  It never raises.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import math
 import numpy as np
 
 from cryptoorchestrator.platform.backtest import nb
+
+# Just below log(float max) = 709.78: growth beyond it reads as inf instead of overflowing.
+_MAX_LOG_GROWTH = 709.0
 
 #: Every key of :func:`metrics_from_stats`, in display order.
 METRIC_NAMES: tuple[str, ...] = (
@@ -36,6 +43,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "open_trades",
     "skipped_orders",
     "skipped_entries_limit",
+    "skipped_entries_margin",
+    "liquidated",
+    "liquidation_bar",
     "bars",
 )
 
@@ -43,7 +53,12 @@ METRIC_NAMES: tuple[str, ...] = (
 def metrics_from_stats(
     stats: np.ndarray, init_cash: float, periods_per_year: float
 ) -> dict[str, float]:
-    """Return the metrics dict (see :data:`METRIC_NAMES`) of a statistics vector."""
+    """Return the metrics dict (see :data:`METRIC_NAMES`) of a statistics vector.
+
+    ``periods_per_year`` is the number of bars in 365 days (see
+    :func:`~cryptoorchestrator.platform.model.timestamps.annualisation`); ``cagr`` may be
+    ``inf``, as the module says, but no value raises.
+    """
     n = float(stats[nb.S_BARS])
     final = float(stats[nb.S_FINAL_EQUITY])
     total_return = final / init_cash - 1.0
@@ -56,7 +71,12 @@ def metrics_from_stats(
     if final <= 0:
         cagr = -1.0
     elif years > 0:
-        cagr = (final / init_cash) ** (1.0 / years) - 1.0
+        # Growth per year in log space first: (final/init) ** (1/years) overflows (and Python
+        # raises OverflowError) for short profitable runs; past the float range it is inf.
+        ratio = final / init_cash
+        cagr = (
+            math.inf if math.log(ratio) / years > _MAX_LOG_GROWTH else ratio ** (1.0 / years) - 1.0
+        )
     else:
         cagr = 0.0
     max_dd = float(stats[nb.S_MAX_DD])
@@ -88,5 +108,11 @@ def metrics_from_stats(
         "open_trades": float(stats[nb.S_OPEN_TRADES]),
         "skipped_orders": float(stats[nb.S_SKIPPED_SMALL]),
         "skipped_entries_limit": float(stats[nb.S_SKIPPED_LIMIT]),
+        "skipped_entries_margin": float(stats[nb.S_SKIPPED_MARGIN]),
+        # 1.0 if the account was liquidated (see docs/backtest.md), at bar liquidation_bar
+        "liquidated": float(stats[nb.S_LIQUIDATED]),
+        "liquidation_bar": float(stats[nb.S_LIQUIDATION_BAR])
+        if stats[nb.S_LIQUIDATED]
+        else math.nan,
         "bars": n,
     }

@@ -35,6 +35,7 @@ REASON_SIGNAL, REASON_STOP_LOSS, REASON_TAKE_PROFIT, REASON_TRAILING_STOP, REASO
     3,
     4,
 )
+REASON_LIQUIDATION = 5
 # statistics vector
 S_FINAL_EQUITY, S_SUM_RET, S_SUM_RET_SQ, S_SUM_DOWN_SQ, S_MAX_DD, S_MAX_DD_DURATION = (
     0,
@@ -53,9 +54,16 @@ S_SUM_TRADE_BARS, S_FEES, S_SKIPPED_SMALL, S_SKIPPED_LIMIT, S_OPEN_TRADES, S_BAR
     16,
     17,
 )
-N_STATS = 18
+# margin (see _avail_nb and _liquidate_nb): whether and at which bar the account was
+# liquidated, and entries refused because the gross-exposure cap left no room
+S_LIQUIDATED, S_LIQUIDATION_BAR, S_SKIPPED_MARGIN = 18, 19, 20
+N_STATS = 21
 # sizing modes
 SIZE_FRACTION, SIZE_QUOTE, SIZE_RISK = 0, 1, 2
+# margin defaults of the kernels: platform.risk.margin's (this module imports numpy and numba
+# only; a test checks that they are equal), see docs/backtest.md
+MAX_GROSS_LEVERAGE = 1.0
+MAINTENANCE_MARGIN = 0.005
 
 _REL_TOL = 1e-9
 _ABS_TOL = 1e-12
@@ -165,6 +173,7 @@ def _entry_nb(
     base: float,
     budget: float,
     cash: float,
+    avail: float,
     fee: float,
     slippage: float,
     tick: float,
@@ -172,34 +181,39 @@ def _entry_nb(
     min_qty: float,
     min_notional: float,
 ) -> tuple[bool, float, float, float, float]:
-    """Open a position of side ``a`` with ``budget``; return ``(ok, qty, px, fee, cash)``."""
+    """Open a position of side ``a`` with ``budget``; return ``(ok, qty, px, fee, cash)``.
+
+    At most ``avail`` (fees included, see :func:`_avail_nb`) is committed; it equals ``cash``
+    for an unlevered account without shorts, and the arithmetic is then the former one.
+    """
     one_plus_fee = 1.0 + fee
     if a == 1:
         px = _round_price_nb(base * (1.0 + slippage), tick, True)
     else:
         px = _round_price_nb(base * (1.0 - slippage), tick, False)
-    all_in = budget >= cash or _is_close_nb(budget, cash)
+    all_in = budget >= avail or _is_close_nb(budget, avail)
     # same arithmetic as vectorbt's buy_nb so that all-in orders match it bit for bit
-    req = cash / one_plus_fee if all_in else budget / one_plus_fee
+    req = avail / one_plus_fee if all_in else budget / one_plus_fee
     if not (req > 0.0):
         return False, 0.0, px, 0.0, cash
     qty = req / px
     if step > 0.0:
         units = math.floor(qty / step + 1e-9)
-        if units * step * px * one_plus_fee > cash * (1.0 + 1e-12):
+        if units * step * px * one_plus_fee > avail * (1.0 + 1e-12):
             units -= 1
         qty = units * step
     if qty <= 0.0 or qty < min_qty or qty * px < min_notional:
         return False, 0.0, px, 0.0, cash
     if all_in and step <= 0.0:
-        f = cash - req
+        f = avail - req
         val = req
     else:
         val = qty * px
         f = val * fee
     if a == 1:
         if all_in and step <= 0.0:
-            cash = 0.0
+            # exactly 0.0 when avail is the whole cash, as vectorbt leaves it
+            cash = _add_nb(cash, -avail)
         else:
             cash = _add_nb(cash, -(val + f))
         return True, qty, px, f, cash
@@ -362,6 +376,8 @@ def _trade_stats_nb(trades: np.ndarray, stats: np.ndarray) -> None:
 
 # account scalars of the multi-symbol kernel, kept in one small array so helpers can update them
 A_CASH, A_ORDERS, A_TRADES, A_OPEN, A_FEES, A_SKIP_SMALL, A_SKIP_LIMIT = 0, 1, 2, 3, 4, 5, 6
+A_SKIP_MARGIN, A_LIQ_BAR = 7, 8  # A_LIQ_BAR is -1 until the account is liquidated
+N_ACCT = 9
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -386,6 +402,82 @@ def _budget_nb(
         return np.nan  # risk sizing without a stop-loss: nothing to size against
     cap = equity * max_position * (1.0 + fee)
     return cap if budget > cap else budget
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _avail_nb(
+    cash: float, equity: float, short_value: float, max_gross: float, fee: float
+) -> float:
+    """Return what an entry may commit, fees included, under the gross-exposure cap.
+
+    The notional room is ``(max_gross * equity - gross) / (1 + max_gross * fee)`` (the fee
+    lowers equity, and the cap must hold after it: ``platform.risk.margin.entry_room``), and
+    ``max_gross * equity - gross`` is written ``(max_gross - 1) * equity + (cash + 2 *
+    short_value)`` (``short_value``: the signed, negative value of the shorts).  Equal in exact
+    arithmetic, this is exactly ``cash`` for an unlevered long-only account, so those runs keep
+    their bits.  Short proceeds sit in cash but are not free: ``2 * short_value`` takes them
+    out and reserves the shorts' own margin.  An unlevered account never commits more than its
+    cash.
+    """
+    room = (max_gross - 1.0) * equity + (cash + 2.0 * short_value)
+    avail = room * ((1.0 + fee) / (1.0 + max_gross * fee))
+    if max_gross <= 1.0 and avail > cash:
+        return cash
+    return avail
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _close_value_nb(p: float, base: float, slippage: float, fee: float) -> float:
+    """Cash that closing ``p`` at ``base`` brings (negative for a short), tick rounding aside."""
+    if p > 0.0:
+        return p * (base * (1.0 - slippage)) * (1.0 - fee)
+    return p * (base * (1.0 + slippage)) * (1.0 + fee)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _long_safe_nb(maintenance: float, fee: float, slippage: float) -> bool:
+    """Whether a long paid in cash keeps its liquidation value above the maintenance margin.
+
+    Closing ``q`` at ``P`` brings ``q P (1 - s)(1 - f)``; above ``maintenance * q P`` at any
+    price when the factor exceeds ``maintenance`` (a relative margin of 1e-9 absorbs rounding).
+    """
+    return maintenance < (1.0 - slippage) * (1.0 - fee) * (1.0 - 1e-9)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _liq_trigger_nb(
+    p: float, cash: float, fee: float, slippage: float, maintenance: float, liquidate: bool
+) -> float:
+    """Price past which the single-symbol kernel tests a lone position ``p`` for a call.
+
+    A short is tested when the bar's high reaches it, a long when the low falls to it.  It is
+    the position's liquidation price (``platform.risk.margin.liquidation_price``) widened by
+    1e-6 so that rounding never skips a call; the exact test, the one of :func:`_liquidate_nb`,
+    then decides.  +-inf when there is nothing to test.
+    """
+    if p < 0.0:
+        if not liquidate:
+            return np.inf
+        return cash / (-p * ((1.0 + slippage) * (1.0 + fee) + maintenance)) * (1.0 - 1e-6)
+    if not liquidate or p == 0.0:
+        return -np.inf
+    keep = (1.0 - slippage) * (1.0 - fee) - maintenance
+    if keep <= 0.0:
+        return np.inf
+    return -cash / (p * keep) * (1.0 + 1e-6)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _liquidation_lambda_nb(d_open: float, d_worst: float) -> float:
+    """Where between the open (0) and the adverse extremes (1) the margin runs out.
+
+    ``d_*`` are the liquidation value less the maintenance requirement at either end; both are
+    linear in the prices, so the root of the straight line is exact.  A gap (``d_open <= 0``)
+    liquidates at the open.
+    """
+    if d_open <= 0.0:
+        return 0.0
+    return d_open / (d_open - d_worst)
 
 
 @njit(cache=True, nogil=True)
@@ -415,6 +507,7 @@ def _execute_nb(  # noqa: PLR0913
     size: float,
     max_position: float,
     max_open: int,
+    max_gross: float,
     acct: np.ndarray,
     orders: np.ndarray,
     trades: np.ndarray,
@@ -482,8 +575,21 @@ def _execute_nb(  # noqa: PLR0913
         sl_f = sl_stop[sig_row if sl_stop.shape[0] > 1 else 0, j]
         tsl_f = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, j]
         equity = acct[A_CASH]
+        short_value = 0.0
         for jj in range(k):
-            equity += pos[jj] * last_price[jj]
+            v = pos[jj] * last_price[jj]
+            equity += v
+            if v < 0.0:
+                short_value += v
+        avail = _avail_nb(acct[A_CASH], equity, short_value, max_gross, fee)
+        if not (avail > _REL_TOL * abs(equity)):
+            # no room (up to rounding, or dust orders would follow): with cash in hand, it is
+            # short proceeds or the cap is reached; without, there is nothing to spend
+            if acct[A_CASH] > 0.0:
+                acct[A_SKIP_MARGIN] += 1
+            else:
+                acct[A_SKIP_SMALL] += 1
+            continue
         budget = _budget_nb(
             size_mode, size, equity, _risk_distance_nb(sl_f, tsl_f), fee, max_position
         )
@@ -494,6 +600,7 @@ def _execute_nb(  # noqa: PLR0913
                 last_price[j],
                 budget,
                 acct[A_CASH],
+                avail,
                 fee,
                 slippage,
                 price_tick[j],
@@ -517,6 +624,113 @@ def _execute_nb(  # noqa: PLR0913
         pos_sl[j] = sl_f
         pos_tp[j] = tp_stop[sig_row if tp_stop.shape[0] > 1 else 0, j]
         pos_tsl[j] = tsl_f
+
+
+@njit(cache=True, nogil=True)
+def _liquidate_nb(  # noqa: PLR0913
+    i: int,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    pos: np.ndarray,
+    entry_price: np.ndarray,
+    entry_bar: np.ndarray,
+    entry_fee: np.ndarray,
+    price_tick: np.ndarray,
+    fee: float,
+    slippage: float,
+    maintenance: float,
+    long_safe: bool,
+    acct: np.ndarray,
+    orders: np.ndarray,
+    trades: np.ndarray,
+) -> None:
+    """Liquidate every position in bar ``i`` if the margin runs out inside it.
+
+    The liquidation value (cash plus what closing every position would bring, fees and
+    slippage included) is taken at the adverse extremes (longs at the low, shorts at the high)
+    and compared with ``maintenance`` x gross exposure there.  If it is not above, all prices
+    are moved together from the open towards those extremes to where the two are equal
+    (:func:`_liquidation_lambda_nb`) and every position is closed there, so equity ends at the
+    maintenance requirement, tick rounding aside; a gap through it closes them at the open.
+    Long positions paid in cash (``cash >= 0``, no shorts, ``long_safe``) cannot run out of
+    margin and are not checked, so unlevered long-only runs are unchanged.
+    """
+    k = pos.shape[0]
+    cash = acct[A_CASH]
+    risky = cash < 0.0 or not long_safe
+    v_open = cash
+    v_worst = cash
+    g_open = 0.0
+    g_worst = 0.0
+    for j in range(k):
+        p = pos[j]
+        if p == 0.0:
+            continue
+        if p < 0.0:
+            risky = True
+            adverse = high[i, j]
+        else:
+            adverse = low[i, j]
+        o = open_[i, j]
+        v_open += _close_value_nb(p, o, slippage, fee)
+        v_worst += _close_value_nb(p, adverse, slippage, fee)
+        g_open += abs(p) * o
+        g_worst += abs(p) * adverse
+    if not risky:
+        return
+    d_worst = v_worst - maintenance * g_worst
+    if not (d_worst <= 0.0):
+        return
+    lam = _liquidation_lambda_nb(v_open - maintenance * g_open, d_worst)
+    for j in range(k):
+        p = pos[j]
+        if p == 0.0:
+            continue
+        o = open_[i, j]
+        adverse = high[i, j] if p < 0.0 else low[i, j]
+        cash, px, f, pnl = _exit_nb(
+            p,
+            o + lam * (adverse - o),
+            slippage,
+            price_tick[j],
+            fee,
+            acct[A_CASH],
+            entry_price[j],
+            entry_fee[j],
+        )
+        acct[A_CASH] = cash
+        _push_order_nb(
+            orders,
+            int(acct[A_ORDERS]),
+            i,
+            j,
+            -1.0 if p > 0.0 else 1.0,
+            abs(p),
+            px,
+            f,
+            REASON_LIQUIDATION,
+        )
+        acct[A_ORDERS] += 1
+        _push_trade_nb(
+            trades,
+            int(acct[A_TRADES]),
+            j,
+            p,
+            entry_bar[j],
+            i,
+            entry_price[j],
+            px,
+            pnl,
+            entry_fee[j] + f,
+            REASON_LIQUIDATION,
+            False,
+        )
+        acct[A_TRADES] += 1
+        acct[A_FEES] += f
+        acct[A_OPEN] -= 1
+        pos[j] = 0.0
+    acct[A_LIQ_BAR] = i
 
 
 # running equity statistics carried between _loop_nb calls
@@ -560,6 +774,9 @@ def _loop_nb(  # noqa: PLR0913, C901
     max_position: float,
     max_open: int,
     use_stops: bool,
+    max_gross: float,
+    maintenance: float,
+    liquidate: bool,
     equity_out: np.ndarray,
     state: tuple[np.ndarray, ...],
     acct: np.ndarray,
@@ -586,6 +803,7 @@ def _loop_nb(  # noqa: PLR0913, C901
     sum_ret_sq = run[R_SUM_SQ]
     sum_down_sq = run[R_DOWN_SQ]
     exposure = int(run[R_EXPOSURE])
+    long_safe = _long_safe_nb(maintenance, fee, slippage)
     i = i0
     while i < n:
         if acct[A_ORDERS] + 3 * k > orders.shape[0] or acct[A_TRADES] + 2 * k > trades.shape[0]:
@@ -625,6 +843,7 @@ def _loop_nb(  # noqa: PLR0913, C901
                     size,
                     max_position,
                     max_open,
+                    max_gross,
                     acct,
                     orders,
                     trades,
@@ -689,7 +908,27 @@ def _loop_nb(  # noqa: PLR0913, C901
                 acct[A_FEES] += f
                 acct[A_OPEN] -= 1
                 pos[j] = 0.0
-        if fill_at_close or i + 1 < n:
+        if liquidate and acct[A_OPEN] > 0 and acct[A_LIQ_BAR] < 0:
+            _liquidate_nb(
+                i,
+                open_,
+                high,
+                low,
+                pos,
+                entry_price,
+                entry_bar,
+                entry_fee,
+                price_tick,
+                fee,
+                slippage,
+                maintenance,
+                long_safe,
+                acct,
+                orders,
+                trades,
+            )
+        # a liquidated account stops trading: no new decisions, so nothing is queued either
+        if (fill_at_close or i + 1 < n) and acct[A_LIQ_BAR] < 0:
             any_action = False
             for j in range(k):
                 a = _decide_nb(
@@ -733,6 +972,7 @@ def _loop_nb(  # noqa: PLR0913, C901
                     size,
                     max_position,
                     max_open,
+                    max_gross,
                     acct,
                     orders,
                     trades,
@@ -798,6 +1038,9 @@ def simulate_nb(  # noqa: PLR0913, C901
     close_at_end: bool,
     use_stops: bool,
     equity_out: np.ndarray,
+    max_gross: float = MAX_GROSS_LEVERAGE,
+    maintenance: float = MAINTENANCE_MARGIN,
+    liquidate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the event loop over ``(n_bars, n_cols)`` arrays sharing one cash balance.
 
@@ -807,14 +1050,19 @@ def simulate_nb(  # noqa: PLR0913, C901
     :func:`_stop_nb`; a position opened at this open can stop out in this bar, one opened at a
     close only from the next bar); (3) in close mode this bar's signals fill at its close,
     otherwise they are queued for the next open; (4) the account is marked to market at the close.
+    Margin: entries never take gross exposure above ``max_gross`` x equity (:func:`_avail_nb`);
+    with ``liquidate``, after (2) the account is liquidated if its margin runs out inside the bar
+    (:func:`_liquidate_nb`) and then stops trading (``stats[S_LIQUIDATED]``,
+    ``stats[S_LIQUIDATION_BAR]``).
     """
     n, k = close.shape
     write_equity = equity_out.shape[0] == n
     orders = np.empty((max(64, min(n * k // 8, 4096)), N_ORDER_FIELDS), dtype=np.float64)
     trades = np.empty((max(64, min(n * k // 16, 2048)), N_TRADE_FIELDS), dtype=np.float64)
     stats = np.zeros(N_STATS, dtype=np.float64)
-    acct = np.zeros(7, dtype=np.float64)
+    acct = np.zeros(N_ACCT, dtype=np.float64)
     acct[A_CASH] = init_cash
+    acct[A_LIQ_BAR] = -1.0
     # per-column state; int columns live in float64 slots viewed as int64 (same width)
     pos = np.zeros(k, dtype=np.float64)
     entry_price = np.zeros(k, dtype=np.float64)
@@ -871,6 +1119,9 @@ def simulate_nb(  # noqa: PLR0913, C901
             max_position,
             max_open,
             use_stops,
+            max_gross,
+            maintenance,
+            liquidate,
             equity_out,
             state,
             acct,
@@ -950,6 +1201,10 @@ def simulate_nb(  # noqa: PLR0913, C901
     stats[S_FEES] = acct[A_FEES]
     stats[S_SKIPPED_SMALL] = acct[A_SKIP_SMALL]
     stats[S_SKIPPED_LIMIT] = acct[A_SKIP_LIMIT]
+    stats[S_SKIPPED_MARGIN] = acct[A_SKIP_MARGIN]
+    if acct[A_LIQ_BAR] >= 0.0:
+        stats[S_LIQUIDATED] = 1.0
+        stats[S_LIQUIDATION_BAR] = acct[A_LIQ_BAR]
     stats[S_BARS] = n
     return orders[: int(acct[A_ORDERS])], trades, stats
 
@@ -1005,7 +1260,9 @@ def equity_stats_nb(equity: np.ndarray, init_cash: float) -> np.ndarray:
     X_SKIP_SMALL,
     X_SKIP_LIMIT,
 ) = range(14)
-N_X = 14
+# X_LIQ_BAR is -1 until the account is liquidated; X_LIQ_PX: see _liq_trigger_nb
+X_SKIP_MARGIN, X_LIQ_BAR, X_LIQ_PX = 14, 15, 16
+N_X = 17
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1046,6 +1303,72 @@ def _exit_1d_nb(
     x[X_POS] = 0.0
 
 
+@njit(cache=True, nogil=True)
+def _liquidate_1d_nb(
+    i: int,
+    n: int,
+    o: float,
+    adverse: float,
+    x: np.ndarray,
+    fee: float,
+    slippage: float,
+    tick: float,
+    maintenance: float,
+    equity_out: np.ndarray,
+    run: np.ndarray,
+    orders: np.ndarray,
+    trades: np.ndarray,
+) -> None:
+    """Close the lone position of ``x``, called in bar ``i``, and finish the run flat.
+
+    :func:`_liquidate_nb`'s arithmetic, so both kernels agree bit for bit; then the account
+    stops trading: bars ``i`` to ``n - 1`` are marked at the cash left, with the bar loop's
+    arithmetic for the running statistics.
+    """
+    pos = x[X_POS]
+    cash = x[X_CASH]
+    d_worst = (cash + _close_value_nb(pos, adverse, slippage, fee)) - maintenance * (
+        abs(pos) * adverse
+    )
+    lam = _liquidation_lambda_nb(
+        (cash + _close_value_nb(pos, o, slippage, fee)) - maintenance * (abs(pos) * o), d_worst
+    )
+    _exit_1d_nb(
+        i, o + lam * (adverse - o), REASON_LIQUIDATION, x, fee, slippage, tick, orders, trades
+    )
+    equity = x[X_CASH]
+    write_equity = equity_out.shape[0] == n
+    prev_equity = run[R_PREV]
+    peak_equity = run[R_PEAK]
+    max_dd = run[R_MAX_DD]
+    dd_bars = int(run[R_DD_BARS])
+    max_dd_bars = int(run[R_MAX_DD_BARS])
+    sum_ret = run[R_SUM]
+    sum_ret_sq = run[R_SUM_SQ]
+    sum_down_sq = run[R_DOWN_SQ]
+    for j in range(i, n):
+        if write_equity:
+            equity_out[j] = equity
+        ret = _bar_return_nb(equity, prev_equity)
+        sum_ret += ret
+        sum_ret_sq += ret * ret
+        down = min(ret, 0.0)
+        sum_down_sq += down * down
+        prev_equity = equity
+        peak_equity = max(peak_equity, equity)
+        dd_bars = dd_bars + 1 if equity < peak_equity else 0
+        max_dd = max(max_dd, 1.0 - equity / peak_equity)
+        max_dd_bars = max(max_dd_bars, dd_bars)
+    run[R_PREV] = prev_equity
+    run[R_PEAK] = peak_equity
+    run[R_MAX_DD] = max_dd
+    run[R_DD_BARS] = dd_bars
+    run[R_MAX_DD_BARS] = max_dd_bars
+    run[R_SUM] = sum_ret
+    run[R_SUM_SQ] = sum_ret_sq
+    run[R_DOWN_SQ] = sum_down_sq
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _execute_1d_nb(
     a: int,
@@ -1065,6 +1388,7 @@ def _execute_1d_nb(
     size_mode: int,
     size: float,
     max_position: float,
+    max_gross: float,
     orders: np.ndarray,
     trades: np.ndarray,
 ) -> None:
@@ -1076,13 +1400,31 @@ def _execute_1d_nb(
         return
     sl_f = sl_stop[sig_row if sl_stop.shape[0] > 1 else 0, 0]
     tsl_f = tsl_stop[sig_row if tsl_stop.shape[0] > 1 else 0, 0]
+    # flat here, so equity is cash and there are no shorts
+    avail = _avail_nb(x[X_CASH], x[X_CASH], 0.0, max_gross, fee)
+    if not (avail > _REL_TOL * abs(x[X_CASH])):
+        if x[X_CASH] > 0.0:
+            x[X_SKIP_MARGIN] += 1
+        else:
+            x[X_SKIP_SMALL] += 1
+        return
     budget = _budget_nb(
         size_mode, size, x[X_CASH], _risk_distance_nb(sl_f, tsl_f), fee, max_position
     )
     ok = False
     if budget == budget:
         ok, qty, px, f, cash = _entry_nb(
-            a, base, budget, x[X_CASH], fee, slippage, tick, qty_step, min_qty, min_notional
+            a,
+            base,
+            budget,
+            x[X_CASH],
+            avail,
+            fee,
+            slippage,
+            tick,
+            qty_step,
+            min_qty,
+            min_notional,
         )
     if not ok:
         x[X_SKIP_SMALL] += 1
@@ -1126,6 +1468,9 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
     size: float,
     max_position: float,
     use_stops: bool,
+    max_gross: float,
+    maintenance: float,
+    liquidate: bool,
     equity_out: np.ndarray,
     x: np.ndarray,
     run: np.ndarray,
@@ -1148,6 +1493,11 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
     sum_ret_sq = run[R_SUM_SQ]
     sum_down_sq = run[R_DOWN_SQ]
     exposure = int(run[R_EXPOSURE])
+    long_safe = _long_safe_nb(maintenance, fee, slippage)
+    # Cash and position are constant while a position is open, so its liquidation price is
+    # too: a comparison per bar instead of the liquidation value.  It and the halt flag live
+    # in x, not in locals: extra loop-carried locals cost a long-only sweep about a fifth.
+    x[X_LIQ_PX] = _liq_trigger_nb(pos, cash, fee, slippage, maintenance, liquidate)
     i = i0
     while i < n:
         if x[X_ORDERS] > cap_o or x[X_TRADES] > cap_t:
@@ -1173,12 +1523,14 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
                 size_mode,
                 size,
                 max_position,
+                max_gross,
                 orders,
                 trades,
             )
             pending = 0
             pos = x[X_POS]
             cash = x[X_CASH]
+            x[X_LIQ_PX] = _liq_trigger_nb(pos, cash, fee, slippage, maintenance, liquidate)
         if use_stops and pos != 0.0:
             reason, exit_base, x[X_EXTREME] = _stop_nb(
                 pos,
@@ -1198,6 +1550,20 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
                 _exit_1d_nb(i, exit_base, reason, x, fee, slippage, tick, orders, trades)
                 pos = x[X_POS]
                 cash = x[X_CASH]
+        # Register tests first: a long paid in cash never loads the lows.  A call leaves the
+        # loop (the caller liquidates and ends the run): a call site in here would cost every
+        # bar of every sweep.
+        if (
+            pos != 0.0
+            and (pos < 0.0 or cash < 0.0 or not long_safe)
+            and (high[i, 0] >= x[X_LIQ_PX] if pos < 0.0 else low[i, 0] <= x[X_LIQ_PX])
+        ):
+            adverse = high[i, 0] if pos < 0.0 else low[i, 0]
+            if (cash + _close_value_nb(pos, adverse, slippage, fee)) - maintenance * (
+                abs(pos) * adverse
+            ) <= 0.0:
+                x[X_LIQ_BAR] = i
+                break
         c = close[i, 0]
         a = _decide_nb(
             pos, long_entries[i, 0], long_exits[i, 0], short_entries[i, 0], short_exits[i, 0]
@@ -1224,11 +1590,13 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
                     size_mode,
                     size,
                     max_position,
+                    max_gross,
                     orders,
                     trades,
                 )
                 pos = x[X_POS]
                 cash = x[X_CASH]
+                x[X_LIQ_PX] = _liq_trigger_nb(pos, cash, fee, slippage, maintenance, liquidate)
             elif i + 1 < n:
                 pending = a
         equity = cash + pos * c
@@ -1309,6 +1677,9 @@ def simulate_1d_nb(  # noqa: PLR0913
     close_at_end: bool,
     use_stops: bool,
     equity_out: np.ndarray,
+    max_gross: float = MAX_GROSS_LEVERAGE,
+    maintenance: float = MAINTENANCE_MARGIN,
+    liquidate: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Single-symbol twin of :func:`simulate_nb` (same arguments, same results, ~5x faster).
 
@@ -1320,6 +1691,7 @@ def simulate_1d_nb(  # noqa: PLR0913
     trades = np.empty((max(64, min(n // 16, 2048)), N_TRADE_FIELDS), dtype=np.float64)
     x = np.zeros(N_X, dtype=np.float64)
     x[X_CASH] = init_cash
+    x[X_LIQ_BAR] = -1.0
     x[X_SL] = np.nan
     x[X_TP] = np.nan
     x[X_TSL] = np.nan
@@ -1352,12 +1724,32 @@ def simulate_1d_nb(  # noqa: PLR0913
             size,
             max_position,
             use_stops,
+            max_gross,
+            maintenance,
+            liquidate,
             equity_out,
             x,
             run,
             orders,
             trades,
         )
+        if x[X_LIQ_BAR] >= 0.0:
+            _liquidate_1d_nb(
+                i,
+                n,
+                open_[i, 0],
+                high[i, 0] if x[X_POS] < 0.0 else low[i, 0],
+                x,
+                fee,
+                slippage,
+                price_tick[0],
+                maintenance,
+                equity_out,
+                run,
+                orders,
+                trades,
+            )
+            break
         if i >= n:
             break
         orders = _grow_nb(orders, orders.shape[0])
@@ -1412,5 +1804,9 @@ def simulate_1d_nb(  # noqa: PLR0913
     stats[S_FEES] = x[X_FEES]
     stats[S_SKIPPED_SMALL] = x[X_SKIP_SMALL]
     stats[S_SKIPPED_LIMIT] = x[X_SKIP_LIMIT]
+    stats[S_SKIPPED_MARGIN] = x[X_SKIP_MARGIN]
+    if x[X_LIQ_BAR] >= 0.0:
+        stats[S_LIQUIDATED] = 1.0
+        stats[S_LIQUIDATION_BAR] = x[X_LIQ_BAR]
     stats[S_BARS] = n
     return orders[: int(x[X_ORDERS])], trades, stats

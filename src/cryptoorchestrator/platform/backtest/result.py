@@ -19,7 +19,7 @@ from cryptoorchestrator.platform.backtest import nb
 from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.backtest.metrics import METRIC_NAMES
 
-_REASONS = np.array(["signal", "stop_loss", "take_profit", "trailing_stop", "end"])
+_REASONS = np.array(["signal", "stop_loss", "take_profit", "trailing_stop", "end", "liquidation"])
 
 
 @dataclass(eq=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,18 @@ class RiskLimits(BaseModel):
     max_total_exposure_pct: Decimal = Field(
         Decimal(100), gt=0, le=1000, description="sum of all positions, % of portfolio equity"
     )
+    max_gross_leverage: Decimal = Field(
+        Decimal(1),
+        gt=0,
+        le=125,
+        description="per bot: sum of |positions| as a multiple of its equity (risk.margin)",
+    )
+    maintenance_margin_pct: Decimal = Field(
+        Decimal("0.5"),
+        ge=0,
+        lt=100,
+        description="per bot: a bot whose equity falls to this % of its gross exposure is halted",
+    )
     max_open_orders: int = Field(5, ge=1, le=1000, description="per bot")
     max_open_orders_total: int = Field(50, ge=1, le=100_000)
     max_orders_per_minute: int = Field(30, ge=1, le=10_000, description="per bot")
@@ -37,6 +49,56 @@ class RiskLimits(BaseModel):
     def to_public(self) -> dict[str, Any]:
         """Return the limits as JSON-friendly values (decimals as strings)."""
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in self.model_dump().items()}
+
+
+class UserRiskLimits(BaseModel):
+    """One user's own limits on their own bots; ``None`` leaves the portfolio limit in force.
+
+    They can only tighten: each applies together with the portfolio limit of the same name,
+    and the stricter one wins.  Per-bot fields apply to each of the user's bots;
+    ``max_total_exposure_pct`` and ``max_open_orders_total`` to the user's bots together
+    (exposure as % of the user's equity).  ``kill_switch`` stops only this user's trading.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_position_pct: Decimal | None = Field(None, ge=1, le=100)
+    max_risk_per_trade_pct: Decimal | None = Field(None, ge=Decimal("0.1"), le=5)
+    max_total_exposure_pct: Decimal | None = Field(None, gt=0, le=1000)
+    max_open_orders: int | None = Field(None, ge=1, le=1000)
+    max_open_orders_total: int | None = Field(None, ge=1, le=100_000)
+    max_orders_per_minute: int | None = Field(None, ge=1, le=10_000)
+    max_daily_loss_pct: Decimal | None = Field(None, gt=0, le=100)
+    max_drawdown_pct: Decimal | None = Field(None, gt=0, le=100)
+    kill_switch: bool = False
+
+    #: Fields that tighten the portfolio limit of the same name for each of the user's bots.
+    PER_BOT: ClassVar[tuple[str, ...]] = (
+        "max_position_pct",
+        "max_risk_per_trade_pct",
+        "max_open_orders",
+        "max_orders_per_minute",
+        "max_daily_loss_pct",
+        "max_drawdown_pct",
+    )
+
+    def applied_to(self, portfolio: RiskLimits) -> RiskLimits:
+        """Return ``portfolio`` with each per-bot limit tightened to this user's, if stricter."""
+        update = {
+            name: min(getattr(portfolio, name), mine)
+            for name in self.PER_BOT
+            if (mine := getattr(self, name)) is not None
+        }
+        return portfolio.model_copy(update=update) if update else portfolio
+
+    def to_public(self) -> dict[str, Any]:
+        """Return the limits as JSON-friendly values (decimals as strings, unset as null)."""
+        return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in self.model_dump().items()}
+
+
+def user_scope(user_id: int) -> str:
+    """Return the ``risk_limits.scope`` of a user's own limits."""
+    return f"user:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,11 @@ limit halts the bot (or, for portfolio limits, every bot): later orders are deni
 bot is re-armed by a user starting it again.  Orders that only reduce a position are always
 allowed past exposure and size limits (so a halted bot can still be flattened), but never past
 the kill switch unless the kill-switch procedure itself sends them.
+
+Bots belong to users (tenants).  Besides the portfolio's limits and kill switch, which only an
+operator sets, each user may have limits of their own (:class:`UserRiskLimits`, which can only
+tighten the portfolio's) and a kill switch of their own: both apply to that user's bots and
+never to another user's.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from decimal import Decimal
 from typing import Any
 
 from cryptoorchestrator.platform.model.clock import Clock, LiveClock
-from cryptoorchestrator.platform.risk.limits import Breach, OrderCheck, RiskDecision, RiskLimits
+from cryptoorchestrator.platform.risk import margin
+from cryptoorchestrator.platform.risk.limits import (
+    Breach,
+    OrderCheck,
+    RiskDecision,
+    RiskLimits,
+    UserRiskLimits,
+)
 
 _HUNDRED = Decimal(100)
 _MINUTE = 60.0
@@ -46,11 +58,23 @@ class BotRisk:
     open_orders: set[str] = field(default_factory=set)
     order_times: deque[float] = field(default_factory=deque)
     halted: str | None = None
+    #: The bot's owner: their own limits and kill switch apply to it (None: portfolio only).
+    user_id: int | None = None
 
     @property
     def exposure(self) -> Decimal:
         """Gross notional of the bot's positions."""
         return sum((abs(v) for v in self.positions.values()), Decimal(0))
+
+
+@dataclass(slots=True)
+class UserTotals:
+    """Running totals over one user's bots (kept like the portfolio's, see the module doc)."""
+
+    equity: Decimal = Decimal(0)
+    exposure: Decimal = Decimal(0)
+    open_orders: int = 0
+    bots: int = 0
 
 
 class RiskManager:
@@ -69,6 +93,11 @@ class RiskManager:
         self._open_total = 0
         self._day_start_total = Decimal(0)
         self._day = self._today()
+        # Per user: their own limits, the portfolio limits tightened by them (looked up on
+        # every approval, so computed when either changes), and totals over their bots.
+        self.user_limits: dict[int, UserRiskLimits] = {}
+        self._effective: dict[int, RiskLimits] = {}
+        self._users: dict[int, UserTotals] = {}
 
     # ------------------------------------------------------------------ registration, limits
 
@@ -83,10 +112,15 @@ class RiskManager:
         day_start_equity: Decimal | None = None,
         positions: dict[str, Decimal] | None = None,
         open_orders: set[str] | None = None,
+        user_id: int | None = None,
     ) -> None:
-        """Start tracking a bot (or refresh it on restart); re-arms a halted bot."""
+        """Start tracking a bot (or refresh it on restart); re-arms a halted bot.
+
+        ``user_id`` is the bot's owner, whose own limits and kill switch then apply to it.
+        """
         self.unregister_bot(bot_id)
         bot = self.bots[bot_id] = BotRisk(
+            user_id=user_id,
             bot_id=bot_id,
             max_position_pct=max_position_pct,
             risk_per_trade_pct=risk_per_trade_pct,
@@ -101,6 +135,12 @@ class RiskManager:
         self._exposure_total += bot.exposure
         self._open_total += len(bot.open_orders)
         self._day_start_total += bot.day_start_equity
+        if user_id is not None:
+            mine = self._users.setdefault(user_id, UserTotals())
+            mine.equity += bot.equity
+            mine.exposure += bot.exposure
+            mine.open_orders += len(bot.open_orders)
+            mine.bots += 1
         # The portfolio's peak moves with the set of bots, or adding/removing a bot would
         # read as a gain/loss of the whole portfolio.
         self._portfolio_peak = max(self._portfolio_peak + equity, self.portfolio_equity)
@@ -116,16 +156,48 @@ class RiskManager:
             self._portfolio_peak = max(
                 self._portfolio_peak - bot.peak_equity, self.portfolio_equity
             )
+            mine = self._users.get(bot.user_id) if bot.user_id is not None else None
+            if mine is not None:
+                mine.equity -= bot.equity
+                mine.exposure -= bot.exposure
+                mine.open_orders -= len(bot.open_orders)
+                mine.bots -= 1
+                if mine.bots == 0:
+                    del self._users[bot.user_id]  # type: ignore[arg-type]
+
+    def bots_of(self, user_id: int) -> list[int]:
+        """Return the ids of the tracked bots that belong to ``user_id``."""
+        return [b.bot_id for b in self.bots.values() if b.user_id == user_id]
 
     def set_limits(self, limits: RiskLimits) -> None:
         """Replace the limits at run time; a cleared kill switch also clears portfolio halts."""
         if self.limits.kill_switch and not limits.kill_switch:
             self.portfolio_halted = None
         self.limits = limits
+        self._effective = {uid: mine.applied_to(limits) for uid, mine in self.user_limits.items()}
 
     def activate_kill_switch(self) -> None:
         """Deny every new order from now on."""
-        self.limits = self.limits.model_copy(update={"kill_switch": True})
+        self.set_limits(self.limits.model_copy(update={"kill_switch": True}))
+
+    def set_user_limits(self, user_id: int, limits: UserRiskLimits) -> None:
+        """Replace ``user_id``'s own limits (and kill switch); they apply to their bots only."""
+        self.user_limits[user_id] = limits
+        self._effective[user_id] = limits.applied_to(self.limits)
+
+    def limits_for_user(self, user_id: int) -> UserRiskLimits:
+        """Return ``user_id``'s own limits (all unset, kill switch off, if they have none)."""
+        return self.user_limits.get(user_id) or UserRiskLimits()
+
+    def activate_user_kill_switch(self, user_id: int) -> None:
+        """Deny every new order of ``user_id``'s bots from now on (other users' are unaffected)."""
+        mine = self.limits_for_user(user_id)
+        self.set_user_limits(user_id, mine.model_copy(update={"kill_switch": True}))
+
+    def release_user_kill_switch(self, user_id: int) -> None:
+        """Let ``user_id``'s bots trade again (bots stopped by the switch must be started)."""
+        mine = self.limits_for_user(user_id)
+        self.set_user_limits(user_id, mine.model_copy(update={"kill_switch": False}))
 
     # ----------------------------------------------------------------------------- checks
 
@@ -137,6 +209,13 @@ class RiskManager:
         bot = self.bots.get(check.bot_id)
         if bot is None:
             return RiskDecision.deny("unknown_bot", f"bot {check.bot_id} is not registered")
+        mine = self.user_limits.get(bot.user_id) if bot.user_id is not None else None
+        if mine is not None:
+            if mine.kill_switch:
+                return RiskDecision.deny(
+                    "user_kill_switch", "your kill switch is active: your bots' trading stopped"
+                )
+            limits = self._effective[bot.user_id]  # type: ignore[index]
         if check.amount <= 0 or check.price <= 0:
             return RiskDecision.deny("invalid_order", "amount and price must be positive")
         if check.equity is not None and check.equity > 0:
@@ -169,18 +248,38 @@ class RiskManager:
                 "max_open_orders_total",
                 f"{total_open} open orders across bots (limit {limits.max_open_orders_total})",
             )
+        totals = self._users.get(bot.user_id) if bot.user_id is not None else None
+        if (
+            mine is not None
+            and totals is not None
+            and mine.max_open_orders_total is not None
+            and totals.open_orders >= mine.max_open_orders_total
+        ):
+            return RiskDecision.deny(
+                "user_max_open_orders_total",
+                f"{totals.open_orders} open orders across your bots "
+                f"(your limit {mine.max_open_orders_total})",
+            )
         if not check.reduce_only:
-            denial = self._check_exposure(bot, check)
+            denial = self._check_exposure(bot, check, limits, mine, totals)
             if denial is not None:
                 return denial
         bot.order_times.append(now)
         if check.client_order_id not in bot.open_orders:
             bot.open_orders.add(check.client_order_id)
             self._open_total += 1
+            if totals is not None:
+                totals.open_orders += 1
         return RiskDecision.approve()
 
-    def _check_exposure(self, bot: BotRisk, check: OrderCheck) -> RiskDecision | None:
-        limits = self.limits
+    def _check_exposure(
+        self,
+        bot: BotRisk,
+        check: OrderCheck,
+        limits: RiskLimits,
+        mine: UserRiskLimits | None,
+        totals: UserTotals | None,
+    ) -> RiskDecision | None:
         signed = check.notional if check.side == "buy" else -check.notional
         current = bot.positions.get(check.symbol, Decimal(0))
         after = abs(current + signed)
@@ -192,6 +291,15 @@ class RiskManager:
             return RiskDecision.deny(
                 "max_position_size",
                 f"position would be {after:.2f}, above {pos_pct}% of bot equity ({cap:.2f})",
+            )
+        # the backtest's rule (SimConfig.max_gross_leverage): all of the bot's positions
+        gross = bot.exposure - abs(current) + after
+        lev = limits.max_gross_leverage
+        if not margin.within_gross_cap(bot.equity, gross, lev):
+            return RiskDecision.deny(
+                "max_gross_leverage",
+                f"bot's gross exposure would be {gross:.2f}, above {lev}x its equity "
+                f"({lev * bot.equity:.2f})",
             )
         if check.stop_price is not None:
             risk_pct = min(bot.risk_per_trade_pct, limits.max_risk_per_trade_pct)
@@ -212,6 +320,15 @@ class RiskManager:
                 f"total exposure would be {new_exposure:.2f}, above "
                 f"{limits.max_total_exposure_pct}% of portfolio equity ({portfolio_cap:.2f})",
             )
+        if mine is not None and totals is not None and mine.max_total_exposure_pct is not None:
+            user_exposure = totals.exposure - abs(current) + after
+            user_cap = totals.equity * mine.max_total_exposure_pct / _HUNDRED
+            if user_exposure > user_cap:
+                return RiskDecision.deny(
+                    "user_max_total_exposure",
+                    f"your bots' exposure would be {user_exposure:.2f}, above your limit of "
+                    f"{mine.max_total_exposure_pct}% of their equity ({user_cap:.2f})",
+                )
         return None
 
     # ------------------------------------------------------------------------ bookkeeping
@@ -222,6 +339,9 @@ class RiskManager:
         if bot is not None and client_order_id in bot.open_orders:
             bot.open_orders.remove(client_order_id)
             self._open_total -= 1
+            totals = self._users.get(bot.user_id) if bot.user_id is not None else None
+            if totals is not None:
+                totals.open_orders -= 1
 
     def update_position(self, bot_id: int, symbol: str, signed_notional: Decimal) -> None:
         """Record a bot's position in ``symbol`` (positive long, negative short, at mark)."""
@@ -233,7 +353,11 @@ class RiskManager:
         else:
             old = bot.positions.get(symbol)
             bot.positions[symbol] = signed_notional
-        self._exposure_total += abs(signed_notional) - (abs(old) if old is not None else 0)
+        change = abs(signed_notional) - (abs(old) if old is not None else 0)
+        self._exposure_total += change
+        totals = self._users.get(bot.user_id) if bot.user_id is not None else None
+        if totals is not None:
+            totals.exposure += change
 
     def report(
         self,
@@ -268,14 +392,17 @@ class RiskManager:
         bot.peak_equity = max(bot.peak_equity, equity)
         breaches: list[Breach] = []
         if bot.halted is None:
+            limits = self._limits_of(bot)
             breach = self._loss_breach(
                 bot.day_start_equity,
                 bot.peak_equity,
                 equity,
-                self.limits.max_daily_loss_pct,
-                self.limits.max_drawdown_pct,
+                limits.max_daily_loss_pct,
+                limits.max_drawdown_pct,
                 bot_id,
             )
+            if breach is None:
+                breach = self._margin_breach(bot, limits)
             if breach is not None:
                 bot.halted = breach.message
                 breaches.append(breach)
@@ -295,8 +422,17 @@ class RiskManager:
                 breaches.append(breach)
         return breaches
 
+    def _limits_of(self, bot: BotRisk) -> RiskLimits:
+        """Return the limits in force for ``bot``: the portfolio's, tightened by its owner's."""
+        if bot.user_id is None:
+            return self.limits
+        return self._effective.get(bot.user_id, self.limits)
+
     def _set_equity(self, bot: BotRisk, equity: Decimal) -> None:
         self._equity_total += equity - bot.equity
+        totals = self._users.get(bot.user_id) if bot.user_id is not None else None
+        if totals is not None:
+            totals.equity += equity - bot.equity
         bot.equity = equity
 
     def _roll_day(self, today: str) -> None:
@@ -306,6 +442,25 @@ class RiskManager:
                 self._day_start_total += bot.equity - bot.day_start_equity
                 bot.day, bot.day_start_equity = today, bot.equity
         self._day = today
+
+    @staticmethod
+    def _margin_breach(bot: BotRisk, limits: RiskLimits) -> Breach | None:
+        """A margin call (``platform.risk.margin.margin_call``), equity at mark for its value.
+
+        The backtest liquidates at that point; here the bot is halted, so that only orders
+        reducing its positions pass until it is re-armed.
+        """
+        gross = bot.exposure
+        mm = limits.maintenance_margin_pct / _HUNDRED
+        if gross == 0 or not margin.margin_call(bot.equity, gross, mm):
+            return None
+        return Breach(
+            "maintenance_margin",
+            f"bot {bot.bot_id}'s equity {bot.equity:.2f} is at most "
+            f"{limits.maintenance_margin_pct}% of its gross exposure ({gross:.2f})",
+            bot.bot_id,
+            {"equity": str(bot.equity), "gross_exposure": str(gross)},
+        )
 
     @staticmethod
     def _loss_breach(
@@ -362,18 +517,45 @@ class RiskManager:
             "open_orders": sum(len(b.open_orders) for b in self.bots.values()),
             "kill_switch": self.limits.kill_switch,
             "portfolio_halted": self.portfolio_halted,
-            "bots": {
-                str(b.bot_id): {
-                    "equity": str(b.equity),
-                    "exposure": str(b.exposure),
-                    "open_orders": len(b.open_orders),
-                    "drawdown_pct": float((b.peak_equity - b.equity) / b.peak_equity * _HUNDRED)
-                    if b.peak_equity > 0
-                    else 0.0,
-                    "halted": b.halted,
-                }
-                for b in self.bots.values()
-            },
+            "bots": {str(b.bot_id): self._bot_report(b) for b in self.bots.values()},
+        }
+
+    def user_utilisation(self, user_id: int) -> dict[str, Any]:
+        """Return utilisation of ``user_id``'s bots only: nothing summed over other users' bots.
+
+        What a trader may see: their bots' equity, exposure and open orders, their own limits
+        and kill switch, and whether the portfolio's kill switch or halt stops them too.
+        """
+        mine = [b for b in self.bots.values() if b.user_id == user_id]
+        own = self.limits_for_user(user_id)
+        equity = sum((b.equity for b in mine), Decimal(0))
+        exposure = sum((b.exposure for b in mine), Decimal(0))
+        pct = own.max_total_exposure_pct
+        if pct is None:
+            pct = self.limits.max_total_exposure_pct
+        cap = equity * pct / _HUNDRED
+        return {
+            "equity": str(equity),
+            "total_exposure": str(exposure),
+            "exposure_pct_of_limit": float(exposure / cap * _HUNDRED) if cap > 0 else 0.0,
+            "open_orders": sum(len(b.open_orders) for b in mine),
+            "kill_switch": self.limits.kill_switch,
+            "user_kill_switch": own.kill_switch,
+            # Whether, not why: the reason quotes the whole portfolio's loss.
+            "portfolio_halted": self.portfolio_halted is not None,
+            "bots": {str(b.bot_id): self._bot_report(b) for b in mine},
+        }
+
+    @staticmethod
+    def _bot_report(b: BotRisk) -> dict[str, Any]:
+        return {
+            "equity": str(b.equity),
+            "exposure": str(b.exposure),
+            "open_orders": len(b.open_orders),
+            "drawdown_pct": float((b.peak_equity - b.equity) / b.peak_equity * _HUNDRED)
+            if b.peak_equity > 0
+            else 0.0,
+            "halted": b.halted,
         }
 
     def _today(self) -> str:
