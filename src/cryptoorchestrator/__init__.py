@@ -27,12 +27,14 @@ _LAZY: dict[str, str] = {
     "list_strategies": "cryptoorchestrator.strategies.sdk",
     "get_strategy": "cryptoorchestrator.strategies.sdk",
     "optimize": "cryptoorchestrator.cluster.optimize",
+    "replay": "cryptoorchestrator.cluster.replay",
     "walk_forward": "cryptoorchestrator.cluster.optimize",
 }
 
 if TYPE_CHECKING:
     from cryptoorchestrator.client import Client
     from cryptoorchestrator.cluster.optimize import optimize, walk_forward
+    from cryptoorchestrator.cluster.replay import replay
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.strategies.sdk import (
@@ -53,6 +55,7 @@ __all__ = [
     "list_strategies",
     "load_ohlcv",
     "optimize",
+    "replay",
     "walk_forward",
 ]
 

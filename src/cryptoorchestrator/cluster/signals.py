@@ -3,58 +3,83 @@
 A live bot hands the window of closed candles to the strategy's own vectorised ``signals`` (in
 the guard that turns user exceptions into ``StrategyError``) and reads the last bar.  Nothing is
 re-implemented for live trading, so a bot decides on bar t what the backtest decided on bar t,
-provided the window covers the strategy's warm-up.
+provided the window covers the strategy's warm-up: the bot keeps
+``strategy.required_window(params)`` closed candles (see ``platform.strategy.base``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from cryptoorchestrator.platform.bots.runtime import SignalSource
+from cryptoorchestrator.platform.bots.runtime import LiveSignal, SignalSource
 from cryptoorchestrator.platform.strategy.bars import as_bars
-from cryptoorchestrator.platform.strategy.base import run_signals
-from cryptoorchestrator.strategies.registry import get_strategy
+from cryptoorchestrator.platform.strategy.base import Strategy, run_signals
+from cryptoorchestrator.strategies.registry import get_strategy, registered_strategy
 
 
 def _last(arr: np.ndarray | None) -> bool:
     return bool(arr[-1]) if arr is not None and len(arr) else False
 
 
+def _instance(strategy: Any) -> Strategy:
+    # A name comes from a bot row, which a tenant wrote: only registered names resolve, and a
+    # path or module reference stored there is refused, never imported.
+    return registered_strategy(strategy) if isinstance(strategy, str) else get_strategy(strategy)
+
+
 def last_bar_signals(strategy: Any, params: Mapping[str, Any]) -> SignalSource:
-    """Return a signal source for ``strategy`` (name, class or instance) with ``params``.
+    """Return a signal source for ``strategy`` (registered name, class or instance) with ``params``.
 
     Raises
     ------
-    InvalidInputError / NotFoundError
-        For an unknown strategy or parameters outside its declared ranges, before any trading.
+    InvalidInputError
+        For a name that is not registered or parameters outside the declared ranges, before any
+        trading.
     """
-    instance = get_strategy(strategy)
+    instance = _instance(strategy)
     checked = instance.validate_params(params)
 
-    def evaluate(bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
+    defaults = (instance.stop_loss, instance.take_profit, instance.trailing_stop)
+
+    def evaluate(bars: dict[str, np.ndarray]) -> LiveSignal:
         signals = run_signals(instance, as_bars(bars), checked)
-        return (
+        # Per-bar stops of the last bar, else the class defaults: the backtest's precedence
+        # below the bot's own settings (which the runtime applies on top).
+        stops = [
+            _stop_at_last(per_bar, default)
+            for per_bar, default in zip(signals[4:7], defaults, strict=True)
+        ]
+        return LiveSignal(
             _last(signals.long_entries),
             _last(signals.long_exits),
             _last(signals.short_entries),
             _last(signals.short_exits),
+            *stops,
         )
 
     return evaluate
 
 
-def required_window(strategy: Any, params: Mapping[str, Any], minimum: int = 200) -> int:
-    """Return how many closed candles a live bot should keep for ``strategy``.
+def _stop_at_last(per_bar: np.ndarray | None, default: float | None) -> float:
+    if per_bar is not None and len(per_bar):
+        return float(per_bar[-1])
+    return math.nan if default is None else float(default)
 
-    The declared ``warmup`` when the strategy has one, else four times its largest integer
-    parameter (recursive indicators such as EMA converge well within that), at least ``minimum``.
+
+def required_window(strategy: Any, params: Mapping[str, Any]) -> int:
+    """Return how many closed candles a live bot keeps for ``strategy`` with ``params``.
+
+    The strategy's own :meth:`~cryptoorchestrator.platform.strategy.base.Strategy.required_window`
+    on the validated parameters.
+
+    Raises
+    ------
+    InvalidInputError
+        For a name that is not registered or parameters outside the declared ranges.
     """
-    instance = get_strategy(strategy)
-    checked = instance.validate_params(params)
-    if instance.warmup:
-        return max(int(instance.warmup) + 1, minimum)
-    ints = [int(v) for v in checked.values() if isinstance(v, int) and not isinstance(v, bool)]
-    return max(4 * max(ints, default=0), minimum)
+    instance = _instance(strategy)
+    return int(instance.required_window(instance.validate_params(params)))

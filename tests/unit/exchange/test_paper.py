@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cryptoorchestrator.platform.exchange.execution import (
+    Balance,
     Candle,
     ExchangeOrder,
     MarketInfo,
@@ -550,3 +551,217 @@ def test_the_submitted_mark_is_written_with_the_booking(
     assert booked == {f"paper:{account_id}:{c}" for c in (["m1", "m2"] if together else ["m1"])}
     spent = Decimal("0.001") * Decimal("60000.01") * len(booked)
     assert asyncio.run(b.fetch_balances())["USDT"].free == Decimal(1000) - spent
+
+
+def test_fees_in_quote_are_charged_as_the_backtest_charges_them(
+    setup: tuple[Settings, int],
+) -> None:
+    """``fees_in_quote``: price x amount x rate in quote on both sides; a buy needs cost + fee."""
+    prices = Prices()
+    b = broker(setup, prices, fees_in_quote=True)
+    Balances = dict[str, Balance]
+
+    async def scenario() -> tuple[object, object, Balances, object, Balances]:
+        await b.fund({"USDT": Decimal("1000")})
+        too_big = await b.create_order(req("buy", "market", "0.01666", "big"))  # 999.6 + fee
+        buy = await b.create_order(req("buy", "market", "0.01", "buy-1"))
+        after_buy = await b.fetch_balances()
+        sell = await b.create_order(req("sell", "market", "0.01", "sell-1"))
+        return too_big, buy, after_buy, sell, await b.fetch_balances()
+
+    too_big, buy, after_buy, sell, final = asyncio.run(scenario())
+    assert isinstance(too_big, OrderRejected)
+    assert too_big.code == "insufficient_funds"
+    assert isinstance(buy, ExchangeOrder)
+    cost = Decimal("0.01") * Decimal("60000.01")
+    assert (buy.fee, buy.fee_currency) == (Decimal("0.60000010"), "USDT")
+    assert after_buy["BTC"].free == Decimal("0.01")  # the whole amount: no fee in base
+    assert after_buy["USDT"].free == Decimal("1000") - cost - Decimal("0.60000010")
+    assert isinstance(sell, ExchangeOrder)
+    proceeds = Decimal("0.01") * Decimal("59999.99")
+    assert (sell.fee, sell.fee_currency) == (Decimal("0.59999990"), "USDT")
+    assert final["USDT"].free == after_buy["USDT"].free + proceeds - Decimal("0.59999990")
+    assert "BTC" not in final  # nothing left: a zero balance is not listed
+
+
+class FormingCandle(Prices):
+    """Market data whose candle forming now opened at 60123.45 and trades at 60200.10."""
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int | None = None
+    ) -> list[Candle]:
+        return [Candle(3_600_000, 60123.45, 60250.0, 60100.0, 60200.10, 5.0)][-(limit or 1) :]
+
+
+def test_quote_candle_quotes_the_forming_candle_without_spread(
+    setup: tuple[Settings, int],
+) -> None:
+    """``quote_candle``: the forming candle's last price is bid, ask and fill, both sides."""
+    b = broker(setup, FormingCandle(), quote_candle="1h")
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"USDT": Decimal("10000")})
+        ticker = await b.fetch_ticker("BTC/USDT")
+        buy = await b.create_order(req("buy", "market", "0.01", "buy-1"))
+        sell = await b.create_order(req("sell", "market", "0.005", "sell-1"))
+        return ticker, buy, sell
+
+    ticker, buy, sell = asyncio.run(scenario())
+    price = Decimal("60200.1")
+    assert isinstance(ticker, Ticker)
+    assert (ticker.bid, ticker.ask, ticker.last, ticker.timestamp_ms) == (
+        price,
+        price,
+        price,
+        3_600_000,
+    )
+    assert isinstance(buy, ExchangeOrder)
+    assert isinstance(sell, ExchangeOrder)
+    assert buy.average_price == sell.average_price == price
+
+
+# ------------------------------------------------------------------------- stop-loss orders
+
+
+def stop_req(amount: str, cid: str, stop: str, side: str = "sell") -> OrderRequest:
+    return OrderRequest(
+        "BTC/USDT",
+        OrderSide(side),
+        OrderType.STOP_LOSS,
+        Decimal(amount),
+        cid,
+        stop_price=Decimal(stop),
+    )
+
+
+def test_stop_loss_rests_locked_fills_at_its_stop_and_survives_a_restart(
+    setup: tuple[Settings, int],
+) -> None:
+    """On quotes: resting with its BTC locked, found again by a new broker (a restart), filled
+    whole at the quote that reached its stop (a market order then); one through the quote is
+    refused."""
+    prices = Prices()
+    b = broker(setup, prices)
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"BTC": Decimal("1"), "USDT": Decimal(0)})
+        placed = await b.create_order(stop_req("0.5", "stop-1", "59000"))
+        refused = await b.create_order(stop_req("0.1", "stop-2", "60000"))
+        balances = await b.fetch_balances()
+        again = broker(setup, prices)
+        found = await again.fetch_order("BTC/USDT", client_order_id="stop-1")
+        prices.quote("59500", "59500.02")
+        held = await again.fetch_order("BTC/USDT", client_order_id="stop-1")
+        prices.quote("58000", "58000.02")
+        filled = await again.fetch_order("BTC/USDT", client_order_id="stop-1")
+        return placed, refused, balances, found, held, filled, await again.fetch_balances()
+
+    placed, refused, balances, found, held, filled, after = asyncio.run(scenario())
+    assert isinstance(placed, ExchangeOrder)
+    assert placed.status is OrderStatus.OPEN
+    assert (placed.type, placed.stop_price, placed.price) == (
+        OrderType.STOP_LOSS,
+        Decimal("59000"),
+        None,
+    )
+    assert isinstance(refused, OrderRejected)
+    assert refused.code == "would_trigger"
+    assert balances["BTC"] == Balance("BTC", Decimal("0.5"), Decimal("0.5"))  # type: ignore[index]
+    assert isinstance(found, ExchangeOrder)
+    assert found.stop_price == Decimal("59000")
+    assert isinstance(held, ExchangeOrder)
+    assert held.status is OrderStatus.OPEN
+    assert isinstance(filled, ExchangeOrder)
+    assert filled.status is OrderStatus.FILLED
+    assert filled.average_price == Decimal("58000")
+    assert filled.fills[0].amount == Decimal("0.5")
+    fee = Decimal("29")  # 0.1 % of 29,000 USDT
+    assert after["BTC"] == Balance("BTC", Decimal("0.5"), Decimal(0))  # type: ignore[index]
+    assert after["USDT"] == Balance("USDT", Decimal(29000) - fee, Decimal(0))  # type: ignore[index]
+
+
+def test_cancelled_stop_releases_its_funds_and_never_fills(setup: tuple[Settings, int]) -> None:
+    prices = Prices()
+    b = broker(setup, prices)
+
+    async def scenario() -> tuple[object, ...]:
+        await b.fund({"BTC": Decimal("1")})
+        await b.create_order(stop_req("0.5", "stop-1", "59000"))
+        cancelled = await b.cancel_order("BTC/USDT", client_order_id="stop-1")
+        prices.quote("58000", "58000.02")
+        return cancelled, await b.fetch_order("BTC/USDT", client_order_id="stop-1")
+
+    cancelled, later = asyncio.run(scenario())
+    assert isinstance(cancelled, ExchangeOrder)
+    assert cancelled.status is OrderStatus.CANCELED
+    assert isinstance(later, ExchangeOrder)
+    assert later.status is OrderStatus.CANCELED
+    assert later.fills == ()
+
+
+class ScriptedCandles(Prices):
+    """Hourly candles revealed up to a clock the test moves (the forming one so far)."""
+
+    def __init__(self, candles: list[Candle]) -> None:
+        super().__init__()
+        self.candles = candles
+        self.now_ms = candles[0].timestamp_ms
+
+    def clock(self) -> datetime:
+        return datetime.fromtimestamp(self.now_ms / 1000, UTC)
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int | None = None
+    ) -> list[Candle]:
+        seen = [c for c in self.candles if c.timestamp_ms <= self.now_ms]
+        if since_ms is not None:
+            seen = [c for c in seen if c.timestamp_ms >= since_ms]
+            return seen[: limit or None]
+        return seen[-(limit or 1) :]
+
+
+HOUR_MS = 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("second", "price", "bar"),
+    [
+        # the candle after the order's reaches the stop: at the stop, stamped in that candle
+        (Candle(2 * HOUR_MS, 100.5, 101.0, 97.0, 99.0, 1.0), Decimal("98.5"), 2),
+        # it opens through the stop (a gap): at its open
+        (Candle(2 * HOUR_MS, 97.25, 99.0, 96.0, 98.0, 1.0), Decimal("97.25"), 2),
+        # it never reaches the stop: still resting
+        (Candle(2 * HOUR_MS, 100.5, 101.0, 99.0, 100.0, 1.0), None, None),
+    ],
+)
+def test_stop_on_candles_follows_the_kernels_rule(
+    setup: tuple[Settings, int], second: Candle, price: Decimal | None, bar: int | None
+) -> None:
+    """``quote_candle``: a stop placed inside candle 1 (whose low, before the order, was below
+    the stop) triggers by the kernel's rule on candle 2 only."""
+    first = Candle(HOUR_MS, 99.0, 101.0, 95.0, 100.0, 1.0)
+    prices = ScriptedCandles([first, second])
+    settings, account_id = setup
+    b = PaperBroker(settings, account_id, prices, clock=prices.clock, quote_candle="1h")
+
+    async def scenario() -> object:
+        await b.fund({"BTC": Decimal("1")})
+        prices.now_ms = HOUR_MS + HOUR_MS // 2
+        placed = await b.create_order(stop_req("0.5", "stop-1", "98.5"))
+        assert isinstance(placed, ExchangeOrder)
+        assert placed.status is OrderStatus.OPEN
+        assert (await b.fetch_order("BTC/USDT", client_order_id="stop-1")).status is (  # type: ignore[union-attr]
+            OrderStatus.OPEN
+        )
+        prices.now_ms = 3 * HOUR_MS - 1
+        return await b.fetch_order("BTC/USDT", client_order_id="stop-1")
+
+    order = asyncio.run(scenario())
+    assert isinstance(order, ExchangeOrder)
+    if price is None:
+        assert order.status is OrderStatus.OPEN
+        assert order.fills == ()
+        return
+    assert order.status is OrderStatus.FILLED
+    assert bar is not None
+    assert (order.fills[0].price, order.fills[0].timestamp_ms) == (price, bar * HOUR_MS)

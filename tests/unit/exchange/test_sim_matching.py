@@ -12,6 +12,7 @@ from cryptoorchestrator.platform.exchange.sim_matching import (
     BinanceReject,
     MatchingEngine,
     SimAccount,
+    SimOrder,
 )
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
 
@@ -252,3 +253,93 @@ def test_orders_after_the_data_ends_are_refused() -> None:
             T0 + 3 * H,
         )
     assert exc.value.msg == "Market is closed."
+
+
+# ------------------------------------------------------------------------- stop-loss orders
+
+
+def _engine_on(
+    candles: list[tuple[int, float, float, float, float, float]],
+) -> tuple[MatchingEngine, SimAccount]:
+    cols = list(zip(*candles, strict=True))
+    table = pa.Table.from_arrays([pa.array(c) for c in cols], schema=OHLCV_SCHEMA)
+    engine = MatchingEngine({"BTCUSDT": ReplayMarket(SPEC, table)}, start_ms=T0)
+    account = engine.add_account("k", "s", {"USDT": Decimal("1000"), "BTC": Decimal("1")})
+    return engine, account
+
+
+def _stop(engine: MatchingEngine, account: SimAccount, now: int, **params: str) -> SimOrder:
+    base = {"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "0.5"}
+    return engine.place_order(account, {**base, **params}, now)
+
+
+def test_stop_loss_rests_locked_and_fills_at_its_stop_when_the_path_reaches_it() -> None:
+    engine, acct = _engine()
+    order = _stop(engine, acct, T0, stopPrice="96.50", newClientOrderId="stop-1")
+    assert order.status == "NEW"
+    assert order.to_wire()["stopPrice"] == "96.50000000"
+    assert acct.balance("BTC") == (Decimal("0.5"), Decimal("0.5"))
+    engine.process_until(T0 + H)
+    assert order.status == "FILLED"
+    fill = order.fills[0]
+    assert (fill.price, fill.qty, fill.is_maker) == (Decimal("96.50"), Decimal("0.5"), False)
+    # Falling 100 -> 95 over the first third of the candle: 96.5 is reached at 0.7 of it.
+    assert abs(fill.time - (T0 + 0.7 * H / 3)) <= 1
+    assert acct.balance("BTC") == (Decimal("0.5"), Decimal(0))
+    fee = (Decimal("48.25") * Decimal("0.001")).quantize(Decimal("0.00000001"))
+    assert acct.balance("USDT") == (Decimal(1000) + Decimal("48.25") - fee, Decimal(0))
+
+
+def test_stop_loss_fills_at_the_open_of_a_candle_that_gaps_through_it() -> None:
+    engine, acct = _engine_on(
+        [(T0, 100.0, 101.0, 99.0, 100.5, 1.0), (T0 + H, 95.0, 96.0, 94.0, 95.5, 1.0)]
+    )
+    order = _stop(engine, acct, T0, stopPrice="98")
+    engine.process_until(T0 + H - 1)
+    assert order.status == "NEW"
+    engine.process_until(T0 + H + 1)
+    assert order.status == "FILLED"
+    assert (order.fills[0].price, order.fills[0].time) == (Decimal("95.00"), T0 + H)
+
+
+def test_buy_stop_triggers_on_a_rising_price_and_locks_quote() -> None:
+    engine, acct = _engine()
+    order = _stop(engine, acct, T0 + H // 2, side="BUY", stopPrice="108", quantity="1")
+    assert acct.balance("USDT") == (Decimal(892), Decimal(108))
+    engine.process_until(T0 + H)
+    assert order.status == "FILLED"
+    assert order.fills[0].price == Decimal("108")
+    assert acct.balance("USDT") == (Decimal(892), Decimal(0))
+
+
+def test_cancelled_stop_releases_its_funds_and_never_fills() -> None:
+    engine, acct = _engine()
+    order = _stop(engine, acct, T0, stopPrice="96.50", newClientOrderId="stop-2")
+    cancelled = engine.cancel_order(acct, "BTCUSDT", None, "stop-2", T0 + 1)
+    assert cancelled is order
+    assert order.status == "CANCELED"
+    engine.process_until(T0 + 3 * H - 1)
+    assert order.fills == []
+    assert acct.balance("BTC") == (Decimal(1), Decimal(0))
+    # Found again by its client order id (a restarted bot reconciles it so).
+    assert engine.find_order(acct, "BTCUSDT", None, "stop-2") is order
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "word"),
+    [
+        ({"stopPrice": "100"}, -2010, "trigger immediately"),
+        ({"stopPrice": "99", "side": "BUY"}, -2010, "trigger immediately"),
+        ({}, -1102, "stopPrice"),
+        ({"stopPrice": "96.505"}, -1013, "PRICE_FILTER"),
+        ({"stopPrice": "96", "quantity": "5"}, -2010, "insufficient"),
+    ],
+)
+def test_stop_loss_rejections_use_binance_codes(
+    params: dict[str, str], code: int, word: str
+) -> None:
+    engine, acct = _engine()
+    with pytest.raises(BinanceReject) as info:
+        _stop(engine, acct, T0, **params)
+    assert info.value.code == code
+    assert word in info.value.msg

@@ -5,7 +5,13 @@
 On each closed candle
 ---------------------
 1. Evaluate the strategy on a rolling window of closed candles: the same ``signals`` code as a
-   backtest, read at the last closed bar, so live and backtest decisions cannot diverge.
+   backtest, read at the last closed bar, so live and backtest decisions cannot diverge.  The
+   window is the strategy's ``required_window(params)`` (``BotSettings.window``): fetched at
+   start in pages of ``BotSettings.ohlcv_page`` candles, then rolled one candle at a time.
+   It is long enough that the strategy's indicators at the last bar no longer depend on where
+   the window starts (finite lookbacks covered, recursive seeds forgotten below 2**-80), so the
+   decision on bar t is the backtest's on bar t computed on the whole history; a market with
+   less history than that is evaluated on all of it, as a backtest over it would be.
 2. Decide as the backtest engine does (an entry and an exit of one side on one bar cancel; an
    opposite entry closes the position).  Spot accounts cannot short: short entries only close.
 3. Persist the order **intent** with a deterministic client order id
@@ -16,6 +22,31 @@ On each closed candle
    every fill (fills are unique per order and exchange trade id, so a fill can be offered twice
    and is stored once), and update the position and cash in the same transaction.
 6. Snapshot equity at the candle's close and report it (breaches halt the bot).
+
+Stops
+-----
+An open position's stops follow the backtest kernel's rule, evaluated by the kernel's own code
+(:mod:`cryptoorchestrator.platform.backtest.stops`): levels from the entry's fill price, the
+tighter of stop-loss and trailing stop, the trailing extreme from closed bars only, a gap at the
+open exits at the open, distances fixed at entry from the bot's settings, else the strategy's
+per-bar ``Signals`` stops, else its class defaults.
+
+The exchange holds the stop, so it holds while the bot is down: once an entry fills, the bot
+places a stop-loss order (``OrderType.STOP_LOSS``, Binance spot's ``STOP_LOSS``) selling the
+position at the kernel's level (the stop-loss, or the trailing stop where it is tighter),
+rounded down onto the exchange's tick (for prices on that tick, the same bars reach it), tagged
+``S`` or ``T`` by which of the two it is.  When a closed candle moves the trailing level, the
+order is replaced (cancelled, then placed anew under the candle's client order id: a restart
+finds either the old order, the new one, or none and places it on the next candle); a signal
+exit, a take-profit or the kill switch cancels it before selling (and sells nothing if it had
+filled).  A placement the exchange refuses because the price is already through the level (a
+candle that opened through it) exits at market at once (tags ``SM`` / ``TM``): the kernel exits
+at that open.  A stop fill found on the candle close after the one it filled on (it filled at
+the next open) leaves that close without a decision, as the kernel, still in the position at
+that close, takes none.  Take-profits are not held by the exchange: the bot polls the candle
+still forming (every ``poll_interval_s``) and sells at market once the high reached the level,
+at the market price of that moment (the kernel assumes the level itself).  When no stop order
+is held (it was refused by the risk gate, or never placed), stop exits work the same way.
 
 Crash safety
 ------------
@@ -31,17 +62,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import Table, bindparam, insert, select, update
 
+from cryptoorchestrator.platform.backtest.stops import (
+    REASON_STOP_LOSS,
+    REASON_TAKE_PROFIT,
+    REASON_TRAILING_STOP,
+    PositionStops,
+    resolve_stop,
+)
 from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
 from cryptoorchestrator.platform.errors import (
@@ -51,6 +90,7 @@ from cryptoorchestrator.platform.errors import (
 )
 from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
 from cryptoorchestrator.platform.exchange.execution import (
+    REJECT_WOULD_TRIGGER,
     Candle,
     ExchangeOrder,
     ExecutionClient,
@@ -99,11 +139,27 @@ _UPDATE_POSITION = (
 _INSERT_POSITION = insert(_POSITIONS)
 
 
+class LiveSignal(NamedTuple):
+    """A strategy's decision at the last bar, with the stop distances of that bar."""
+
+    long_entry: bool
+    long_exit: bool
+    short_entry: bool
+    short_exit: bool
+    #: Stop distances at this bar (fractions; NaN: none): per-bar ``Signals`` or class defaults.
+    stop_loss: float = math.nan
+    take_profit: float = math.nan
+    trailing_stop: float = math.nan
+
+
 class SignalSource(Protocol):
     """Evaluates a strategy over a window of bars (the cluster layer binds the registry)."""
 
-    def __call__(self, bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
-        """Return ``(long_entry, long_exit, short_entry, short_exit)`` at the last bar."""
+    def __call__(self, bars: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool] | LiveSignal:
+        """Return ``(long_entry, long_exit, short_entry, short_exit)`` at the last bar.
+
+        A :class:`LiveSignal` (its stop distances after the four flags) is one too.
+        """
         ...
 
 
@@ -128,11 +184,15 @@ class BotSettings:
     take_profit_pct: Decimal | None = None
     trailing_stop_pct: Decimal | None = None
     fee_rate: Decimal = Decimal("0.001")
+    #: Closed candles the strategy is evaluated on: its ``required_window(params)``.
     window: int = 500
+    #: Most candles the exchange returns per OHLCV request (Binance: 1,000); longer windows
+    #: are fetched in pages.
+    ohlcv_page: int = 1000
 
     @classmethod
     def from_row(cls, bot: Bot, exchange: str, window: int = 500) -> BotSettings:
-        """Build from a ``bots`` row."""
+        """Build from a ``bots`` row; ``window`` is the strategy's ``required_window``."""
         return cls(
             bot_id=bot.id,
             symbol=bot.trading_pair,
@@ -161,12 +221,26 @@ class Ledger:
     cost_basis: Decimal = _ZERO
     realized_pnl: Decimal = _ZERO
     fees_paid: Decimal = _ZERO
-    peak_price: Decimal = _ZERO  # highest price since entry, for trailing stops
+    #: The open position's entry fills (price x amount, amount) and its first fill's time:
+    #: stops are measured from the fill price, as in the backtest, not from the cost basis.
+    #: A sale ends the entry (a spot bot sells all it can; what stays is dust below the lot
+    #: step), and the next buy starts a new one.
+    entry_notional: Decimal = _ZERO
+    entry_amount: Decimal = _ZERO
+    entry_ms: int | None = None
+    entry_open: bool = False
 
     @property
     def average_price(self) -> Decimal:
         """Cost basis per unit held (fees included); zero when flat."""
         return self.cost_basis / self.amount if self.amount > 0 else _ZERO
+
+    @property
+    def entry_price(self) -> Decimal:
+        """Average fill price of the open entry (fees excluded); zero when there is none."""
+        if not self.entry_open or self.entry_amount <= 0:
+            return _ZERO
+        return self.entry_notional / self.entry_amount
 
     def equity(self, mark: Decimal) -> Decimal:
         """Cash plus the position marked at ``mark``."""
@@ -188,8 +262,15 @@ class Ledger:
             self.cash -= paid
             self.amount += received
             self.cost_basis += paid
-            self.peak_price = max(self.peak_price, fill.price)
+            if not self.entry_open:
+                self.entry_notional, self.entry_amount, self.entry_ms = _ZERO, _ZERO, None
+                self.entry_open = True
+            self.entry_notional += fill.price * fill.amount
+            self.entry_amount += fill.amount
+            if self.entry_ms is None:
+                self.entry_ms = fill.timestamp_ms
         else:
+            self.entry_open = False
             proceeds = fill.cost
             sold = fill.amount
             if fill.fee_currency == base:
@@ -207,7 +288,7 @@ class Ledger:
             self.cost_basis -= basis_out
             self.amount -= sold
             if self.amount <= 0:
-                self.amount, self.cost_basis, self.peak_price = _ZERO, _ZERO, _ZERO
+                self.amount, self.cost_basis = _ZERO, _ZERO
         self.fees_paid += fee_quote
         self.realized_pnl += pnl
         return pnl
@@ -487,6 +568,11 @@ def _save_positions(conn: Any, runtimes: list[BotRuntime]) -> None:
         conn.execute(_INSERT_POSITION, inserts)
 
 
+def _fraction(pct: Decimal | None) -> float | None:
+    """A percentage setting as the kernel's fraction (None stays None)."""
+    return None if pct is None else float(pct) / 100.0
+
+
 def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
     """Return ``"buy"`` (open long), ``"sell"`` (close long) or None, as the engine decides.
 
@@ -500,6 +586,11 @@ def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | N
     if position > 0:
         return "sell" if (se or lx) else None
     return "buy" if (le and not se) else None
+
+
+def _would_trigger(rejected: OrderRejected) -> bool:
+    """Whether a stop order was refused because the price is already through its stop."""
+    return rejected.code == REJECT_WOULD_TRIGGER or "trigger immediately" in rejected.reason
 
 
 def client_order_id(bot_id: int, candle_ms: int, tag: str) -> str:
@@ -559,6 +650,20 @@ class BotRuntime:
         self._unconfirmed = False
         self._steps: dict[str, float] = {}
         self._window: list[Candle] = []
+        # The candle still forming at the last fetch (stops are watched on it).
+        self._forming: Candle | None = None
+        # The open position's stops (the kernel's state), and the distances the last signal
+        # gave for an entry on its bar.
+        self._stops: PositionStops | None = None
+        self._entry_stops = (
+            resolve_stop(_fraction(config.stop_loss_pct), None),
+            resolve_stop(_fraction(config.take_profit_pct), None),
+            resolve_stop(_fraction(config.trailing_stop_pct), None),
+        )
+        # The forming candle a stop exit was last tried on (one decision per candle).
+        self._stop_tried_ms: int | None = None
+        # The stop-loss order the exchange holds for the position: (client order id, stop).
+        self._held_stop: tuple[str, Decimal] | None = None
         # Orders that became final since the last drain: the risk gate releases their
         # open-order slots when the bot reports at the end of a candle.
         self._closed: list[str] = []
@@ -581,8 +686,12 @@ class BotRuntime:
 
     async def prepare(self) -> None:
         """Load the books from the database and reconcile with the exchange (before trading)."""
+        # Compile (or load from numba's cache) the kernel's stop rule now, not on the first
+        # candle that reaches a stop.
+        PositionStops(1.0, 0, sl=0.5).check(1, 1.0, 1.0, 1.0)
         self._load_ledger()
         await self.reconcile()
+        self._held_stop = self._stored_stop()
 
     async def run(self) -> None:
         """Trade until :meth:`request_stop`: process each newly closed candle once."""
@@ -616,7 +725,8 @@ class BotRuntime:
         """
         feed, cfg, after = self.feed, self.config, self.state.last_candle_ms
         known = None if feed is None else feed.last_closed(cfg.symbol, cfg.timeframe)
-        if feed is None or after is None or self._unconfirmed or (known or 0) > after:
+        watching = self._watching_stops()
+        if feed is None or after is None or self._unconfirmed or watching or (known or 0) > after:
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
             except TimeoutError:
@@ -646,7 +756,8 @@ class BotRuntime:
         now_ms = self.clock.now_ms()
         delay = period - (now_ms / 1000.0) % period if period > 0 else 0.0
         last = self.state.last_candle_ms
-        if last is not None and not self._unconfirmed:
+        # While a stop is armed the forming candle is watched: no sleeping until its close.
+        if last is not None and not self._unconfirmed and not self._watching_stops():
             until_close = (last + 2 * self._tf_ms - now_ms) / 1000.0
             delay = max(delay, until_close)
         return max(delay, 0.001)
@@ -659,37 +770,109 @@ class BotRuntime:
             self._unconfirmed = False
             await self.reconcile()
         candles = await self._closed_candles()
-        if not candles or candles[-1].timestamp_ms == self.state.last_candle_ms:
-            return False
-        if self.state.last_candle_ms is not None and candles[-1].timestamp_ms < (
-            self.state.last_candle_ms
+        if (
+            not candles
+            or candles[-1].timestamp_ms == self.state.last_candle_ms
+            # the exchange answered from a stale replica: never go back in time
+            or (
+                self.state.last_candle_ms is not None
+                and candles[-1].timestamp_ms < self.state.last_candle_ms
+            )
         ):
-            return False  # the exchange answered from a stale replica: never go back in time
+            await self._watch_forming()
+            return False
         await self.on_candle(candles)
+        # The new candle's open may already be through a stop (a gap): as the kernel, exit now.
+        await self._watch_forming()
         return True
+
+    def _watching_stops(self) -> bool:
+        """Whether an open position has a stop to watch on the forming candle."""
+        stops = self.position_stops()
+        return stops is not None and stops.armed
+
+    async def _watch_forming(self) -> None:
+        """Exit at market when the forming candle has already reached a stop (the kernel's rule).
+
+        A level the forming candle's low (high) reached is one the closed candle reaches, so
+        this is the kernel's exit bar; the fill is the market's price of this moment.
+        """
+        forming = self._forming
+        if forming is None or not self._watching_stops() or self.stopping:
+            return
+        last = self.state.last_candle_ms
+        if (
+            last is None
+            or forming.timestamp_ms <= last
+            or forming.timestamp_ms == (self._stop_tried_ms)
+        ):
+            return
+        self._steps = {}
+        action, tag, reason = self._stop_exit(forming)
+        if action == "held":
+            # The exchange holds this stop: learn whether it filled.
+            await self._sync_stop()
+        elif action is not None:
+            self._stop_tried_ms = forming.timestamp_ms
+            await self._act(forming, action, tag, reason)
 
     async def _closed_candles(self) -> list[Candle]:
         """Return the window of closed candles, oldest first (empty if the exchange has none).
 
-        The full window is asked for once; later polls ask for the last closed candle and the
-        forming one only, and extend the window kept here while candles follow each other (a
-        gap, or the window not yet full, asks for the whole window again).
+        The full window is asked for once (in pages, see :meth:`_fetch_history`); later polls
+        ask for the last closed candle and the forming one only (kept for the stops), and extend
+        the window kept here while candles follow each other; a gap asks for the whole window
+        again.  A first answer shorter than the window is the market's whole history: it grows
+        until it is full, then rolls.
         """
         window = self._window
-        if len(window) >= self.config.window:
+        if window:
             recent = await self._fetch_candles(2)
             closed = recent[:-1]
-            if closed and window:
+            if closed:
                 step = closed[-1].timestamp_ms - window[-1].timestamp_ms
                 if step <= 0:
-                    return window  # nothing new (or a stale replica: never go back)
+                    # nothing new (or a stale replica: never go back)
+                    self._forming = recent[-1] if step == 0 else self._forming
+                    return window
                 if step == self._tf_ms:
-                    self._window = [*window[1:], closed[-1]]
+                    # A window shorter than asked is the market's whole history (the first
+                    # fetch found no more): it grows from there, as a backtest over it would.
+                    keep = window[1:] if len(window) >= self.config.window else window
+                    self._window = [*keep, closed[-1]]
+                    self._forming = recent[-1]
                     return self._window
-        candles = await self._fetch_candles(self.config.window + 1)
+        candles = await self._fetch_history(self.config.window + 1)
         # The exchange's last candle is the one still forming: decisions use closed bars only.
         self._window = candles[:-1]
+        self._forming = candles[-1] if candles else None
         return self._window
+
+    async def _fetch_history(self, count: int) -> list[Candle]:
+        """Return the last ``count`` candles (the forming one included), oldest first.
+
+        One request when ``count`` fits a page; otherwise the newest page, then older pages
+        forward from where the window starts (``since``), as many as the exchange has.
+        """
+        page = max(int(self.config.ohlcv_page), 2)
+        newest = await self._fetch_candles(min(count, page))
+        if count <= page or not newest:
+            return newest
+        cfg, tf = self.config, self._tf_ms
+        first = newest[0].timestamp_ms
+        since = newest[-1].timestamp_ms - (count - 1) * tf
+        older: list[Candle] = []
+        while since < first:
+            limit = int(max(1, min(page, (first - since) // tf)))
+            batch = await self.client.fetch_ohlcv(
+                cfg.symbol, cfg.timeframe, since_ms=since, limit=limit
+            )
+            batch = [c for c in batch if since <= c.timestamp_ms < first]
+            if not batch:
+                break  # nothing older (the market's first candle) or a hole up to ``first``
+            older.extend(batch)
+            since = batch[-1].timestamp_ms + tf
+        return [*older, *newest][-count:]
 
     async def _fetch_candles(self, limit: int) -> list[Candle]:
         cfg = self.config
@@ -720,17 +903,34 @@ class BotRuntime:
             "volume": np.array([c.volume for c in candles], dtype=np.float64),
         }
         self._steps = {}
+        # A stop the exchange filled on the next candle's open: the position was still held at
+        # this close, where the kernel decides nothing (an entry is ignored, an exit too late).
+        late = any(
+            f.timestamp_ms >= last.timestamp_ms + self._tf_ms for f in await self._sync_stop()
+        )
+        # The kernel's order on a bar: stops first (from the extreme of the bars before it),
+        # then the bar's high joins the trailing extreme, then the signal on its close.
         action, tag, reason = self._stop_exit(last)
+        if action == "held":
+            action = None  # the exchange's to fill (it fills what its price reached)
+        if action is None and self._stops is not None:
+            self._stops.close_bar(last.timestamp_ms, last.high, last.low)
         if action is None:
-            le, lx, se, sx = self.signals(bars)
-            action = decide(await self._tradable_position(), le, lx, se, sx)
+            sig = tuple(self.signals(bars))
+            le, lx, se, sx = (bool(v) for v in sig[:4])
+            stops = (*sig[4:7], math.nan, math.nan, math.nan)[:3]
+            self._entry_stops = (
+                resolve_stop(_fraction(self.config.stop_loss_pct), stops[0]),
+                resolve_stop(_fraction(self.config.take_profit_pct), stops[1]),
+                resolve_stop(_fraction(self.config.trailing_stop_pct), stops[2]),
+            )
+            action = None if late else decide(await self._tradable_position(), le, lx, se, sx)
             tag, reason = ("L" if action == "buy" else "X"), "signal"
         self._step("strategy")
         if action is not None:
             await self._act(last, action, tag, reason)
+        await self._hold_stop(last)
         mark = Decimal(repr(last.close))
-        if self.ledger.amount > 0:
-            self.ledger.peak_price = max(self.ledger.peak_price, Decimal(repr(last.high)))
         await self._snapshot(last, mark)
         self.state.last_candle_ms = last.timestamp_ms
         self.state.last_decision_ms = (self.clock.monotonic() - started) * 1000
@@ -756,29 +956,59 @@ class BotRuntime:
         return amount
 
     def _stop_exit(self, candle: Candle) -> tuple[str | None, str, str]:
-        """Exit a long position whose stop-loss, take-profit or trailing stop the candle hit."""
-        cfg, book = self.config, self.ledger
-        if book.amount <= 0 or book.average_price <= 0:
+        """Exit a long position whose stops ``candle`` reached, by the backtest kernel's rule.
+
+        ``candle`` is the newest closed candle, or the one forming (its prices so far).  The
+        action is ``"held"`` for a stop the exchange holds an order for.
+        """
+        stops = self.position_stops()
+        if stops is None:
             return None, "", ""
-        low, high = Decimal(repr(candle.low)), Decimal(repr(candle.high))
-        hundred = Decimal(100)
-        # The conservative rule, as in the backtest: when a stop and a target are both inside
-        # one candle, assume the stop was hit first.
-        if cfg.stop_loss_pct is not None and low <= book.average_price * (
-            1 - cfg.stop_loss_pct / hundred
-        ):
+        reason, _ = stops.check(candle.timestamp_ms, candle.open, candle.high, candle.low)
+        if reason in (REASON_STOP_LOSS, REASON_TRAILING_STOP) and self._held_stop is not None:
+            return "held", "", ""
+        if reason == REASON_STOP_LOSS:
             return "sell", "S", "stop_loss"
-        if cfg.trailing_stop_pct is not None and book.peak_price > 0:
-            if low <= book.peak_price * (1 - cfg.trailing_stop_pct / hundred):
-                return "sell", "T", "trailing_stop"
-        if cfg.take_profit_pct is not None and high >= book.average_price * (
-            1 + cfg.take_profit_pct / hundred
-        ):
+        if reason == REASON_TRAILING_STOP:
+            return "sell", "T", "trailing_stop"
+        if reason == REASON_TAKE_PROFIT:
             return "sell", "P", "take_profit"
         return None, "", ""
 
+    def position_stops(self) -> PositionStops | None:
+        """Return the open position's stop state (built from the books on its first use).
+
+        A position opened by this process gets the distances of its signal bar; one found in
+        the books at start (a restart) gets the bot's settings, else the last signal's, and
+        its trailing extreme from the kept candles since its entry bar.
+        """
+        book = self.ledger
+        if book.amount <= 0 or not book.entry_open or book.entry_amount <= 0:
+            self._stops = None
+            return None
+        entry = float(book.entry_price)
+        entry_ms = book.entry_ms if book.entry_ms is not None else self.clock.now_ms()
+        forming = self._forming
+        if forming is not None and 0 <= entry_ms - forming.timestamp_ms < self._tf_ms:
+            entry_bar = forming.timestamp_ms  # the candle the entry filled in
+        else:  # rebuilt after a restart: candles open on multiples of their length (UTC)
+            entry_bar = entry_ms - entry_ms % self._tf_ms
+        known = self._stops
+        if known is not None and (known.entry_price, known.entry_bar_ms) == (entry, entry_bar):
+            return known
+        sl, tp, tsl = self._entry_stops
+        stops = PositionStops(entry, entry_bar, sl, tp, tsl)
+        last = self.state.last_candle_ms
+        for c in self._window:
+            if last is not None and c.timestamp_ms <= last:
+                stops.close_bar(c.timestamp_ms, c.high, c.low)
+        self._stops = stops
+        return stops
+
     async def _act(self, candle: Candle, action: str, tag: str, reason: str) -> None:
         cfg = self.config
+        if action == "sell" and not await self._cancel_stop():
+            return  # the exchange's stop sold the position first
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
         ticker = await self.client.fetch_ticker(cfg.symbol)
         self._step("ticker")
@@ -831,6 +1061,121 @@ class BotRuntime:
             return
         await self._submit(OrderRequest(cfg.symbol, side, OrderType.MARKET, amount, cid), reason)
 
+    # ---------------------------------------------------------------- the held stop order
+
+    async def _hold_stop(self, candle: Candle) -> None:
+        """Hold the position's stop on the exchange at the kernel's level (module docstring).
+
+        Called once ``candle`` (closed) was decided: places the stop after an entry, replaces
+        it when the level moved, and exits at market when the exchange refuses it because the
+        price is already through the level.
+        """
+        cfg = self.config
+        stops = self.position_stops()
+        want: tuple[Decimal, str] | None = None
+        market = await self.client.market(cfg.symbol)
+        if stops is not None:
+            reason, level = stops.stop_level()
+            if reason >= 0 and math.isfinite(level) and level > 0:
+                # repr: the float's shortest decimal, so a tick price equal to the level as a
+                # float (the kernel's ``low <= level``) is not floored a tick below it.
+                price = Decimal(repr(level))
+                if market.price_tick:
+                    units = (price / market.price_tick).to_integral_value(rounding=ROUND_FLOOR)
+                    price = (units * market.price_tick).quantize(market.price_tick)
+                want = (price, "T" if reason == REASON_TRAILING_STOP else "S")
+        held = self._held_stop
+        if held is not None and want is not None and held[1] == want[0]:
+            return
+        if held is not None and not await self._cancel_stop():
+            return  # it filled: nothing left to protect
+        amount = market.round_amount(self.ledger.amount)
+        if want is None or want[0] <= 0 or amount <= 0 or self.stopping:
+            return
+        price, tag = want
+        cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
+        existing = await self._intent(cid, OrderSide.SELL, amount, price, OrderType.STOP_LOSS)
+        if existing is not None and existing != OrderStatus.INTENT.value:
+            self._held_stop = self._stored_stop()
+            return  # placed before a restart (reconciled at start)
+        decision = await self.risk(
+            OrderCheck(
+                bot_id=cfg.bot_id,
+                client_order_id=cid,
+                symbol=cfg.symbol,
+                side=OrderSide.SELL,
+                amount=amount,
+                price=price,
+                reduce_only=True,
+                equity=self.ledger.equity(price),
+                position_notional=self.ledger.amount * price,
+            )
+        )
+        if not decision.approved:
+            # Unprotected on the exchange: the bot watches the level itself (``_stop_exit``).
+            self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
+            return
+        reason_text = "trailing_stop" if tag == "T" else "stop_loss"
+        request = OrderRequest(
+            cfg.symbol, OrderSide.SELL, OrderType.STOP_LOSS, amount, cid, stop_price=price
+        )
+        result = await self._submit(request, reason_text)
+        if isinstance(result, ExchangeOrder):
+            if result.is_final:
+                self._closed.append(cid)
+            else:
+                self._held_stop = (cid, price)
+        elif isinstance(result, OrderRejected) and _would_trigger(result):
+            # The price is through the level already (the candle opened there): the kernel
+            # exits at that open, so sell at market now.
+            forming = self._forming or candle
+            await self._act(forming, "sell", tag + "M", reason_text)
+
+    async def _sync_stop(self) -> list[Fill]:
+        """Adopt the held stop order's state; return its new fills (empty: none held)."""
+        held = self._held_stop
+        if held is None:
+            return []
+        order = await self.client.fetch_order(self.config.symbol, client_order_id=held[0])
+        if order is None:
+            self._held_stop = None
+            return []
+        fills = await self._adopt(order)
+        if order.is_final:
+            self._held_stop = None
+            self._closed.append(held[0])
+        return fills
+
+    async def _cancel_stop(self) -> bool:
+        """Cancel the held stop order; return whether the position is still held (not sold)."""
+        held, self._held_stop = self._held_stop, None
+        if held is None:
+            return True
+        order = await self.client.cancel_order(self.config.symbol, client_order_id=held[0])
+        if order is None:
+            return self.ledger.amount > 0
+        await self._adopt(order)
+        if order.is_final:
+            self._closed.append(held[0])
+        return order.filled <= 0
+
+    def _stored_stop(self) -> tuple[str, Decimal] | None:
+        """The bot's stop order the exchange holds by the books (after reconciliation)."""
+        with session_scope(self.settings) as session:
+            row = session.scalars(
+                select(Order)
+                .where(
+                    Order.bot_id == self.config.bot_id,
+                    Order.type == OrderType.STOP_LOSS.value,
+                    Order.status.in_((OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)),
+                )
+                .order_by(Order.id.desc())
+                .limit(1)
+            ).first()
+            if row is None or row.price is None:
+                return None
+            return row.client_order_id, row.price
+
     def _entry_amount(self, price: Decimal) -> Decimal:
         """Size an entry exactly as the backtest engine sizes it (``_budget_nb``).
 
@@ -856,7 +1201,10 @@ class BotRuntime:
         budget = min(budget, self.ledger.cash)
         return budget / one_plus_fee / price if budget > 0 else _ZERO
 
-    async def _submit(self, request: OrderRequest, reason: str) -> None:
+    async def _submit(
+        self, request: OrderRequest, reason: str
+    ) -> ExchangeOrder | OrderRejected | None:
+        """Send an intent already stored; return the exchange's answer (None: none known)."""
         if isinstance(self.client, PaperBroker):
             # The paper exchange lives in our database: the mark is written in the transaction
             # that books the order, one step (and one transaction of the group) fewer.
@@ -874,11 +1222,11 @@ class BotRuntime:
             # "submitted" and let reconciliation find out what happened on the next poll.
             self._unconfirmed = True
             self.log.warning("order state unknown, will reconcile: %s", exc)
-            return
+            return None
         except RetryableExchangeError as exc:
             # Certainly not sent (circuit open, rate limited before sending): the decision lapses.
             self._mark(request.client_order_id, OrderStatus.CANCELED, f"not sent: {exc}")
-            return
+            return None
         self.state.orders_sent += 1
         if isinstance(result, OrderRejected):
             self._mark(request.client_order_id, OrderStatus.REJECTED, result.reason)
@@ -888,8 +1236,9 @@ class BotRuntime:
                     {"clientOrderId": request.client_order_id, "reason": result.reason},
                 )
             )
-            return
+            return result
         await self._adopt(result)
+        return result
 
     # ------------------------------------------------------------------- reconciliation
 
@@ -919,9 +1268,10 @@ class BotRuntime:
                 # A request in flight may still arrive (the exchange accepts it within its
                 # receive window): ask again on the next poll before concluding anything.
                 self._unconfirmed = True
-            elif candle_of(cid) == newest:
-                # The exchange never got it and never will; the decision is still current, so
-                # the next on_candle sends it, under the same client order id.
+            elif newest is not None and candle_of(cid) in (newest, newest + self._tf_ms):
+                # The exchange never got it and never will; the decision is still current (the
+                # newest closed candle's, or a stop's on the forming one), so the next decision
+                # on that candle sends it, under the same client order id.
                 if status != OrderStatus.INTENT.value:
                     self._mark(cid, OrderStatus.INTENT, "not received by the exchange; resending")
             else:
@@ -929,8 +1279,11 @@ class BotRuntime:
                 self._mark(cid, OrderStatus.CANCELED, why)
         return len(rows)
 
-    async def _adopt(self, order: ExchangeOrder) -> None:
-        """Persist the exchange's view of an order and every fill of it we had missed."""
+    async def _adopt(self, order: ExchangeOrder) -> list[Fill]:
+        """Persist the exchange's view of an order and every fill of it we had missed.
+
+        Returns the fills that were new.
+        """
         fills = list(order.fills)
         if order.filled > sum((f.amount for f in fills), _ZERO):
             fills = await self.client.fetch_my_trades(self.config.symbol, order_id=order.order_id)
@@ -959,6 +1312,7 @@ class BotRuntime:
                 )
             )
         await self._emit(*events)
+        return new_fills
 
     def _record(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
         """Store the order's state and its new fills, and move the books, in one transaction."""
@@ -967,7 +1321,12 @@ class BotRuntime:
     # ------------------------------------------------------------------------ persistence
 
     async def _intent(
-        self, cid: str, side: OrderSide, amount: Decimal, price: Decimal
+        self,
+        cid: str,
+        side: OrderSide,
+        amount: Decimal,
+        price: Decimal,
+        otype: OrderType = OrderType.MARKET,
     ) -> str | None:
         """Persist a new intent; return the status of an existing order with this id, if any.
 
@@ -980,7 +1339,7 @@ class BotRuntime:
                 "exchange": self.config.exchange,
                 "symbol": self.config.symbol,
                 "side": side.value,
-                "type": OrderType.MARKET.value,
+                "type": otype.value,
                 "price": price,
                 "amount": amount,
                 "filled": _ZERO,
@@ -1071,7 +1430,8 @@ class BotRuntime:
     # -------------------------------------------------------------------------- control
 
     async def cancel_open_orders(self) -> int:
-        """Cancel every open order of the bot on the exchange; return how many."""
+        """Cancel every open order of the bot on the exchange (its stop too); return how many."""
+        self._held_stop = None
         cancelled = 0
         for order in await self.client.fetch_open_orders(self.config.symbol):
             cid = order.client_order_id or ""
@@ -1085,7 +1445,7 @@ class BotRuntime:
 
     async def flatten(self) -> bool:
         """Sell the whole position at market (kill switch); return whether an order was sent."""
-        if self.ledger.amount <= 0:
+        if self.ledger.amount <= 0 or not await self._cancel_stop():
             return False
         market = await self.client.market(self.config.symbol)
         amount = market.round_amount(self.ledger.amount)

@@ -350,11 +350,7 @@ class CcxtExecutionClient(ExecutionClient):
                     action,
                     self.exchange.create_order,
                     request.symbol,
-                    request.type.value,
-                    request.side.value,
-                    str(prepared.amount),
-                    str(prepared.price) if prepared.price is not None else None,
-                    {"clientOrderId": cid},
+                    *_wire_type_price(prepared),
                 )
                 return parse_order(raw, market, request)
             except CircuitOpenError:
@@ -600,6 +596,22 @@ def _info_decimal(info: Any, key: str, fallback: Any) -> Decimal | None:
     return to_decimal(fallback)
 
 
+def _wire_type_price(prepared: PreparedOrder) -> tuple[str, str, str, str | None, dict[str, Any]]:
+    """Return ccxt's ``(type, side, amount, price, params)`` for ``prepared``.
+
+    A stop-loss goes as Binance spot's ``STOP_LOSS`` (a market order once the price reaches
+    ``stopPrice``), which ccxt's binance class sends as it is given.
+    """
+    request = prepared.request
+    params: dict[str, Any] = {"clientOrderId": request.client_order_id}
+    price = str(prepared.price) if prepared.price is not None else None
+    otype = request.type.value
+    if request.type is OrderType.STOP_LOSS:
+        otype, price = "STOP_LOSS", None
+        params["stopPrice"] = str(prepared.price)
+    return otype, request.side.value, str(prepared.amount), price, params
+
+
 def parse_order(
     raw: Mapping[str, Any], market: MarketInfo | None, request: OrderRequest | None = None
 ) -> ExchangeOrder:
@@ -619,9 +631,16 @@ def parse_order(
     else:
         status = OrderStatus.SUBMITTED
     otype = raw.get("type") or (request.type.value if request else "limit")
+    stop_price = None
+    if isinstance(info, Mapping) and str(info.get("type", "")).upper() == "STOP_LOSS":
+        # ccxt reports Binance's spot STOP_LOSS as a "market" order with a trigger price.
+        otype = OrderType.STOP_LOSS.value
+        stop_price = _info_decimal(info, "stopPrice", raw.get("triggerPrice"))
     side = raw.get("side") or (request.side.value if request else "buy")
     price = _info_decimal(info, "price", raw.get("price"))
-    if otype == OrderType.MARKET.value or (price is not None and price == 0):
+    if otype in (OrderType.MARKET.value, OrderType.STOP_LOSS.value) or (
+        price is not None and price == 0
+    ):
         price = None
     average = None
     if filled > 0 and cost:
@@ -653,7 +672,7 @@ def parse_order(
         or raw.get("clientOrderId"),
         symbol=symbol,
         side=OrderSide(side),
-        type=OrderType(otype) if otype in ("market", "limit") else OrderType.LIMIT,
+        type=OrderType(otype) if otype in tuple(OrderType) else OrderType.LIMIT,
         status=status,
         amount=amount,
         filled=filled,
@@ -664,6 +683,7 @@ def parse_order(
         fills=fills,
         fee=fee,
         fee_currency=fee_currency,
+        stop_price=stop_price,
     )
 
 

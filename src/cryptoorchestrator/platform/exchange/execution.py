@@ -36,6 +36,8 @@ REJECT_MIN_NOTIONAL = "min_notional"
 REJECT_PRICE_FILTER = "price_filter"
 REJECT_MARKET_INACTIVE = "market_inactive"
 REJECT_NO_PRICE = "no_reference_price"
+#: A stop order whose stop price the market is already through (Binance refuses it too).
+REJECT_WOULD_TRIGGER = "would_trigger"
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -119,8 +121,9 @@ class OrderRequest:
     Raises
     ------
     InvalidInputError
-        If the amount or price is not positive, a limit order has no price, or the client order
-        id breaks the exchanges' rule ``^[.A-Z:/a-z0-9_-]{1,36}$``.
+        If the amount or price is not positive, a limit order has no price, a stop-loss order
+        has no stop price (or another order has one), or the client order id breaks the
+        exchanges' rule ``^[.A-Z:/a-z0-9_-]{1,36}$``.
     """
 
     symbol: str
@@ -129,6 +132,8 @@ class OrderRequest:
     amount: Decimal
     client_order_id: str
     price: Decimal | None = None
+    #: Trigger price of a ``STOP_LOSS`` order (required for it, refused for the others).
+    stop_price: Decimal | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "symbol", normalize_symbol(self.symbol))
@@ -144,6 +149,15 @@ class OrderRequest:
                 raise InvalidInputError("price", "must be a positive number")
         if self.type is OrderType.LIMIT and self.price is None:
             raise InvalidInputError("price", "a limit order needs a price")
+        if self.stop_price is not None:
+            object.__setattr__(self, "stop_price", Decimal(self.stop_price))
+            assert self.stop_price is not None
+            if not self.stop_price.is_finite() or self.stop_price <= 0:
+                raise InvalidInputError("stop_price", "must be a positive number")
+        if (self.type is OrderType.STOP_LOSS) != (self.stop_price is not None):
+            raise InvalidInputError(
+                "stop_price", "a stop-loss order needs a stop price; other orders take none"
+            )
         if not CLIENT_ORDER_ID.match(self.client_order_id):
             raise InvalidInputError(
                 "client_order_id",
@@ -196,6 +210,8 @@ class ExchangeOrder:
     fills: tuple[Fill, ...] = ()
     fee: Decimal | None = None
     fee_currency: str | None = None
+    #: Trigger price of a stop-loss order (None for the others).
+    stop_price: Decimal | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -283,7 +299,10 @@ class Candle(NamedTuple):
 
 @dataclass(frozen=True)
 class PreparedOrder:
-    """An order rounded to the market's precision and checked against its filters."""
+    """An order rounded to the market's precision and checked against its filters.
+
+    ``price`` is a limit order's price, a stop-loss order's stop price, None for a market order.
+    """
 
     request: OrderRequest
     amount: Decimal
@@ -341,6 +360,18 @@ def prepare_order(
                 REJECT_PRICE_FILTER, f"price {price} above the maximum {market.max_price}"
             )
         check_price: Decimal | None = price
+    elif request.type is OrderType.STOP_LOSS:
+        # The trigger is a price like a limit's, held to the same filter; sent on the tick
+        # already (the caller rounds it the way the stop must move), it is kept as it is.
+        assert request.stop_price is not None  # checked by OrderRequest
+        price = market.round_price(request.stop_price)
+        if price <= 0 or (market.min_price is not None and price < market.min_price):
+            return reject(REJECT_PRICE_FILTER, f"stop price {request.stop_price} out of range")
+        if market.max_price is not None and price > market.max_price:
+            return reject(
+                REJECT_PRICE_FILTER, f"stop price {price} above the maximum {market.max_price}"
+            )
+        check_price = price
     else:
         check_price = reference_price
     notional = amount * check_price if check_price is not None else None

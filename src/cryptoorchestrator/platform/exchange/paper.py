@@ -25,6 +25,23 @@ against the trader; a limit order that crosses fills at once at the better of it
 quote; otherwise it rests, locking its funds, and fills whole at its price when a later look at
 the ticker shows the quote through it (every read of orders or balances looks, and so does
 :meth:`PaperBroker.process`).  Fees follow Binance: ``fee_rate`` of the received asset.
+
+Stop-loss orders (``OrderType.STOP_LOSS``, Binance spot's ``STOP_LOSS``) rest and lock their funds
+like limit orders; one whose stop price the quote is already through is refused
+(``would_trigger``), as Binance refuses it.  A resting stop fills whole, as a taker, by the
+backtest kernel's stop rule: at the open of a candle that opened (after the order was placed)
+beyond the stop, else at the stop price once the price reached it.  With ``quote_candle`` the
+broker looks at that timeframe's candles since the order was placed (a candle that began before
+it counts by its current quote only, its earlier prices predate the order), and stamps the fill
+with the open of the candle it triggered in (where its bar is).  Without ``quote_candle`` the
+broker sees quotes only, not the path between them: a quote through the stop triggers it, and
+it fills at that quote (the market order a triggered stop becomes), stamped now.
+
+Backtest parity (replays, ``co.replay``): ``fees_in_quote`` charges the fee in the quote asset on
+both sides (``cost x fee_rate``, as the backtest engine charges it), and ``quote_candle`` makes
+the last price of the candle forming now the only quote (bid = ask = last, no spread): at the
+instant a candle opens that is its open, so a market order decided on the candle that just
+closed fills at the next candle's open, as the backtest fills it.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ from sqlalchemy.orm import Session
 from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.exchange.execution import (
+    REJECT_WOULD_TRIGGER,
     Balance,
     Candle,
     ExchangeOrder,
@@ -58,6 +76,7 @@ from cryptoorchestrator.platform.exchange.execution import (
     prepare_order,
 )
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType, normalize_symbol
+from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.marks import mark_submitted
@@ -167,6 +186,15 @@ class PaperBroker(ExecutionClient):
         An order may fill at the quote this broker fetched for its caller up to this many
         seconds earlier instead of asking again (0: always ask).  A bot reads the ticker to size
         its order and sends it milliseconds later; asking twice cost a request per order.
+    fees_in_quote
+        Charge every fee in the quote asset (``price x amount x fee_rate``), as the backtest
+        engine does, instead of in the received asset as Binance does; a buy then needs its cost
+        plus the fee.
+    quote_candle
+        A timeframe (``"1h"``): quote the last price of the market's candle of that timeframe
+        forming now (its close so far; bid = ask = last) instead of its ticker.  On a replay
+        whose clock stands at a candle's open, a market order then fills at exactly that open,
+        the backtest's price.
     """
 
     def __init__(
@@ -179,6 +207,8 @@ class PaperBroker(ExecutionClient):
         slippage_bps: Decimal | str | int = 0,
         clock: Callable[[], datetime] = _utcnow,
         quote_ttl_s: float = 0.0,
+        fees_in_quote: bool = False,
+        quote_candle: str | None = None,
     ) -> None:
         self.settings = settings
         self.account_id = int(account_id)
@@ -187,6 +217,8 @@ class PaperBroker(ExecutionClient):
         self.slippage_bps = Decimal(slippage_bps)
         self._clock = clock
         self.quote_ttl_s = float(quote_ttl_s)
+        self.fees_in_quote = bool(fees_in_quote)
+        self.quote_candle = quote_candle
         self._quotes: dict[str, tuple[float, Ticker]] = {}
         self.exchange_name = f"paper:{self.account_id}"
         self.account_key = self.exchange_name
@@ -318,12 +350,25 @@ class PaperBroker(ExecutionClient):
         return await self.market_data.fetch_ohlcv(symbol, timeframe, since_ms, limit)
 
     async def fetch_ticker(self, symbol: str) -> Ticker:
-        """Return the market-data source's ticker."""
+        """Return the market-data source's ticker (``quote_candle``: the forming candle's)."""
         sym = normalize_symbol(symbol)
-        ticker = await self.market_data.fetch_ticker(sym)
+        if self.quote_candle is not None:
+            ticker = await self._forming_candle_quote(sym, self.quote_candle)
+        else:
+            ticker = await self.market_data.fetch_ticker(sym)
         if self.quote_ttl_s > 0:
             self._quotes[sym] = (time.monotonic(), ticker)
         return ticker
+
+    async def _forming_candle_quote(self, symbol: str, timeframe: str) -> Ticker:
+        """The last price of the candle forming now as bid, ask and last (``quote_candle``)."""
+        candles = await self.market_data.fetch_ohlcv(symbol, timeframe, None, 1)
+        if not candles:
+            return Ticker(symbol, None)
+        forming = candles[-1]
+        # repr: the shortest decimal of the float, the exchange's own string for its prices.
+        price = Decimal(repr(forming.close))
+        return Ticker(symbol, price, bid=price, ask=price, timestamp_ms=forming.timestamp_ms)
 
     async def _quote_for_order(self, symbol: str) -> Ticker:
         """The quote an order fills at: the one just given to the caller, or a fresh one."""
@@ -372,6 +417,18 @@ class PaperBroker(ExecutionClient):
         fill_price: Decimal | None
         if request.type is OrderType.MARKET:
             fill_price = self._slipped(quote, request.side, market)
+        elif request.type is OrderType.STOP_LOSS:
+            assert prepared.price is not None
+            sell = request.side is OrderSide.SELL
+            if quote <= prepared.price if sell else quote >= prepared.price:
+                return OrderRejected(
+                    request.client_order_id,
+                    request.symbol,
+                    REJECT_WOULD_TRIGGER,
+                    f"stop price {prepared.price} would trigger immediately at {quote}",
+                    sent=True,
+                )
+            fill_price = None  # rests until the price reaches its stop
         else:
             assert prepared.price is not None
             crosses = (
@@ -443,13 +500,16 @@ class PaperBroker(ExecutionClient):
             need = amount * (prepared.price if prepared.price is not None else fill_price or 0)
         else:
             need = amount
+        # A fee in quote comes on top of a buy's cost (a resting buy locks its cost only and
+        # pays the fee from free funds when it fills).
+        wanted = need + self._quote_fee(need) if buy and self.fees_in_quote else need
         have = held[need_asset][0] if need_asset in held else Decimal(0)
-        if need > have:
+        if wanted > have:
             return OrderRejected(
                 request.client_order_id,
                 request.symbol,
                 "insufficient_funds",
-                f"needs {need} {need_asset}, {have} free",
+                f"needs {wanted} {need_asset}, {have} free",
                 sent=True,
             )
         changed: dict[str, list[Decimal]] = {}
@@ -497,7 +557,7 @@ class PaperBroker(ExecutionClient):
                 "price": fill_price,
                 "amount": amount,
                 "fee": fee,
-                "fee_currency": market.base if buy else market.quote,
+                "fee_currency": self._fee_currency(request.side, market),
                 "timestamp": now,
             }
         # The balances as they stand after this order (later orders of a batch move them on).
@@ -515,18 +575,31 @@ class PaperBroker(ExecutionClient):
         """Move ``[free, locked]`` balances for an immediate fill; return the fee.
 
         The same arithmetic as :meth:`_fill` with ``locked=False`` (Binance: the fee is a share
-        of the received asset).
+        of the received asset; with ``fees_in_quote``, of the quote asset on both sides).
         """
         cost = price * qty
         if side is OrderSide.BUY:
+            if self.fees_in_quote:
+                fee = self._quote_fee(cost)
+                quote[0] -= cost + fee
+                base[0] += qty
+                return fee
             fee = (qty * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
             quote[0] -= cost
             base[0] += qty - fee
             return fee
-        fee = (cost * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+        fee = self._quote_fee(cost)
         base[0] -= qty
         quote[0] += cost - fee
         return fee
+
+    def _quote_fee(self, cost: Decimal) -> Decimal:
+        """The fee in quote of a fill costing ``cost`` (rounded to 1e-8, half up)."""
+        return (cost * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+
+    def _fee_currency(self, side: OrderSide, market: MarketInfo) -> str:
+        """The asset a fill's fee is charged in (see ``fees_in_quote``)."""
+        return market.base if side is OrderSide.BUY and not self.fees_in_quote else market.quote
 
     def _fill(
         self,
@@ -545,17 +618,25 @@ class PaperBroker(ExecutionClient):
         base = self._row(session, rows, self.account_id, market.base)
         quote = self._row(session, rows, self.account_id, market.quote)
         if order.side == OrderSide.BUY.value:
-            fee = (qty * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
-            fee_currency = market.base
+            if self.fees_in_quote:
+                # Charged on top of the cost from what is free (a resting order locked its cost).
+                fee = self._quote_fee(cost)
+                fee_currency = market.quote
+                quote.free -= fee
+                received = qty
+            else:
+                fee = (qty * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+                fee_currency = market.base
+                received = qty - fee
             if locked:
                 reserved = qty * (order.price or price)
                 quote.locked -= reserved
                 quote.free += reserved - cost
             else:
                 quote.free -= cost
-            base.free += qty - fee
+            base.free += received
         else:
-            fee = (cost * self.fee_rate).quantize(_FEE_PLACES, rounding=ROUND_HALF_UP)
+            fee = self._quote_fee(cost)
             fee_currency = market.quote
             if locked:
                 base.locked -= qty
@@ -585,20 +666,27 @@ class PaperBroker(ExecutionClient):
     async def process(self, symbol: str | None = None) -> list[ExchangeOrder]:
         """Fill resting orders whose price the current quote reached; return the filled ones."""
 
-        def open_symbols(session: Session) -> list[str]:
-            query = select(Order.symbol).where(
+        def open_symbols(session: Session) -> dict[str, int | None]:
+            query = select(Order.symbol, Order.type, Order.submitted_at).where(
                 Order.exchange == self.exchange_name, Order.status.in_(_OPEN)
             )
             if symbol is not None:
                 query = query.where(Order.symbol == normalize_symbol(symbol))
-            return sorted(set(session.scalars(query)))
+            # Per symbol: when its earliest resting stop was placed (None: it has none).
+            out: dict[str, int | None] = {}
+            for sym, otype, submitted in session.execute(query):
+                placed = _ms(submitted) if otype == OrderType.STOP_LOSS.value else None
+                known = out.get(sym)
+                out[sym] = placed if known is None else min(known, placed or known)
+            return dict(sorted(out.items()))
 
-        symbols: Sequence[str] = await self._db(open_symbols)  # type: ignore[assignment]
+        symbols: dict[str, int | None] = await self._db(open_symbols)  # type: ignore[assignment]
         filled: list[ExchangeOrder] = []
-        for sym in symbols:
+        for sym, first_stop_ms in symbols.items():
             market = await self.market(sym)
             ticker = await self.fetch_ticker(sym)
             now = self._clock()
+            candles = await self._candles_since(sym, first_stop_ms, now)
 
             def run(
                 session: Session,
@@ -606,6 +694,7 @@ class PaperBroker(ExecutionClient):
                 market: MarketInfo = market,
                 ticker: Ticker = ticker,
                 now: datetime = now,
+                candles: list[Candle] | None = candles,
             ) -> list[ExchangeOrder]:
                 rows = self._balance_rows(session, lock=True)
                 out = []
@@ -621,6 +710,14 @@ class PaperBroker(ExecutionClient):
                 )
                 for order in session.scalars(query):
                     assert order.price is not None
+                    if order.type == OrderType.STOP_LOSS.value:
+                        hit = self._stop_trigger(order, market, candles, ticker, now)
+                        if hit is not None:
+                            price, at = hit
+                            self._fill(session, rows, order, market, price, at, locked=True)
+                            session.flush()
+                            out.append(self._to_order(session, order))
+                        continue
                     if order.side == OrderSide.BUY.value:
                         reached = ticker.ask is not None and ticker.ask <= order.price
                     else:
@@ -640,6 +737,61 @@ class PaperBroker(ExecutionClient):
 
             filled.extend(await self._db(run))  # type: ignore[arg-type]
         return filled
+
+    async def _candles_since(
+        self, symbol: str, since_ms: int | None, now: datetime
+    ) -> list[Candle] | None:
+        """The ``quote_candle`` candles from the one holding ``since_ms`` to now (None: none)."""
+        if since_ms is None or self.quote_candle is None:
+            return None
+        tf = timeframe_to_ms(self.quote_candle)
+        start = since_ms - since_ms % tf
+        count = max((_ms(now) or start) - start, 0) // tf + 1
+        return await self.market_data.fetch_ohlcv(
+            symbol, self.quote_candle, start, int(min(count, 1000))
+        )
+
+    def _stop_trigger(
+        self,
+        order: Order,
+        market: MarketInfo,
+        candles: list[Candle] | None,
+        ticker: Ticker,
+        now: datetime,
+    ) -> tuple[Decimal, datetime] | None:
+        """Return ``(price, time)`` of a resting stop's fill, or None while it holds.
+
+        The backtest kernel's rule (see the module docstring): the open of a candle opening
+        beyond the stop, else the stop price once a candle reached it; on quotes alone, the
+        quote that reached it.
+        """
+        stop = order.price
+        assert stop is not None
+        sell = order.side == OrderSide.SELL.value
+        side = OrderSide(order.side)
+
+        def beyond(price: Decimal) -> bool:
+            return price <= stop if sell else price >= stop
+
+        placed = _ms(order.submitted_at) or 0
+        for candle in candles or ():
+            # A candle that began before the order holds prices the order never saw.
+            if candle.timestamp_ms < placed:
+                continue
+            at = datetime.fromtimestamp(candle.timestamp_ms / 1000, UTC)
+            opened = Decimal(repr(candle.open))
+            if beyond(opened):
+                return opened, at
+            if beyond(Decimal(repr(candle.low if sell else candle.high))):
+                return stop, at
+        quote = ticker.bid if sell else ticker.ask
+        if quote is None or quote <= 0:
+            quote = ticker.last
+        if quote is None or not beyond(quote):
+            return None
+        # On candles the forming one's prices so far were checked above: at the stop.  On
+        # quotes alone the market order the stop becomes fills at the quote.
+        return (stop if candles is not None else self._slipped(quote, side, market)), now
 
     def _find(
         self,
@@ -764,6 +916,8 @@ class PaperBroker(ExecutionClient):
         fee = sum((f.fee for f in fills), Decimal(0)) if fills else None
         prefix = f"{self.exchange_name}:"
         cost = sum((f.cost for f in fills), Decimal(0))
+        # A stop-loss order keeps its stop price in the price column.
+        stop = order.type == OrderType.STOP_LOSS.value
         return ExchangeOrder(
             order_id=order.exchange_order_id or str(order.id),
             client_order_id=order.client_order_id.removeprefix(prefix),
@@ -773,13 +927,14 @@ class PaperBroker(ExecutionClient):
             status=OrderStatus(order.status),
             amount=order.amount,
             filled=order.filled,
-            price=order.price,
+            price=None if stop else order.price,
             average_price=order.average_price,
             cost=cost,
             timestamp_ms=_ms(order.submitted_at),
             fills=fills,
             fee=fee,
             fee_currency=fills[0].fee_currency if fills else None,
+            stop_price=order.price if stop else None,
         )
 
     async def close(self) -> None:
@@ -976,6 +1131,7 @@ def _placed_order(plan: _Plan, exchange_id: str) -> ExchangeOrder:
             ),
         )
     amount = plan.prepared.amount
+    stop = request.type is OrderType.STOP_LOSS
     return ExchangeOrder(
         order_id=exchange_id,
         client_order_id=request.client_order_id,
@@ -985,13 +1141,14 @@ def _placed_order(plan: _Plan, exchange_id: str) -> ExchangeOrder:
         status=OrderStatus.FILLED if fills else OrderStatus.OPEN,
         amount=amount,
         filled=amount if fills else Decimal(0),
-        price=plan.prepared.price,
+        price=None if stop else plan.prepared.price,
         average_price=fills[0].price if fills else None,
         cost=sum((f.cost for f in fills), Decimal(0)),
         timestamp_ms=_ms(plan.order["submitted_at"]),  # type: ignore[arg-type]
         fills=fills,
         fee=fills[0].fee if fills else None,
         fee_currency=fills[0].fee_currency if fills else None,
+        stop_price=plan.prepared.price if stop else None,
     )
 
 

@@ -3,8 +3,12 @@
 Every balance, price, quantity and fee is an exact :class:`~decimal.Decimal`.  Market orders fill
 at once at the replayed price moved against the trader by ``slippage_bps``; limit orders rest,
 lock their funds, and fill at their limit price when the replayed price path reaches it as the
-clock advances (see :mod:`cryptoorchestrator.platform.exchange.sim_market`).  With
-``partial_fill_ratio`` set, a resting limit order fills at most that fraction of its original
+clock advances (see :mod:`cryptoorchestrator.platform.exchange.sim_market`).  Stop-loss orders
+(Binance spot ``STOP_LOSS``: a market order sent once the traded price reaches ``stopPrice``)
+rest and lock their funds too; one whose ``stopPrice`` the path reaches fills whole at the stop
+price, or at the candle's open when the candle opens beyond it (a gap), the backtest kernel's
+stop rule (``nb._stop_nb``).  One that would trigger at once is refused, as Binance refuses it.
+With ``partial_fill_ratio`` set, a resting limit order fills at most that fraction of its original
 quantity per candle in which the price trades through it, and a market order executes at once as
 several trades of that fraction (one fill per chunk, as Binance reports one fill per price level
 a market order crosses).  Fees are Binance's: a rate of the
@@ -33,6 +37,7 @@ MSG_DUPLICATE = "Duplicate order sent."
 MSG_NO_ORDER = "Order does not exist."
 MSG_UNKNOWN_ORDER = "Unknown order sent."
 MSG_WOULD_TAKE = "Order would immediately match and take."
+MSG_WOULD_TRIGGER = "Stop price would trigger immediately."
 
 
 class BinanceReject(Exception):  # noqa: N818  (Binance's word; never leaves the simulator)
@@ -132,6 +137,7 @@ class SimOrder:
     locked_left: Decimal = Decimal(0)
     last_fill_candle: int = -1
     fills: list[SimFill] = field(default_factory=list)
+    stop_price: Decimal = Decimal(0)
 
     @property
     def remaining(self) -> Decimal:
@@ -158,7 +164,7 @@ class SimOrder:
             "timeInForce": self.time_in_force,
             "type": self.type,
             "side": self.side,
-            "stopPrice": fmt(Decimal(0)),
+            "stopPrice": fmt(self.stop_price),
             "icebergQty": fmt(Decimal(0)),
             "time": self.time,
             "updateTime": self.update_time,
@@ -340,7 +346,7 @@ class MatchingEngine:
         if side not in ("BUY", "SELL"):
             raise _mandatory("side")
         otype = (params.get("type") or "").upper()
-        if otype not in ("LIMIT", "MARKET", "LIMIT_MAKER"):
+        if otype not in ("LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS"):
             if not otype:
                 raise _mandatory("type")
             raise BinanceReject(-1116, "Invalid orderType.")
@@ -367,6 +373,8 @@ class MatchingEngine:
             raise _mandatory("timeInForce")
         if tif not in ("GTC", "IOC", "FOK"):
             raise BinanceReject(-1115, "Invalid timeInForce.")
+        if otype == "STOP_LOSS":
+            return self._place_stop(account, params, market, side, client_id, qty, now, current)
 
         if otype == "MARKET":
             fill_price = self._slipped(Decimal(repr(current)), spec, side)
@@ -447,6 +455,52 @@ class MatchingEngine:
                 self._fill(account, order, spec, fill_price, chunk, now, candle, is_maker=False)
             if tif == "IOC" and order.is_open:
                 self._cancel(account, order, spec, now, status="EXPIRED")
+        account.update_time = now
+        return order
+
+    def _place_stop(
+        self,
+        account: SimAccount,
+        params: Mapping[str, str],
+        market: ReplayMarket,
+        side: str,
+        client_id: str,
+        qty: Decimal | None,
+        now: int,
+        current: float,
+    ) -> SimOrder:
+        """Rest a ``STOP_LOSS`` order, locking what it will spend (base to sell, quote to buy)."""
+        spec = market.spec
+        stop = parse_decimal(params, "stopPrice", required=True)
+        assert stop is not None  # required
+        if qty is None:
+            raise _mandatory("quantity")
+        self._check_price(stop, spec)
+        self._check_lot(qty, spec)
+        self._check_notional(qty * stop, spec)
+        last = Decimal(repr(current))
+        if (side == "SELL" and last <= stop) or (side == "BUY" and last >= stop):
+            raise BinanceReject(-2010, MSG_WOULD_TRIGGER)
+        need_asset = spec.quote if side == "BUY" else spec.base
+        need = qty * stop if side == "BUY" else qty
+        if need > account.balance(need_asset)[0]:
+            raise BinanceReject(-2010, MSG_INSUFFICIENT)
+        order = SimOrder(
+            order_id=self._next_order_id,
+            client_order_id=client_id,
+            market_id=spec.market_id,
+            side=side,
+            type="STOP_LOSS",
+            time_in_force="GTC",
+            price=Decimal(0),
+            orig_qty=qty,
+            time=now,
+            update_time=now,
+            stop_price=stop,
+        )
+        self._register(account, order)
+        account.move(need_asset, free=-need, locked=need)
+        order.locked_left = need
         account.update_time = now
         return order
 
@@ -551,7 +605,7 @@ class MatchingEngine:
             if order.type == "MARKET":
                 account.move(spec.quote, free=-cost)
             else:
-                reserved = order.price * qty
+                reserved = (order.price or order.stop_price) * qty
                 if order.remaining == qty:
                     reserved = order.locked_left
                 order.locked_left -= reserved
@@ -622,6 +676,9 @@ class MatchingEngine:
                     f_start = max(0.0, (max(start, order.time) - open_time) / tf)
                     if f_start >= 1.0 or f_start > f_end:
                         continue
+                    if order.type == "STOP_LOSS":
+                        self._trigger_stop(account, order, market, i, f_start, f_end)
+                        continue
                     touch = first_touch(
                         o, h, lo, c, f_start, f_end, float(order.price), buy=order.side == "BUY"
                     )
@@ -632,6 +689,40 @@ class MatchingEngine:
                     self._fill(
                         account, order, market.spec, order.price, chunk, at, i, is_maker=True
                     )
+
+    def _trigger_stop(
+        self,
+        account: SimAccount,
+        order: SimOrder,
+        market: ReplayMarket,
+        i: int,
+        f_start: float,
+        f_end: float,
+    ) -> None:
+        """Fill a stop-loss order whose stop candle ``i``'s path reached between two fractions.
+
+        The backtest kernel's rule: a candle that opens beyond the stop (placed before the
+        candle opened) fills at its open; otherwise at the stop price.  The market order it
+        becomes executes whole at once (one trade per chunk with partial fills on), as a taker.
+        """
+        o, h, lo, c = (float(a[i]) for a in (market.o, market.h, market.l, market.c))
+        stop = order.stop_price
+        # A falling price triggers a sell stop, as it fills a resting buy limit (and vice versa).
+        touch = first_touch(o, h, lo, c, f_start, f_end, float(stop), buy=order.side == "SELL")
+        if touch is None:
+            return
+        spec = market.spec
+        open_time = int(market.ts[i])
+        price = stop
+        opened = Decimal(repr(o))
+        if f_start == 0.0 and (
+            (order.side == "SELL" and opened <= stop) or (order.side == "BUY" and opened >= stop)
+        ):
+            price = (opened / spec.tick_size).to_integral_value() * spec.tick_size
+        at = max(open_time + int(touch * market.tf_ms), order.time)
+        while order.remaining > 0:
+            chunk = self._chunk(order, spec)
+            self._fill(account, order, spec, price, chunk, at, i, is_maker=False)
 
 
 def select_orders(orders: Iterable[SimOrder], **filters: Any) -> list[SimOrder]:

@@ -1419,7 +1419,7 @@ def _symbol_info(spec: SymbolSpec) -> dict[str, Any]:
         "quoteAssetPrecision": 8,
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS"],
         "icebergAllowed": False,
         "ocoAllowed": False,
         "otoAllowed": False,

@@ -17,6 +17,9 @@ class OrderType(StrEnum):
 
     MARKET = "market"
     LIMIT = "limit"
+    #: A resting stop-loss market order (Binance spot ``STOP_LOSS``): a market order sent by
+    #: the exchange once the traded price reaches ``stop_price``.
+    STOP_LOSS = "stop_loss"
 
 
 class OrderStatus(StrEnum):

@@ -8,6 +8,8 @@ starting the platform calls it, and so does ``cryptoorch db upgrade``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -39,11 +41,45 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Sidecar files SQLite keeps next to the database (WAL mode, rollback journal).
+_SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+
+
 def _ensure_sqlite_dir(database_url: str) -> None:
-    """Create the folder of a SQLite file, so a fresh checkout needs no setup step."""
+    """Create a SQLite database file readable by its owner only, and its folder if missing.
+
+    The file holds password hashes, encrypted exchange keys and the audit log: like the secret
+    key it is created 0600 (SQLite gives its ``-wal``/``-shm`` files the database's mode) and a
+    folder this creates is 0700, so a fresh checkout needs no setup step and exposes nothing
+    to other local users.  A database that an older version created group- or world-readable
+    is narrowed to 0600 too; an existing folder is left as it is (it may be shared).
+    """
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    if url.database.startswith("file:"):  # a URI filename: SQLite resolves it, not us
+        return
+    path = Path(url.database)
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+    try:
+        # O_EXCL: an existing database is never touched here; an empty file is a valid empty
+        # SQLite database, which SQLite then fills keeping this mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot create the SQLite database {path}: {exc}") from exc
+    for file in (path, *(path.with_name(path.name + s) for s in _SQLITE_SIDECARS)):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
 
 
 def create_db_engine(settings: Settings) -> Engine:
@@ -144,6 +180,15 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
+
+
+def dispose_engine(settings: Settings) -> None:
+    """Close the pooled connections of one database and forget its engine (a temporary one)."""
+    with _lock:
+        engine = _engines.pop(settings.database_url, None)
+        _factories.pop(settings.database_url, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _alembic_config(settings: Settings) -> Any:

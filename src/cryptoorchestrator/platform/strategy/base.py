@@ -30,6 +30,15 @@ ParamType = Literal["int", "float", "bool", "choice"]
 _TYPES = ("int", "float", "bool", "choice")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """Return a short ``repr`` of a user-supplied value for an error message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python will print
+        return "a number too large to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Param:
     """One declared strategy parameter, used by validation and by the optimizer's search space.
@@ -96,30 +105,32 @@ class Param:
                 return value.lower() in ("true", "1")
             if isinstance(value, int | np.integer) and value in (0, 1):
                 return bool(value)
-            raise InvalidInputError(where, f"not a boolean: {value!r}", allowed=self.allowed)
+            raise InvalidInputError(where, f"not a boolean: {_show(value)}", allowed=self.allowed)
         if self.type == "choice":
             for c in self.choices or ():
                 if value == c or (isinstance(value, str) and str(c) == value):
                     return c
-            raise InvalidInputError(where, f"{value!r} is not a choice", allowed=self.allowed)
+            raise InvalidInputError(where, f"{_show(value)} is not a choice", allowed=self.allowed)
         try:
+            if isinstance(value, bool):
+                raise ValueError("bool")
             if self.type == "int":
-                if isinstance(value, bool):
-                    raise ValueError("bool")
-                number: float = float(value)
-                if not number.is_integer():
-                    raise ValueError("fractional")
-                out: float = int(number)
+                if isinstance(value, int | np.integer):
+                    out: float = int(value)  # exact: a float would round ints beyond 2**53
+                else:
+                    number = float(value)
+                    if not number.is_integer():
+                        raise ValueError("fractional")
+                    out = int(number)
             else:
-                if isinstance(value, bool):
-                    raise ValueError("bool")
                 out = float(value)
-        except (TypeError, ValueError):
+        # OverflowError: an int too large for a float (10**400) is out of range, not a crash.
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInputError(
-                where, f"not a valid {self.type}: {value!r}", allowed=self.allowed
+                where, f"not a valid {self.type}: {_show(value)}", allowed=self.allowed
             ) from None
-        if not math.isfinite(out) or not (self.low <= out <= self.high):  # type: ignore[operator]
-            raise InvalidInputError(where, f"{value!r} out of range", allowed=self.allowed)
+        if not (self.low <= out <= self.high) or not math.isfinite(out):  # type: ignore[operator]
+            raise InvalidInputError(where, f"{_show(value)} out of range", allowed=self.allowed)
         return out
 
 
@@ -148,7 +159,8 @@ class Strategy:
     stop_loss: ClassVar[float | None] = None
     take_profit: ClassVar[float | None] = None
     trailing_stop: ClassVar[float | None] = None
-    #: Bars of history a live bot must keep so the last bar's signal equals the backtest's.
+    #: Bars of history a live bot must keep so the last bar's signal equals the backtest's,
+    #: whatever the parameters; :meth:`required_window` refines it per parameter set.
     warmup: ClassVar[int] = 0
 
     def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
@@ -195,8 +207,106 @@ class Strategy:
         self.check_params(out)
         return out
 
+    def required_window(self, params: Mapping[str, Any]) -> int:
+        """Return how many closed bars a live bot evaluates ``signals`` on, for ``params``.
+
+        The live decision on bar t is the signal at the last bar of the window ending at t; it
+        equals the backtest's signal at t computed on the whole history when every indicator's
+        value at t no longer depends on where the history starts.  Finite lookbacks (SMA, a
+        rolling max) need ``period`` bars plus one for a cross; recursive indicators (EMA,
+        Wilder's smoothing) forget their seed geometrically and need :func:`recursive_memory`
+        bars more.  Override this with the exact figure of your indicators; the default is
+        the declared ``warmup``, else 40 times the largest integer parameter (an EMA of
+        period p forgets its seed below one part in 2**80 after about 28 p bars), at least
+        :data:`MIN_LIVE_WINDOW`.
+
+        ``params`` must already be validated (:meth:`validate_params`).
+        """
+        if self.warmup:
+            return max(int(self.warmup) + 1, MIN_LIVE_WINDOW)
+        ints = [int(v) for v in params.values() if isinstance(v, int) and not isinstance(v, bool)]
+        return max(40 * max(ints, default=0) + 1, MIN_LIVE_WINDOW)
+
+    def validate_live(
+        self, params: Mapping[str, Any] | None = None, *, max_window: int | None = None
+    ) -> dict[str, Any]:
+        """Return ``params`` validated for a live bot: :meth:`validate_params` plus the window.
+
+        Raises
+        ------
+        InvalidInputError
+            As :meth:`validate_params`, or naming ``params.<name>`` (the parameter whose value
+            sets the window) when the bot would need more than ``max_window`` bars of history
+            (default :data:`MAX_LIVE_WINDOW`).
+        """
+        checked = self.validate_params(params)
+        check_live_window(self, checked, max_window=max_window)
+        return checked
+
     def __repr__(self) -> str:
         return f"<Strategy {self.name or type(self).__name__}>"
+
+
+#: Smallest window a live bot keeps, whatever the strategy declares.
+MIN_LIVE_WINDOW = 200
+#: Most closed bars a live bot fetches at start: 60 pages of Binance's 1,000 candles per call.
+MAX_LIVE_WINDOW = 60_000
+#: Seed weight below which a recursive indicator counts as converged: 2**-80, far below the
+#: 2**-53 of a float64's last bit, so the seeded and the full-history values round alike.
+_CONVERGED_BITS = 80
+
+
+def recursive_memory(alpha: float, bits: int = _CONVERGED_BITS) -> int:
+    """Return the bars after which a recursive filter ``y += alpha * (x - y)`` forgets its seed.
+
+    The seed's weight after k bars is ``(1 - alpha) ** k``; this is the smallest k for which
+    it falls below ``2 ** -bits`` (EMA of period p: ``alpha = 2 / (p + 1)``; Wilder's RSI and
+    ATR: ``alpha = 1 / p``).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``alpha`` is not in (0, 1].
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise InvalidInputError("alpha", f"{alpha!r} is not a smoothing factor", allowed="(0, 1]")
+    if alpha == 1.0:
+        return 1
+    return math.ceil(bits * math.log(2.0) / -math.log1p(-alpha))
+
+
+def check_live_window(
+    strategy: Strategy, params: Mapping[str, Any], *, max_window: int | None = None
+) -> int:
+    """Return ``strategy.required_window(params)``, or raise if it exceeds ``max_window``.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming ``params.<name>``: the declared parameter whose lowest value shrinks the window
+        most (the one to lower), with the largest value of it that fits when one can be found.
+    """
+    limit = MAX_LIVE_WINDOW if max_window is None else int(max_window)
+    need = int(strategy.required_window(params))
+    if need <= limit:
+        return need
+    best: tuple[int, Param] | None = None
+    for p in strategy.params:
+        if p.type not in ("int", "float") or p.low is None:
+            continue
+        trial = {**params, p.name: int(p.low) if p.type == "int" else float(p.low)}
+        try:
+            smaller = int(strategy.required_window(trial))
+        except Exception:  # noqa: S112 (a trial outside check_params' rules tells nothing)
+            continue
+        if smaller < need and (best is None or smaller < best[0]):
+            best = (smaller, p)
+    field = f"params.{best[1].name}" if best is not None else "params"
+    raise InvalidInputError(
+        field,
+        f"needs {need} bars of history live, more than the {limit} a bot may fetch",
+        allowed=f"a window of at most {limit} bars ({strategy.name}.required_window)",
+    )
 
 
 def _as_bool(arr: Any, n: int, field: str) -> np.ndarray | None:
@@ -262,9 +372,9 @@ def latest_signals(
 ) -> tuple[bool, bool, bool, bool]:
     """Return ``(long_entry, long_exit, short_entry, short_exit)`` of the last bar of ``bars``.
 
-    A live bot calls this on a rolling window of its last closed bars (at least
-    ``strategy.warmup`` of them), so its decision is the backtest's signal on that bar, computed
-    by the same code inside the same guard.
+    A live bot calls this on a rolling window of its last closed bars
+    (``strategy.required_window(params)`` of them), so its decision is the backtest's signal on
+    that bar, computed by the same code inside the same guard.
 
     Raises
     ------
