@@ -2,8 +2,8 @@
 
 ``create_app(settings)`` wires settings, database sessions, auth, the cluster facade, the health
 registry, the bot event hub and the market feed onto ``app.state``, installs the one error shape
-and the pure-ASGI middleware stack (outermost first): liveness fast path, access log, HEAD, CORS,
-rate limits, body size limit.
+and the pure-ASGI middleware stack (outermost first): liveness fast path, security headers, access
+log, HEAD, CORS, rate limits, body size limit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from cryptoorchestrator import __version__
 from cryptoorchestrator.api.config import ApiOptions
 from cryptoorchestrator.api.errors import install_error_handlers
-from cryptoorchestrator.api.events import EventHub
+from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.facade import ClusterFacade, UnavailableCluster
 from cryptoorchestrator.api.feeds import MarketFeed, StoreFeed
 from cryptoorchestrator.api.health import HealthRegistry
@@ -33,7 +33,12 @@ from cryptoorchestrator.api.middleware import (
     BodyLimitMiddleware,
     HeadMiddleware,
     LivenessMiddleware,
+    SecurityHeaders,
+    SecurityHeadersMiddleware,
+    protect_server_logs,
 )
+from cryptoorchestrator.api.openapi import install_openapi
+from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.api.ratelimit import (
     MemoryBackend,
     RateLimitBackend,
@@ -61,7 +66,8 @@ from cryptoorchestrator.platform.services.auth import AuthConfig
 from cryptoorchestrator.platform.services.bots import bots_by_status
 from cryptoorchestrator.platform.settings import Settings, get_settings
 from cryptoorchestrator.platform.storage.db import check_database, session_factory
-from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount
+from cryptoorchestrator.platform.storage.models import Bot
+from cryptoorchestrator.strategies.registry import load_strategy_paths
 
 TAGS = [
     {"name": "auth", "description": "Accounts, tokens (refresh rotation), MFA."},
@@ -86,6 +92,10 @@ def _rate_backend(settings: Settings, options: ApiOptions) -> RateLimitBackend:
             raise ConfigError("rate_limit_backend=redis needs CRYPTOORCH_REDIS_URL")
         return RedisBackend(settings.redis_url, options.rate_limit_prefix)
     return MemoryBackend()
+
+
+#: Path probed below an exchange endpoint's base URL, per exchange (the base itself otherwise).
+PING_PATHS = {"binance": "/api/v3/ping"}
 
 
 def _register_health(app: FastAPI) -> None:
@@ -116,38 +126,39 @@ def _register_health(app: FastAPI) -> None:
         }
 
     async def exchanges_reachable() -> dict[str, Any]:
+        # Only the exchanges the operator configured, never the accounts' apiUrls: a tenant's
+        # URL probed by an anonymous route made the head node scan its own network for anyone.
+        # The full result (status code, latency) is for admins; the route strips it for others.
+        import asyncio
+
         import httpx
 
-        with state.session_factory() as session:
-            targets = sorted(
-                set(
-                    session.execute(
-                        select(ExchangeAccount.exchange, ExchangeAccount.api_url).where(
-                            ExchangeAccount.api_url.is_not(None)
-                        )
-                    ).all()
-                )
-            )
-        if not targets:
+        endpoints = dict(state.settings.exchange_endpoints)
+        if not endpoints:
             return {
                 "status": "unavailable",
-                "reason": "no exchange account with an API URL to probe",
+                "reason": "no exchange endpoint configured (CRYPTOORCH_EXCHANGE_ENDPOINTS)",
                 "exchanges": {},
             }
-        results: dict[str, Any] = {}
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            for exchange, url in targets:
-                try:
-                    response = await client.get(url.rstrip("/") + "/api/v3/ping")
-                    ok = response.status_code < 500
-                    results[f"{exchange} {url}"] = {
-                        "reachable": ok,
-                        "status_code": response.status_code,
-                        "latency_ms": round(response.elapsed.total_seconds() * 1000, 1),
-                    }
-                except httpx.HTTPError as exc:
-                    results[f"{exchange} {url}"] = {"reachable": False, "error": type(exc).__name__}
-        down = [k for k, v in results.items() if not v["reachable"]]
+
+        async def probe(client: httpx.AsyncClient, name: str, base: str) -> dict[str, Any]:
+            try:
+                response = await client.get(base.rstrip("/") + PING_PATHS.get(name, ""))
+            except (httpx.HTTPError, ValueError):
+                return {"reachable": False}
+            return {
+                "reachable": response.status_code < 500,
+                "status_code": response.status_code,
+                "latency_ms": round(response.elapsed.total_seconds() * 1000, 1),
+            }
+
+        async with httpx.AsyncClient(
+            timeout=1.5, follow_redirects=False, trust_env=False
+        ) as client:
+            names = sorted(endpoints)
+            found = await asyncio.gather(*(probe(client, n, endpoints[n]) for n in names))
+        results = dict(zip(names, found, strict=True))
+        down = [name for name, result in results.items() if not result["reachable"]]
         return {
             "status": "unhealthy" if down else "healthy",
             "reason": f"unreachable: {', '.join(down)}" if down else None,
@@ -165,11 +176,12 @@ def _register_health(app: FastAPI) -> None:
 class PlatformAPI(FastAPI):
     """FastAPI with the platform's own middleware outermost.
 
-    Starlette puts user middleware inside its error and telemetry layers; ours (liveness, access
-    log, HEAD, CORS, rate limits, body limit) handle every message themselves and never raise,
-    so they go outside: a liveness probe is answered without crossing FastAPI's three wrappers
-    (a quarter of its cost), while route errors are still turned into responses by
-    ServerErrorMiddleware inside, and the access log records the status actually sent.
+    Starlette puts user middleware inside its error and telemetry layers; ours (liveness,
+    security headers, access log, HEAD, CORS, rate limits, body limit) handle every message
+    themselves and never raise, so they go outside: a liveness probe is answered without
+    crossing FastAPI's three wrappers (a quarter of its cost), while route errors are still
+    turned into responses by ServerErrorMiddleware inside, and the access log records the
+    status actually sent.
     """
 
     def __init__(self, *args: Any, telemetry: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -228,7 +240,10 @@ def create_app(
     """
     settings = settings or get_settings()
     options = options or ApiOptions()
+    # The operator's strategies, registered before the first request: tenants pick by name.
+    load_strategy_paths(settings.strategy_paths)
     setup_api_logging(settings.log_dir, settings.log_level)
+    protect_server_logs()
     secret = settings.resolved_secret_key()
     auth_config = AuthConfig(
         secret_key=secret,
@@ -267,10 +282,16 @@ def create_app(
         # FastAPI's native OpenTelemetry looks up its providers on every request (~5 us, a
         # fifth of a liveness probe): on only when asked for.
         telemetry=None if options.otel else {"tracing": False, "metrics": False, "logs": False},
+        # Starlette builds a slash redirect's absolute Location from the Host header (an open
+        # redirect for anyone who can set it); routes are declared exactly, others are 404.
+        redirect_slashes=False,
     )
     factory = session_factory(settings)
     app.state.settings = settings
     app.state.options = options
+    # The one notion of "the client's address" (rate limits, audit log, access log, sockets).
+    app.state.proxies = proxies = TrustedProxies(options.trusted_proxies)
+    app.state.ws_slots = SocketSlots(options.ws_max_per_ip, options.ws_max_per_user)
     app.state.session_factory = factory
     app.state.auth_config = auth_config
     app.state.identity = Identity(auth_config, factory, user_ttl_s=options.user_cache_s)
@@ -299,6 +320,7 @@ def create_app(
     install_error_handlers(app)
     for module in (health, auth, bots, trading, markets, integrations, runs, analytics, ws):
         app.include_router(module.router)
+    install_openapi(app)
 
     # add_middleware puts each new one outside the previous ones: add innermost first.
     limiter = RateLimiter(
@@ -307,11 +329,20 @@ def create_app(
             default=options.rate_limit,
             auth=options.rate_limit_auth,
             window_s=options.rate_limit_window_s,
-            trust_forwarded_for=options.trust_forwarded_for,
         ),
         app.state.identity.identify,
+        proxies.client_ip,
     )
-    access = AccessLog(api_log_writer(settings.log_dir)) if options.access_log else None
+    access = (
+        AccessLog(api_log_writer(settings.log_dir), proxies.client_ip)
+        if options.access_log
+        else None
+    )
+    security = SecurityHeaders(
+        proxies,
+        options.hsts_max_age_s,
+        (app.docs_url or "", app.redoc_url or "", app.swagger_ui_oauth2_redirect_url or ""),
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     if settings.cors_origins:
@@ -325,7 +356,8 @@ def create_app(
     app.add_middleware(HeadMiddleware)
     if access is not None:
         app.add_middleware(AccessLogMiddleware, log=access)
-    # Outermost: liveness probes are counted, headed and logged here with the same limiter and
-    # access log, without crossing the layers above one by one.
-    app.add_middleware(LivenessMiddleware, limiter=limiter, log=access)
+    app.add_middleware(SecurityHeadersMiddleware, headers=security)
+    # Outermost: liveness probes are counted, headed and logged here with the same limiter,
+    # security headers and access log, without crossing the layers above one by one.
+    app.add_middleware(LivenessMiddleware, limiter=limiter, log=access, security=security)
     return app

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import anyio
@@ -16,12 +15,20 @@ from sqlalchemy.orm import Session
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.facade import ClusterFacade
 from cryptoorchestrator.api.identity import Identity
-from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError, UnauthorizedError
+from cryptoorchestrator.api.proxies import TrustedProxies
+from cryptoorchestrator.platform.errors import (
+    ForbiddenError,
+    InvalidInputError,
+    UnauthorizedError,
+)
+from cryptoorchestrator.platform.exchange.urls import UrlPolicy
 from cryptoorchestrator.platform.services.accounts import AccountService
 from cryptoorchestrator.platform.services.auth import INVALID_TOKEN, AuthService
 from cryptoorchestrator.platform.services.bots import BotService, StrategyValidator
+from cryptoorchestrator.platform.services.roles import ROLES
 from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import User
+from cryptoorchestrator.strategies.registry import registered_strategy
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
 
@@ -52,13 +59,24 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def client_ip(request: Request) -> str | None:
-    """Return the client's address (for audit rows)."""
-    return request.client.host if request.client else None
+    """Return the client's address (for audit rows): the peer, or what a trusted proxy saw.
+
+    The same answer as the rate limiter's (``app.state.proxies``): a forged
+    ``X-Forwarded-For`` from an untrusted peer never reaches the audit log.
+    """
+    proxies: TrustedProxies = request.app.state.proxies
+    return proxies.client_ip(request.scope)
 
 
 def get_auth(request: Request, db: SessionDep) -> AuthService:
     """Return the auth service for this request."""
-    return AuthService(db, request.app.state.auth_config, request.app.state.secret_box)
+    identity: Identity = request.app.state.identity
+    return AuthService(
+        db,
+        request.app.state.auth_config,
+        request.app.state.secret_box,
+        on_revoke=identity.revoked,
+    )
 
 
 AuthDep = Annotated[AuthService, Depends(get_auth)]
@@ -74,57 +92,104 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
 async def current_user_id(request: Request, creds: Bearer) -> int:
     """Return the id of the bearer token's active user, or raise 401 saying why.
 
-    The token and the user's activity are cached by :class:`Identity`, so a warm request does
-    no database work here.
+    The token must be current: its user active, its session (``sid``) not revoked and its
+    epoch (``ep``) the user's.  :class:`Identity` caches all three, so a warm request does no
+    database work here.
     """
     identity: Identity = request.app.state.identity
-    user_id = identity.user_id(_token(creds))
-    if not identity.active_cached(user_id):
-        await run_in_threadpool(identity.check_active, user_id)
-    return user_id
+    token = _token(creds)
+    claims = identity.claims(token)
+    if not identity.current(claims):
+        await run_in_threadpool(identity.check, token, claims)
+    request.state.access_claims = claims
+    return claims.user_id
 
 
 CurrentUserId = Annotated[int, Depends(current_user_id)]
 
 
 async def current_user(request: Request, db: SessionDep, creds: Bearer) -> User:
-    """Return the bearer token's user (the row, for routes that read or change it)."""
+    """Return the bearer token's user (the row, for routes that read or change it).
+
+    Always asks the database (these routes change credentials or read the profile), in the
+    request's session; the claims are left on ``request.state.access_claims``.
+    """
     identity: Identity = request.app.state.identity
-    user_id = identity.user_id(_token(creds))
-    user = await run_in_threadpool(db.get, User, user_id)
-    if user is None or not user.is_active:
-        identity.forget(user_id)
+    token = _token(creds)
+    claims = identity.claims(token)
+
+    def load() -> User | None:
+        identity.check(token, claims, db)
+        return db.get(User, claims.user_id)
+
+    user = await run_in_threadpool(load)
+    if user is None or not user.is_active or user.auth_epoch != claims.epoch:
+        identity.forget(claims.user_id)
         raise UnauthorizedError(INVALID_TOKEN)
-    identity.remember_active(user_id)
+    request.state.access_claims = claims
     return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
+#: Roles from least to most privileged (``ROLES``): each may do what the ones before it may.
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
-def registry_validator() -> StrategyValidator | None:
-    """Return a validator backed by the strategy registry, or None while it is not installed.
 
-    Looked up per request, so the registry is used as soon as its module exists.
+def has_role(user: User, role: str) -> bool:
+    """Return whether ``user``'s role is ``role`` or a more privileged one.
+
+    An unknown stored role ranks below every real one: it grants nothing (fail closed).
     """
-    try:
-        registry = importlib.import_module("cryptoorchestrator.strategies.registry")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("cryptoorchestrator.strategies"):
-            return None
-        raise
-    get_strategy = registry.get_strategy
+    return _RANK.get(user.role, -1) >= _RANK[role]
+
+
+def require_role(role: str) -> Callable[[User], Awaitable[User]]:
+    """Return a dependency that yields the current user if their role is at least ``role``.
+
+    Parameters
+    ----------
+    role
+        ``"viewer"``, ``"trader"`` or ``"admin"``.
+
+    Raises
+    ------
+    ForbiddenError
+        (from the dependency) when the user's role ranks below ``role``; 403 naming the role.
+    """
+    if role not in _RANK:
+        raise ValueError(f"unknown role {role!r}; one of {ROLES}")
+
+    async def dependency(user: CurrentUser) -> User:
+        if not has_role(user, role):
+            raise ForbiddenError(
+                f"this action needs the {role!r} role (or higher); your role is {user.role!r}"
+            )
+        return user
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+#: The current user, who may change things (bots, accounts, runs, their own risk settings).
+TraderUser = Annotated[User, Depends(require_role("trader"))]
+#: The current user, who operates the platform (global kill switch, portfolio limits).
+AdminUser = Annotated[User, Depends(require_role("admin"))]
+
+
+def registry_validator() -> StrategyValidator:
+    """Return the validator of a bot's strategy name and parameters, backed by the registry.
+
+    Names go through :func:`registered_strategy`: a tenant only ever picks a built-in or an
+    operator-registered strategy, and a path or module reference is refused as unknown without
+    being imported.
+    """
 
     def validate(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        strategy = registered_strategy(name)
         try:
-            strategy = get_strategy(name)
-        except (NotFoundError, KeyError) as exc:
-            raise InvalidInputError("strategy", f"unknown strategy {name!r}") from exc
-        check = getattr(strategy, "validate_params", None)
-        if check is None:
-            return dict(params)
-        try:
-            checked = check(dict(params))
+            # validate_live: the parameters, and the history a live bot would need for them.
+            checked = strategy.validate_live(dict(params))
         except InvalidInputError as exc:
             field = exc.field if exc.field.startswith("params") else f"params.{exc.field}"
             raise InvalidInputError(field, exc.reason, allowed=exc.allowed) from exc
@@ -150,8 +215,10 @@ TradingDep = Annotated[TradingQueries, Depends(get_trading)]
 
 
 async def get_accounts(request: Request, db: SessionDep, user_id: CurrentUserId) -> AccountService:
-    """Return the exchange-account service of the current user."""
-    return AccountService(db, user_id, request.app.state.secret_box)
+    """Return the exchange-account service of the current user (apiUrl checked against the
+    operator's allowed hosts)."""
+    policy = UrlPolicy.from_settings(request.app.state.settings)
+    return AccountService(db, user_id, request.app.state.secret_box, policy)
 
 
 AccountsDep = Annotated[AccountService, Depends(get_accounts)]

@@ -50,7 +50,7 @@ def _print(data: Any) -> None:
 def create(
     name: Annotated[str, typer.Option(help="Unique bot name.")],
     pair: Annotated[str, typer.Option("--pair", help="Trading pair, e.g. BTC/USDT.")],
-    strategy: Annotated[str, typer.Option(help="Strategy name (see `cryptoorch backtest`).")],
+    strategy: Annotated[str, typer.Option(help="Strategy name (see `cryptoorch strategies`).")],
     param: Annotated[list[str], typer.Option(help="Strategy parameter NAME=VALUE.")] = [],  # noqa: B006
     timeframe: Annotated[str, typer.Option(help="Candle timeframe.")] = "1h",
     mode: Annotated[str, typer.Option(help="paper or live.")] = "paper",

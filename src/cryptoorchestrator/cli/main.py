@@ -20,6 +20,9 @@ from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
 from cryptoorchestrator.cli import exchange_sim as exchange_sim_cli
 from cryptoorchestrator.cli import optimize as optimize_cli
+from cryptoorchestrator.cli import replay as replay_cli
+from cryptoorchestrator.cli import strategies as strategies_cli
+from cryptoorchestrator.cli import users as users_cli
 from cryptoorchestrator.cli.serve import serve
 from cryptoorchestrator.platform.errors import CryptoOrchError
 
@@ -37,8 +40,11 @@ app.command("exchange-sim")(exchange_sim_cli.exchange_sim)
 app.command("optimize")(optimize_cli.optimize)
 app.add_typer(bots_cli.app, name="bots")
 app.add_typer(bots_cli.risk_app, name="risk")
+app.add_typer(users_cli.app, name="users")
 app.command("backtest")(backtest_cli.backtest)
 app.command("check-lookahead")(backtest_cli.check_lookahead)
+app.command("replay")(replay_cli.replay)
+app.command("strategies")(strategies_cli.strategies)
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}

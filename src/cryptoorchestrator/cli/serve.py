@@ -21,8 +21,28 @@ DEMO_BOT = "demo-sma-cross"
 _DEMO_RUNNERS: list[Any] = []
 
 
+#: The API's ``ws_max_message_bytes`` default: the CLI may not import the API's options (uvicorn
+#: loads the API by path), so both read the same variable with the same default.
+WS_MAX_MESSAGE_BYTES = 65_536
+WS_MAX_MESSAGE_BYTES_ENV = "CRYPTOORCH_API_WS_MAX_MESSAGE_BYTES"
+
+
 def _exit_on_sigterm(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _ws_max_message_bytes() -> int:
+    """The largest WebSocket message uvicorn accepts: the app's own limit."""
+    raw = os.environ.get(WS_MAX_MESSAGE_BYTES_ENV, str(WS_MAX_MESSAGE_BYTES))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{WS_MAX_MESSAGE_BYTES_ENV}={raw!r} is not a number of bytes"
+        ) from None
+    if value < 1:
+        raise typer.BadParameter(f"{WS_MAX_MESSAGE_BYTES_ENV} must be positive, not {value}")
+    return value
 
 
 def serve(
@@ -50,6 +70,7 @@ def serve(
     typer.echo(f"database {settings.database_url.split('@')[-1]} at revision {revision}")
     # The API process is the Ray driver and runs the bot supervisor (see api.wiring).
     os.environ.setdefault("CRYPTOORCH_API_CLUSTER", "ray")
+    ws_max_size = _ws_max_message_bytes()
     bind_host = host or settings.api_host
     bind_port = port or settings.api_port
     if demo:
@@ -66,16 +87,43 @@ def serve(
             port=bind_port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            # The app itself decides whom to believe about the client's address (only the
+            # proxies in CRYPTOORCH_API_TRUSTED_PROXIES): uvicorn must hand it the socket's
+            # peer, not rewrite it from X-Forwarded-For (by default it believes 127.0.0.1).
             proxy_headers=False,
-            # Our middleware writes the access log (logs/fastapi.log, JSON, with the user id);
-            # uvicorn's own would format a second line per request to stdout.
+            forwarded_allow_ips="",
+            # Our middleware writes the access log (logs/fastapi.log, JSON, with the user id,
+            # never a query string); uvicorn's own would print a second line per request, and
+            # a WebSocket's ?token= with it.
             access_log=False,
+            # Refuse oversized WebSocket messages on the wire (the app checks again).
+            ws_max_size=ws_max_size,
+            server_header=False,
         )
     finally:
         # Stop the demo's simulator while the interpreter is whole: left to the generator's
         # finalizer at exit, its stop ran during module teardown and printed a traceback.
         while _DEMO_RUNNERS:
             _DEMO_RUNNERS.pop().__exit__(None, None, None)
+
+
+def _allow_demo_simulator(settings: Any, base_url: str) -> None:
+    """Allow the demo's simulator (on loopback) as an account host and the binance endpoint.
+
+    The API refuses account URLs on the head's own network unless the operator allows them;
+    the demo is the operator here.  Set in the environment before uvicorn and Ray start, so the
+    API process (its settings are read again) and the bot workers see the same rule.
+    """
+    import json
+    from urllib.parse import urlsplit
+
+    from cryptoorchestrator.platform.settings import get_settings
+
+    hosts = [*settings.allowed_api_hosts, urlsplit(base_url).netloc]
+    endpoints = {**settings.exchange_endpoints, "binance": base_url}
+    os.environ["CRYPTOORCH_ALLOWED_API_HOSTS"] = json.dumps(hosts)
+    os.environ["CRYPTOORCH_EXCHANGE_ENDPOINTS"] = json.dumps(endpoints)
+    get_settings.cache_clear()
 
 
 def _start_demo(settings: Any, speed: float, api_base: str) -> None:
@@ -87,6 +135,7 @@ def _start_demo(settings: Any, speed: float, api_base: str) -> None:
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
     from cryptoorchestrator.platform.services.auth import hash_password
+    from cryptoorchestrator.platform.services.login_throttle import unlock_account
     from cryptoorchestrator.platform.storage.db import session_scope
     from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount, User
 
@@ -94,16 +143,20 @@ def _start_demo(settings: Any, speed: float, api_base: str) -> None:
     runner = run_simulator_in_thread({"BTC/USDT": candles}, speed=speed)
     sim = runner.__enter__()  # lives as long as this process; uvicorn.run blocks until exit
     _DEMO_RUNNERS.append(runner)
+    _allow_demo_simulator(settings, sim.base_url)
     password = secrets.token_urlsafe(12)
     with session_scope(settings) as session:
         user = session.scalar(select(User).where(User.email == DEMO_EMAIL))
         if user is None:
-            user = User(email=DEMO_EMAIL, password_hash=hash_password(password))
+            # The demo's operator: it may try the global kill switch and portfolio limits.
+            user = User(email=DEMO_EMAIL, password_hash=hash_password(password), role="admin")
             session.add(user)
             session.flush()
         else:
             user.password_hash = hash_password(password)
-            user.failed_logins, user.locked_until = 0, None
+            user.role = "admin"
+            # A new password: a lock earned by guesses at the old one is lifted.
+            unlock_account(session, settings.resolved_secret_key(), DEMO_EMAIL)
         account = session.scalar(
             select(ExchangeAccount).where(
                 ExchangeAccount.user_id == user.id, ExchangeAccount.name == "demo-simulator"

@@ -53,6 +53,7 @@ from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Bot
+from cryptoorchestrator.strategies.registry import load_strategy_paths
 
 #: Builds the signal function of a strategy; replaced in tests, bound to the registry by default.
 SignalFactory = Callable[[str, Mapping[str, Any]], SignalSource]
@@ -64,7 +65,10 @@ def actor_name(bot_id: int) -> str:
 
 
 def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
-    """Return a signal source over the strategy registry (the backtest's own code)."""
+    """Return a signal source over the strategy registry (the backtest's own code).
+
+    ``strategy`` is a bot row's name: only a registered one resolves (see ``cluster.signals``).
+    """
     from cryptoorchestrator.cluster.signals import last_bar_signals
 
     return last_bar_signals(strategy, params)
@@ -160,6 +164,17 @@ class BotSlot:
                 if runtime is not None:
                     await runtime.close()
 
+    def _window(self, strategy: str, params: Mapping[str, Any]) -> int:
+        """Closed candles the bot evaluates its strategy on: the strategy's required window.
+
+        A ``window`` option (tests) overrides it.
+        """
+        if self._opts.get("window") is not None:
+            return int(self._opts["window"])
+        from cryptoorchestrator.cluster.signals import required_window
+
+        return required_window(strategy, params)
+
     async def _trade(self) -> None:
         assert self._settings is not None
         settings = self._settings
@@ -172,10 +187,14 @@ class BotSlot:
             if bot is None:
                 raise LookupError(f"bot {self.bot_id} does not exist")
             strategy, params = bot.strategy, dict(bot.params or {})
-        client, exchange = await execution_client_for(settings, self.bot_id)
-        config = BotSettings.from_row(bot, exchange, int(self._opts.get("window", 500)))
+        # Registration is per process: this actor registers the operator's strategies itself.
+        # A row naming anything else (a legacy path or module) fails here, before trading,
+        # and the bot shows Error with the reason; nothing it names is imported.
+        load_strategy_paths(settings.strategy_paths)
         factory: SignalFactory = self._opts.get("signal_factory") or registry_signals
         signals = factory(strategy, params)
+        client, exchange = await execution_client_for(settings, self.bot_id)
+        config = BotSettings.from_row(bot, exchange, self._window(strategy, params))
         risk = risk_client(get_risk_actor(settings))
         # Open the approval line now: the first order must not wait for its connection.
         await risk.open_line()

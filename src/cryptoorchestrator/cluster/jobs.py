@@ -20,14 +20,27 @@ from cryptoorchestrator.cluster.risk_actor import settings_payload
 from cryptoorchestrator.cluster.runtime import BATCH_NICENESS, lower_priority
 from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.model import RunStatus
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import BacktestRun, OptimizationRun
 from cryptoorchestrator.platform.storage.runs import json_safe
 from cryptoorchestrator.platform.storage.types import utcnow
+from cryptoorchestrator.platform.strategy.base import Strategy
+from cryptoorchestrator.strategies.registry import load_strategy_paths, registered_strategy
 
 _refs: dict[str, Any] = {}
 _refs_lock = threading.Lock()
+
+
+def _strategy(settings: Settings, name: object) -> Strategy:
+    """Return the registered strategy a run names (never code named by the tenant).
+
+    Registration is per process: the operator's ``strategy_paths`` are loaded here first, so
+    a job worker knows the strategies the API accepted.
+    """
+    load_strategy_paths(settings.strategy_paths)
+    return registered_strategy(name)
 
 
 def _wire(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,6 +62,7 @@ def run_backtest_task(settings_data: dict[str, Any], run_id: str, spec: dict[str
         from cryptoorchestrator.platform.data.store import load_ohlcv
         from cryptoorchestrator.strategies.sdk import backtest
 
+        strategy = _strategy(settings, spec["strategy"])
         bars = load_ohlcv(
             spec.get("exchange", "binance"),
             spec.get("symbol", "BTC/USDT"),
@@ -58,10 +72,10 @@ def run_backtest_task(settings_data: dict[str, Any], run_id: str, spec: dict[str
             data_dir=settings.data_dir,
         )
         result = backtest(
-            spec["strategy"],
+            strategy,
             bars,
             params=dict(spec.get("params") or {}),
-            fee_bps=float(spec.get("fee_bps", 10.0)),
+            fee_bps=float(spec.get("fee_bps", DEFAULT_FEE_BPS)),
             timeframe=spec.get("timeframe", "1h"),
         )
         metrics, status, error = json_safe(dict(result.metrics)), RunStatus.SUCCEEDED, None
@@ -75,7 +89,14 @@ def run_backtest_task(settings_data: dict[str, Any], run_id: str, spec: dict[str
 
 
 def submit_backtest(settings: Settings, user_id: int | None, spec: Mapping[str, Any]) -> str:
-    """Store a queued backtest run, start its task, and return the run id at once."""
+    """Store a queued backtest run, start its task, and return the run id at once.
+
+    Raises
+    ------
+    InvalidInputError
+        If the spec names no registered strategy (nothing is stored or started).
+    """
+    _strategy(settings, spec["strategy"])
     run_id = str(uuid.uuid4())
     payload = _wire(spec)
     with session_scope(settings) as session:
@@ -88,7 +109,7 @@ def submit_backtest(settings: Settings, user_id: int | None, spec: Mapping[str, 
                 exchange=spec.get("exchange"),
                 symbol=spec.get("symbol"),
                 timeframe=spec.get("timeframe"),
-                config={"fee_bps": spec.get("fee_bps", 10.0)},
+                config={"fee_bps": spec.get("fee_bps", DEFAULT_FEE_BPS)},
                 status=RunStatus.QUEUED.value,
             )
         )
@@ -121,7 +142,7 @@ def _study_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
         "method": spec.get("method", "grid"),
         "n_trials": spec.get("n_trials"),
         "seed": spec.get("seed"),
-        "fee_bps": float(spec.get("fee_bps", 10.0)),
+        "fee_bps": float(spec.get("fee_bps", DEFAULT_FEE_BPS)),
         "timeframe": spec.get("timeframe", "1h"),
     }
 
@@ -134,7 +155,7 @@ def run_optimization_task(settings_data: dict[str, Any], spec: dict[str, Any]) -
     settings = Settings(**settings_data)
     # Failures are recorded on the run by optimize itself; nothing to return.
     optimize(
-        spec["strategy"],
+        _strategy(settings, spec["strategy"]),
         _bars_for(settings, spec),
         settings=settings,
         progress=False,
@@ -152,7 +173,10 @@ def submit_optimization(settings: Settings, user_id: int | None, spec: Mapping[s
 
     payload = _wire(spec)
     run_id = open_study(
-        spec["strategy"], _bars_for(settings, payload), settings=settings, **_study_kwargs(payload)
+        _strategy(settings, spec["strategy"]),
+        _bars_for(settings, payload),
+        settings=settings,
+        **_study_kwargs(payload),
     )
     with session_scope(settings) as session:
         run = session.get(OptimizationRun, run_id)

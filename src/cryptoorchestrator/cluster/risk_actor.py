@@ -9,6 +9,9 @@ A thin shell around :class:`~cryptoorchestrator.platform.risk.manager.RiskManage
 * A breach halts the affected bots: their status becomes Stopped with the limit as the reason,
   the event is stored, and their actors are told to stop.  The kill switch stops every bot,
   cancelling open orders and optionally flattening positions.
+* Each bot is registered with its owner, so a user's own limits and kill switch (scope
+  ``user:<id>``) apply to that user's bots only; the portfolio's (global) ones to every bot.
+  Who may pull which switch is the API's decision (only operators the global one).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import weakref
 from collections.abc import Awaitable
 from dataclasses import asdict
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -30,7 +34,13 @@ from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.model import BotStatus, OrderSide
 from cryptoorchestrator.platform.risk import store
-from cryptoorchestrator.platform.risk.limits import Breach, OrderCheck, RiskDecision, RiskLimits
+from cryptoorchestrator.platform.risk.limits import (
+    Breach,
+    OrderCheck,
+    RiskDecision,
+    RiskLimits,
+    UserRiskLimits,
+)
 from cryptoorchestrator.platform.risk.line import LineClient, LineError, LineServer
 from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.settings import Settings
@@ -159,8 +169,16 @@ class RiskActor:
         risk_per_trade_pct: str,
         positions: dict[str, str] | None = None,
         open_orders: list[str] | None = None,
+        user_id: int | None = None,
     ) -> None:
-        """Start tracking a bot, or re-arm it after a user restarted it."""
+        """Start tracking a bot, or re-arm it after a user restarted it.
+
+        The owner (``user_id``) is read from the database when not given: their own limits and
+        kill switch must apply, so a bot whose owner cannot be read is not registered (its
+        orders stay denied as unknown).
+        """
+        if user_id is None:
+            user_id = await asyncio.to_thread(self._owner_of, bot_id)
         self._manager.register_bot(
             bot_id,
             equity=Decimal(equity),
@@ -168,7 +186,19 @@ class RiskActor:
             risk_per_trade_pct=Decimal(risk_per_trade_pct),
             positions={k: Decimal(v) for k, v in (positions or {}).items()},
             open_orders=set(open_orders or ()),
+            user_id=user_id,
         )
+
+    def _owner_of(self, bot_id: int) -> int:
+        from sqlalchemy import select
+
+        from cryptoorchestrator.platform.storage.models import Bot
+
+        with session_scope(self._settings) as session:
+            owner = session.scalar(select(Bot.user_id).where(Bot.id == bot_id))
+        if owner is None:
+            raise LookupError(f"bot {bot_id} does not exist")
+        return int(owner)
 
     async def unregister_bot(self, bot_id: int) -> None:
         """Stop tracking a bot."""
@@ -277,6 +307,25 @@ class RiskActor:
         self._manager.set_limits(new)
         return new.to_public()
 
+    async def get_user_limits(self, owner_id: int) -> dict[str, Any]:
+        """Return ``owner_id``'s own limits (unset ones as null) and kill switch."""
+        return self._manager.limits_for_user(owner_id).to_public()
+
+    async def set_user_limits(
+        self, owner_id: int, limits: dict[str, Any], user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Validate, persist and apply ``owner_id``'s own limits (``None`` unsets one).
+
+        ``user_id`` is who asked (the owner, or an operator); the kill switch has its own calls.
+        """
+        current = self._manager.limits_for_user(owner_id).model_dump()
+        changes = {k: v for k, v in limits.items() if k != "kill_switch"}
+        new = UserRiskLimits(**{**current, **changes})
+        with session_scope(self._settings) as session:
+            store.save_user_limits(session, owner_id, new, user_id=user_id)
+        self._manager.set_user_limits(owner_id, new)
+        return new.to_public()
+
     async def kill_switch(
         self, flatten: bool = False, user_id: int | None = None
     ) -> dict[str, Any]:
@@ -288,7 +337,7 @@ class RiskActor:
                 session,
                 "kill_switch",
                 "kill switch activated",
-                details={"flatten": flatten, "user_id": user_id},
+                details={"flatten": flatten, "user_id": user_id, "scope": "global"},
             )
             bot_ids = set(self._manager.bots) | set(_running_bot_ids(session))
             for bot_id in bot_ids:
@@ -303,17 +352,107 @@ class RiskActor:
         stopped = await self._stop_bots(bot_ids, reason="kill switch activated", flatten=flatten)
         return {"kill_switch": True, "bots_stopped": sorted(bot_ids), "actors_halted": stopped}
 
-    async def utilisation(self) -> dict[str, Any]:
-        """Return limit utilisation for ``GET /api/analytics/risk``."""
-        return {"ready": self._ready, **self._manager.utilisation()}
+    async def user_kill_switch(
+        self, owner_id: int, flatten: bool = False, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Stop ``owner_id``'s trading only: deny their orders, stop (and maybe flatten) their bots.
+
+        Every other user's bots keep trading.  Each stopped bot gets a risk event, so the owner
+        sees it among their bots' events.
+        """
+        self._manager.activate_user_kill_switch(owner_id)
+        reason = "kill switch activated by its owner"
+        with session_scope(self._settings) as session:
+            store.save_user_limits(
+                session, owner_id, self._manager.limits_for_user(owner_id), user_id=user_id
+            )
+            bot_ids = set(self._manager.bots_of(owner_id)) | set(
+                _running_bot_ids(session, owner_id)
+            )
+            details = {"flatten": flatten, "user_id": user_id, "scope": f"user:{owner_id}"}
+            for bot_id in sorted(bot_ids):
+                store.record_event(
+                    session,
+                    "kill_switch",
+                    reason,
+                    bot_id=bot_id,
+                    limit_name="user_kill_switch",
+                    details=details,
+                )
+                set_bot_status(
+                    session,
+                    bot_id,
+                    BotStatus.STOPPED,
+                    reason,
+                    desired_state="stopped",
+                    log_dir=self._settings.log_dir,
+                )
+            if not bot_ids:
+                store.record_event(
+                    session, "kill_switch", reason, limit_name="user_kill_switch", details=details
+                )
+        stopped = await self._stop_bots(bot_ids, reason=reason, flatten=flatten)
+        return {
+            "kill_switch": True,
+            "scope": "user",
+            "bots_stopped": sorted(bot_ids),
+            "actors_halted": stopped,
+        }
+
+    async def release_kill_switch(self, user_id: int | None = None) -> dict[str, Any]:
+        """Release the global kill switch: orders are checked again (stopped bots stay stopped).
+
+        ``user_id`` is the operator who released it.
+        """
+        new = self._manager.limits.model_copy(update={"kill_switch": False})
+        with session_scope(self._settings) as session:
+            store.save_limits(session, new, user_id=user_id)
+            store.record_event(
+                session,
+                "kill_switch_released",
+                "kill switch released",
+                details={"user_id": user_id, "scope": "global"},
+            )
+        self._manager.set_limits(new)
+        return {"kill_switch": False, "scope": "global"}
+
+    async def release_user_kill_switch(
+        self, owner_id: int, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Release ``owner_id``'s kill switch; their bots trade again once started."""
+        new = self._manager.limits_for_user(owner_id).model_copy(update={"kill_switch": False})
+        with session_scope(self._settings) as session:
+            store.save_user_limits(session, owner_id, new, user_id=user_id)
+            store.record_event(
+                session,
+                "kill_switch_released",
+                "kill switch released by its owner",
+                limit_name="user_kill_switch",
+                details={"user_id": user_id, "scope": f"user:{owner_id}"},
+            )
+        self._manager.set_user_limits(owner_id, new)
+        return {"kill_switch": False, "scope": "user"}
+
+    async def utilisation(self, user_id: int | None = None) -> dict[str, Any]:
+        """Return limit utilisation for ``GET /api/analytics/risk``.
+
+        With ``user_id``: only that user's bots (what a trader may see); without: the whole
+        portfolio (operators).
+        """
+        if user_id is None:
+            return {"ready": self._ready, **self._manager.utilisation()}
+        return {"ready": self._ready, **self._manager.user_utilisation(user_id)}
 
 
-def _running_bot_ids(session: Any) -> list[int]:
+def _running_bot_ids(session: Any, user_id: int | None = None) -> list[int]:
     from sqlalchemy import select
 
     from cryptoorchestrator.platform.storage.models import Bot
 
-    return list(session.scalars(select(Bot.id).where(Bot.desired_state == "running")).all())
+    query = select(Bot.id).where(Bot.desired_state == "running")
+    if user_id is not None:
+        query = query.where(Bot.user_id == user_id)
+    return list(session.scalars(query).all())
 
 
 def settings_payload(settings: Settings) -> dict[str, Any]:
@@ -324,6 +463,14 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
         "data_dir": str(settings.data_dir.resolve()),
         "var_dir": str(settings.var_dir.resolve()),
         "secret_key": settings.resolved_secret_key(),
+        # Registration is per process: bot actors and job workers load the operator's
+        # strategies themselves (directories resolved here, against the driver's directory).
+        "strategy_paths": [
+            str(Path(p).resolve()) if Path(p).exists() else p for p in settings.strategy_paths
+        ],
+        # Bot actors check their accounts' apiUrl against the driver's rule before connecting.
+        "allowed_api_hosts": list(settings.allowed_api_hosts),
+        "exchange_endpoints": dict(settings.exchange_endpoints),
     }
 
 

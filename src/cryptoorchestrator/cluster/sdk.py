@@ -26,19 +26,26 @@ from cryptoorchestrator.cluster import bots as bot_control
 from cryptoorchestrator.cluster.facade import kill_switch_local, parse_limits
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.cluster.runtime import ensure_ray
+from cryptoorchestrator.platform.exchange.urls import UrlPolicy, check_api_url
 from cryptoorchestrator.platform.logs import tail
 from cryptoorchestrator.platform.services.bots import BotService
 from cryptoorchestrator.platform.settings import Settings, get_settings
 from cryptoorchestrator.platform.storage.db import session_scope, upgrade
 from cryptoorchestrator.platform.storage.models import ExchangeAccount, Trade, User
-from cryptoorchestrator.strategies.registry import get_strategy
+from cryptoorchestrator.strategies.registry import load_strategy_paths, registered_strategy
 
 LOCAL_USER = "local@cryptoorchestrator"
 
 
 def strategy_validator(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a strategy name and its parameters against the registry."""
-    return get_strategy(strategy).validate_params(params)
+    """Validate a strategy name and its parameters against the registry.
+
+    A bot row is read by bot actors, which only resolve registered names, so a bot is given a
+    registered name here too (register code through ``strategy_paths``), not a code reference.
+    Parameters needing more history than a live bot may fetch are refused too
+    (:meth:`~cryptoorchestrator.platform.strategy.base.Strategy.validate_live`).
+    """
+    return registered_strategy(strategy).validate_live(params)
 
 
 def local_user_id(settings: Settings) -> int:
@@ -55,7 +62,13 @@ def local_user_id(settings: Settings) -> int:
 
 
 def paper_account_id(settings: Settings, user_id: int, exchange: str, api_url: str | None) -> int:
-    """Return the user's paper account on ``exchange`` (and ``api_url``), creating it once."""
+    """Return the user's paper account on ``exchange`` (and ``api_url``), creating it once.
+
+    The operator's own tool: any host (the simulator on loopback), but only a plain http(s)
+    URL, without credentials, query or fragment (InvalidInputError naming ``apiUrl``).
+    """
+    if api_url is not None:
+        api_url = check_api_url(api_url, UrlPolicy(), exchange=exchange, trusted=True)
     name = f"paper-{exchange}" + (f"@{api_url}" if api_url else "")
     with session_scope(settings) as session:
         account = session.scalar(
@@ -135,6 +148,7 @@ class BotsAPI:
         return self._settings or get_settings()
 
     def _service(self, session: Any) -> BotService:
+        load_strategy_paths(self.settings.strategy_paths)
         return BotService(session, local_user_id(self.settings), strategy_validator)
 
     def create(

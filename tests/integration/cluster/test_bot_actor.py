@@ -86,6 +86,9 @@ def world(ray_session: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     db.upgrade(settings)
     with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=ts[600] + 1, speed=0) as sim:
+        # The account points at the simulator on loopback: the operator allows its host.
+        host = sim.base_url.split("://", 1)[1].rstrip("/")
+        settings = settings.model_copy(update={"allowed_api_hosts": [host]})
         with db.session_scope(settings) as session:
             user = User(email="actor@example.com", password_hash="x")
             session.add(user)

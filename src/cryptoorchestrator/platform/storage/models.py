@@ -77,8 +77,6 @@ class User(TimestampMixin, Base):
     mfa_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The last TOTP time step accepted: a code is good once, never replayed within its window.
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column()
     last_login_at: Mapped[datetime | None] = mapped_column()
     # Bumped to revoke every access token issued before (MFA switched on, logout everywhere,
     # role change, deactivation); access tokens carry the epoch they were issued in.
@@ -110,6 +108,24 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     replaced_by: Mapped[str | None] = mapped_column(String(36))
+
+
+class LoginThrottle(Base):
+    """Failed credential checks of one key (account, client IP, or the pair), for lockouts.
+
+    Keys are keyed hashes of ``kind:value`` (emails and addresses are not stored in clear);
+    unknown emails get rows too, so they lock like real accounts.
+    """
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Attempts reserved in the current round (a success resets them).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Locks so far: the next lock of an escalating key lasts 2**strikes times the base.
+    strikes: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 # ------------------------------------------------------------------------- exchange accounts
