@@ -346,6 +346,54 @@ def _push_trade_nb(
     trades[n, T_OPEN] = 1.0 if is_open else 0.0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _close_nb(  # noqa: PLR0913
+    i: int,
+    j: int,
+    base: float,
+    reason: int,
+    pos: np.ndarray,
+    entry_price: np.ndarray,
+    entry_bar: np.ndarray,
+    entry_fee: np.ndarray,
+    price_tick: np.ndarray,
+    fee: float,
+    slippage: float,
+    acct: np.ndarray,
+    orders: np.ndarray,
+    trades: np.ndarray,
+) -> None:
+    """Close column ``j``'s whole position in bar ``i`` at ``base`` (before slippage) and
+    record the order and the trade with ``reason`` (signal, stop or liquidation exits)."""
+    p = pos[j]
+    cash, px, f, pnl = _exit_nb(
+        p, base, slippage, price_tick[j], fee, acct[A_CASH], entry_price[j], entry_fee[j]
+    )
+    acct[A_CASH] = cash
+    _push_order_nb(
+        orders, int(acct[A_ORDERS]), i, j, -1.0 if p > 0.0 else 1.0, abs(p), px, f, reason
+    )
+    acct[A_ORDERS] += 1
+    _push_trade_nb(
+        trades,
+        int(acct[A_TRADES]),
+        j,
+        p,
+        entry_bar[j],
+        i,
+        entry_price[j],
+        px,
+        pnl,
+        entry_fee[j] + f,
+        reason,
+        False,
+    )
+    acct[A_TRADES] += 1
+    acct[A_FEES] += f
+    acct[A_OPEN] -= 1
+    pos[j] = 0.0
+
+
 @njit(cache=True, nogil=True)
 def _trade_stats_nb(trades: np.ndarray, stats: np.ndarray) -> None:
     closed = 0
@@ -519,47 +567,22 @@ def _execute_nb(  # noqa: PLR0913
         p = pos[j]
         if p == 0.0 or a == 0 or (a == 1 and p > 0.0) or (a == -1 and p < 0.0):
             continue
-        cash, px, f, pnl = _exit_nb(
-            p,
+        _close_nb(
+            i,
+            j,
             last_price[j],
-            slippage,
-            price_tick[j],
+            REASON_SIGNAL,
+            pos,
+            entry_price,
+            entry_bar,
+            entry_fee,
+            price_tick,
             fee,
-            acct[A_CASH],
-            entry_price[j],
-            entry_fee[j],
-        )
-        acct[A_CASH] = cash
-        _push_order_nb(
+            slippage,
+            acct,
             orders,
-            int(acct[A_ORDERS]),
-            i,
-            j,
-            -1.0 if p > 0.0 else 1.0,
-            abs(p),
-            px,
-            f,
-            REASON_SIGNAL,
-        )
-        acct[A_ORDERS] += 1
-        _push_trade_nb(
             trades,
-            int(acct[A_TRADES]),
-            j,
-            p,
-            entry_bar[j],
-            i,
-            entry_price[j],
-            px,
-            pnl,
-            entry_fee[j] + f,
-            REASON_SIGNAL,
-            False,
         )
-        acct[A_TRADES] += 1
-        acct[A_FEES] += f
-        acct[A_OPEN] -= 1
-        pos[j] = 0.0
         if a == 2:
             action[j] = 0
     for j in range(k):
@@ -689,47 +712,22 @@ def _liquidate_nb(  # noqa: PLR0913
             continue
         o = open_[i, j]
         adverse = high[i, j] if p < 0.0 else low[i, j]
-        cash, px, f, pnl = _exit_nb(
-            p,
+        _close_nb(
+            i,
+            j,
             o + lam * (adverse - o),
-            slippage,
-            price_tick[j],
+            REASON_LIQUIDATION,
+            pos,
+            entry_price,
+            entry_bar,
+            entry_fee,
+            price_tick,
             fee,
-            acct[A_CASH],
-            entry_price[j],
-            entry_fee[j],
-        )
-        acct[A_CASH] = cash
-        _push_order_nb(
+            slippage,
+            acct,
             orders,
-            int(acct[A_ORDERS]),
-            i,
-            j,
-            -1.0 if p > 0.0 else 1.0,
-            abs(p),
-            px,
-            f,
-            REASON_LIQUIDATION,
-        )
-        acct[A_ORDERS] += 1
-        _push_trade_nb(
             trades,
-            int(acct[A_TRADES]),
-            j,
-            p,
-            entry_bar[j],
-            i,
-            entry_price[j],
-            px,
-            pnl,
-            entry_fee[j] + f,
-            REASON_LIQUIDATION,
-            False,
         )
-        acct[A_TRADES] += 1
-        acct[A_FEES] += f
-        acct[A_OPEN] -= 1
-        pos[j] = 0.0
     acct[A_LIQ_BAR] = i
 
 
@@ -867,47 +865,22 @@ def _loop_nb(  # noqa: PLR0913, C901
                 )
                 if reason < 0:
                     continue
-                cash, px, f, pnl = _exit_nb(
-                    p,
+                _close_nb(
+                    i,
+                    j,
                     exit_base,
-                    slippage,
-                    price_tick[j],
+                    reason,
+                    pos,
+                    entry_price,
+                    entry_bar,
+                    entry_fee,
+                    price_tick,
                     fee,
-                    acct[A_CASH],
-                    entry_price[j],
-                    entry_fee[j],
-                )
-                acct[A_CASH] = cash
-                _push_order_nb(
+                    slippage,
+                    acct,
                     orders,
-                    int(acct[A_ORDERS]),
-                    i,
-                    j,
-                    -1.0 if p > 0.0 else 1.0,
-                    abs(p),
-                    px,
-                    f,
-                    reason,
-                )
-                acct[A_ORDERS] += 1
-                _push_trade_nb(
                     trades,
-                    int(acct[A_TRADES]),
-                    j,
-                    p,
-                    entry_bar[j],
-                    i,
-                    entry_price[j],
-                    px,
-                    pnl,
-                    entry_fee[j] + f,
-                    reason,
-                    False,
                 )
-                acct[A_TRADES] += 1
-                acct[A_FEES] += f
-                acct[A_OPEN] -= 1
-                pos[j] = 0.0
         if liquidate and acct[A_OPEN] > 0 and acct[A_LIQ_BAR] < 0:
             _liquidate_nb(
                 i,
