@@ -17,7 +17,17 @@ spec="."
 # Re-install only when the inputs changed, so repeated runs start in a second.
 stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extra:-base}"
 if [ ! -f "$stamp" ]; then
+    echo "[1/2] installing cryptoorchestrator${extra:+[$extra]} and its pinned dependencies into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e "$spec"
+    # pip's own progress: one line per package it collects and a bar per download.
+    # (pipefail: a failing pip fails the script; grep finding nothing does not)
+    .venv/bin/python -m pip install --progress-bar on -c constraints.txt -e "$spec" \
+        | { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
     touch "$stamp"
+else
+    echo "[1/2] .venv is up to date"
 fi
+# Compile the numba kernels now (seconds when numba's cache is already warm), so the first
+# backtest, sweep or bot start does not pay for it.
+echo "[2/2] compiling the numba kernels into numba's cache"
+.venv/bin/python -m cryptoorchestrator.strategies.warmup

@@ -23,6 +23,7 @@ from cryptoorchestrator.cli import optimize as optimize_cli
 from cryptoorchestrator.cli import replay as replay_cli
 from cryptoorchestrator.cli import strategies as strategies_cli
 from cryptoorchestrator.cli import users as users_cli
+from cryptoorchestrator.cli import warmup as warmup_cli
 from cryptoorchestrator.cli.serve import serve
 from cryptoorchestrator.platform.errors import CryptoOrchError
 
@@ -45,6 +46,7 @@ app.command("backtest")(backtest_cli.backtest)
 app.command("check-lookahead")(backtest_cli.check_lookahead)
 app.command("replay")(replay_cli.replay)
 app.command("strategies")(strategies_cli.strategies)
+app.command("warmup")(warmup_cli.warmup)
 
 err_console = Console(stderr=True)
 _state = {"verbose": False}

@@ -38,6 +38,14 @@ class IndicatorInputError(ValueError):
             text += f" (allowed: {allowed})"
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, so the error survives pickling (process pools, Ray tasks).
+        return (_rebuild_indicator_error, (self.field, self.reason, self.allowed))
+
+
+def _rebuild_indicator_error(field: str, message: str, allowed: str | None) -> IndicatorInputError:
+    return IndicatorInputError(field, message, allowed=allowed)
+
 
 def as_series(value: Any, name: str) -> np.ndarray:
     """Return ``value`` as a 1-D C-contiguous float64 array, converting at most once.
