@@ -23,6 +23,8 @@ _LAZY: dict[str, str] = {
     "get_settings": "cryptoorchestrator.platform.settings",
     "load_ohlcv": "cryptoorchestrator.platform.data.store",
     "backtest": "cryptoorchestrator.strategies.sdk",
+    "bots": "cryptoorchestrator.cluster.sdk",
+    "risk": "cryptoorchestrator.cluster.sdk",
     "check_lookahead": "cryptoorchestrator.strategies.sdk",
     "list_strategies": "cryptoorchestrator.strategies.sdk",
     "get_strategy": "cryptoorchestrator.strategies.sdk",
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from cryptoorchestrator.client import Client
     from cryptoorchestrator.cluster.optimize import optimize, walk_forward
     from cryptoorchestrator.cluster.replay import replay
+    from cryptoorchestrator.cluster.sdk import bots, risk
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.strategies.sdk import (
@@ -49,6 +52,7 @@ __all__ = [
     "Settings",
     "__version__",
     "backtest",
+    "bots",
     "check_lookahead",
     "get_settings",
     "get_strategy",
@@ -56,6 +60,7 @@ __all__ = [
     "load_ohlcv",
     "optimize",
     "replay",
+    "risk",
     "walk_forward",
 ]
 

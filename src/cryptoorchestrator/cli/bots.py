@@ -93,13 +93,19 @@ def create(
 
 @app.command("list")
 def list_bots() -> None:
-    """List bots with their status."""
+    """List every user's bots with their owner and status."""
     bots = _bots()
 
-    table = Table("id", "name", "pair", "strategy", "status", "reason")
+    table = Table("id", "name", "owner", "pair", "strategy", "status", "reason")
     for b in bots.list():
         table.add_row(
-            str(b["id"]), b["name"], b["tradingPair"], b["strategy"], b["status"], b["reason"] or ""
+            str(b["id"]),
+            b["name"],
+            b["owner"] or "",
+            b["tradingPair"],
+            b["strategy"],
+            b["status"],
+            b["reason"] or "",
         )
     console.print(table)
 

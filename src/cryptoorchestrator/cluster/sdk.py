@@ -136,7 +136,12 @@ class BotHandle:
 
 
 class BotsAPI:
-    """``co.bots``: create, find and list bots of the local operator."""
+    """``co.bots``: create bots as the local operator; find, list and control every user's.
+
+    The notebook and the CLI run on the host, with the database and its secret key in hand, so
+    they act as the operator over every user's bots (``cryptoorch bots status 1`` finds the
+    demo user's bot); the bots they create belong to the local operator.
+    """
 
     def __init__(self, settings: Settings | None = None, *, start_local: bool = True) -> None:
         self._settings = settings
@@ -149,7 +154,9 @@ class BotsAPI:
 
     def _service(self, session: Any) -> BotService:
         load_strategy_paths(self.settings.strategy_paths)
-        return BotService(session, local_user_id(self.settings), strategy_validator)
+        return BotService(
+            session, local_user_id(self.settings), strategy_validator, every_user=True
+        )
 
     def create(
         self,
@@ -203,34 +210,27 @@ class BotsAPI:
             return BotHandle(bot.id, bot.name, settings, self.start_local)
 
     def get(self, bot: int | str) -> BotHandle:
-        """Return the handle of a bot by id or name."""
+        """Return the handle of a bot by id or name (any user's: this is the host operator)."""
         with session_scope(self.settings) as session:
-            service = self._service(session)
-            if isinstance(bot, int) or str(bot).isdigit():
-                row = service.get(int(bot))
-            else:
-                rows = [b for b in service.list_bots(limit=1000).items if b.name == bot]
-                if not rows:
-                    from cryptoorchestrator.platform.errors import NotFoundError
-
-                    raise NotFoundError(f"bot {bot!r} not found")
-                row = rows[0]
+            row = self._service(session).find(bot)
             return BotHandle(row.id, row.name, self.settings, self.start_local)
 
     def list(self) -> list[dict[str, Any]]:
-        """Return every bot with its status."""
+        """Return every user's bots with their status and owner, newest first."""
         with session_scope(self.settings) as session:
+            owners = {uid: email for uid, email in session.execute(select(User.id, User.email))}
             return [
                 {
                     "id": b.id,
                     "name": b.name,
+                    "owner": owners.get(b.user_id),
                     "tradingPair": b.trading_pair,
                     "strategy": b.strategy,
                     "status": b.status,
                     "reason": b.status_reason,
                     "desiredState": b.desired_state,
                 }
-                for b in self._service(session).list_bots(limit=1000).items
+                for b in self._service(session).all_bots()
             ]
 
 

@@ -21,6 +21,7 @@ from cryptoorchestrator.platform.errors import ConflictError, InvalidInputError,
 from cryptoorchestrator.platform.model import TIMEFRAMES, BotMode, BotStatus, normalize_symbol
 from cryptoorchestrator.platform.services.pagination import (
     INT_MAX,
+    MAX_LIMIT,
     Page,
     check_limit,
     decode_cursor,
@@ -124,14 +125,24 @@ class BotService:
     strategy_validator
         Checks strategy names and parameters against the strategy registry; ``None`` while no
         registry is installed (then only the name's shape is checked).
+    every_user
+        Read and control every user's bots, not only the acting user's: the operator at the
+        host (the CLI and the notebook SDK, who hold the database and its key anyway).  New
+        bots still belong to ``user_id``.  Never set for an HTTP request.
     """
 
     def __init__(
-        self, session: Session, user_id: int, strategy_validator: StrategyValidator | None = None
+        self,
+        session: Session,
+        user_id: int,
+        strategy_validator: StrategyValidator | None = None,
+        *,
+        every_user: bool = False,
     ) -> None:
         self.session = session
         self.user_id = user_id
         self.strategy_validator = strategy_validator
+        self.every_user = every_user
 
     # ---------------------------------------------------------------------------- validation
     def validate(self, values: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
@@ -215,7 +226,8 @@ class BotService:
 
     # ---------------------------------------------------------------------------------- CRUD
     def _query(self) -> Any:
-        return select(Bot).where(Bot.user_id == self.user_id, Bot.archived_at.is_(None))
+        query = select(Bot).where(Bot.archived_at.is_(None))
+        return query if self.every_user else query.where(Bot.user_id == self.user_id)
 
     def get(self, bot_id: int) -> Bot:
         """Return the user's bot; NotFoundError if it is missing, archived or someone else's."""
@@ -223,6 +235,36 @@ class BotService:
         if bot is None:
             raise NotFoundError(f"bot {bot_id} not found")
         return bot
+
+    def find(self, ref: int | str) -> Bot:
+        """Return a bot by id or by name.
+
+        Raises
+        ------
+        NotFoundError
+            If no visible bot has that id or name.
+        ConflictError
+            If several users' bots share the name (``every_user``): use the id.
+        """
+        if isinstance(ref, int) or str(ref).isdigit():
+            return self.get(int(ref))
+        rows = list(self.session.scalars(self._query().where(Bot.name == str(ref)).limit(2)))
+        if not rows:
+            raise NotFoundError(f"bot {ref!r} not found")
+        if len(rows) > 1:
+            raise ConflictError(f"several users have a bot named {ref!r}; give its id instead")
+        return rows[0]
+
+    def all_bots(self) -> list[Bot]:
+        """Return every visible bot, newest first (all pages of :meth:`list_bots`)."""
+        bots: list[Bot] = []
+        cursor: str | None = None
+        while True:
+            page = self.list_bots(limit=MAX_LIMIT, cursor=cursor)
+            bots.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                return bots
 
     def list_bots(self, *, limit: int = 100, cursor: str | None = None) -> Page[Bot]:
         """Return the user's bots, newest first."""
