@@ -109,11 +109,78 @@ def ensure_ray(
                 "no Ray cluster is running: start the platform with `cryptoorch serve` (or "
                 "`ray start --head`), or set CRYPTOORCH_RAY_ADDRESS"
             ) from None
-    local: dict[str, Any] = {"include_dashboard": False, "num_cpus": num_cpus}
+    local: dict[str, Any] = {"num_cpus": num_cpus, **dashboard_options(settings)}
     if object_store_memory is not None:
         local["object_store_memory"] = object_store_memory
     ray.init(**kwargs, **local)
     return ray
+
+
+def dashboard_available() -> bool:
+    """Return whether Ray's dashboard can run here (``ray[default]``'s packages present)."""
+    try:
+        import aiohttp  # noqa: F401
+        import ray.dashboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dashboard_options(settings: Settings) -> dict[str, Any]:
+    """Return the ``ray.init`` options of a local cluster's dashboard and metrics endpoint.
+
+    The dashboard (actors, jobs, logs, metrics) listens on loopback only: it has no
+    authentication of its own, so reach it from elsewhere through an SSH tunnel or a proxy that
+    authenticates.
+    """
+    options: dict[str, Any] = {"include_dashboard": False}
+    if settings.ray_dashboard and dashboard_available():
+        options.update(
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=settings.ray_dashboard_port,
+        )
+    if settings.ray_metrics_port is not None:
+        options["_metrics_export_port"] = settings.ray_metrics_port
+    return options
+
+
+def metrics_endpoint() -> str | None:
+    """Return the URL of this node's Prometheus endpoint, or None when not connected."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None
+
+
+def dashboard_url() -> str | None:
+    """Return the dashboard's URL when this driver's cluster runs one, else None."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        from ray._private.worker import global_worker
+
+        url = global_worker.node.address_info.get("webui_url")  # type: ignore[union-attr]
+    except AttributeError:  # a ray:// client has no local node
+        return None
+    if not url:
+        return None
+    return str(url) if str(url).startswith("http") else f"http://{url}"
 
 
 def ray_status() -> dict[str, Any]:
@@ -136,4 +203,6 @@ def ray_status() -> dict[str, Any]:
         "nodes": len(nodes),
         "cpus": resources.get("CPU", 0.0),
         "namespace": ray.get_runtime_context().namespace,
+        "dashboard": dashboard_url(),
+        "metrics": metrics_endpoint(),
     }

@@ -59,6 +59,18 @@ class Settings(BaseSettings):
         None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts one"
     )
     ray_namespace: str = "cryptoorchestrator"
+    ray_dashboard: bool = Field(
+        True,
+        description="start Ray's dashboard (actors, jobs, metrics) when this process starts "
+        "the local cluster and ray[default] is installed",
+    )
+    ray_dashboard_port: int = Field(8265, ge=1, le=65535)
+    ray_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port of the local node's Prometheus endpoint (/metrics); None: Ray picks",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     log_dir: Path = Path("./logs")

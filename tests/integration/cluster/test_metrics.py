@@ -1,0 +1,105 @@
+"""Platform metrics reach Ray's Prometheus endpoint; the dashboard options follow the settings."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from cryptoorchestrator.cluster.runtime import (
+    dashboard_options,
+    metrics_endpoint,
+    ray_status,
+)
+from cryptoorchestrator.platform.settings import Settings
+
+
+def _scrape(url: str, names: set[str], deadline_s: float = 120.0) -> dict[str, list[str]]:
+    """Return the endpoint's sample lines of ``names`` once every name has one (Ray exports on
+    an interval, so the first scrape may predate the samples)."""
+    end = time.monotonic() + deadline_s
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < end:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            body = response.read().decode()
+        found = {
+            name: [ln for ln in body.splitlines() if ln.startswith(name + "{")] for name in names
+        }
+        if all(found.values()):
+            return found
+        time.sleep(1.0)
+    missing = sorted(n for n, lines in found.items() if not lines)
+    raise AssertionError(f"metrics never exported: {missing}")
+
+
+def test_telemetry_calls_are_exported(ray_session: Any) -> None:
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    class Recorder:
+        def __init__(self) -> None:
+            from cryptoorchestrator.cluster.metrics import RayTelemetry
+
+            self.t = RayTelemetry()
+
+        def record(self) -> None:
+            self.t.order(7, "filled")
+            self.t.order(7, "filled")
+            self.t.fill(7, "buy")
+            self.t.risk_decision(None, 0.002)
+            self.t.risk_decision("max_drawdown_pct", 0.004)
+            self.t.decision_latency(7, 0.03)
+            self.t.equity(7, 10_250.5, 5_000.0)
+            self.t.breaker("binance", "open")
+            self.t.candle_lag(7, 12.0)
+
+    recorder = Recorder.remote()  # type: ignore[attr-defined]
+    ray.get(recorder.record.remote())
+    url = metrics_endpoint()
+    assert url is not None
+    found = _scrape(
+        url,
+        {
+            "ray_cryptoorch_orders_total",
+            "ray_cryptoorch_fills_total",
+            "ray_cryptoorch_risk_checks_total",
+            "ray_cryptoorch_risk_check_seconds_count",
+            "ray_cryptoorch_decision_seconds_bucket",
+            "ray_cryptoorch_equity",
+            "ray_cryptoorch_exposure",
+            "ray_cryptoorch_breaker_open",
+            "ray_cryptoorch_candle_lag_seconds",
+        },
+    )
+    (orders,) = found["ray_cryptoorch_orders_total"]
+    assert 'bot="7"' in orders
+    assert 'status="filled"' in orders
+    assert orders.endswith(" 2.0")
+    denied = [ln for ln in found["ray_cryptoorch_risk_checks_total"] if 'outcome="denied"' in ln]
+    assert denied
+    assert 'limit="max_drawdown_pct"' in denied[0]
+    assert found["ray_cryptoorch_equity"][0].endswith(" 10250.5")
+    assert found["ray_cryptoorch_breaker_open"][0].endswith(" 1.0")
+    count = re.search(r" (\S+)$", found["ray_cryptoorch_risk_check_seconds_count"][0])
+    assert count is not None
+    assert float(count.group(1)) == 2.0
+    status = ray_status()
+    assert status["metrics"] == url
+
+
+def test_dashboard_options_follow_the_settings() -> None:
+    on = dashboard_options(Settings(ray_dashboard=True, ray_dashboard_port=9265))
+    off = dashboard_options(Settings(ray_dashboard=False, ray_metrics_port=9266))
+    assert on["include_dashboard"] is True
+    assert on["dashboard_host"] == "127.0.0.1"  # the dashboard has no login: loopback only
+    assert on["dashboard_port"] == 9265
+    assert off == {"include_dashboard": False, "_metrics_export_port": 9266}
+
+
+@pytest.mark.parametrize("value", [0, 70000])
+def test_ports_are_validated(value: int) -> None:
+    with pytest.raises(ValueError, match="ray_dashboard_port"):
+        Settings(ray_dashboard_port=value)
