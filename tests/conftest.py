@@ -40,7 +40,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def candles(shared_data: Path) -> Any:
     """The last 3,000 real Binance BTC/USDT hourly candles (2024), as a pyarrow table."""
-    from cryptoorchestrator.platform.exchange.sim_market import read_candles
+    from cryptoorchestrator.platform.exchange.sim import read_candles
 
     table = read_candles(shared_data / "candles" / "binance_BTC_USDT-1h.feather")
     return table.slice(table.num_rows - 3000)

@@ -15,7 +15,7 @@ from cryptoorchestrator.cli.main import main
 from cryptoorchestrator.platform.data.importers import read_ohlcv_file
 from cryptoorchestrator.platform.data.store import OhlcvStore
 from cryptoorchestrator.platform.data.times import to_ms
-from cryptoorchestrator.platform.exchange.simulator import (
+from cryptoorchestrator.platform.exchange.sim import (
     ExchangeSimulator,
     run_simulator_in_thread,
 )

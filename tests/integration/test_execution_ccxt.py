@@ -21,6 +21,7 @@ import pytest
 from cryptoorchestrator.platform import errors
 from cryptoorchestrator.platform.exchange import accounts
 from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient, RetryPolicy
+from cryptoorchestrator.platform.exchange.ccxt_factory import ClientKind, build_ccxt_client
 from cryptoorchestrator.platform.exchange.circuit import CircuitBreaker, CircuitState
 from cryptoorchestrator.platform.exchange.errors_map import map_ccxt_error
 from cryptoorchestrator.platform.exchange.execution import (
@@ -29,9 +30,8 @@ from cryptoorchestrator.platform.exchange.execution import (
     OrderRequest,
 )
 from cryptoorchestrator.platform.exchange.paper import PaperBroker
-from cryptoorchestrator.platform.exchange.simulator import (
+from cryptoorchestrator.platform.exchange.sim import (
     ExchangeSimulator,
-    ccxt_binance_for,
     run_simulator_in_thread,
 )
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType
@@ -41,6 +41,11 @@ from cryptoorchestrator.platform.storage.models import ExchangeAccount, User
 
 HOUR = 3_600_000
 T = TypeVar("T")
+
+
+def _sim_client(base_url: str, *, kind: ClientKind = "sync", **kwargs: Any) -> Any:
+    """Return ccxt's real ``binance`` at the simulator, unthrottled (tests pace themselves)."""
+    return build_ccxt_client("binance", base_url, kind=kind, enable_rate_limit=False, **kwargs)
 
 
 def _ms(value: Any) -> int:
@@ -72,11 +77,11 @@ def client(
     breaker: CircuitBreaker | None = None,
     attempts: int = 3,
 ) -> CcxtExecutionClient:
-    ex = ccxt_binance_for(
+    ex = _sim_client(
         sim.base_url,
         api_key=api_key or sim.api_key,
         secret=secret or sim.api_secret,
-        async_=True,
+        kind="async",
         timeout_ms=timeout_ms,
     )
     return CcxtExecutionClient(
@@ -310,7 +315,7 @@ def test_bad_signature_and_unknown_key_raise_authentication_errors(sim: Exchange
 def _raw_error(
     sim: ExchangeSimulator, call: Callable[[Any], Any], faults: dict[str, Any] | None
 ) -> errors.ExchangeError:
-    ex = ccxt_binance_for(sim.base_url, api_key=sim.api_key, secret=sim.api_secret, timeout_ms=1500)
+    ex = _sim_client(sim.base_url, api_key=sim.api_key, secret=sim.api_secret, timeout_ms=1500)
     ex.load_markets()
     if faults:
         sim.set_faults(**faults)

@@ -15,16 +15,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cryptoorchestrator.platform.exchange.simulator import (
+from cryptoorchestrator.platform.exchange.ccxt_factory import ClientKind, build_ccxt_client
+from cryptoorchestrator.platform.exchange.sim import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
     ExchangeSimulator,
     SimAccountSpec,
-    ccxt_binance_for,
     run_simulator_in_thread,
 )
 
 HOUR = 3_600_000
+
+
+def _sim_client(base_url: str, *, kind: ClientKind = "sync", **kwargs: Any) -> Any:
+    """Return ccxt's real ``binance`` at the simulator, unthrottled (tests pace themselves)."""
+    return build_ccxt_client("binance", base_url, kind=kind, enable_rate_limit=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def history_sim(candles: pa.Table) -> Iterator[ExchangeSimulator]:
 
 @pytest.fixture(scope="module")
 def public_client(history_sim: ExchangeSimulator) -> Any:
-    ex = ccxt_binance_for(history_sim.base_url)
+    ex = _sim_client(history_sim.base_url)
     ex.load_markets()
     return ex
 
@@ -145,7 +150,7 @@ def test_unknown_symbol_is_bad_symbol(public_client: Any) -> None:
 def test_live_clock_reveals_candles_one_by_one(candles: pa.Table) -> None:
     ts = candles.column("timestamp").to_pylist()
     with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=ts[100] + HOUR // 2) as sim:
-        ex = ccxt_binance_for(sim.base_url)
+        ex = _sim_client(sim.base_url)
         last = ex.fetch_ohlcv("BTC/USDT", "1h", limit=2)
         assert last[-1][0] == ts[100]
         # The current candle is partial: its close is the price now, inside the real range.
@@ -161,7 +166,7 @@ def test_live_clock_reveals_candles_one_by_one(candles: pa.Table) -> None:
 
 def test_async_client_reads_market_data(history_sim: ExchangeSimulator) -> None:
     async def run() -> tuple[list[list[float]], dict[str, Any]]:
-        ex = ccxt_binance_for(history_sim.base_url, async_=True)
+        ex = _sim_client(history_sim.base_url, kind="async")
         try:
             await ex.load_markets()
             return await ex.fetch_ohlcv("BTC/USDT", "4h", limit=3), await ex.fetch_ticker(
@@ -181,7 +186,7 @@ def test_in_process_start_stop_on_one_loop(candles: pa.Table) -> None:
         sim = ExchangeSimulator({"BTC/USDT": candles})
         base = await sim.start()
         assert base.startswith("http://127.0.0.1:")
-        ex = ccxt_binance_for(base, async_=True)
+        ex = _sim_client(base, kind="async")
         try:
             return int(await ex.fetch_time())
         finally:
@@ -200,7 +205,7 @@ def trading(candles: pa.Table) -> Iterator[tuple[ExchangeSimulator, Any]]:
     start = candles.column("timestamp")[100].as_py()
     accounts = [SimAccountSpec(balances={"USDT": Decimal(10_000), "BTC": Decimal("0.5")})]
     with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=start, accounts=accounts) as sim:
-        ex = ccxt_binance_for(sim.base_url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET)
+        ex = _sim_client(sim.base_url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET)
         ex.load_markets()
         yield sim, ex
 
@@ -283,7 +288,7 @@ def test_partial_fills_step_candle_by_candle(candles: pa.Table) -> None:
     with run_simulator_in_thread(
         {"BTC/USDT": candles}, start_ms=start, partial_fill_ratio="0.25"
     ) as sim:
-        ex = ccxt_binance_for(sim.base_url, api_key=sim.api_key, secret=sim.api_secret)
+        ex = _sim_client(sim.base_url, api_key=sim.api_key, secret=sim.api_secret)
         ex.load_markets()
         open_ = candles.column("open")[200].as_py()
         limit_price = float(ex.price_to_precision("BTC/USDT", open_ * 1.01))
@@ -311,7 +316,7 @@ def test_async_client_trades(candles: pa.Table) -> None:
     async def run() -> tuple[dict[str, Any], dict[str, Any]]:
         sim = ExchangeSimulator({"BTC/USDT": candles}, start_ms=start)
         base = await sim.start()
-        ex = ccxt_binance_for(base, api_key=sim.api_key, secret=sim.api_secret, async_=True)
+        ex = _sim_client(base, api_key=sim.api_key, secret=sim.api_secret, kind="async")
         try:
             await ex.load_markets()
             order = await ex.create_order(
@@ -375,21 +380,21 @@ def test_error_codes_map_to_ccxt_exceptions(trading: tuple[ExchangeSimulator, An
 
 def test_authentication_failures(trading: tuple[ExchangeSimulator, Any]) -> None:
     sim, _ = trading
-    wrong_secret = ccxt_binance_for(sim.base_url, api_key=sim.api_key, secret="not-the-secret")
+    wrong_secret = _sim_client(sim.base_url, api_key=sim.api_key, secret="not-the-secret")
     with pytest.raises(ccxt.AuthenticationError, match="-1022"):
         wrong_secret.fetch_balance()
     with pytest.raises(ccxt.AuthenticationError, match="-1022"):
         wrong_secret.private_post_order(
             {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}
         )
-    unknown_key = ccxt_binance_for(sim.base_url, api_key="someone-else", secret=sim.api_secret)
+    unknown_key = _sim_client(sim.base_url, api_key="someone-else", secret=sim.api_secret)
     with pytest.raises(ccxt.AuthenticationError, match="-2015"):
         unknown_key.fetch_balance()
-    malformed = ccxt_binance_for(sim.base_url, api_key="bad key!", secret=sim.api_secret)
+    malformed = _sim_client(sim.base_url, api_key="bad key!", secret=sim.api_secret)
     with pytest.raises(ccxt.AuthenticationError, match="-2014"):
         malformed.fetch_balance()
     # ccxt signs with its clock minus timeDifference: two minutes late is outside recvWindow.
-    late = ccxt_binance_for(
+    late = _sim_client(
         sim.base_url,
         api_key=sim.api_key,
         secret=sim.api_secret,
@@ -434,7 +439,7 @@ def test_5xx_burst_is_exchange_not_available_then_recovers(
 
 def test_timeout_and_latency_faults_are_request_timeouts(candles: pa.Table) -> None:
     with run_simulator_in_thread({"BTC/USDT": candles}) as sim:
-        ex = ccxt_binance_for(sim.base_url, timeout_ms=300)
+        ex = _sim_client(sim.base_url, timeout_ms=300)
         sim.set_faults(timeout_next=1, hang_s=5)
         with pytest.raises(ccxt.RequestTimeout):
             ex.fetch_time()

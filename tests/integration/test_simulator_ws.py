@@ -14,16 +14,20 @@ import pyarrow as pa
 import pytest
 
 from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
-from cryptoorchestrator.platform.exchange.simulator import (
+from cryptoorchestrator.platform.exchange.ccxt_factory import ClientKind, build_ccxt_client
+from cryptoorchestrator.platform.exchange.sim import (
     ExchangeSimulator,
-    ccxt_binance_for,
-    ccxt_pro_binance_for,
     run_simulator_in_thread,
     ws_url_for,
 )
 
 HOUR = 3_600_000
 SYMBOL = "BTC/USDT"
+
+
+def _sim_client(base_url: str, *, kind: ClientKind = "sync", **kwargs: Any) -> Any:
+    """Return ccxt's real ``binance`` at the simulator, unthrottled (tests pace themselves)."""
+    return build_ccxt_client("binance", base_url, kind=kind, enable_rate_limit=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> 
 def test_ws_url_and_ccxt_pro_urls() -> None:
     assert ws_url_for("http://127.0.0.1:8123") == "ws://127.0.0.1:8123/ws"
     assert ws_url_for("https://sim.example:443/") == "wss://sim.example:443/ws"
-    ex = ccxt_pro_binance_for("http://127.0.0.1:8123")
+    ex = _sim_client("http://127.0.0.1:8123", kind="pro")
     assert ex.urls["api"]["ws"]["spot"] == "ws://127.0.0.1:8123/ws"
     assert ex.urls["api"]["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:8123/ws-api/v3"
     assert ex.urls["api"]["public"] == "http://127.0.0.1:8123/api/v3"
@@ -73,8 +77,8 @@ def test_watch_ohlcv_gets_the_closed_candle_rest_returns(
     with run_simulator_in_thread({SYMBOL: candles}, start_ms=ts[2000] + HOUR // 2) as sim:
 
         async def main() -> None:
-            ex = ccxt_pro_binance_for(sim.base_url)
-            rest = ccxt_binance_for(sim.base_url, async_=True)
+            ex = _sim_client(sim.base_url, kind="pro")
+            rest = _sim_client(sim.base_url, kind="async")
             try:
                 first = await ex.watch_ohlcv(SYMBOL, "1h")
                 assert [r[0] for r in first] == [ts[2000]]  # the forming candle, at once
@@ -105,7 +109,7 @@ def test_raw_protocol_closed_then_forming_and_several_candles(
     async def main() -> None:
         sim = ExchangeSimulator({SYMBOL: candles}, start_ms=ts[2000] + HOUR // 2)
         await sim.start()
-        rest = ccxt_binance_for(sim.base_url, async_=True)
+        rest = _sim_client(sim.base_url, kind="async")
         try:
             async with (
                 aiohttp.ClientSession() as http,
@@ -170,7 +174,7 @@ def test_aggregated_interval_and_raw_stream_path(
         start = next(t for t in ts[2000:] if t % four_h == 0) + HOUR
         sim = ExchangeSimulator({SYMBOL: candles}, start_ms=start)
         await sim.start()
-        rest = ccxt_binance_for(sim.base_url, async_=True)
+        rest = _sim_client(sim.base_url, kind="async")
         try:
             async with (
                 aiohttp.ClientSession() as http,
@@ -198,7 +202,7 @@ def test_unsubscribe_list_and_close(candles: pa.Table, ts: list[int], run: Any) 
     async def main() -> None:
         sim = ExchangeSimulator({SYMBOL: candles}, start_ms=ts[2000] + HOUR // 2)
         await sim.start()
-        ex = ccxt_pro_binance_for(sim.base_url)
+        ex = _sim_client(sim.base_url, kind="pro")
         try:
             async with (
                 aiohttp.ClientSession() as http,
@@ -249,7 +253,7 @@ def test_bad_requests_get_binance_errors(candles: pa.Table, ts: list[int], run: 
     async def main() -> None:
         sim = ExchangeSimulator({SYMBOL: candles}, start_ms=ts[2000])
         await sim.start()
-        ex = ccxt_pro_binance_for(sim.base_url)
+        ex = _sim_client(sim.base_url, kind="pro")
         try:
             # Finer than the stored candles, as GET /klines refuses it: ccxt raises.
             with pytest.raises(ccxt.ExchangeError, match="kline_1m"):

@@ -105,13 +105,13 @@ def exchange_sim(
     import signal
 
     from cryptoorchestrator.platform.data.times import to_ms
-    from cryptoorchestrator.platform.exchange.sim_faults import parse_fault_args
-    from cryptoorchestrator.platform.exchange.simulator import (
+    from cryptoorchestrator.platform.exchange.sim import (
         DEFAULT_API_KEY,
         DEFAULT_API_SECRET,
         ExchangeSimulator,
         SimAccountSpec,
         parse_balances,
+        parse_fault_args,
     )
 
     account_args: dict[str, Any] = {

@@ -9,7 +9,7 @@ import ccxt
 import pytest
 
 from cryptoorchestrator.platform.exchange import candle_feed
-from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed, pro_exchange_for
+from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
 
 H = 3_600_000
 T = 1_710_111_600_000  # an hour's open
@@ -177,7 +177,10 @@ def test_close_stops_watchers_and_releases_waiters(run: Any) -> None:
 
 def test_exchanges_that_cannot_stream_just_time_out(run: Any) -> None:
     async def main() -> None:
-        assert pro_exchange_for("no_such_exchange") is None
+        unknown = CandleFeed.acquire("no_such_exchange")
+        assert unknown.client is None
+        assert not unknown.supported
+        await unknown.close()
         for client in (None, ScriptedClient(streams=False)):
             feed = CandleFeed(client)
             assert not feed.supported
@@ -220,19 +223,3 @@ def test_acquire_shares_one_feed_per_exchange_url_and_loop(run: Any) -> None:
     run(main)
     run(main)  # a new loop never finds the old loop's feeds: it builds its own clients
     assert len(built) == 6
-
-
-def test_pro_exchange_for_points_rest_and_streams_at_api_url() -> None:
-    sim = pro_exchange_for("binance", "http://127.0.0.1:9")
-    assert sim is not None
-    assert sim.has["watchOHLCV"]
-    assert sim.urls["api"]["public"] == "http://127.0.0.1:9/api/v3"
-    assert sim.urls["api"]["ws"]["spot"] == "ws://127.0.0.1:9/ws"
-    assert sim.urls["api"]["ws"]["ws-api"]["spot"] == "ws://127.0.0.1:9/ws-api/v3"
-    assert sim.options["fetchMarkets"]["types"] == ["spot"]
-    testnet = pro_exchange_for("binance", "https://testnet.example")
-    assert testnet is not None
-    assert testnet.urls["api"]["ws"]["spot"] == "wss://testnet.example/ws"
-    real = pro_exchange_for("binance")
-    assert real is not None
-    assert real.urls["api"]["ws"]["spot"].startswith("wss://stream.binance.com")

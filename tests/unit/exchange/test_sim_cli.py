@@ -13,7 +13,7 @@ import pytest
 
 from cryptoorchestrator.cli.exchange_sim import load_data_specs
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.exchange.simulator import ccxt_binance_for
+from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 
 
 def test_data_words_files_and_symbols(shared_data: Path) -> None:
@@ -70,7 +70,14 @@ def test_cli_serves_ccxt_until_terminated(shared_data: Path) -> None:
         assert "serving http://127.0.0.1:" in first, proc.stderr.read() if proc.stderr else ""
         url = first.strip().rsplit(" ", 1)[-1]
         assert "cli-secret" not in proc.stdout.readline()
-        ex = ccxt_binance_for(url, api_key="cli-key", secret="cli-secret")
+        ex = build_ccxt_client(
+            "binance",
+            url,
+            kind="sync",
+            api_key="cli-key",
+            secret="cli-secret",
+            enable_rate_limit=False,
+        )
         balance = ex.fetch_balance()
         assert balance["USDT"]["free"] == 500
         assert balance["BTC"]["free"] == 0.25

@@ -24,7 +24,7 @@ def test_client_login_mfa_bots_trades(settings: Settings) -> None:
     app = create_app(settings, options=ApiOptions(rate_limit_backend="memory"))
     # TOTP codes are single use: each use below moves the auth clock to the next step.
     steps = [utcnow()]
-    app.state.auth_config = replace(app.state.auth_config, clock=lambda: steps[-1])
+    app.state.context.auth_config = replace(app.state.context.auth_config, clock=lambda: steps[-1])
 
     def code(secret: str) -> str:
         steps.append(steps[-1] + timedelta(seconds=30))

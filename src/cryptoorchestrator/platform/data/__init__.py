@@ -8,4 +8,7 @@ Modules (import them directly; this package imports nothing heavy):
 - ``validate``: ``validate_ohlcv`` (bad rows with reasons, gaps, outliers), ``fill_gaps``.
 - ``resample``: ``resample_ohlcv`` (1m to any longer timeframe).
 - ``download``: ``download_ohlcv`` and ``make_exchange`` (ccxt).
+
+Only ``download`` imports the exchange package (its ccxt client factory); the exchange package,
+its simulator included, never imports this one.
 """

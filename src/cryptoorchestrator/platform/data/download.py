@@ -6,7 +6,8 @@ HTTP 429, exchange unavailable) with exponential backoff, resumes after the last
 validates every candle (bad ones go to the quarantine file) and writes each dataset in one
 atomic step at its end, so a failed download never touches the data already stored.
 
-ccxt is imported inside the functions: importing this module stays cheap.
+ccxt is imported inside the functions (and by the client factory when it builds a client):
+importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +30,9 @@ from cryptoorchestrator.platform.errors import (
     InvalidInputError,
     RetryableExchangeError,
 )
+from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
+from cryptoorchestrator.platform.model.symbols import normalize_symbol
 from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
 
 if TYPE_CHECKING:
@@ -71,13 +73,9 @@ class DownloadReport:
 
 
 def make_exchange(
-    exchange_id: str,
-    *,
-    api_url: str | None = None,
-    timeout_ms: int = 10_000,
-    config: dict[str, Any] | None = None,
+    exchange_id: str, *, api_url: str | None = None, timeout_ms: int = 10_000
 ) -> ccxt.Exchange:
-    """Return a ccxt exchange client with its rate limiter on.
+    """Return the downloader's ccxt client (sync, its rate limiter on).
 
     Parameters
     ----------
@@ -85,13 +83,10 @@ def make_exchange(
         A ccxt id (``binance``, ``kraken``...).
     api_url
         Base URL of a Binance-compatible server (the exchange simulator,
-        ``http://127.0.0.1:8765``): the client is built by the simulator's
-        ``ccxt_binance_for``, which points every Binance API URL at it (``/api/v3/...`` below
-        the base) and loads spot markets only.
+        ``http://127.0.0.1:8765``): every Binance API root moves below it (``/api/v3/...``) and
+        only spot markets are loaded.
     timeout_ms
         Timeout of each HTTP request.
-    config
-        Extra ccxt constructor options (keys, ``options``...).
 
     Raises
     ------
@@ -99,41 +94,21 @@ def make_exchange(
         If ccxt does not know the exchange, or ``api_url`` is given for an exchange other than
         Binance or is not an http(s) URL.
     """
-    import ccxt
-
     ex_id = exchange_id.strip().lower()
-    if ex_id not in ccxt.exchanges:
-        close = difflib.get_close_matches(ex_id, ccxt.exchanges, n=5)
-        hint = ", ".join(close) if close else "see ccxt.exchanges, e.g. binance, kraken, okx"
-        raise InvalidInputError(
-            "exchange", f"ccxt does not know exchange {exchange_id!r}", allowed=hint
-        )
-    options: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, **(config or {})}
-    if api_url is None:
-        return getattr(ccxt, ex_id)(options)
-    if ex_id not in API_URL_EXCHANGES:
+    if api_url is not None and ex_id not in API_URL_EXCHANGES:
+        # The downloader pages klines as Binance serves them; other APIs are not simulated.
         raise InvalidInputError(
             "api_url", f"cannot redirect {ex_id}'s API", allowed=API_URL_EXCHANGES
         )
-    parts = urlsplit(api_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInputError(
-            "api_url", f"not an http(s) URL: {api_url!r}", allowed="http://host:port"
-        )
-    # The simulator's own factory knows which URLs and options keep ccxt on its spot endpoints.
-    from cryptoorchestrator.platform.exchange.simulator import ccxt_binance_for
-
-    exchange = ccxt_binance_for(
+    return build_ccxt_client(
+        exchange_id,
         api_url,
-        api_key=options.pop("apiKey", None),
-        secret=options.pop("secret", None),
-        timeout_ms=int(options.pop("timeout")),
-        enable_rate_limit=bool(options.pop("enableRateLimit")),
-        options=options.pop("options", None),
+        kind="sync",
+        timeout_ms=timeout_ms,
+        enable_rate_limit=True,
+        # A long download paces at the average rate either way: keep ccxt's default bucket.
+        rolling_window=False,
     )
-    for name, value in options.items():
-        setattr(exchange, name, value)
-    return exchange
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -295,8 +270,6 @@ def _exchange_now(client: Any, retry: dict[str, Any]) -> int:
 
 
 def _check_symbol(client: Any, symbol: str) -> str:
-    from cryptoorchestrator.platform.model.symbols import normalize_symbol
-
     sym = normalize_symbol(symbol)
     markets = client.markets or {}
     if sym not in markets:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 from cryptoorchestrator.platform.model.symbols import normalize_symbol
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.sharing import LoopShares
@@ -182,14 +183,14 @@ class CandleFeed:
         api_url
             The account's ``api_url`` (the simulator, a testnet); None: ccxt.pro's own URLs.
         build
-            Builds the ccxt.pro client instead of :func:`pro_exchange_for` (tests).
+            Builds the ccxt.pro client instead of the platform's factory (tests).
 
         Each call takes a share that :meth:`close` gives back.
         """
         key = (exchange, api_url or None)
 
         def make() -> CandleFeed:
-            client = build() if build is not None else pro_exchange_for(exchange, api_url)
+            client = build() if build is not None else _stream_client(exchange, api_url)
             feed = cls(client, name=f"{exchange}@{api_url or 'default'}")
             feed._key = key
             return feed
@@ -368,50 +369,17 @@ class CandleFeed:
                 log.warning("candle feed %s: close failed: %s", self.name, type(exc).__name__)
 
 
-def pro_exchange_for(exchange_id: str, api_url: str | None = None) -> Any | None:
-    """Return a ``ccxt.pro`` public client for ``exchange_id``; None if ccxt.pro has none.
+def _stream_client(exchange: str, api_url: str | None) -> Any | None:
+    """Return a public ``ccxt.pro`` client of ``exchange`` at ``api_url``; None if none can be.
 
-    Configured as :meth:`CcxtExecutionClient.for_exchange
-    <cryptoorchestrator.platform.exchange.ccxt_client.CcxtExecutionClient.for_exchange>`
-    configures the account's REST client: spot by default, and with ``api_url`` (the simulator,
-    a testnet) spot markets only, no time adjustment, and every REST root moved to ``api_url``
-    and every stream root to its ``ws://`` (``wss://``) twin, keeping each root's path.
+    Configured as the account's REST client is (:func:`~cryptoorchestrator.platform.exchange.
+    ccxt_factory.build_ccxt_client`), stream roots included.  An exchange ccxt.pro does not
+    know, or a URL it refuses, leaves the feed without a stream: its callers poll REST.
     """
-    import ccxt.pro as ccxt_pro
-
-    klass = getattr(ccxt_pro, exchange_id, None)
-    if exchange_id not in ccxt_pro.exchanges or klass is None:
+    try:
+        return build_ccxt_client(exchange, api_url, kind="pro")
+    except InvalidInputError:
         return None
-    from cryptoorchestrator.platform.exchange.ccxt_client import ccxt_options, point_at
-
-    client = klass(
-        {
-            "timeout": 10_000,
-            "enableRateLimit": True,
-            "options": ccxt_options(api_url),
-            # As the REST client: a rolling window lets calls under the rate go at once.
-            "tokenBucket": {"algorithm": "rollingWindow", "windowSize": 1_000.0},
-        }
-    )
-    if api_url:
-        api = client.urls.get("api")
-        streams = api.pop("ws", None) if isinstance(api, dict) else None
-        point_at(client, api_url)
-        if isinstance(streams, dict):
-            _point_streams_at(streams, api_url)
-            api["ws"] = streams
-    return client
-
-
-def _point_streams_at(urls: dict[str, Any], api_url: str) -> None:
-    """Rewrite stream roots (nested dicts too) to ``api_url``'s host with a ws scheme."""
-    scheme, _, rest = api_url.rstrip("/").partition("://")
-    root = ("wss" if scheme == "https" else "ws") + "://" + rest
-    for name, url in list(urls.items()):
-        if isinstance(url, dict):
-            _point_streams_at(url, api_url)
-        elif isinstance(url, str) and "://" in url:
-            urls[name] = root + "/" + url.split("://", 1)[1].partition("/")[2].rstrip("/")
 
 
 def _redact(text: str) -> str:

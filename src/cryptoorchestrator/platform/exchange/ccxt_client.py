@@ -35,6 +35,7 @@ from cryptoorchestrator.platform.errors import (
     OrderStateUnknownError,
     RetryableExchangeError,
 )
+from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 from cryptoorchestrator.platform.exchange.circuit import CircuitBreaker, account_key, registry
 from cryptoorchestrator.platform.exchange.errors_map import is_ccxt_error, map_ccxt_error
 from cryptoorchestrator.platform.exchange.execution import (
@@ -80,48 +81,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Return the pause after failed try number ``attempt`` (0-based)."""
         return float(min(self.max_delay_s, self.base_delay_s * self.factor**attempt))
-
-
-def ccxt_options(api_url: str | None) -> dict[str, Any]:
-    """Return the ccxt options of an account's clients (REST and streams alike).
-
-    Spot by default.  A simulator or testnet (``api_url``) serves spot only and checks signed
-    timestamps against the real clock: keep ccxt from calling the other APIs or adjusting the
-    time.
-    """
-    options: dict[str, Any] = {"defaultType": "spot"}
-    if api_url:
-        options.update(
-            {
-                "fetchMarkets": {"types": ["spot"]},
-                "fetchMargins": False,
-                "fetchCurrencies": False,
-                "adjustForTimeDifference": False,
-            }
-        )
-    return options
-
-
-def point_at(exchange: Any, base_url: str) -> None:
-    """Rewrite every API root of a ccxt exchange to ``base_url``, keeping each root's path.
-
-    Used for the simulator and for exchanges' testnets given as one URL.
-    """
-    root = base_url.rstrip("/")
-
-    def rewrite(urls: dict[str, Any]) -> None:
-        for name, url in list(urls.items()):
-            if isinstance(url, dict):
-                rewrite(url)
-            elif isinstance(url, str) and "://" in url:
-                path = "/" + url.split("://", 1)[1].partition("/")[2]
-                urls[name] = root + path.rstrip("/")
-
-    api = exchange.urls.get("api")
-    if isinstance(api, dict):
-        rewrite(api)
-    elif isinstance(api, str):
-        exchange.urls["api"] = root
 
 
 class CcxtExecutionClient(ExecutionClient):
@@ -210,35 +169,19 @@ class CcxtExecutionClient(ExecutionClient):
         Raises
         ------
         InvalidInputError
-            If ccxt does not know ``exchange_id``.
+            If ccxt does not know ``exchange_id`` or ``api_url`` is not a plain http(s) URL.
         """
-        import ccxt.async_support as ccxt_async
-
-        klass = getattr(ccxt_async, exchange_id, None)
-        if exchange_id not in ccxt_async.exchanges or klass is None:
-            raise InvalidInputError("exchange", f"ccxt does not support {exchange_id!r}")
-        merged = {**ccxt_options(api_url), **dict(options or {})}
-        config: dict[str, Any] = {
-            "timeout": timeout_ms,
-            "enableRateLimit": enable_rate_limit,
-            "options": merged,
-            # ccxt's default leaky bucket holds one token and forgets idle time, so every call
-            # waited cost x rateLimit (binance: 20 ms for a ticker) and spun a 1 ms sleep loop
-            # meanwhile (3-4 ms of CPU per call).  A rolling window keeps the same average rate
-            # (1 s / rateLimit cost units a second) and lets calls under it go at once (0.8 ms
-            # here).  One second, not Binance's minute: exchanges that count per second must not
-            # see a minute's budget in one burst (a history download).
-            "tokenBucket": {"algorithm": "rollingWindow", "windowSize": 1_000.0},
-        }
-        if api_key:
-            config["apiKey"] = api_key
-        if secret:
-            config["secret"] = secret
-        if password:
-            config["password"] = password
-        exchange = klass(config)
-        if api_url:
-            point_at(exchange, api_url)
+        exchange = build_ccxt_client(
+            exchange_id,
+            api_url,
+            kind="async",
+            api_key=api_key,
+            secret=secret,
+            password=password,
+            options=options,
+            timeout_ms=timeout_ms,
+            enable_rate_limit=enable_rate_limit,
+        )
         key = account_key(exchange_id, account_id)
         client = cls(exchange, account_key=key, **kwargs)
         client.market_data_key = f"{exchange_id}@{api_url or 'default'}"

@@ -7,13 +7,10 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from cryptoorchestrator.platform.exchange.sim_market import ReplayMarket, SymbolSpec
-from cryptoorchestrator.platform.exchange.sim_matching import (
-    BinanceReject,
-    MatchingEngine,
-    SimAccount,
-    SimOrder,
-)
+from cryptoorchestrator.platform.exchange.sim.accounts import SimAccount, SimOrder
+from cryptoorchestrator.platform.exchange.sim.market import ReplayMarket, SymbolSpec
+from cryptoorchestrator.platform.exchange.sim.matching import MatchingEngine
+from cryptoorchestrator.platform.exchange.sim.wire import BinanceReject
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
 
 H = 3_600_000

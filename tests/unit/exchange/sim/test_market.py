@@ -11,16 +11,10 @@ import pyarrow.feather as feather
 import pytest
 
 from cryptoorchestrator.platform.errors import DataError, InvalidInputError
-from cryptoorchestrator.platform.exchange.sim_market import (
-    ReplayMarket,
-    SimClock,
-    default_spec,
-    first_touch,
-    infer_timeframe,
-    partial_ohlc,
-    price_on_path,
-    read_candles,
-)
+from cryptoorchestrator.platform.exchange.sim.candles import infer_timeframe, read_candles
+from cryptoorchestrator.platform.exchange.sim.clock import SimClock
+from cryptoorchestrator.platform.exchange.sim.market import ReplayMarket, default_spec
+from cryptoorchestrator.platform.exchange.sim.path import first_touch, partial_ohlc, price_on_path
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
 
 HOUR = 3_600_000

@@ -1,34 +1,39 @@
-"""Accounts, orders and the matching engine of the exchange simulator.
+"""The matching engine of the simulated exchange: places, fills and cancels every account's orders.
 
 Every balance, price, quantity and fee is an exact :class:`~decimal.Decimal`.  Market orders fill
 at once at the replayed price moved against the trader by ``slippage_bps``; limit orders rest,
-lock their funds, and fill at their limit price when the replayed price path reaches it as the
-clock advances (see :mod:`cryptoorchestrator.platform.exchange.sim_market`).  Stop-loss orders
-(Binance spot ``STOP_LOSS``: a market order sent once the traded price reaches ``stopPrice``)
-rest and lock their funds too; one whose ``stopPrice`` the path reaches fills whole at the stop
-price, or at the candle's open when the candle opens beyond it (a gap), the backtest kernel's
-stop rule (``nb._stop_nb``).  One that would trigger at once is refused, as Binance refuses it.
-With ``partial_fill_ratio`` set, a resting limit order fills at most that fraction of its original
+lock their funds, and fill at their limit price when the replayed price path
+(:mod:`cryptoorchestrator.platform.exchange.sim.path`) reaches it as the clock advances.
+Stop-loss orders (Binance spot ``STOP_LOSS``: a market order sent once the traded price reaches
+``stopPrice``) rest and lock their funds too; one whose ``stopPrice`` the path reaches fills whole
+at the stop price, or at the candle's open when the candle opens beyond it (a gap), the backtest
+kernel's stop rule.  One that would trigger at once is refused, as Binance refuses it.  With
+``partial_fill_ratio`` set, a resting limit order fills at most that fraction of its original
 quantity per candle in which the price trades through it, and a market order executes at once as
 several trades of that fraction (one fill per chunk, as Binance reports one fill per price level
-a market order crosses).  Fees are Binance's: a rate of the
-received asset (a buyer pays in base, a seller in quote).
+a market order crosses).  Fees are Binance's: a rate of the received asset (a buyer pays in
+base, a seller in quote).
 
-Rejections use Binance's own error codes and messages (:class:`BinanceReject`), which the HTTP
-layer sends as ``{"code": ..., "msg": ...}``.
+Rejections use Binance's own error codes and messages (:class:`~.wire.BinanceReject`), which the
+HTTP layer sends as ``{"code": ..., "msg": ...}``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from collections.abc import Mapping
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from cryptoorchestrator.platform.exchange.sim_market import ReplayMarket, SymbolSpec, first_touch
+from cryptoorchestrator.platform.exchange.sim.accounts import SimAccount, SimFill, SimOrder
+from cryptoorchestrator.platform.exchange.sim.market import ReplayMarket, SymbolSpec
+from cryptoorchestrator.platform.exchange.sim.path import first_touch
+from cryptoorchestrator.platform.exchange.sim.wire import (
+    EIGHT_PLACES,
+    BinanceReject,
+    mandatory,
+    parse_decimal,
+)
 
-_EIGHT = Decimal("0.00000001")
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 
 #: Binance's messages, word for word: ccxt matches some of them exactly.
@@ -38,219 +43,6 @@ MSG_NO_ORDER = "Order does not exist."
 MSG_UNKNOWN_ORDER = "Unknown order sent."
 MSG_WOULD_TAKE = "Order would immediately match and take."
 MSG_WOULD_TRIGGER = "Stop price would trigger immediately."
-
-
-class BinanceReject(Exception):  # noqa: N818  (Binance's word; never leaves the simulator)
-    """A request the simulated exchange refuses, as Binance's ``code``, ``msg`` and HTTP status.
-
-    Internal to the simulator: its HTTP layer turns it into Binance's error body, so it is not
-    part of the platform's error hierarchy.
-    """
-
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.status = status
-
-
-def _mandatory(name: str) -> BinanceReject:
-    return BinanceReject(
-        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-    )
-
-
-def parse_decimal(
-    params: Mapping[str, str], name: str, *, required: bool = False
-) -> Decimal | None:
-    """Return ``params[name]`` as a Decimal, or None; reject malformed numbers like Binance."""
-    text = params.get(name)
-    if text is None or text == "":
-        if required:
-            raise _mandatory(name)
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise BinanceReject(
-            -1100,
-            f"Illegal characters found in parameter '{name}'; "
-            "legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
-        ) from None
-    if not value.is_finite():
-        raise _mandatory(name)
-    return value
-
-
-def fmt(value: Decimal | float | int) -> str:
-    """Return ``value`` as Binance writes decimals: a string with 8 decimal places."""
-    if isinstance(value, Decimal):
-        return f"{value.quantize(_EIGHT, rounding=ROUND_HALF_UP):f}"
-    return f"{float(value):.8f}"
-
-
-@dataclass(repr=False)
-class SimAccount:
-    """One API key's spot account: secret, balances (free, locked), orders and trades."""
-
-    api_key: str
-    secret: str
-    free: dict[str, Decimal] = field(default_factory=dict)
-    locked: dict[str, Decimal] = field(default_factory=dict)
-    orders: dict[int, SimOrder] = field(default_factory=dict)
-    by_client_id: dict[str, int] = field(default_factory=dict)
-    trades: list[SimFill] = field(default_factory=list)
-    update_time: int = 0
-
-    def __repr__(self) -> str:
-        # The secret never appears in logs or tracebacks.
-        return f"SimAccount(api_key={self.api_key!r}, assets={sorted(self.free)})"
-
-    def balance(self, asset: str) -> tuple[Decimal, Decimal]:
-        """Return ``(free, locked)`` of ``asset``."""
-        return self.free.get(asset, Decimal(0)), self.locked.get(asset, Decimal(0))
-
-    def move(self, asset: str, *, free: Decimal = Decimal(0), locked: Decimal = Decimal(0)) -> None:
-        """Add ``free`` and ``locked`` (either may be negative) to ``asset``'s balance."""
-        self.free[asset] = self.free.get(asset, Decimal(0)) + free
-        self.locked[asset] = self.locked.get(asset, Decimal(0)) + locked
-
-
-@dataclass
-class SimOrder:
-    """An order as the simulated exchange keeps it (Binance's fields, Decimal amounts)."""
-
-    order_id: int
-    client_order_id: str
-    market_id: str
-    side: str
-    type: str
-    time_in_force: str
-    price: Decimal
-    orig_qty: Decimal
-    time: int
-    orig_quote_qty: Decimal = Decimal(0)
-    executed_qty: Decimal = Decimal(0)
-    cum_quote: Decimal = Decimal(0)
-    status: str = "NEW"
-    update_time: int = 0
-    locked_left: Decimal = Decimal(0)
-    last_fill_candle: int = -1
-    fills: list[SimFill] = field(default_factory=list)
-    stop_price: Decimal = Decimal(0)
-
-    @property
-    def remaining(self) -> Decimal:
-        """Return the quantity still to fill."""
-        return self.orig_qty - self.executed_qty
-
-    @property
-    def is_open(self) -> bool:
-        """Return whether the order can still fill."""
-        return self.status in ("NEW", "PARTIALLY_FILLED")
-
-    def to_wire(self) -> dict[str, Any]:
-        """Return the order as GET /api/v3/order answers it."""
-        return {
-            "symbol": self.market_id,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": self.client_order_id,
-            "price": fmt(self.price),
-            "origQty": fmt(self.orig_qty),
-            "executedQty": fmt(self.executed_qty),
-            "cummulativeQuoteQty": fmt(self.cum_quote),
-            "status": self.status,
-            "timeInForce": self.time_in_force,
-            "type": self.type,
-            "side": self.side,
-            "stopPrice": fmt(self.stop_price),
-            "icebergQty": fmt(Decimal(0)),
-            "time": self.time,
-            "updateTime": self.update_time,
-            "isWorking": True,
-            "workingTime": self.time,
-            "origQuoteOrderQty": fmt(self.orig_quote_qty),
-            "selfTradePreventionMode": "EXPIRE_MAKER",
-        }
-
-    def to_new_order_response(self, resp_type: str) -> dict[str, Any]:
-        """Return the order as POST /api/v3/order answers it (ACK, RESULT or FULL)."""
-        ack = {
-            "symbol": self.market_id,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": self.client_order_id,
-            "transactTime": self.time,
-        }
-        if resp_type == "ACK":
-            return ack
-        wire = self.to_wire()
-        result = {
-            **ack,
-            **{
-                k: wire[k]
-                for k in (
-                    "price",
-                    "origQty",
-                    "executedQty",
-                    "origQuoteOrderQty",
-                    "cummulativeQuoteQty",
-                    "status",
-                    "timeInForce",
-                    "type",
-                    "side",
-                )
-            },
-            "workingTime": self.time,
-            "selfTradePreventionMode": "EXPIRE_MAKER",
-        }
-        if resp_type == "FULL":
-            result["fills"] = [
-                {
-                    "price": fmt(f.price),
-                    "qty": fmt(f.qty),
-                    "commission": fmt(f.commission),
-                    "commissionAsset": f.commission_asset,
-                    "tradeId": f.trade_id,
-                }
-                for f in self.fills
-            ]
-        return result
-
-
-@dataclass
-class SimFill:
-    """One execution of an order (a row of GET /api/v3/myTrades)."""
-
-    trade_id: int
-    order_id: int
-    market_id: str
-    price: Decimal
-    qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time: int
-    is_buyer: bool
-    is_maker: bool
-
-    def to_wire(self) -> dict[str, Any]:
-        """Return the fill as GET /api/v3/myTrades answers it."""
-        return {
-            "symbol": self.market_id,
-            "id": self.trade_id,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "price": fmt(self.price),
-            "qty": fmt(self.qty),
-            "quoteQty": fmt(self.price * self.qty),
-            "commission": fmt(self.commission),
-            "commissionAsset": self.commission_asset,
-            "time": self.time,
-            "isBuyer": self.is_buyer,
-            "isMaker": self.is_maker,
-            "isBestMatch": True,
-        }
 
 
 def _floor_to(value: Decimal, step: Decimal) -> Decimal:
@@ -308,7 +100,7 @@ class MatchingEngine:
     def market(self, market_id: str | None) -> ReplayMarket:
         """Return the market of ``market_id`` or reject with -1121 like Binance."""
         if not market_id:
-            raise _mandatory("symbol")
+            raise mandatory("symbol")
         market = self.markets.get(market_id)
         if market is None:
             raise BinanceReject(-1121, "Invalid symbol.")
@@ -325,7 +117,7 @@ class MatchingEngine:
             try:
                 order = account.orders.get(int(str(order_id)))
             except ValueError:
-                raise _mandatory("orderId") from None
+                raise mandatory("orderId") from None
         elif client_id not in (None, ""):
             oid = account.by_client_id.get(str(client_id))
             order = account.orders.get(oid) if oid is not None else None
@@ -344,11 +136,11 @@ class MatchingEngine:
         spec = market.spec
         side = (params.get("side") or "").upper()
         if side not in ("BUY", "SELL"):
-            raise _mandatory("side")
+            raise mandatory("side")
         otype = (params.get("type") or "").upper()
         if otype not in ("LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS"):
             if not otype:
-                raise _mandatory("type")
+                raise mandatory("type")
             raise BinanceReject(-1116, "Invalid orderType.")
         client_id = params.get("newClientOrderId") or f"sim-{self._next_order_id}"
         if not _CLIENT_ID.match(client_id):
@@ -370,7 +162,7 @@ class MatchingEngine:
         price = parse_decimal(params, "price")
         tif = (params.get("timeInForce") or "GTC").upper()
         if otype == "LIMIT" and not params.get("timeInForce"):
-            raise _mandatory("timeInForce")
+            raise mandatory("timeInForce")
         if tif not in ("GTC", "IOC", "FOK"):
             raise BinanceReject(-1115, "Invalid timeInForce.")
         if otype == "STOP_LOSS":
@@ -392,9 +184,9 @@ class MatchingEngine:
             order_price = Decimal(0)
         else:
             if price is None:
-                raise _mandatory("price")
+                raise mandatory("price")
             if qty is None:
-                raise _mandatory("quantity")
+                raise mandatory("quantity")
             self._check_price(price, spec)
             self._check_lot(qty, spec)
             self._check_notional(qty * price, spec)
@@ -474,7 +266,7 @@ class MatchingEngine:
         stop = parse_decimal(params, "stopPrice", required=True)
         assert stop is not None  # required
         if qty is None:
-            raise _mandatory("quantity")
+            raise mandatory("quantity")
         self._check_price(stop, spec)
         self._check_lot(qty, spec)
         self._check_notional(qty * stop, spec)
@@ -600,7 +392,7 @@ class MatchingEngine:
     ) -> None:
         cost = price * qty
         if order.side == "BUY":
-            commission = (qty * self.fee_rate).quantize(_EIGHT, rounding=ROUND_HALF_UP)
+            commission = (qty * self.fee_rate).quantize(EIGHT_PLACES, rounding=ROUND_HALF_UP)
             commission_asset = spec.base
             if order.type == "MARKET":
                 account.move(spec.quote, free=-cost)
@@ -612,7 +404,7 @@ class MatchingEngine:
                 account.move(spec.quote, free=reserved - cost, locked=-reserved)
             account.move(spec.base, free=qty - commission)
         else:
-            commission = (cost * self.fee_rate).quantize(_EIGHT, rounding=ROUND_HALF_UP)
+            commission = (cost * self.fee_rate).quantize(EIGHT_PLACES, rounding=ROUND_HALF_UP)
             commission_asset = spec.quote
             if order.type == "MARKET":
                 account.move(spec.base, free=-qty)
@@ -723,31 +515,3 @@ class MatchingEngine:
         while order.remaining > 0:
             chunk = self._chunk(order, spec)
             self._fill(account, order, spec, price, chunk, at, i, is_maker=False)
-
-
-def select_orders(orders: Iterable[SimOrder], **filters: Any) -> list[SimOrder]:
-    """Return ``orders`` sorted by id, keeping those matching ``market_id`` / ``is_open``."""
-    out = []
-    for order in sorted(orders, key=lambda o: o.order_id):
-        if (
-            "market_id" in filters
-            and filters["market_id"]
-            and order.market_id != filters["market_id"]
-        ):
-            continue
-        if filters.get("open_only") and not order.is_open:
-            continue
-        out.append(order)
-    return out
-
-
-__all__ = [
-    "BinanceReject",
-    "MatchingEngine",
-    "SimAccount",
-    "SimFill",
-    "SimOrder",
-    "fmt",
-    "parse_decimal",
-    "select_orders",
-]

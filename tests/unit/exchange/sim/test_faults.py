@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.exchange.sim_faults import FaultState, parse_fault_args
+from cryptoorchestrator.platform.exchange.sim.faults import FaultState, parse_fault_args
 
 
 def test_update_converts_cli_strings_and_keeps_other_switches() -> None:
