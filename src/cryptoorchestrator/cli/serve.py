@@ -15,8 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-DEMO_EMAIL = "demo@cryptoorchestrator.local"
-DEMO_BOT = "demo-sma-cross"
 # Keeps the demo simulator's context manager alive: collecting it would stop the simulator.
 _DEMO_RUNNERS: list[Any] = []
 
@@ -132,15 +130,25 @@ def _start_demo(settings: Any, speed: float, api_base: str) -> None:
 
     from sqlalchemy import select
 
-    from cryptoorchestrator.platform.data.store import load_ohlcv
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
     from cryptoorchestrator.platform.services.auth import hash_password
+    from cryptoorchestrator.platform.services.demo import (
+        DEMO_BOT,
+        DEMO_EMAIL,
+        archive_demo_bot,
+        plan_demo,
+    )
     from cryptoorchestrator.platform.services.login_throttle import unlock_account
     from cryptoorchestrator.platform.storage.db import session_scope
     from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount, User
 
-    candles = load_ohlcv("binance", "BTC/USDT", "1h", data_dir=settings.data_dir)
-    runner = run_simulator_in_thread({"BTC/USDT": candles}, speed=speed)
+    with session_scope(settings) as session:
+        plan = plan_demo(session)
+        if plan.start_over:
+            archive_demo_bot(session)
+    runner = run_simulator_in_thread(
+        {"BTC/USDT": plan.candles}, speed=speed, start_ms=plan.start_ms
+    )
     sim = runner.__enter__()  # lives as long as this process; uvicorn.run blocks until exit
     _DEMO_RUNNERS.append(runner)
     _allow_demo_simulator(settings, sim.base_url)
@@ -191,8 +199,13 @@ def _start_demo(settings: Any, speed: float, api_base: str) -> None:
     typer.echo(
         "\n".join(
             [
-                "demo: exchange simulator replaying real Binance BTC/USDT 1h candles at "
-                f"{speed:g}x on {sim.base_url}",
+                "demo: exchange simulator replaying the bundled Binance BTC/USDT 1h candles "
+                f"(2021-2022) at {speed:g}x on {sim.base_url}, "
+                + (
+                    "resuming where the demo bot stopped"
+                    if plan.resumed
+                    else "from the start of the slice"
+                ),
                 f"demo: paper bot {bot_id} ({DEMO_BOT}) trades on it; watch "
                 f"`tail -f {settings.log_dir}/bot_{bot_id}.log`",
                 f"demo: log in at {api_base}/docs as {DEMO_EMAIL} / {password}",

@@ -662,6 +662,25 @@ def load_ohlcv(
     return store.read(key.exchange, key.symbol, key.timeframe, start, end)
 
 
+def bundled_candles(exchange: str, symbol: str, timeframe: str) -> pa.Table:
+    """Return the slice of a dataset the package ships, whatever the store holds.
+
+    Raises
+    ------
+    NotFoundError
+        If no slice of that dataset ships (see :data:`BUNDLED`).
+    """
+    key = DatasetKey.of(exchange, symbol, timeframe)
+    name = BUNDLED.get((key.exchange, key.symbol, key.timeframe))
+    if name is None:
+        shipped = ", ".join(f"{e}:{s}:{t}" for e, s, t in BUNDLED)
+        raise NotFoundError(
+            f"no bundled candles for {key.exchange}:{key.symbol}:{key.timeframe} "
+            f"(shipped: {shipped})"
+        )
+    return pq.read_table(_BUNDLED_DIR / name)
+
+
 def seed_bundled(store: OhlcvStore, exchange: str, symbol: str, timeframe: str) -> bool:
     """Write the bundled slice of a dataset into ``store`` if one ships; return whether it did."""
     key = DatasetKey.of(exchange, symbol, timeframe)
