@@ -49,7 +49,6 @@ app.command("strategies")(strategies_cli.strategies)
 app.command("warmup")(warmup_cli.warmup)
 
 err_console = Console(stderr=True)
-_state = {"verbose": False}
 
 
 @app.callback()
@@ -59,7 +58,8 @@ def _root(
     ] = False,
 ) -> None:
     """CryptoOrchestrator command line."""
-    _state["verbose"] = verbose
+    # --verbose is read by main() from the raw arguments (errors raised before any command
+    # runs need it too); declared here so that it is in --help and accepted before a command.
 
 
 @app.command()

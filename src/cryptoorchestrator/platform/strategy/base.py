@@ -365,22 +365,3 @@ def run_signals(strategy: Strategy, bars: Any, params: Mapping[str, Any]) -> Sig
         raise
     except Exception as exc:  # user code: anything it raises becomes one StrategyError
         raise StrategyError(name, params, exc) from exc
-
-
-def latest_signals(
-    strategy: Strategy, bars: Any, params: Mapping[str, Any]
-) -> tuple[bool, bool, bool, bool]:
-    """Return ``(long_entry, long_exit, short_entry, short_exit)`` of the last bar of ``bars``.
-
-    A live bot calls this on a rolling window of its last closed bars
-    (``strategy.required_window(params)`` of them), so its decision is the backtest's signal on
-    that bar, computed by the same code inside the same guard.
-
-    Raises
-    ------
-    StrategyError
-        If the strategy raises.
-    """
-    sig = run_signals(strategy, bars, params)
-    le, lx, se, sx = (False if a is None else bool(a[-1]) for a in sig[:4])
-    return le, lx, se, sx
