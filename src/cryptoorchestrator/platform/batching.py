@@ -3,8 +3,8 @@
 The bots of a group share one event loop and wake on the same candle, so within a few loop
 iterations each of them asks for the same kind of thing: store an order intent, ask the risk
 actor, mark an order submitted, snapshot equity.  Done one by one, ten bots cost ten
-transactions and ten actor calls, each paying a round trip and its fixed overhead; the risk
-actor queued fifty approvals per candle and answered the last one 150-300 ms late.  A
+transactions and ten actor calls, each paying a round trip and its fixed overhead, and the risk
+actor's queue made the last bot of a candle wait for every approval before its own.  A
 :class:`Coalescer` gathers the calls of the same few iterations (Kafka's ``linger``, counted in
 loop iterations rather than milliseconds, so a lone bot waits microseconds, not a timer) and runs
 them as one batch: one transaction, one actor call.

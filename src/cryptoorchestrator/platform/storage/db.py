@@ -104,9 +104,9 @@ def create_db_engine(settings: Settings) -> Engine:
         # psycopg prepares a statement run five times; PostgreSQL may then keep one generic
         # plan for the connection's life, chosen when the table was small.  Bots' hot-path
         # lookups by client order id and order id (IN lists) kept seq-scanning orders and
-        # trades planned on a fresh database: at 15,000 orders PostgreSQL's CPU per order had
-        # grown from 0.7 to 1.8 ms, and decisions slowed with every candle, until an
-        # autoanalyze would invalidate the plans.  A plan per execution costs microseconds.
+        # trades planned on a fresh database, so PostgreSQL's CPU per order grew with the
+        # table and decisions slowed with every candle until an autoanalyze invalidated the
+        # plans.  Planning each execution is cheap next to that.
         connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
     )
     if pool.pre_ping and pool.pre_ping_idle_s > 0:
