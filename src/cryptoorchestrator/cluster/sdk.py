@@ -182,7 +182,7 @@ class BotsAPI:
 
         Paper bots without an account get the operator's paper account on ``exchange``
         (``api_url`` points it at the exchange simulator or another endpoint).  Bots with the
-        same ``actor_group`` share one actor process (about 160 MiB saved per bot).
+        same ``actor_group`` share one actor process (``docs/bots.md`` gives the memory saved).
         """
         settings = self.settings
         upgrade(settings)
