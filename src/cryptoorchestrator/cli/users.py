@@ -7,6 +7,7 @@ a user ends their sessions (their access tokens' epoch is bumped, refresh tokens
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -51,6 +52,21 @@ def set_role(
         typer.echo(f"{user.email}: role {user.role}")
 
 
+def _first_line_of_stdin() -> str:
+    """Return one line of piped standard input, read a byte at a time from the descriptor, so
+    that the next command of a script reading the same pipe gets the following lines."""
+    stream = sys.stdin.buffer
+    raw = getattr(stream, "raw", None)
+    if raw is None:  # not a file descriptor (an in-memory stream): nobody shares it
+        return stream.readline().decode().rstrip("\r\n")
+    line = bytearray()
+    while chunk := raw.read(1):
+        if chunk == b"\n":
+            break
+        line += chunk
+    return line.decode().rstrip("\r")
+
+
 @app.command()
 def create(
     email: Annotated[str, typer.Argument(help="The new user's email.")],
@@ -58,14 +74,18 @@ def create(
     password: Annotated[
         str,
         typer.Option(
-            prompt=True,
-            hide_input=True,
-            confirmation_prompt=True,
-            help="Asked for when omitted (never put it on a shared command line).",
+            help="Asked for when omitted, or read from the first line of piped standard input "
+            "(never put it on a shared command line).",
         ),
     ] = "",
 ) -> None:
     """Create a user with ROLE (the password follows the API's rules)."""
+    if not password:
+        password = (
+            typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+            if sys.stdin.isatty()
+            else _first_line_of_stdin()
+        )
     from sqlalchemy import select
 
     from cryptoorchestrator.platform.errors import ConflictError

@@ -38,6 +38,21 @@ class DatabasePool(BaseModel):
     )
 
 
+def _absolute_sqlite(url: str) -> str:
+    """Return a SQLite URL with its file path made absolute (in-memory URLs unchanged).
+
+    A relative path is read against the working directory of whoever opens it: a bot actor or
+    job worker, started elsewhere by Ray, would open (and migrate) a database of its own.
+    """
+    prefix, sep, rest = url.partition(":///")
+    if not prefix.startswith("sqlite") or not sep:
+        return url
+    path, qmark, query = rest.partition("?")
+    if not path or path == ":memory:" or path.startswith("/") or path.startswith("file:"):
+        return url
+    return f"{prefix}:///{Path.cwd() / path}{qmark}{query}"
+
+
 class Settings(BaseSettings):
     """Every setting of the platform, read once per process (see :func:`get_settings`)."""
 
@@ -114,7 +129,14 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             # psycopg 3 is our only PostgreSQL driver; plain URLs would pick psycopg2.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
-        return value
+        return _absolute_sqlite(value)
+
+    @field_validator("log_dir", "data_dir", "var_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        # Relative to where this process started, once: settings travel to Ray workers and
+        # bot actors, whose working directory is another one.
+        return value if value.is_absolute() else Path.cwd() / value
 
     @property
     def is_sqlite(self) -> bool:

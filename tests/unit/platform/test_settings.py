@@ -14,12 +14,16 @@ from cryptoorchestrator.platform.settings import Settings, get_settings
 
 def test_defaults_are_embedded_and_local(settings: Settings, tmp_path: Path) -> None:
     defaults = Settings()
-    assert defaults.database_url == "sqlite:///./var/cryptoorchestrator.db"
+    # relative paths are made absolute against the starting directory, once: settings travel
+    # to Ray workers whose working directory is another one
+    assert defaults.database_url == f"sqlite:///{tmp_path}/var/cryptoorchestrator.db"
     assert defaults.ray_address is None
     assert defaults.api_port == 8000
-    assert defaults.log_dir == Path("logs")
-    assert defaults.data_dir == Path("var/data")
+    assert defaults.log_dir == tmp_path / "logs"
+    assert defaults.data_dir == tmp_path / "var" / "data"
     assert defaults.is_sqlite
+    assert Settings(database_url="sqlite:///:memory:").database_url == "sqlite:///:memory:"
+    assert Settings(database_url="sqlite:////abs/x.db").database_url == "sqlite:////abs/x.db"
 
 
 def test_environment_prefix_nested_and_dotenv(
