@@ -15,7 +15,12 @@ fi
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
 # Re-install only when the inputs changed, so repeated runs start in a second.
-stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extra:-base}"
+inputs="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$inputs-${extra:-base}"
+# Any install of these inputs (with extras) covers the plain one.
+if [ -z "$extra" ] && compgen -G ".venv/.installed-$inputs-*" >/dev/null; then
+    stamp="$(compgen -G ".venv/.installed-$inputs-*" | head -n1)"
+fi
 if [ ! -f "$stamp" ]; then
     echo "[1/2] installing cryptoorchestrator${extra:+[$extra]} and its pinned dependencies into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip

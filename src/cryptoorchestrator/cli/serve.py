@@ -63,6 +63,10 @@ def serve(
     from cryptoorchestrator.platform.storage.db import upgrade
 
     configure_ray_environment()
+    # The head node shows the platform in Ray's dashboard (actors, jobs, metrics) on 8265;
+    # set before the settings are first read, here and in the API process.
+    os.environ.setdefault("CRYPTOORCH_RAY_DASHBOARD", "true")
+    get_settings.cache_clear()
     settings = get_settings()
     revision = upgrade(settings)
     typer.echo(f"database {settings.database_url.split('@')[-1]} at revision {revision}")

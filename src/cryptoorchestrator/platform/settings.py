@@ -75,9 +75,9 @@ class Settings(BaseSettings):
     )
     ray_namespace: str = "cryptoorchestrator"
     ray_dashboard: bool = Field(
-        True,
+        False,
         description="start Ray's dashboard (actors, jobs, metrics) when this process starts "
-        "the local cluster and ray[default] is installed",
+        "the local cluster and ray[default] is installed; `cryptoorch serve` turns it on",
     )
     ray_dashboard_port: int = Field(8265, ge=1, le=65535)
     ray_metrics_port: int | None = Field(

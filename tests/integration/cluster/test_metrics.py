@@ -92,6 +92,7 @@ def test_telemetry_calls_are_exported(ray_session: Any) -> None:
 
 def test_dashboard_options_follow_the_settings() -> None:
     on = dashboard_options(Settings(ray_dashboard=True, ray_dashboard_port=9265))
+    assert Settings().ray_dashboard is False  # `serve` turns it on; libraries and tests do not
     off = dashboard_options(Settings(ray_dashboard=False, ray_metrics_port=9266))
     assert on["include_dashboard"] is True
     assert on["dashboard_host"] == "127.0.0.1"  # the dashboard has no login: loopback only
