@@ -2,8 +2,8 @@
 
 Ray pickles a remote function by reference, so each worker imports the module that defines it.
 This module imports only what a batch needs (the trial runner, numpy, numba); defining the task
-in ``cluster.optimize`` made every worker import pyarrow, SQLAlchemy and pydantic as well, about
-80 MB of resident memory per worker and a slower first task.
+in ``cluster.optimize`` made every worker import pyarrow, SQLAlchemy and pydantic as well: more
+resident memory per worker and a slower first task.
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ def test_plan_batches_partitions_into_compact_equal_batches() -> None:
 
 
 def test_batches_cover_every_cpu_in_equal_rounds() -> None:
-    from cryptoorchestrator.cluster.optimize import _batch_size, _n_batches
+    from cryptoorchestrator.platform.optimize.plan import batch_size as _batch_size
+    from cryptoorchestrator.platform.optimize.plan import n_batches as _n_batches
 
     assert _n_batches(0.001, 174, 2, 0.5) == 2  # tiny study: still one batch per CPU
     assert _n_batches(0.012, 174, 2, 0.5) == 6  # 2.1 s of work: 0.5 s batches, even count
@@ -195,7 +196,7 @@ def test_batches_cover_every_cpu_in_equal_rounds() -> None:
 
 
 def test_last_round_is_cut_in_halving_pieces_for_several_cpus() -> None:
-    from cryptoorchestrator.cluster.optimize import _split_tail
+    from cryptoorchestrator.platform.optimize.plan import split_tail as _split_tail
 
     grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
     batches = trials_mod.plan_batches(grid, 4)
@@ -211,7 +212,7 @@ def test_last_round_is_cut_in_halving_pieces_for_several_cpus() -> None:
 
 
 def test_background_returns_or_raises_in_the_caller() -> None:
-    from cryptoorchestrator.cluster.optimize import _Background
+    from cryptoorchestrator.platform.optimize.executor import Background as _Background
 
     assert _Background(lambda: 42).result() == 42
 
@@ -223,7 +224,8 @@ def test_background_returns_or_raises_in_the_caller() -> None:
 
 
 def test_probes_are_blocks_from_apart_and_the_rest_is_everything_else() -> None:
-    from cryptoorchestrator.cluster.optimize import _probe_trial_s, _probes
+    from cryptoorchestrator.platform.optimize.plan import probe_trial_s as _probe_trial_s
+    from cryptoorchestrator.platform.optimize.plan import probes as _probes
 
     grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
     found = _probes(grid, 2)

@@ -5,9 +5,15 @@
 - :mod:`.sampling`: grid, random and TPE (Optuna ask/tell) trial sources;
 - :mod:`.objective`: objectives and result constraints (``min_trades``);
 - :mod:`.trials`: :func:`~.trials.run_trials`, the serial batch evaluator every Ray task calls;
-- :mod:`.walkforward`: fold splitting, out-of-sample evaluation and equity stitching;
+- :mod:`.study`: the validated, frozen study spec, its key and its run in the database;
+- :mod:`.plan`: batch sizing (probes, timing a batch) and grouping neighbours together;
+- :mod:`.executor`: the study driver against a submit / wait / cancel executor, and the serial
+  executor;
+- :mod:`.walkforward`: fold splitting, a study per fold, out-of-sample evaluation, stitching;
 - :mod:`.store`: runs and trials in the database, resume and cancel requests;
-- :mod:`.results`: the results table and the heatmap / parallel-coordinates plot.
+- :mod:`.results`: the result classes, the results table and the heatmap / parallel-coordinates
+  plot.
 
-The Ray fan-out lives in ``cryptoorchestrator.cluster.optimize``.
+The Ray executor and the public ``optimize`` / ``walk_forward`` live in
+``cryptoorchestrator.cluster.optimize``.
 """

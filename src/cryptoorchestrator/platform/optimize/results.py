@@ -1,9 +1,11 @@
-"""A study's results as a pyarrow table, and its plot (heatmap or parallel coordinates)."""
+"""A study's results: :class:`OptimizationResult`, :class:`WalkForwardResult`, the results
+table, and the plot (heatmap or parallel coordinates)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,107 @@ import pyarrow as pa
 
 from cryptoorchestrator.platform.backtest.metrics import METRIC_NAMES
 from cryptoorchestrator.platform.optimize.objective import Objective
-from cryptoorchestrator.platform.optimize.trials import OK, TrialResult
+from cryptoorchestrator.platform.optimize.space import Params
+from cryptoorchestrator.platform.optimize.trials import (
+    OK,
+    TrialConfig,
+    TrialResult,
+    best_of,
+    strategy_name,
+)
+
+
+@dataclass
+class OptimizationResult:
+    """The outcome of a study: every trial, the best one, a table and a plot."""
+
+    # The key, or how to compute it: a study that is not stored needs it only if asked, and
+    # hashing a large data set takes a core the workers are using.
+    _study_key: str | Callable[[], str]
+    run_id: str | None
+    status: str
+    strategy: Any
+    objective: Objective
+    param_names: tuple[str, ...]
+    trials: list[TrialResult]
+    config: TrialConfig
+    n_reused: int = 0
+    elapsed_s: float = 0.0
+    batch_size: int = 0
+    name: str = ""
+
+    @property
+    def study_key(self) -> str:
+        """The study's identity (strategy, data, space, objective, settings): a re-run resumes."""
+        if callable(self._study_key):
+            self._study_key = self._study_key()
+        return self._study_key
+
+    @property
+    def best_trial(self) -> TrialResult | None:
+        """The succeeded trial with the best objective value (None if none succeeded)."""
+        return best_of(self.trials, self.objective)
+
+    @property
+    def best(self) -> Params | None:
+        """The best parameters."""
+        t = self.best_trial
+        return dict(t.params) if t else None
+
+    @property
+    def best_value(self) -> float | None:
+        """The best objective value."""
+        t = self.best_trial
+        return t.value if t else None
+
+    @property
+    def results(self) -> pa.Table:
+        """One row per trial (params, value, status, error, metrics); ``.to_pandas()`` works."""
+        return results_table(self.trials, self.param_names)
+
+    def top(self, n: int = 10) -> list[TrialResult]:
+        """Return the ``n`` best succeeded trials, best first."""
+        return ranked(self.trials, self.objective)[:n]
+
+    def plot(self, path: str | Path | None = None) -> Path:
+        """Save a heatmap (two parameters) or parallel coordinates plot as PNG; return its path."""
+        path = Path(path) if path else Path(f"optimize-{self.study_key[:12]}.png")
+        return plot_results(
+            self.trials,
+            self.param_names,
+            self.objective,
+            path,
+            title=f"{self.name or strategy_name(self.strategy)}: {self.objective.name}",
+        )
+
+
+@dataclass
+class WalkForwardResult:
+    """Per-fold best parameters with in-sample and out-of-sample metrics, stitched OOS equity."""
+
+    folds: list[dict[str, Any]]
+    equity: np.ndarray
+    timestamps: np.ndarray
+    studies: list[OptimizationResult]
+
+    @property
+    def table(self) -> pa.Table:
+        """One row per fold: windows, best params, ``is_<metric>`` and ``oos_<metric>``."""
+        rows = []
+        for f in self.folds:
+            row = {k: v for k, v in f.items() if k not in ("is_metrics", "oos_metrics", "params")}
+            row.update({f"param_{k}": v for k, v in (f["params"] or {}).items()})
+            row.update({f"is_{k}": v for k, v in (f["is_metrics"] or {}).items()})
+            row.update({f"oos_{k}": v for k, v in (f["oos_metrics"] or {}).items()})
+            rows.append(row)
+        return pa.Table.from_pylist(rows)
+
+    @property
+    def oos_return(self) -> float:
+        """Total return of the stitched out-of-sample equity curve."""
+        if not self.equity.size or not self.studies:
+            return math.nan
+        return float(self.equity[-1] / self.studies[0].config.sim.init_cash - 1.0)
 
 
 def results_table(results: Sequence[TrialResult], param_names: Sequence[str]) -> pa.Table:

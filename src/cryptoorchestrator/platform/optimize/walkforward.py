@@ -1,8 +1,10 @@
-"""Walk-forward analysis: train/test fold splitting, out-of-sample evaluation and stitching."""
+"""Walk-forward analysis: fold splitting, a study per fold, out-of-sample evaluation, stitching."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,7 +12,12 @@ import numpy as np
 
 from cryptoorchestrator.platform.backtest.evaluate import evaluate
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.optimize import store as study_store
+from cryptoorchestrator.platform.optimize.executor import BatchExecutor, run_study
+from cryptoorchestrator.platform.optimize.results import OptimizationResult, WalkForwardResult
+from cryptoorchestrator.platform.optimize.study import StudySpec
 from cryptoorchestrator.platform.optimize.trials import BarArrays, TrialConfig
+from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.strategy.base import Strategy
 
 Mode = Literal["rolling", "anchored"]
@@ -131,3 +138,69 @@ def stitch_equity(curves: list[np.ndarray], init_cash: float) -> np.ndarray:
         if curve.size:
             scale *= float(curve[-1]) / init_cash
     return np.concatenate(out) if out else np.empty(0)
+
+
+def walk_forward(
+    spec: StudySpec,
+    folds: Sequence[Fold],
+    executor: BatchExecutor,
+    *,
+    settings: Settings | None = None,
+    progress: bool = True,
+    cancel_event: threading.Event | None = None,
+) -> WalkForwardResult:
+    """Optimise ``spec`` on each fold's train window; evaluate the best on its test window.
+
+    Each fold is the study ``spec`` restricted to ``bars[train_start:train_stop]`` (its own key,
+    named ``<name>:fold<k>``), run on ``executor`` as :func:`~.executor.run_study` runs it.  A
+    fold's out-of-sample result is ``co.backtest(strategy, bars[train_start:test_stop],
+    params, config=sim, warmup=test_start - train_start)``: the same floats, stops included.
+    A fold with no succeeded trial stays in cash; a cancelled or failed fold ends the analysis.
+    """
+    arrays = spec.bars
+    cfg = spec.config
+    out: list[dict[str, Any]] = []
+    studies: list[OptimizationResult] = []
+    curves: list[np.ndarray] = []
+    for fold in folds:
+        fold_spec = dataclasses.replace(
+            spec, name=f"{spec.name}:fold{fold.index}", window=(fold.train_start, fold.train_stop)
+        )
+        res = run_study(
+            fold_spec, executor, settings=settings, progress=progress, cancel_event=cancel_event
+        )
+        studies.append(res)
+        bt = res.best_trial
+        row: dict[str, Any] = {
+            "fold": fold.index,
+            "train_start": fold.train_start,
+            "train_stop": fold.train_stop,
+            "test_start": fold.test_start,
+            "test_stop": fold.test_stop,
+            "params": bt.params if bt else None,
+            "is_value": bt.value if bt else None,
+            "is_metrics": bt.metrics if bt else None,
+            "oos_metrics": None,
+            "oos_value": None,
+        }
+        if bt is not None:
+            win = evaluate_window(
+                spec.strategy,
+                arrays,
+                bt.params,
+                cfg,
+                fold.test_start,
+                fold.test_stop,
+                warmup_start=fold.train_start,
+            )
+            row["oos_metrics"] = win.metrics
+            row["oos_value"] = spec.objective.value(win.metrics)
+            curves.append(win.equity)
+        else:  # nothing tradable in this fold: stay in cash out of sample
+            curves.append(np.full(fold.test_stop - fold.test_start, cfg.sim.init_cash))
+        out.append(row)
+        if res.status != study_store.SUCCEEDED:
+            break
+    equity = stitch_equity(curves, cfg.sim.init_cash)
+    ts = arrays.timestamp[folds[0].test_start : folds[0].test_start + equity.size]
+    return WalkForwardResult(out, equity, ts, studies)
