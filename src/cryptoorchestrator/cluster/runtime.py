@@ -7,6 +7,7 @@ authentication on by itself, after which ``ray status`` and other drivers fail t
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def ensure_ray(
         ray.init(address=address, **kwargs)
         return ray
     try:
+        if local_cluster_address() is None:
+            raise ConnectionError("no local Ray cluster answers")
         ray.init(address="auto", **kwargs)
         return ray
     except (ConnectionError, RuntimeError):
@@ -114,6 +117,31 @@ def ensure_ray(
         local["object_store_memory"] = object_store_memory
     ray.init(**kwargs, **local)
     return ray
+
+
+def local_cluster_address(timeout_s: float = 1.0) -> str | None:
+    """Return the GCS address of the Ray cluster running on this machine, None if none answers.
+
+    Ray records the last cluster started here in ``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``
+    and does not always remove it when that cluster stops (a driver that started a private
+    cluster and exited): ``ray.init(address="auto")`` then spends a minute trying to reach a
+    dead GCS before it fails.  A TCP connect to the recorded address answers at once.
+    """
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    try:
+        address = path.read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return address
+    except OSError:
+        return None
 
 
 def dashboard_available() -> bool:
