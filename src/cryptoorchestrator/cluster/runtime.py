@@ -6,6 +6,7 @@ authentication on by itself, after which ``ray status`` and other drivers fail t
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 from pathlib import Path
@@ -71,14 +72,20 @@ def ensure_ray(
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
     start_local: bool = True,
+    head: bool = False,
 ) -> Any:
     """Connect to Ray once per process and return the ``ray`` module.
 
     With ``settings.ray_address`` set, join that cluster (``auto`` or ``ray://host:10001``).
-    Otherwise join a cluster already running on this machine (``cryptoorch serve`` or
-    ``ray start --head``), and failing that start a private local Ray that lives as long as this
+    Otherwise join the cluster this machine has on record (``ray start --head``, or a running
+    ``cryptoorch serve``), and failing that start a private local Ray that lives as long as this
     process (the laptop and notebook default), unless ``start_local`` is False.  A driver already
-    connected (tests, notebooks, ``ray job submit``) is reused as it is.
+    connected (tests, notebooks, ``ray job submit``) is reused as it is.  Other Ray clusters
+    running on the machine (another user's, a test run's) are never joined by guesswork.
+
+    ``head=True`` (the API of ``cryptoorch serve``) records a cluster it starts where ``ray
+    start --head`` would, so that the CLI, ``ray list actors`` and ``ray job submit`` find it,
+    and removes the record when the process exits.
 
     Raises
     ------
@@ -102,9 +109,10 @@ def ensure_ray(
         ray.init(address=address, **kwargs)
         return ray
     try:
-        if local_cluster_address() is None:
-            raise ConnectionError("no local Ray cluster answers")
-        ray.init(address="auto", **kwargs)
+        recorded = local_cluster_address()
+        if recorded is None:
+            raise ConnectionError("no Ray cluster on record answers")
+        ray.init(address=recorded, **kwargs)
         return ray
     except (ConnectionError, RuntimeError):
         if not start_local:
@@ -116,16 +124,36 @@ def ensure_ray(
     if object_store_memory is not None:
         local["object_store_memory"] = object_store_memory
     ray.init(**kwargs, **local)
+    if head:
+        _record_cluster(ray.get_runtime_context().gcs_address)
     return ray
+
+
+def _record_cluster(address: str) -> None:
+    """Record ``address`` as this machine's cluster until this process exits."""
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(address)
+
+    def forget() -> None:
+        try:
+            if path.read_text().strip() == address:  # not if a newer cluster took the record
+                path.unlink()
+        except OSError:
+            pass
+
+    atexit.register(forget)
 
 
 def local_cluster_address(timeout_s: float = 1.0) -> str | None:
     """Return the GCS address of the Ray cluster running on this machine, None if none answers.
 
-    Ray records the last cluster started here in ``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``
-    and does not always remove it when that cluster stops (a driver that started a private
-    cluster and exited): ``ray.init(address="auto")`` then spends a minute trying to reach a
-    dead GCS before it fails.  A TCP connect to the recorded address answers at once.
+    The record is ``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``, written by ``ray start
+    --head`` and by ``cryptoorch serve``.  It may outlive its cluster (a killed head), and
+    ``ray.init(address="auto")`` would then spend a minute trying to reach a dead GCS, or join
+    whatever other cluster ``ps`` shows; a TCP connect to the recorded address answers at once.
     """
     from ray._common.utils import get_ray_address_file
 
