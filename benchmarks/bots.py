@@ -103,7 +103,7 @@ class SimulatorProcess:
 def _serve_simulator(conn: Any, start_ms: int, candles: int) -> None:
     import pyarrow.parquet as pq
 
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     table = pq.read_table(BUNDLED).slice(0, candles)
     with run_simulator_in_thread({"BTC/USDT": table}, start_ms=start_ms, speed=0) as sim:
@@ -171,8 +171,8 @@ def main() -> None:  # noqa: PLR0915 (a linear script)
     configure_ray_environment()  # as the platform starts Ray (workers' CPU priority included)
     from sqlalchemy import func, select
 
-    from cryptoorchestrator.cluster.bot_actor import find_bot_actor
     from cryptoorchestrator.cluster.bots import start_bot, stop_bot
+    from cryptoorchestrator.cluster.handles import find_bot_actor
     from cryptoorchestrator.cluster.risk_actor import get_risk_actor
     from cryptoorchestrator.cluster.runtime import NAMESPACE
     from cryptoorchestrator.platform.settings import Settings

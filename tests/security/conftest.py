@@ -27,11 +27,11 @@ from cryptoorchestrator.platform.storage.models import User
 
 def set_role(tc: TestClient, email: str, role: str) -> None:
     """Give ``email`` the ``role`` directly in the database (what ``cryptoorch users`` does)."""
-    factory: Any = tc.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = tc.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         session.execute(update(User).where(User.email == email).values(role=role))
         session.commit()
-    identity = tc.app.state.identity  # type: ignore[attr-defined]
+    identity = tc.app.state.context.identity  # type: ignore[attr-defined]
     for forget in ("forget_all", "clear"):
         if callable(getattr(identity, forget, None)):
             getattr(identity, forget)()

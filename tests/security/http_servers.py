@@ -107,7 +107,7 @@ def make_client(settings: Settings, db_url: str) -> Iterator[Callable[..., TestC
 
 def insert_account(client: TestClient, email: str, api_url: str, **values: Any) -> int:
     """Write an account row straight into the database (as if written before the rule)."""
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         user_id = session.scalar(select(User.id).where(User.email == email))
         row = ExchangeAccount(
@@ -125,7 +125,7 @@ def insert_account(client: TestClient, email: str, api_url: str, **values: Any) 
 
 def stored_url(client: TestClient, account_id: int) -> str | None:
     """Return an account's ``api_url`` as stored."""
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         row = session.get(ExchangeAccount, account_id)
         return None if row is None else row.api_url
@@ -136,13 +136,13 @@ def login_as(client: TestClient, email: str, role: str = "trader") -> dict[str, 
     from tests.integration.api.conftest import register_and_login
 
     headers = register_and_login(client, email)
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         user = session.scalar(select(User).where(User.email == email))
         assert user is not None
         user.role = role
         session.commit()
-    identity = client.app.state.identity  # type: ignore[attr-defined]
+    identity = client.app.state.context.identity  # type: ignore[attr-defined]
     for forget in ("forget_all", "clear"):
         if callable(getattr(identity, forget, None)):
             getattr(identity, forget)()

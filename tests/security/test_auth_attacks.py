@@ -41,7 +41,8 @@ class Clock:
     def __init__(self, client: TestClient) -> None:
         self.now = utcnow()
         app: Any = client.app
-        app.state.auth_config = replace(app.state.auth_config, clock=lambda: self.now)
+        context = app.state.context
+        context.auth_config = replace(context.auth_config, clock=lambda: self.now)
 
     def advance(self, **delta: float) -> None:
         """Move the clock forward."""
@@ -81,7 +82,7 @@ def hasher(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
 
 
 def _factory(client: TestClient) -> Any:
-    return client.app.state.session_factory  # type: ignore[attr-defined]
+    return client.app.state.context.session_factory  # type: ignore[attr-defined]
 
 
 def _user(client: TestClient, email: str) -> User:

@@ -72,7 +72,7 @@ def test_circuit_breakers_of_other_tenants_stay_hidden(
         f"binance:{ids['trader']}": {"state": "closed", "failures": 0},
         f"binance:{ids['other']}": {"state": "open", "failures": 5, "last_error": "timeout"},
     }
-    client.app.state.circuit_breakers = lambda: breakers  # type: ignore[attr-defined]
+    client.app.state.context.circuit_breakers = lambda: breakers  # type: ignore[attr-defined]
     mine = client.get("/api/health/detailed", headers=users["trader"]).json()["circuit_breaker"]
     assert list(mine["exchanges"]) == [f"binance:{ids['trader']}"]
     assert mine["open"] == []

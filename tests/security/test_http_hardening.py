@@ -36,7 +36,7 @@ FORGED = [f"203.0.113.{i}" for i in range(1, 20)]
 
 
 def _audit_ips(client: TestClient) -> list[str | None]:
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         return list(session.scalars(select(AuditLog.ip)))
 
@@ -265,7 +265,7 @@ def test_chunked_body_over_the_limit_is_413(app_factory: Callable[..., TestClien
     assert r.status_code == 413
     assert_error_shape(r.json(), "payload_too_large")
     _assert_hardened(r)
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(User)) == 0
 
@@ -305,7 +305,7 @@ def test_websocket_query_token_is_redacted_in_server_logs(
         assert token not in line
         assert isinstance(record.args, tuple)  # uvicorn's access formatter unpacks them
     flush_logs()
-    log = lite.app.state.settings.log_dir / "fastapi.log"  # type: ignore[attr-defined]
+    log = lite.app.state.context.settings.log_dir / "fastapi.log"  # type: ignore[attr-defined]
     assert token not in log.read_text()
 
 

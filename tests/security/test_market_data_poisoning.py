@@ -26,7 +26,7 @@ ACCOUNTS = "/api/integrations/exchanges/accounts"
 
 def _store_files(client: TestClient) -> dict[str, str]:
     """Every file under the store's folder with its content hash."""
-    root = Path(client.app.state.settings.data_dir)  # type: ignore[attr-defined]
+    root = Path(client.app.state.context.settings.data_dir)  # type: ignore[attr-defined]
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))

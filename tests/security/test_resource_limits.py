@@ -21,7 +21,7 @@ BACKTEST = {"strategy": "sma_cross", "params": {"fast": 10, "slow": 30}}
 
 
 def _active_runs(client: TestClient, email: str, n: int, status: str = "queued") -> None:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         user_id = session.scalar(select(User.id).where(User.email == email))
         for i in range(n):
@@ -42,7 +42,7 @@ def test_a_tenant_cannot_queue_runs_without_end(
     client: TestClient, users: dict[str, dict[str, str]]
 ) -> None:
     _active_runs(client, "trader@example.com", 3)
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         user_id = session.scalar(select(User.id).where(User.email == "trader@example.com"))
         session.add(

@@ -102,7 +102,7 @@ def rec(app_factory: Callable[..., TestClient], db_url: str) -> tuple[TestClient
 
 
 def _db(tc: TestClient) -> Any:
-    return tc.app.state.session_factory()  # type: ignore[attr-defined]
+    return tc.app.state.context.session_factory()  # type: ignore[attr-defined]
 
 
 def _role(tc: TestClient, email: str) -> str:
@@ -328,7 +328,7 @@ def test_risk_limits_list_shows_no_other_users_limits(client: TestClient) -> Non
 
 
 def _cli_env(monkeypatch: pytest.MonkeyPatch, tc: TestClient) -> None:
-    settings = tc.app.state.settings  # type: ignore[attr-defined]
+    settings = tc.app.state.context.settings  # type: ignore[attr-defined]
     monkeypatch.setenv("CRYPTOORCH_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("CRYPTOORCH_VAR_DIR", str(settings.var_dir))
     monkeypatch.setenv("CRYPTOORCH_LOG_DIR", str(settings.log_dir))
@@ -447,7 +447,7 @@ def test_trader_kill_switch_stops_only_their_bots(
     from cryptoorchestrator.cluster.runtime import NAMESPACE
 
     probe = app_factory()
-    settings = probe.app.state.settings  # type: ignore[attr-defined]
+    settings = probe.app.state.context.settings  # type: ignore[attr-defined]
     cluster = RayCluster(settings, connect=False)
     tc = app_factory(cluster=cluster, options=options())
     admin = register_and_login(tc, "admin@example.com")
@@ -533,7 +533,7 @@ def test_user_kill_switch_survives_an_actor_restart(
     from cryptoorchestrator.cluster.runtime import NAMESPACE
 
     probe = app_factory()
-    settings = probe.app.state.settings  # type: ignore[attr-defined]
+    settings = probe.app.state.context.settings  # type: ignore[attr-defined]
     cluster = RayCluster(settings, connect=False)
     tc = app_factory(cluster=cluster)
     register_and_login(tc, "admin@example.com")

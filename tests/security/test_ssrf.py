@@ -214,7 +214,7 @@ def test_bot_on_a_stored_disallowed_url_does_not_start(
         headers=h,
     )
     assert bot.status_code == 201, bot.text
-    settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
 
     # What a bot actor does when it starts: build its clients from the stored account.
     with pytest.raises(ConfigError, match="apiUrl"):
@@ -238,7 +238,7 @@ def test_operator_cli_may_use_loopback_but_never_a_non_http_url(
     from cryptoorchestrator.platform.storage.models import ExchangeAccount
 
     client = make_client()
-    settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
     monkeypatch.setenv("CRYPTOORCH_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("CRYPTOORCH_VAR_DIR", str(settings.var_dir))
     monkeypatch.setenv("CRYPTOORCH_LOG_DIR", str(settings.log_dir))
@@ -251,7 +251,7 @@ def test_operator_cli_may_use_loopback_but_never_a_non_http_url(
         assert refused.exit_code != 0, refused.output
         assert isinstance(refused.exception, InvalidInputError)
         assert refused.exception.field == "apiUrl"
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         assert session.scalars(select(ExchangeAccount.api_url)).all() == []
 

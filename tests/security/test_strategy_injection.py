@@ -219,7 +219,7 @@ def test_bot_actor_refuses_a_stored_code_reference(
 
     h = _trader(client)
     bot_id = client.post("/api/bots", json=BOT, headers=h).json()["id"]
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:  # a legacy row, written before names were checked
         session.execute(
             update(Bot)
@@ -235,7 +235,7 @@ def test_bot_actor_refuses_a_stored_code_reference(
                 pass
 
     monkeypatch.setattr(bot_actor, "get_event_bus", Bus)
-    settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
     slot = bot_actor.BotSlot(
         bot_id, settings_payload(settings), {"retry_initial_s": 3600, "feed": False}
     )

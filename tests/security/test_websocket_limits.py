@@ -19,7 +19,7 @@ def _token(headers: dict[str, str]) -> str:
 
 
 def _slots(client: TestClient) -> tuple[int, int]:
-    counts: tuple[int, int] = client.app.state.ws_slots.open_count()  # type: ignore[attr-defined]
+    counts: tuple[int, int] = client.app.state.context.ws_slots.open_count()  # type: ignore[attr-defined]
     return counts
 
 
@@ -136,7 +136,7 @@ def test_sockets_per_user_are_capped_and_freed(app_factory: Callable[..., TestCl
             refused = _refused(ws)
             assert refused.code == 1008
             assert "at most 2" in (refused.reason or "")
-        hub = client.app.state.event_hub  # type: ignore[attr-defined]
+        hub = client.app.state.context.event_hub  # type: ignore[attr-defined]
         assert hub.subscriber_count() == 2  # the refused socket never subscribed
         with client.websocket_connect("/ws/bots") as ws:  # another user is not affected
             ws.send_json({"type": "auth", "token": bob})

@@ -1,9 +1,10 @@
 """The FastAPI application factory; uvicorn loads ``cryptoorchestrator.api.app:create_app``.
 
-``create_app(settings)`` wires settings, database sessions, auth, the cluster facade, the health
-registry, the bot event hub and the market feed onto ``app.state``, installs the one error shape
-and the pure-ASGI middleware stack (outermost first): liveness fast path, security headers, access
-log, HEAD, CORS, rate limits, body size limit.
+``create_app(settings)`` builds the one :class:`~cryptoorchestrator.api.context.AppContext`
+(settings, database sessions and reads, auth, the cluster facade, the health registry, the bot
+event hub, the market feed, the exchange hooks) and stores it on ``app.state.context``; it
+installs the one error shape and the pure-ASGI middleware stack (outermost first): liveness fast
+path, security headers, access log, HEAD, CORS, rate limits, body size limit, crashes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cryptoorchestrator import __version__
 from cryptoorchestrator.api.config import ApiOptions
+from cryptoorchestrator.api.context import AppContext, Hook, context_of
 from cryptoorchestrator.api.errors import install_error_handlers
 from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.facade import ClusterFacade, UnavailableCluster
@@ -47,23 +49,31 @@ from cryptoorchestrator.api.ratelimit import (
     RateLimits,
     RedisBackend,
 )
-from cryptoorchestrator.api.reads import AsyncReads
 from cryptoorchestrator.api.routers import (
     analytics,
     auth,
+    backtests,
     bots,
     health,
     integrations,
     markets,
-    runs,
+    optimizations,
+    risk,
     trading,
     ws,
 )
-from cryptoorchestrator.api.wiring import install_cluster, install_exchange_hooks
+from cryptoorchestrator.api.wiring import (
+    breaker_states,
+    cluster_tasks,
+    connection_tester,
+    market_syncer,
+    ray_cluster,
+)
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.logs import api_log_writer, setup_api_logging
 from cryptoorchestrator.platform.services.auth import AuthConfig
 from cryptoorchestrator.platform.services.bots import bots_by_status
+from cryptoorchestrator.platform.services.trade_reads import trade_reads_for
 from cryptoorchestrator.platform.settings import Settings, get_settings
 from cryptoorchestrator.platform.storage.db import check_database, session_factory
 from cryptoorchestrator.platform.storage.models import Bot
@@ -98,26 +108,18 @@ def _rate_backend(settings: Settings, options: ApiOptions) -> RateLimitBackend:
 PING_PATHS = {"binance": "/api/v3/ping"}
 
 
-def _register_health(app: FastAPI) -> None:
-    state = app.state
-    registry: HealthRegistry = state.health
+def _register_health(context: AppContext) -> None:
+    registry = context.health
 
     def database() -> dict[str, Any]:
-        return check_database(state.settings)
+        return check_database(context.settings)
 
     def bots_check() -> dict[str, Any]:
-        with state.session_factory() as session:
+        with context.session_factory() as session:
             return {"status": "healthy", "by_status": bots_by_status(session)}
 
     def circuit_breaker() -> dict[str, Any]:
-        provider = getattr(state, "circuit_breakers", None)
-        if provider is None:
-            return {
-                "status": "unavailable",
-                "reason": "no execution clients installed (issue 7); no breaker to report",
-                "exchanges": {},
-            }
-        exchanges: dict[str, dict[str, Any]] = provider()
+        exchanges = context.circuit_breakers()
         open_ = [name for name, s in exchanges.items() if s.get("state") == "open"]
         return {
             "status": "degraded" if open_ else "healthy",
@@ -133,7 +135,7 @@ def _register_health(app: FastAPI) -> None:
 
         import httpx
 
-        endpoints = dict(state.settings.exchange_endpoints)
+        endpoints = dict(context.settings.exchange_endpoints)
         if not endpoints:
             return {
                 "status": "unavailable",
@@ -166,54 +168,11 @@ def _register_health(app: FastAPI) -> None:
         }
 
     registry.register("database", database)
-    registry.register("ray", lambda: state.cluster.ray_status())
-    registry.register("risk_actor", lambda: state.cluster.risk_status())
+    registry.register("ray", lambda: context.cluster.ray_status())
+    registry.register("risk_actor", lambda: context.cluster.risk_status())
     registry.register("circuit_breaker", circuit_breaker)
     registry.register("bots", bots_check)
     registry.register("exchanges", exchanges_reachable, external=True)
-
-
-class PlatformAPI(FastAPI):
-    """FastAPI with the platform's own middleware outermost.
-
-    Starlette puts user middleware inside its error and telemetry layers; ours (liveness,
-    security headers, access log, HEAD, CORS, rate limits, body limit) handle every message
-    themselves and never raise, so they go outside: a liveness probe is answered without
-    crossing FastAPI's three wrappers (a quarter of its cost), while route errors are still
-    turned into responses by ServerErrorMiddleware inside, and the access log records the
-    status actually sent.
-    """
-
-    def __init__(self, *args: Any, telemetry: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, telemetry=telemetry, **kwargs)  # type: ignore[arg-type]
-        # With native telemetry switched off, FastAPI.__call__ and Starlette.__call__ come down
-        # to setting scope["root_path"] and scope["app"] before the middleware stack.
-        self._plain = telemetry is not None and not any(
-            telemetry.get(k, True) for k in ("tracing", "metrics", "logs")
-        )
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Enter the middleware stack directly when telemetry is off (what FastAPI then does)."""
-        if not self._plain or scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        if self.root_path:
-            scope["root_path"] = self.root_path
-        scope["app"] = self
-        if self.middleware_stack is None:
-            self.middleware_stack = self.build_middleware_stack()
-        await self.middleware_stack(scope, receive, send)
-
-    def build_middleware_stack(self) -> Any:
-        """Build FastAPI's stack without the user middleware, then wrap it in ours."""
-        user, self.user_middleware = self.user_middleware, []
-        try:
-            app = super().build_middleware_stack()
-        finally:
-            self.user_middleware = user
-        for cls, args, kwargs in reversed(user):
-            app = cls(app, *args, **kwargs)
-        return app
 
 
 def create_app(
@@ -256,11 +215,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Fewer threads than anyio's 40 for sync routes: on a busy head node 40 threads only
-        # fight over the GIL, and the queue in front of them is fair (FIFO); measured on
-        # /api/trades at 50 connections: p99 466 ms with 40 threads, 228 ms with 4.
+        # Fewer threads than anyio's 40 for sync routes: on a busy head node more threads only
+        # fight over the GIL, while the queue in front of them is fair (FIFO), so a small pool
+        # shortens the latency tail.
         to_thread.current_default_thread_limiter().total_tokens = options.threads
-        for hook in app.state.on_start:
+        for hook in context_of(app).on_start:
             await hook()
         # Everything built so far (app, models, ORM mappers, ccxt/ray modules) lives as long as
         # the process: freezing it keeps the cyclic GC from re-scanning it on every full
@@ -268,57 +227,86 @@ def create_app(
         gc.collect()
         gc.freeze()
         yield
-        for hook in app.state.on_stop:
+        for hook in context_of(app).on_stop:
             await hook()
         await backend.close()
 
-    app = PlatformAPI(
+    app = FastAPI(
         title="CryptoOrchestrator API",
         version=__version__,
         description="Backtest, optimize and run crypto trading bots. Errors always have the "
         'shape {"code", "message", "details": [{"field", "message"}]}.',
         openapi_tags=TAGS,
         lifespan=lifespan,
-        # FastAPI's native OpenTelemetry looks up its providers on every request (~5 us, a
-        # fifth of a liveness probe): on only when asked for.
+        # FastAPI's native OpenTelemetry looks up its providers on every request (a large
+        # share of a liveness probe's cost): on only when asked for.
         telemetry=None if options.otel else {"tracing": False, "metrics": False, "logs": False},
         # Starlette builds a slash redirect's absolute Location from the Host header (an open
         # redirect for anyone who can set it); routes are declared exactly, others are 404.
         redirect_slashes=False,
     )
     factory = session_factory(settings)
-    app.state.settings = settings
-    app.state.options = options
-    # The one notion of "the client's address" (rate limits, audit log, access log, sockets).
-    app.state.proxies = proxies = TrustedProxies(options.trusted_proxies)
-    app.state.ws_slots = SocketSlots(options.ws_max_per_ip, options.ws_max_per_user)
-    app.state.session_factory = factory
-    app.state.auth_config = auth_config
-    app.state.identity = Identity(auth_config, factory, user_ttl_s=options.user_cache_s)
-    app.state.secret_box = SecretBox(secret)
-    app.state.reads = reads = AsyncReads.for_settings(settings)
-    app.state.cluster = cluster or UnavailableCluster()
-    app.state.feed = feed or StoreFeed(
-        settings.data_dir, options.market_exchange, options.market_timeframe, options.ws_poll_s / 2
-    )
-    app.state.health = HealthRegistry()
-    app.state.on_start = []
-    app.state.on_stop = []
-    if reads is not None:
-        app.state.on_start.append(reads.open)
-        app.state.on_stop.append(reads.close)
-    install_exchange_hooks(app, settings)
-    if cluster is None and options.cluster == "ray":
-        install_cluster(app, settings, options.supervise_interval_s)
 
     def owner_of(bot_id: int) -> int | None:
         with factory() as session:
             return session.scalar(select(Bot.user_id).where(Bot.id == bot_id))
 
-    app.state.event_hub = EventHub(owner_of)
-    _register_health(app)
+    on_start: list[Hook] = []
+    on_stop: list[Hook] = []
+    hub = EventHub(owner_of)
+    if cluster is None and options.cluster == "ray":
+        ray = ray_cluster(settings)
+        start, stop = cluster_tasks(ray, settings, hub, options.supervise_interval_s)
+        on_start.append(start)
+        on_stop.append(stop)
+        cluster = ray
+    cluster = cluster or UnavailableCluster()
+    trades = trade_reads_for(settings, factory)
+    on_start.insert(0, trades.open)
+    on_stop.insert(0, trades.close)
+    context = AppContext(
+        settings=settings,
+        options=options,
+        session_factory=factory,
+        auth_config=auth_config,
+        identity=Identity(auth_config, factory, user_ttl_s=options.user_cache_s),
+        secret_box=SecretBox(secret),
+        # The one notion of "the client's address" (rate limits, audit log, access log, sockets).
+        proxies=TrustedProxies(options.trusted_proxies),
+        ws_slots=SocketSlots(options.ws_max_per_ip, options.ws_max_per_user),
+        trades=trades,
+        cluster=cluster,
+        feed=feed
+        or StoreFeed(
+            settings.data_dir,
+            options.market_exchange,
+            options.market_timeframe,
+            options.ws_poll_s / 2,
+        ),
+        health=HealthRegistry(),
+        event_hub=hub,
+        circuit_breakers=breaker_states(cluster),
+        exchange_tester=connection_tester(settings),
+        exchange_syncer=market_syncer(settings),
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+    app.state.context = context
+    _register_health(context)
     install_error_handlers(app)
-    for module in (health, auth, bots, trading, markets, integrations, runs, analytics, ws):
+    for module in (
+        health,
+        auth,
+        bots,
+        trading,
+        markets,
+        integrations,
+        backtests,
+        optimizations,
+        risk,
+        analytics,
+        ws,
+    ):
         app.include_router(module.router)
     install_openapi(app)
 
@@ -330,16 +318,16 @@ def create_app(
             auth=options.rate_limit_auth,
             window_s=options.rate_limit_window_s,
         ),
-        app.state.identity.identify,
-        proxies.client_ip,
+        context.identity.identify,
+        context.proxies.client_ip,
     )
     access = (
-        AccessLog(api_log_writer(settings.log_dir), proxies.client_ip)
+        AccessLog(api_log_writer(settings.log_dir), context.proxies.client_ip)
         if options.access_log
         else None
     )
     security = SecurityHeaders(
-        proxies,
+        context.proxies,
         options.hsts_max_age_s,
         (app.docs_url or "", app.redoc_url or "", app.swagger_ui_oauth2_redirect_url or ""),
     )

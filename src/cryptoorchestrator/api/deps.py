@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: ``SessionDep``, ``CurrentUser`` and the services."""
+"""Dependencies shared by the routers: ``ContextDep``, ``SessionDep``, ``CurrentUser`` and the
+services built from the app's :class:`~cryptoorchestrator.api.context.AppContext`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from cryptoorchestrator.api.context import AppContext, context_of
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.facade import ClusterFacade
-from cryptoorchestrator.api.identity import Identity
-from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.platform.errors import (
     ForbiddenError,
     InvalidInputError,
@@ -25,7 +26,10 @@ from cryptoorchestrator.platform.exchange.urls import UrlPolicy
 from cryptoorchestrator.platform.services.accounts import AccountService
 from cryptoorchestrator.platform.services.auth import INVALID_TOKEN, AuthService
 from cryptoorchestrator.platform.services.bots import BotService, StrategyValidator
+from cryptoorchestrator.platform.services.records import RiskRecords, RunRecords
 from cryptoorchestrator.platform.services.roles import ROLES
+from cryptoorchestrator.platform.services.runs import check_run_quota
+from cryptoorchestrator.platform.services.trade_reads import TradeReads
 from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import User
 from cryptoorchestrator.strategies.registry import registered_strategy
@@ -39,13 +43,23 @@ _bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/
 _CLOSERS = anyio.CapacityLimiter(8)
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
+async def get_context(conn: HTTPConnection) -> AppContext:
+    """Return the app's context (for HTTP routes and WebSockets alike)."""
+    # A coroutine, like every dependency here that does no I/O: FastAPI would run a plain
+    # function on a worker thread, and the hot routes' requests would wait for one.
+    return context_of(conn.app)
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(context: ContextDep) -> AsyncIterator[Session]:
     """Yield the request's session; routes commit what they change, the rest is rolled back.
 
     Creating a session does no I/O, so this runs on the event loop; closing one still inside a
     transaction (a rollback round trip) goes to a thread of its own pool, any other is free.
     """
-    session: Session = request.app.state.session_factory()
+    session = context.session_factory()
     try:
         yield session
     finally:
@@ -61,21 +75,19 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def client_ip(request: Request) -> str | None:
     """Return the client's address (for audit rows): the peer, or what a trusted proxy saw.
 
-    The same answer as the rate limiter's (``app.state.proxies``): a forged
+    The same answer as the rate limiter's (``AppContext.proxies``): a forged
     ``X-Forwarded-For`` from an untrusted peer never reaches the audit log.
     """
-    proxies: TrustedProxies = request.app.state.proxies
-    return proxies.client_ip(request.scope)
+    return context_of(request.app).proxies.client_ip(request.scope)
 
 
-def get_auth(request: Request, db: SessionDep) -> AuthService:
+async def get_auth(context: ContextDep, db: SessionDep) -> AuthService:
     """Return the auth service for this request."""
-    identity: Identity = request.app.state.identity
     return AuthService(
         db,
-        request.app.state.auth_config,
-        request.app.state.secret_box,
-        on_revoke=identity.revoked,
+        context.auth_config,
+        context.secret_box,
+        on_revoke=context.identity.revoked,
     )
 
 
@@ -89,14 +101,14 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
-async def current_user_id(request: Request, creds: Bearer) -> int:
+async def current_user_id(request: Request, context: ContextDep, creds: Bearer) -> int:
     """Return the id of the bearer token's active user, or raise 401 saying why.
 
     The token must be current: its user active, its session (``sid``) not revoked and its
     epoch (``ep``) the user's.  :class:`Identity` caches all three, so a warm request does no
     database work here.
     """
-    identity: Identity = request.app.state.identity
+    identity = context.identity
     token = _token(creds)
     claims = identity.claims(token)
     if not identity.current(claims):
@@ -108,13 +120,15 @@ async def current_user_id(request: Request, creds: Bearer) -> int:
 CurrentUserId = Annotated[int, Depends(current_user_id)]
 
 
-async def current_user(request: Request, db: SessionDep, creds: Bearer) -> User:
+async def current_user(
+    request: Request, context: ContextDep, db: SessionDep, creds: Bearer
+) -> User:
     """Return the bearer token's user (the row, for routes that read or change it).
 
     Always asks the database (these routes change credentials or read the profile), in the
     request's session; the claims are left on ``request.state.access_claims``.
     """
-    identity: Identity = request.app.state.identity
+    identity = context.identity
     token = _token(creds)
     claims = identity.claims(token)
 
@@ -214,29 +228,62 @@ async def get_trading(db: SessionDep, user_id: CurrentUserId) -> TradingQueries:
 TradingDep = Annotated[TradingQueries, Depends(get_trading)]
 
 
-async def get_accounts(request: Request, db: SessionDep, user_id: CurrentUserId) -> AccountService:
+async def get_accounts(
+    context: ContextDep, db: SessionDep, user_id: CurrentUserId
+) -> AccountService:
     """Return the exchange-account service of the current user (apiUrl checked against the
     operator's allowed hosts)."""
-    policy = UrlPolicy.from_settings(request.app.state.settings)
-    return AccountService(db, user_id, request.app.state.secret_box, policy)
+    policy = UrlPolicy.from_settings(context.settings)
+    return AccountService(db, user_id, context.secret_box, policy)
 
 
 AccountsDep = Annotated[AccountService, Depends(get_accounts)]
 
 
-def get_cluster(request: Request) -> ClusterFacade:
-    """Return the cluster facade installed on the app."""
-    cluster: ClusterFacade = request.app.state.cluster
-    return cluster
+async def get_runs(db: SessionDep, user: CurrentUser) -> RunRecords:
+    """Return the stored backtest and optimization runs of the current user."""
+    return RunRecords(db, user.id)
+
+
+RunsDep = Annotated[RunRecords, Depends(get_runs)]
+
+
+async def get_risk_records(db: SessionDep, user: CurrentUser) -> RiskRecords:
+    """Return the risk limits and events that apply to the current user's bots."""
+    return RiskRecords(db, user.id)
+
+
+RiskRecordsDep = Annotated[RiskRecords, Depends(get_risk_records)]
+
+
+async def get_cluster(context: ContextDep) -> ClusterFacade:
+    """Return the app's cluster facade."""
+    return context.cluster
 
 
 ClusterDep = Annotated[ClusterFacade, Depends(get_cluster)]
 
 
-def get_hub(request: Request) -> EventHub:
+async def get_hub(context: ContextDep) -> EventHub:
     """Return the bot event hub."""
-    hub: EventHub = request.app.state.event_hub
-    return hub
+    return context.event_hub
 
 
 HubDep = Annotated[EventHub, Depends(get_hub)]
+
+
+async def get_trade_reads(context: ContextDep) -> TradeReads:
+    """Return the read backend of ``/api/trades`` chosen for the app's database."""
+    return context.trades
+
+
+TradeReadsDep = Annotated[TradeReads, Depends(get_trade_reads)]
+
+
+def run_quota(context: ContextDep, db: SessionDep, user: TraderUser) -> None:
+    """Refuse a new run (409) while the user has ``max_active_runs`` queued or running."""
+    check_run_quota(db, user.id, context.options.max_active_runs)
+
+
+#: Checks the current trader's run quota before a backtest or optimization is submitted.
+RunQuota = Annotated[None, Depends(run_quota)]

@@ -2,10 +2,14 @@
 
 ``{"code": str, "message": str, "details": [{"field": str, "message": str, ...}]}`` for platform
 errors, request validation, Starlette's own 404/405, rate limits, body limits and crashes alike.
+
+Crashes are answered by :class:`CrashMiddleware`, inside the platform's own middleware, so a 500
+carries the same security and rate-limit headers and access-log line as any other answer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptoorchestrator.platform import errors as E
 from cryptoorchestrator.platform.services.bots import RANGES, WIRE_NAMES
@@ -197,8 +202,84 @@ async def _crash_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 
+class CrashMiddleware:
+    """Answer an unhandled exception with 500 in the error shape, then re-raise it.
+
+    Starlette answers crashes in its outermost layer, outside every added middleware; this one
+    is added first (innermost), where the answer still crosses the platform's layers.  The
+    exception goes on to the server, which logs it, as Starlette's own layer does.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; on a crash before the response started, send the 500 and re-raise."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            response = await _crash_handler(Request(scope), exc)
+            if not started:
+                await response(scope, receive, send)
+            raise
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send a complete JSON error response in the API's one error shape (for ASGI layers).
+
+    Parameters
+    ----------
+    send
+        The ASGI send callable.
+    status
+        HTTP status code.
+    code, message
+        The error's ``code`` and ``message``; ``details`` is empty.
+    headers
+        More response headers.
+    """
+    body = json.dumps({"code": code, "message": message, "details": []}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every failure the one error shape."""
+    """Register the handlers that give every failure the one error shape.
+
+    Call it before adding any other middleware: :class:`CrashMiddleware` must be the innermost.
+
+    Parameters
+    ----------
+    app
+        The app.
+    """
     app.add_exception_handler(E.CryptoOrchError, _platform_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
@@ -209,4 +290,4 @@ def install_error_handlers(app: FastAPI) -> None:
         psycopg_pool.PoolTimeout,
     ):
         app.add_exception_handler(db_down, _database_down_handler)
-    app.add_exception_handler(Exception, _crash_handler)
+    app.add_middleware(CrashMiddleware)

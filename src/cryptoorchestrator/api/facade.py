@@ -1,9 +1,9 @@
 """The seam between the API and the Ray cluster (bots, risk actor, backtest and sweep jobs).
 
-Routes call a :class:`ClusterFacade` found on ``app.state.cluster``; they never touch Ray
-themselves.  Until the cluster layer provides one (issue 8), :class:`UnavailableCluster` answers
-every call with ``UnavailableError("not available: ...")``, which the API renders as a 503 in the
-one error shape instead of pretending that a bot started or a backtest ran.
+Routes call the :class:`ClusterFacade` of the app's context (``ClusterDep``); they never touch
+Ray themselves.  An API served without a cluster gets :class:`UnavailableCluster`, which answers
+every call with ``UnavailableError("not available: ...")``, rendered as a 503 in the one error
+shape instead of pretending that a bot started or a backtest ran.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ class ClusterFacade(Protocol):
 
 
 class UnavailableCluster:
-    """The facade used until the cluster layer exists: everything is "not available"."""
+    """The facade of an API served without a cluster: everything is "not available"."""
 
-    reason = "the Ray cluster layer (bot actors, risk actor, job runner; issue 8) is not wired"
+    reason = "the Ray cluster layer (bot actors, risk actor, job runner) is not wired"
 
     def _no(self, what: str) -> UnavailableError:
         return UnavailableError(f"not available: {what} ({self.reason})")

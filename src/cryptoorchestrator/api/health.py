@@ -1,6 +1,6 @@
 """A registry of health checks that other layers plug into.
 
-``app.state.health.register("name", check)`` adds a component to ``/api/health/detailed``;
+``AppContext.health.register("name", check)`` adds a component to ``/api/health/detailed``;
 ``register(..., external=True)`` to ``/api/health/external-apis``.  A check is a function (sync or
 async) returning a dict with at least ``status``: ``healthy``, ``degraded``, ``unavailable`` (not
 configured or not built) or ``unhealthy``.  Any ``unhealthy`` component makes the route answer 503

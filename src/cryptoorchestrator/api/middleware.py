@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cryptoorchestrator.api.errors import send_error
 from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.platform.logs import redact
 
@@ -30,29 +31,6 @@ if TYPE_CHECKING:
     from cryptoorchestrator.api.ratelimit import RateLimiter
 
 access_log = logging.getLogger("cryptoorchestrator.api.access")
-
-
-async def send_error(
-    send: Send,
-    status: int,
-    code: str,
-    message: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """Send a complete JSON error response in the API's one error shape."""
-    body = json.dumps({"code": code, "message": message, "details": []}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class HeadMiddleware:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cryptoorchestrator.api.middleware import send_error
+from cryptoorchestrator.api.errors import send_error
 from cryptoorchestrator.api.proxies import TrustedProxies
 
 log = logging.getLogger("cryptoorchestrator.api.ratelimit")

@@ -1,40 +1,71 @@
 """Connecting the API to the cluster and to the exchanges (the seams of ``create_app``).
 
-``install_cluster`` replaces the "not available" facade with the Ray cluster and starts the two
-background tasks a head node runs: the event relay (bot events to ``/ws/bots``) and the bot
-supervisor (re-creating bots whose desired state is running).  ``install_exchange_hooks`` gives
-the integrations and health routes their execution-client callables.
+:func:`ray_cluster` is the Ray cluster facade, and :func:`cluster_tasks` the two background
+tasks a head node then runs: the event relay (bot events to ``/ws/bots``) and the bot supervisor
+(re-creating bots whose desired state is running).  :func:`breaker_states`,
+:func:`connection_tester` and :func:`market_syncer` are the execution client's hooks for the
+health and integrations routes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-
+from cryptoorchestrator.api.context import BreakerStates, ExchangeTester, Hook, MarketSyncer
+from cryptoorchestrator.api.events import EventHub
+from cryptoorchestrator.api.facade import ClusterFacade
 from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.models import ExchangeAccount
 
-log = logging.getLogger("cryptoorchestrator.api")
+if TYPE_CHECKING:
+    from cryptoorchestrator.cluster.facade import RayCluster
 
 
-def install_exchange_hooks(app: FastAPI, settings: Settings) -> None:
-    """Enable circuit-breaker health, connection tests and the (operator's) market sync."""
+def breaker_states(cluster: ClusterFacade) -> BreakerStates:
+    """Return the circuit breakers' states: this process's, and the cluster's bots' if it has any.
+
+    Parameters
+    ----------
+    cluster
+        The app's cluster facade (a facade without ``circuit_breakers`` contributes nothing).
+
+    Returns
+    -------
+    BreakerStates
+        Each exchange's breaker state, read at each call.
+    """
     from cryptoorchestrator.platform.exchange.circuit import circuit_states
 
-    def breakers() -> dict[str, dict[str, Any]]:
-        states = dict(circuit_states())
-        cluster = app.state.cluster
-        remote = getattr(cluster, "circuit_breakers", None)
-        if callable(remote):
-            states.update(remote())
-        return states
+    remote = getattr(cluster, "circuit_breakers", None)
 
-    def tester(account: Any, credentials: Any) -> dict[str, Any]:
+    def states() -> dict[str, dict[str, Any]]:
+        found = dict(circuit_states())
+        if callable(remote):
+            found.update(remote())
+        return found
+
+    return states
+
+
+def connection_tester(settings: Settings) -> ExchangeTester:
+    """Return the test of an account's stored keys (no order is placed).
+
+    Parameters
+    ----------
+    settings
+        Platform settings (database, secret key, allowed hosts).
+
+    Returns
+    -------
+    ExchangeTester
+        Tests one account and returns the route's report of it.
+    """
+
+    def test(account: ExchangeAccount) -> dict[str, Any]:
         from cryptoorchestrator.platform.exchange.accounts import test_connection
 
         report = asyncio.run(test_connection(settings, account.id))
@@ -46,7 +77,24 @@ def install_exchange_hooks(app: FastAPI, settings: Settings) -> None:
             "testedAt": report.tested_at.isoformat(),
         }
 
-    def syncer() -> dict[str, Any]:
+    return test
+
+
+def market_syncer(settings: Settings) -> MarketSyncer:
+    """Return the refresh of the shared market-data store from the operator's sources.
+
+    Parameters
+    ----------
+    settings
+        Platform settings (data directory, exchange endpoints).
+
+    Returns
+    -------
+    MarketSyncer
+        Downloads each stored dataset's new candles; one failing does not stop the others.
+    """
+
+    def sync() -> dict[str, Any]:
         # The store is shared by every user: it is refreshed only from the operator's sources
         # (Settings.exchange_endpoints, else the exchange's own public API), never from an
         # account's apiUrl, which a tenant chooses.
@@ -72,14 +120,23 @@ def install_exchange_hooks(app: FastAPI, settings: Settings) -> None:
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
         return {"synced": results}
 
-    app.state.circuit_breakers = breakers
-    app.state.exchange_tester = tester
-    app.state.exchange_syncer = syncer
+    return sync
 
 
-def install_cluster(app: FastAPI, settings: Settings, supervise_interval_s: float) -> None:
-    """Use the Ray cluster and run the relay and supervisor while the app lives."""
-    from cryptoorchestrator.cluster.bots import supervise
+def ray_cluster(settings: Settings) -> RayCluster:
+    """Connect to (or start) Ray and return the cluster facade over it.
+
+    Parameters
+    ----------
+    settings
+        Platform settings (the Ray address among them).
+
+    Returns
+    -------
+    RayCluster
+        The facade of the bots, the risk actor and the job runner.
+    """
+    # Ray is imported only when the API serves a cluster.
     from cryptoorchestrator.cluster.facade import RayCluster
 
     # ray.init installs Ray's own SIGTERM handler (it exits at once), replacing the server's
@@ -89,11 +146,42 @@ def install_cluster(app: FastAPI, settings: Settings, supervise_interval_s: floa
     cluster = RayCluster(settings)
     if on_sigterm is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
-    app.state.cluster = cluster
+    return cluster
+
+
+def cluster_tasks(
+    cluster: RayCluster,
+    settings: Settings,
+    hub: EventHub,
+    supervise_interval_s: float,
+) -> tuple[Hook, Hook]:
+    """Return the hooks that start and stop the event relay and the bot supervisor.
+
+    Parameters
+    ----------
+    cluster
+        The Ray cluster facade.
+    settings
+        Platform settings.
+    hub
+        Where the relay publishes each bot event (for ``/ws/bots``).
+    supervise_interval_s
+        Seconds between the supervisor's passes.
+
+    Returns
+    -------
+    tuple[Hook, Hook]
+        ``(start, stop)``, for the app's lifespan.
+    """
+    from cryptoorchestrator.cluster.bots import supervise
+
     tasks: list[asyncio.Task[Any]] = []
 
+    def publish(bot_id: int, event: dict[str, Any]) -> None:
+        hub.publish(bot_id, event)
+
     async def start() -> None:
-        tasks.append(asyncio.create_task(cluster.relay_events(app.state.event_hub.publish)))
+        tasks.append(asyncio.create_task(cluster.relay_events(publish)))
         tasks.append(asyncio.create_task(supervise(settings, supervise_interval_s)))
 
     async def stop() -> None:
@@ -103,5 +191,4 @@ def install_cluster(app: FastAPI, settings: Settings, supervise_interval_s: floa
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)
+    return start, stop

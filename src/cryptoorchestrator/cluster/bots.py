@@ -14,7 +14,8 @@ from typing import Any
 import ray
 from sqlalchemy import select
 
-from cryptoorchestrator.cluster.bot_actor import find_bot_actor, start_bot_actor
+from cryptoorchestrator.cluster.bot_actor import start_bot_actor
+from cryptoorchestrator.cluster.handles import find_bot_actor
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.model import BotStatus

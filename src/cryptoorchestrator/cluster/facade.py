@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from cryptoorchestrator.cluster import bots as bot_control
 from cryptoorchestrator.cluster import jobs
-from cryptoorchestrator.cluster.bot_actor import find_bot_actor
 from cryptoorchestrator.cluster.events import get_event_bus
+from cryptoorchestrator.cluster.handles import find_bot_actor
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.cluster.runtime import ensure_ray, ray_status
 from cryptoorchestrator.platform.errors import InvalidInputError
@@ -68,7 +68,30 @@ def parse_limits(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]
                 raise InvalidInputError(f"limits[{i}].value", "must be a number") from exc
             # Limits are stored in a money column: a value it cannot hold is the user's error.
             values[name] = check_money(f"limits[{i}].value", number)
+            _check_range(f"limits[{i}].value", name, values[name])
     return values
+
+
+def _check_range(field: str, name: str, value: Decimal) -> None:
+    """Refuse a limit outside its declared range, naming the range (checked here, not first
+    inside the risk actor, so every caller gets a clear 4xx instead of a remote error)."""
+    bounds: list[str] = []
+    ok = True
+    for rule in RiskLimits.model_fields[name].metadata:
+        for attr, text, holds in (
+            ("ge", ">=", lambda v, b: v >= b),
+            ("gt", ">", lambda v, b: v > b),
+            ("le", "<=", lambda v, b: v <= b),
+            ("lt", "<", lambda v, b: v < b),
+        ):
+            bound = getattr(rule, attr, None)
+            if bound is not None:
+                bounds.append(f"{text} {bound}")
+                ok = ok and holds(value, Decimal(str(bound)))
+    if not ok:
+        raise InvalidInputError(
+            field, f"{name} {value} is out of range", allowed=" and ".join(bounds)
+        )
 
 
 def split_limits(items: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -121,7 +144,8 @@ class RayCluster:
     def __init__(self, settings: Settings, *, connect: bool = True) -> None:
         self.settings = settings
         if connect:
-            ensure_ray(settings)
+            # The API is the head of the cluster it starts: record it for the CLI and `ray`.
+            ensure_ray(settings, head=True)
         self._risk: Any = None
 
     @property

@@ -43,7 +43,7 @@ def _bot(client: TestClient, h: dict[str, str], name: str, **extra: Any) -> int:
 
 
 def _seed(client: TestClient, bot_id: int, fills: list[Any], equity: dict[int, str]) -> None:
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         for i, (side, amount, price, fee, ccy, pnl) in enumerate(fills):
             order = Order(
                 bot_id=bot_id,

@@ -58,8 +58,8 @@ def test_token_errors_say_expired_or_invalid(client: TestClient) -> None:
     bad = client.get("/api/auth/profile", headers={"Authorization": "Bearer not.a.jwt"})
     assert bad.status_code == 401
     assert bad.json()["message"] == "Invalid token"
-    config: AuthConfig = app.state.auth_config  # type: ignore[attr-defined]
-    with app.state.session_factory() as s:  # type: ignore[attr-defined]
+    config: AuthConfig = app.state.context.auth_config  # type: ignore[attr-defined]
+    with app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         uid = s.scalar(select(User.id).where(User.email == "carol@example.com"))
     old = create_access_token(
         config, uid, now=utcnow() - timedelta(hours=1), session_id="s", epoch=0
@@ -102,7 +102,7 @@ def test_refresh_rotation_and_reuse_revokes_family(client: TestClient) -> None:
     fresh = _login(client, "dan@example.com").json()
     ok = client.post("/api/auth/refresh", json={"refreshToken": fresh["refreshToken"]})
     assert ok.status_code == 200
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         actions = set(s.scalars(select(AuditLog.action)))
     assert {"auth.refresh_reuse", "login.succeeded", "user.registered"} <= actions
 
@@ -121,7 +121,7 @@ def test_refresh_validation_and_logout(client: TestClient) -> None:
     assert out.status_code == 204
     again = client.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
     assert again.status_code == 401
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         rows = list(s.scalars(select(RefreshToken)))
     assert rows
     assert all(r.revoked_at is not None for r in rows)
@@ -133,7 +133,8 @@ class StepClock:
     def __init__(self, client: TestClient) -> None:
         self.now = utcnow()
         app = client.app
-        app.state.auth_config = replace(app.state.auth_config, clock=lambda: self.now)  # type: ignore[attr-defined]
+        context = app.state.context  # type: ignore[attr-defined]
+        context.auth_config = replace(context.auth_config, clock=lambda: self.now)
 
     def code(self, totp: pyotp.TOTP) -> str:
         """A fresh code: TOTP codes are single use, so each use needs a later step."""
@@ -186,7 +187,7 @@ def test_mfa_enrol_confirm_login_backup_codes_disable(client: TestClient) -> Non
     assert off.status_code == 204
     assert client.get("/api/auth/profile", headers=headers).status_code == 401
     assert _login(client, "mfa@example.com").status_code == 200
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         actions = set(s.scalars(select(AuditLog.action)))
         user = s.scalar(select(User).where(User.email == "mfa@example.com"))
     assert {"mfa.enabled", "mfa.disabled", "mfa.backup_codes_regenerated"} <= actions

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.integration.api.conftest import options, register_and_login
 
-from cryptoorchestrator.cluster.bot_actor import find_bot_actor
+from cryptoorchestrator.cluster.handles import find_bot_actor
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.platform.settings import Settings
 
@@ -40,7 +40,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
 
 @pytest.fixture
 def sim() -> Iterator[Any]:
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     candles = pq.read_table(BUNDLED).slice(0, 1200)
     start = int(candles.column("timestamp")[700].as_py()) + 1
@@ -56,7 +56,7 @@ def test_bots_over_http_on_ray(
         update={"allowed_api_hosts": [sim.base_url.split("://", 1)[1].rstrip("/")]}
     )
     client = app_factory(options=options(cluster="ray", supervise_interval_s=1.0), settings=allowed)
-    settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings = client.app.state.context.settings  # type: ignore[attr-defined]
     h = register_and_login(client, "e2e@example.com")
     token = h["Authorization"].split()[1]
     account = client.post(

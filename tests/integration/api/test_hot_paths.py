@@ -21,10 +21,10 @@ from tests.integration.api.conftest import assert_error_shape, options, register
 from cryptoorchestrator.api import identity as identity_module
 from cryptoorchestrator.api.app import create_app
 from cryptoorchestrator.api.identity import Identity
-from cryptoorchestrator.api.reads import APPLICATION_NAME
 from cryptoorchestrator.api.schemas import Page, TradePublic
 from cryptoorchestrator.platform.errors import UnauthorizedError
 from cryptoorchestrator.platform.services.auth import AuthConfig, create_access_token
+from cryptoorchestrator.platform.services.trade_reads import APPLICATION_NAME, PooledTradeReads
 from cryptoorchestrator.platform.settings import DatabasePool, Settings
 from cryptoorchestrator.platform.storage.db import create_db_engine
 from cryptoorchestrator.platform.storage.models import Order, Trade, User
@@ -37,7 +37,7 @@ PNLS = [None, "-2.125", "0", "3", "0.000000000000000001"]
 
 def _seed(client: TestClient, bot_id: int) -> None:
     start = datetime(2024, 3, 1, 12, tzinfo=UTC)
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         for i in range(12):
             order = Order(
                 bot_id=bot_id,
@@ -72,7 +72,7 @@ def _seed(client: TestClient, bot_id: int) -> None:
 
 def _model_pages(client: TestClient, bot_id: int, limit: int) -> list[dict[str, Any]]:
     """What the validated TradePublic models give for the same pages (the reference)."""
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         rows = list(
             s.scalars(
                 select(Trade)
@@ -90,9 +90,9 @@ def test_trades_fast_path_writes_what_the_models_would(client: TestClient) -> No
     h = register_and_login(client, "hot@example.com")
     bot_id = client.post("/api/bots", json=BOT, headers=h).json()["id"]
     _seed(client, bot_id)
-    is_pg = client.app.state.settings.database_url.startswith("postgresql")  # type: ignore[attr-defined]
-    reads = client.app.state.reads  # type: ignore[attr-defined]
-    assert (reads is not None) == is_pg  # PostgreSQL takes the async pool, SQLite does not
+    is_pg = client.app.state.context.settings.database_url.startswith("postgresql")  # type: ignore[attr-defined]
+    reads = client.app.state.context.trades  # type: ignore[attr-defined]
+    assert isinstance(reads, PooledTradeReads) == is_pg  # the async pool for PostgreSQL only
     got: list[dict[str, Any]] = []
     for by_bot in (True, False):
         got, cursor = [], None
@@ -180,7 +180,7 @@ def test_deactivated_user_is_refused(settings: Settings) -> None:
     with TestClient(create_app(settings, options=options(user_cache_s=0))) as client:
         h = register_and_login(client, "gone@example.com")
         assert client.get("/api/trades", headers=h).status_code == 200
-        with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+        with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
             s.execute(update(User).values(is_active=False))
             s.commit()
         r = client.get("/api/trades", headers=h)

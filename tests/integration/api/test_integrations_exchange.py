@@ -22,7 +22,7 @@ from cryptoorchestrator.platform.storage.models import User
 
 @pytest.fixture
 def sim(shared_data: Path) -> Iterator[Any]:
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     candles = shared_data / "candles" / "binance_BTC_USDT-1h.feather"
     with run_simulator_in_thread({"BTC/USDT": candles}) as simulator:
@@ -41,7 +41,7 @@ def _operator_app(
 
 
 def _make_admin(client: TestClient, email: str) -> None:
-    factory: Any = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         session.execute(update(User).where(User.email == email).values(role="admin"))
         session.commit()

@@ -45,7 +45,7 @@ def test_health_routes(client: TestClient) -> None:
 
 
 def test_unhealthy_component_gives_503_with_reason(lite: TestClient) -> None:
-    registry: HealthRegistry = lite.app.state.health  # type: ignore[attr-defined]
+    registry: HealthRegistry = lite.app.state.context.health  # type: ignore[attr-defined]
 
     def broken() -> dict[str, str]:
         raise ConnectionError("risk actor unreachable")
@@ -60,7 +60,7 @@ def test_unhealthy_component_gives_503_with_reason(lite: TestClient) -> None:
     anonymous = lite.get("/api/health/detailed")
     assert anonymous.status_code == 503
     assert anonymous.json()["reasons"] == ["risk_actor: unhealthy"]
-    lite.app.state.circuit_breakers = lambda: {  # type: ignore[attr-defined]
+    lite.app.state.context.circuit_breakers = lambda: {  # type: ignore[attr-defined]
         "binance:1": {"state": "open", "failures": 5, "last_error": "timeout"}
     }
     cb = lite.get("/api/health/detailed", headers=admin).json()["circuit_breaker"]

@@ -28,7 +28,7 @@ BOT = {"name": "grid-1", "tradingPair": "BTC/USDT", "strategy": "sma_cross", "ri
 
 def _seed_trades(client: TestClient, bot_id: int, n: int) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         for i in range(n):
             order = Order(
                 bot_id=bot_id,
@@ -105,7 +105,7 @@ def test_start_stop_answer_503_and_persist_nothing(client: TestClient) -> None:
         assert r.status_code == 503
         assert_error_shape(r.json(), "not_available")
         assert r.json()["message"].startswith("not available:")
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         bot = s.get(Bot, bot_id)
         assert bot is not None
         assert bot.desired_state == "stopped"
@@ -137,7 +137,7 @@ class AcceptingCluster:
 
 def test_accepted_start_persists_state_event_and_publishes(app_factory: object) -> None:
     probe: TestClient = app_factory()  # type: ignore[operator]
-    cluster = AcceptingCluster(probe.app.state.settings)  # type: ignore[attr-defined]
+    cluster = AcceptingCluster(probe.app.state.context.settings)  # type: ignore[attr-defined]
     client: TestClient = app_factory(cluster=cluster)  # type: ignore[operator]
     h = register_and_login(client, "accepted@example.com")
     token = h["Authorization"].split()[1]
@@ -195,7 +195,7 @@ def test_trades_orders_positions_keyset_pages(client: TestClient) -> None:
         cursor = page["nextCursor"]
         if cursor is None:
             break
-    with client.app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with client.app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         expected = [
             t.id for t in s.scalars(select(Trade).order_by(Trade.timestamp.desc(), Trade.id.desc()))
         ]
@@ -276,11 +276,11 @@ def test_exchange_accounts_credentials_write_only(client: TestClient) -> None:
     listed = client.get("/api/integrations/exchanges/accounts", headers=h)
     assert "ASECRET" not in listed.text
     app = client.app
-    with app.state.session_factory() as s:  # type: ignore[attr-defined]
+    with app.state.context.session_factory() as s:  # type: ignore[attr-defined]
         row = s.get(ExchangeAccount, body["id"])
         assert row is not None
         assert b"ASECRET-0987654321" not in (row.api_secret_enc or b"")
-        box = app.state.secret_box  # type: ignore[attr-defined]
+        box = app.state.context.secret_box  # type: ignore[attr-defined]
         plain = box.decrypt(row.api_secret_enc, f"exchange_account:{row.id}:api_secret")
         assert plain == "ASECRET-0987654321"
     upd = client.patch(

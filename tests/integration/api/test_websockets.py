@@ -48,7 +48,7 @@ def test_bot_events_only_reach_the_owner(lite: TestClient) -> None:
         json={"name": "b", "tradingPair": "BTC/USDT", "strategy": "sma_cross"},
         headers=bob,
     ).json()["id"]
-    hub = lite.app.state.event_hub  # type: ignore[attr-defined]
+    hub = lite.app.state.context.event_hub  # type: ignore[attr-defined]
     with lite.websocket_connect("/ws/bots") as ws:
         ws.send_json({"type": "auth", "token": alice["Authorization"].split()[1]})
         assert ws.receive_json()["type"] == "authenticated"

@@ -47,3 +47,21 @@ def test_user_scope_splits_from_portfolio_and_null_unsets() -> None:
     )
     assert portfolio == {"max_drawdown_pct": Decimal(20)}
     assert user == {"max_drawdown_pct": None}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("max_drawdown_pct", "500", "> 0 and <= 100"),
+        ("max_drawdown_pct", "0", "> 0 and <= 100"),
+        ("max_open_orders", "0", ">= 1 and <= 1000"),
+    ],
+)
+def test_values_out_of_the_limits_range_are_refused_with_the_range(
+    name: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        parse_limits({name: value})
+    assert err.value.field == "limits[0].value"
+    assert err.value.allowed == allowed
+    assert parse_limits({name: "15"}) == {name: Decimal(15)}

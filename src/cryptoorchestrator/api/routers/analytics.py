@@ -1,18 +1,19 @@
-"""``/api/analytics/performance``: P&L, return, Sharpe, drawdown and win rate of your bots.
+"""``/api/analytics``: performance and risk utilisation of your bots.
 
-(``/api/analytics/risk`` is served by :mod:`cryptoorchestrator.api.routers.runs` through the
-cluster facade.)  The definitions are those of
-:mod:`cryptoorchestrator.platform.services.analytics`.
+``/performance``: P&L, return, Sharpe, drawdown and win rate, as defined in
+:mod:`cryptoorchestrator.platform.services.analytics`.  ``/risk``: limits, live utilisation and
+breaches, through the cluster facade (503 "not available" without a cluster).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from cryptoorchestrator.api.deps import CurrentUser, SessionDep
+from cryptoorchestrator.api.deps import ClusterDep, CurrentUser, SessionDep, has_role
+from cryptoorchestrator.api.routers.params import NOT_AVAILABLE
 from cryptoorchestrator.api.schemas import (
     BotPerformancePublic,
     PerformancePublic,
@@ -52,3 +53,12 @@ def performance(db: SessionDep, user: CurrentUser, bot_id: BotId = None) -> Perf
             for b in report.bots
         ],
     )
+
+
+@router.get("/risk", responses=NOT_AVAILABLE)
+async def analytics_risk(user: CurrentUser, cluster: ClusterDep) -> dict[str, Any]:
+    """Limits, live utilisation of your bots and their recent breaches.
+
+    Admins also get the whole portfolio's totals under ``portfolio``.
+    """
+    return await cluster.risk_utilisation(user.id, portfolio=has_role(user, "admin"))

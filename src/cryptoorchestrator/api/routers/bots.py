@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from cryptoorchestrator.api.deps import BotsDep, ClusterDep, HubDep, TraderUser
+from cryptoorchestrator.api.deps import BotsDep, ClusterDep, ContextDep, HubDep, TraderUser
 from cryptoorchestrator.api.schemas import (
     BotCreate,
     BotLogsPublic,
@@ -92,12 +92,12 @@ def bot_status(bot_id: IdPath, bots: BotsDep) -> BotStatusPublic:
 def bot_logs(
     bot_id: IdPath,
     bots: BotsDep,
-    request: Request,
+    context: ContextDep,
     tail_lines: Annotated[int, Query(alias="tail", ge=1, le=5000)] = 100,
 ) -> BotLogsPublic:
     """Return the last ``tail`` lines of ``logs/bot_<id>.log``."""
     bot = bots.get(bot_id)
-    path = request.app.state.settings.log_dir / f"bot_{bot.id}.log"
+    path = context.settings.log_dir / f"bot_{bot.id}.log"
     return BotLogsPublic(bot_id=bot.id, lines=tail(path, tail_lines))
 
 

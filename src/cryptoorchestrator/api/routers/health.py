@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from cryptoorchestrator.api.deps import Bearer, SessionDep, current_user, has_role
-from cryptoorchestrator.api.health import HealthRegistry, overall
+from cryptoorchestrator.api.deps import Bearer, ContextDep, SessionDep, current_user, has_role
+from cryptoorchestrator.api.health import overall
 from cryptoorchestrator.platform.errors import UnauthorizedError
 from cryptoorchestrator.platform.services.bots import bots_by_status
 from cryptoorchestrator.platform.storage.db import check_database
@@ -41,12 +41,14 @@ def _answer(healthy: bool, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
-async def caller(request: Request, db: SessionDep, creds: Bearer) -> User | None:
+async def caller(
+    request: Request, context: ContextDep, db: SessionDep, creds: Bearer
+) -> User | None:
     """Return the (optional) bearer token's active user; None for anonymous or bad tokens."""
     if creds is None:
         return None
     try:
-        return await current_user(request, db, creds)
+        return await current_user(request, context, db, creds)
     except UnauthorizedError:
         return None
 
@@ -94,14 +96,13 @@ def tenant_report(report: dict[str, Any], user: User | None, db: Session) -> dic
 
 
 @router.get("/detailed", responses=UNHEALTHY, openapi_extra=OPTIONAL_AUTH)
-async def detailed(request: Request, user: Caller, db: SessionDep) -> JSONResponse:
+async def detailed(context: ContextDep, user: Caller, db: SessionDep) -> JSONResponse:
     """Database, Ray, risk actor, each exchange's ``circuit_breaker``, bots by status.
 
     Anonymous callers see each component's status; a signed-in user also their own bots and
     circuit breakers; an admin everything (errors, every bot, every breaker).
     """
-    registry: HealthRegistry = request.app.state.health
-    healthy, report = await registry.run()
+    healthy, report = await context.health.run()
     if user is None or not has_role(user, "admin"):
         report = await run_in_threadpool(tenant_report, report, user, db)
     body = overall(healthy, report)
@@ -126,14 +127,13 @@ def public_exchanges(report: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/external-apis", responses=UNHEALTHY, openapi_extra=OPTIONAL_AUTH)
-async def external_apis(request: Request, is_admin: AdminCaller) -> JSONResponse:
+async def external_apis(context: ContextDep, is_admin: AdminCaller) -> JSONResponse:
     """Reachability of the exchanges the operator configured (``exchange_endpoints``).
 
     Anyone sees up or down per exchange name; an admin's token also shows status codes and
     latencies.  Users' account URLs are never probed here.
     """
-    registry: HealthRegistry = request.app.state.health
-    healthy, report = await registry.run(external=True)
+    healthy, report = await context.health.run(external=True)
     if not is_admin:
         report = public_exchanges(report)
     return _answer(healthy, overall(healthy, report))
@@ -141,10 +141,10 @@ async def external_apis(request: Request, is_admin: AdminCaller) -> JSONResponse
 
 @router.get("/database", responses=UNHEALTHY, openapi_extra=OPTIONAL_AUTH)
 async def database(
-    request: Request, is_admin: Annotated[bool, Depends(caller_is_admin)]
+    context: ContextDep, is_admin: Annotated[bool, Depends(caller_is_admin)]
 ) -> JSONResponse:
     """Round-trip latency and connection-pool statistics (the error text for admins only)."""
-    result = await run_in_threadpool(check_database, request.app.state.settings)
+    result = await run_in_threadpool(check_database, context.settings)
     if not is_admin and "error" in result:
         result = {**result, "error": "the database did not answer (details for admins)"}
     return _answer(result.get("status") == "healthy", result)

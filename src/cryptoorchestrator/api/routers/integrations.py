@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, status
 
-from cryptoorchestrator.api.deps import AccountsDep, CurrentUser, TraderUser, has_role
+from cryptoorchestrator.api.deps import AccountsDep, ContextDep, CurrentUser, TraderUser, has_role
 from cryptoorchestrator.api.schemas import (
     DeletedPublic,
     ExchangeAccountCreate,
     ExchangeAccountPublic,
     ExchangeAccountUpdate,
 )
-from cryptoorchestrator.platform.errors import ExchangeError, ForbiddenError, UnavailableError
+from cryptoorchestrator.platform.errors import ExchangeError, ForbiddenError
 from cryptoorchestrator.platform.exchange.urls import check_account_url
 from cryptoorchestrator.platform.storage.models import ExchangeAccount
 
@@ -95,7 +95,7 @@ def delete_account(account_id: IdPath, accounts: AccountsDep, _trader: TraderUse
     },
 )
 def check_exchange_connections(
-    request: Request,
+    context: ContextDep,
     accounts: AccountsDep,
     _trader: TraderUser,
     account_id: Annotated[int | None, Query(alias="accountId", ge=1, le=2_147_483_647)] = None,
@@ -107,19 +107,12 @@ def check_exchange_connections(
     """
     if account_id is not None:
         accounts.get(account_id)  # 404 for someone else's account, before anything else
-    tester = getattr(request.app.state, "exchange_tester", None)
-    if tester is None:
-        raise UnavailableError(
-            "not available: exchange connection test (the execution client, issue 7, "
-            "is not installed)"
-        )
     rows = [accounts.get(account_id)] if account_id else accounts.list_accounts()
-    settings = request.app.state.settings
     for row in rows:
         # Rows written before the rule (or straight into the database) are checked again here,
         # all of them before the first connection.
-        check_account_url(settings, row.exchange, row.api_url)
-    results = {str(r.id): tester(r, accounts.credentials(r)) for r in rows}
+        check_account_url(context.settings, row.exchange, row.api_url)
+    results = {str(r.id): context.exchange_tester(r) for r in rows}
     accounts.session.commit()
     return {"accounts": results}
 
@@ -132,7 +125,7 @@ def check_exchange_connections(
         503: {"description": "data download not available"},
     },
 )
-def sync_exchanges(request: Request, user: CurrentUser) -> dict[str, Any]:
+def sync_exchanges(context: ContextDep, user: CurrentUser) -> dict[str, Any]:
     """Refresh the shared market-data store's candles from the operator's exchange sources.
 
     The store is served to every user, so it is written only from sources the operator
@@ -145,13 +138,7 @@ def sync_exchanges(request: Request, user: CurrentUser) -> dict[str, Any]:
             "the shared market-data store is served to every user and is refreshed only by the "
             "operator (an admin) from the operator's configured exchange sources"
         )
-    syncer = getattr(request.app.state, "exchange_syncer", None)
-    if syncer is None:
-        raise UnavailableError(
-            "not available: exchange sync (market and candle refresh through the execution "
-            "client, issue 7, is not installed)"
-        )
-    result: dict[str, Any] = syncer()
+    result = context.exchange_syncer()
     synced: dict[str, Any] = result.get("synced", {})
     failed = [key for key, value in synced.items() if "error" in value]
     if synced and len(failed) == len(synced):

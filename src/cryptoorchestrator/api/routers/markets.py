@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
+from cryptoorchestrator.api.context import AppContext
+from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic, Text
 from cryptoorchestrator.platform.data.store import BUNDLED, OhlcvStore, seed_bundled
 from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError
@@ -16,17 +18,17 @@ router = APIRouter(prefix="/api/markets", tags=["markets"])
 MAX_MS = 253_402_300_799_999
 
 
-def _store(request: Request) -> OhlcvStore:
-    return OhlcvStore(request.app.state.settings.data_dir)
+def _store(context: AppContext) -> OhlcvStore:
+    return OhlcvStore(context.settings.data_dir)
 
 
 @router.get("")
 def list_markets(
-    request: Request,
+    context: ContextDep,
     exchange: Annotated[Text | None, Query(max_length=40)] = None,
 ) -> list[MarketPublic]:
     """List stored datasets (exchange, symbol, timeframe, span); bundled ones are included."""
-    store = _store(request)
+    store = _store(context)
     for ex, sym, tf in BUNDLED:
         if not store.exists(ex, sym, tf):
             seed_bundled(store, ex, sym, tf)
@@ -47,7 +49,7 @@ def list_markets(
 
 @router.get("/{symbol}/ohlcv")
 def ohlcv(
-    request: Request,
+    context: ContextDep,
     symbol: Annotated[Text, Path(max_length=45, description="path form, e.g. BTC-USDT")],
     timeframe: Annotated[Text, Query(max_length=4)] = "1h",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
@@ -61,7 +63,7 @@ def ohlcv(
     pair = symbol_from_path(symbol)
     if timeframe not in TIMEFRAMES:
         raise InvalidInputError("timeframe", "unknown timeframe", allowed=TIMEFRAMES)
-    store = _store(request)
+    store = _store(context)
     try:
         if not store.exists(exchange, pair, timeframe):
             seed_bundled(store, exchange, pair, timeframe)

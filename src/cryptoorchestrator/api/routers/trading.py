@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Response
 from pydantic_core import to_json
 
-from cryptoorchestrator.api.deps import CurrentUserId, TradingDep
-from cryptoorchestrator.api.reads import AsyncReads
+from cryptoorchestrator.api.deps import CurrentUserId, TradeReadsDep, TradingDep
 from cryptoorchestrator.api.schemas import OrderPublic, Page, PositionPublic, Text, TradePublic
-from cryptoorchestrator.platform.services.pagination import Page as PageRows
-from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import Trade
 
 router = APIRouter(prefix="/api", tags=["trading"])
@@ -31,18 +27,14 @@ Cursor = Annotated[Text | None, Query(max_length=200, description="nextCursor of
 @router.get("/trades", include_in_schema=False, response_model=Page[TradePublic])
 @router.get("/trades/", response_model=Page[TradePublic])
 async def list_trades(
-    request: Request,
     user_id: CurrentUserId,
+    reads: TradeReadsDep,
     bot_id: BotId = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Response:
     """List fills of your bots, newest first."""
-    reads: AsyncReads | None = request.app.state.reads
-    if reads is not None and reads.usable():
-        page = await reads.trades(user_id, bot_id=bot_id, limit=limit, cursor=cursor)
-    else:
-        page = await run_in_threadpool(_trades_sync, request, user_id, bot_id, limit, cursor)
+    page = await reads.trades(user_id, bot_id=bot_id, limit=limit, cursor=cursor)
     # Rows of the table, which the database already constrains, go straight to JSON: validating
     # them into models first cost more than the query. pydantic-core writes Decimals and UTC
     # datetimes exactly as the TradePublic model would (a test compares the two).
@@ -50,13 +42,6 @@ async def list_trades(
     return Response(
         to_json({"items": items, "nextCursor": page.next_cursor}), media_type="application/json"
     )
-
-
-def _trades_sync(
-    request: Request, user_id: int, bot_id: int | None, limit: int, cursor: str | None
-) -> PageRows[Any]:
-    with request.app.state.session_factory() as session:
-        return TradingQueries(session, user_id).trades(bot_id=bot_id, limit=limit, cursor=cursor)
 
 
 @router.get("/orders", include_in_schema=False)

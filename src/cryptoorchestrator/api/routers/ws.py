@@ -39,10 +39,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from cryptoorchestrator.api.config import ApiOptions
+from cryptoorchestrator.api.context import AppContext
+from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.feeds import MarketFeed
-from cryptoorchestrator.api.identity import Identity
-from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.platform.errors import CryptoOrchError, UnauthorizedError
 from cryptoorchestrator.platform.model import normalize_symbol
 
@@ -251,23 +251,22 @@ async def _refuse(ws: WebSocket, reason: str) -> None:
     await ws.close(code=1008, reason=reason)
 
 
-def _client(ws: WebSocket) -> str:
-    proxies: TrustedProxies = ws.app.state.proxies
-    return proxies.client_ip(ws.scope) or "unknown"
+def _client(ws: WebSocket, context: AppContext) -> str:
+    return context.proxies.client_ip(ws.scope) or "unknown"
 
 
 @router.websocket("/ws/market-data")
-async def market_data(ws: WebSocket) -> None:
+async def market_data(ws: WebSocket, context: ContextDep) -> None:
     """Stream candles and tickers of the subscribed symbols."""
-    slots: SocketSlots = ws.app.state.ws_slots
-    ip = _client(ws)
+    slots = context.ws_slots
+    ip = _client(ws, context)
     if not slots.take_ip(ip):
         await _refuse(ws, f"too many WebSockets from this address (at most {slots.per_ip})")
         return
     try:
         await ws.accept()
-        options = ws.app.state.options
-        session = _MarketSession(ws, ws.app.state.feed, options.ws_poll_s)
+        options = context.options
+        session = _MarketSession(ws, context.feed, options.ws_poll_s)
         poller = asyncio.create_task(session.poll())
         try:
             await _receive_loop(ws, options, session.handle, session.send)
@@ -281,10 +280,9 @@ async def market_data(ws: WebSocket) -> None:
         slots.release_ip(ip)
 
 
-def _authenticate(ws: WebSocket, token: str) -> int:
-    identity: Identity = ws.app.state.identity
+def _authenticate(context: AppContext, token: str) -> int:
     # A socket lives long: always ask the database (user, session, epoch), never the cache.
-    return identity.authenticate(token, fresh=True)
+    return context.identity.authenticate(token, fresh=True)
 
 
 def _offered_token(ws: WebSocket) -> tuple[bool, str | None]:
@@ -298,21 +296,21 @@ def _offered_token(ws: WebSocket) -> tuple[bool, str | None]:
 
 
 @router.websocket("/ws/bots")
-async def bot_events(ws: WebSocket) -> None:
+async def bot_events(ws: WebSocket, context: ContextDep) -> None:
     """Stream status changes, orders and fills of the authenticated user's bots."""
-    slots: SocketSlots = ws.app.state.ws_slots
-    ip = _client(ws)
+    slots = context.ws_slots
+    ip = _client(ws, context)
     if not slots.take_ip(ip):
         await _refuse(ws, f"too many WebSockets from this address (at most {slots.per_ip})")
         return
     try:
-        await _bot_events(ws, slots)
+        await _bot_events(ws, context, slots)
     finally:
         slots.release_ip(ip)
 
 
-async def _bot_events(ws: WebSocket, slots: SocketSlots) -> None:
-    options: ApiOptions = ws.app.state.options
+async def _bot_events(ws: WebSocket, context: AppContext, slots: SocketSlots) -> None:
+    options = context.options
     bearer, token = _offered_token(ws)
     # A browser completes the handshake only if the server selects a subprotocol it offered:
     # select "bearer", never echo the token.
@@ -325,7 +323,7 @@ async def _bot_events(ws: WebSocket, slots: SocketSlots) -> None:
             token = first.get("token") if first and first.get("type") == "auth" else None
             if not isinstance(token, str):
                 raise UnauthorizedError("authenticate first: {'type': 'auth', 'token': ...}")
-        user_id = await run_in_threadpool(_authenticate, ws, token)
+        user_id = await run_in_threadpool(_authenticate, context, token)
     except (UnauthorizedError, TimeoutError, _MessageError) as exc:
         message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
         await ws.send_json(_error("unauthorized", message))
@@ -342,13 +340,12 @@ async def _bot_events(ws: WebSocket, slots: SocketSlots) -> None:
         await ws.close(code=1008, reason=reason)
         return
     try:
-        await _stream_events(ws, options, user_id)
+        await _stream_events(ws, context.event_hub, options, user_id)
     finally:
         slots.release_user(user_id)
 
 
-async def _stream_events(ws: WebSocket, options: ApiOptions, user_id: int) -> None:
-    hub: EventHub = ws.app.state.event_hub
+async def _stream_events(ws: WebSocket, hub: EventHub, options: ApiOptions, user_id: int) -> None:
     sub = hub.subscribe(user_id)
     await ws.send_json({"type": "authenticated", "userId": user_id})
     lock = asyncio.Lock()

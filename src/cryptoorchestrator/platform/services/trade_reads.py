@@ -1,12 +1,17 @@
-"""The API's hottest reads, served on the event loop over an async psycopg pool (PostgreSQL).
+"""Pages of a user's fills for the API's hottest list, from a backend chosen once per database.
 
-``GET /api/trades`` through the synchronous stack cost ~2 ms of CPU per request: a thread-pool
-hop, SQLAlchemy's execution and result machinery, then JSON.  The same page read with an async
-psycopg connection costs ~0.25 ms, and nothing waits for a thread.  The SQL is still
-SQLAlchemy's: :func:`~cryptoorchestrator.platform.services.trading.trades_query` compiled once
-for PostgreSQL, and each value goes through its column type's result processing, so both paths
-return the same rows (a test compares them).  SQLite has no async driver here and keeps the
-synchronous path.
+:func:`trade_reads_for` picks the implementation when the app is built:
+
+* :class:`PooledTradeReads` (PostgreSQL) reads on the event loop over an async psycopg pool.
+  Through the synchronous stack a page cost a thread-pool hop plus SQLAlchemy's execution and
+  result machinery; here nothing waits for a thread.  The SQL is still SQLAlchemy's:
+  :func:`~cryptoorchestrator.platform.services.trading.trades_query` compiled once for
+  PostgreSQL, and each value goes through its column type's result processing, so both
+  backends return the same rows (a test compares them).
+* :class:`SessionTradeReads` (any other database; SQLite has no async driver here) runs
+  :class:`~cryptoorchestrator.platform.services.trading.TradingQueries` on a worker thread.
+
+Both return tuples in the ``trades`` table's column order.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import anyio.to_thread
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import TypeDecorator, bindparam, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.services.pagination import (
     Page,
@@ -29,6 +36,7 @@ from cryptoorchestrator.platform.services.pagination import (
     page_of,
 )
 from cryptoorchestrator.platform.services.trading import (
+    TradingQueries,
     check_owner,
     trades_page_query,
     trades_query,
@@ -40,6 +48,60 @@ log = logging.getLogger(__name__)
 #: How the pool's sessions appear in ``pg_stat_activity``.
 APPLICATION_NAME = "cryptoorch-api-reads"
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
+
+
+class TradeReads(Protocol):
+    """Pages of fills of a user's bots, newest first (keyset pagination)."""
+
+    async def open(self) -> None:
+        """Acquire what the reads need (called once the event loop runs)."""
+        ...
+
+    async def close(self) -> None:
+        """Release it."""
+        ...
+
+    async def trades(
+        self, user_id: int, *, bot_id: int | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[Any]:
+        """Return a page of ``user_id``'s fills: tuples in the ``trades`` column order."""
+        ...
+
+
+class SessionTradeReads:
+    """Trades read through ORM sessions, on a worker thread.
+
+    Parameters
+    ----------
+    session_factory
+        Makes the session each read runs in.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session]) -> None:
+        self.session_factory = session_factory
+
+    async def open(self) -> None:
+        """Do nothing: sessions come from the factory on demand."""
+
+    async def close(self) -> None:
+        """Do nothing: each read closes its session."""
+
+    def trades_sync(
+        self, user_id: int, *, bot_id: int | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[Any]:
+        """Return a page of ``user_id``'s fills, blocking (see :meth:`trades`)."""
+        with self.session_factory() as session:
+            return TradingQueries(session, user_id).trades(
+                bot_id=bot_id, limit=limit, cursor=cursor
+            )
+
+    async def trades(
+        self, user_id: int, *, bot_id: int | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[Any]:
+        """Return a page of ``user_id``'s fills, read on a worker thread."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.trades_sync(user_id, bot_id=bot_id, limit=limit, cursor=cursor)
+        )
 
 
 def _sql(statement: Any) -> str:
@@ -71,18 +133,21 @@ def _process(
     return out
 
 
-class AsyncReads:
-    """Read-only queries over an async connection pool in autocommit mode.
+class PooledTradeReads:
+    """Trades read over an async PostgreSQL connection pool in autocommit mode.
 
     Parameters
     ----------
     conninfo
         libpq connection string or URI.
+    fallback
+        Serves reads while the pool is not open on the running event loop (an app served
+        without its lifespan, as some test clients do).
     max_size
         Most connections the pool opens.
     """
 
-    def __init__(self, conninfo: str, *, max_size: int = 10) -> None:
+    def __init__(self, conninfo: str, fallback: SessionTradeReads, *, max_size: int = 10) -> None:
         self.pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -91,6 +156,7 @@ class AsyncReads:
             open=False,
             name="api-reads",
         )
+        self.fallback = fallback
         self._loop: asyncio.AbstractEventLoop | None = None
         columns = list(Trade.__table__.columns)
         names = [c.name for c in columns]
@@ -103,15 +169,6 @@ class AsyncReads:
             for after in (False, True)
         }
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> AsyncReads | None:
-        """Return the reads for a PostgreSQL database, or None for any other."""
-        url = make_url(settings.database_url)
-        if url.get_backend_name() != "postgresql":
-            return None
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(conninfo, max_size=settings.db.pool_size)
-
     async def open(self) -> None:
         """Open the pool (without waiting: the database may come up after the API)."""
         await self.pool.open(wait=False)
@@ -123,8 +180,7 @@ class AsyncReads:
         await self.pool.close()
 
     def usable(self) -> bool:
-        """Whether the pool is open on the running event loop (an app served without its
-        lifespan, as some test clients do, falls back to the synchronous path)."""
+        """Return whether the pool is open on the running event loop."""
         return self._loop is not None and asyncio.get_running_loop() is self._loop
 
     async def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -143,8 +199,10 @@ class AsyncReads:
 
     async def trades(
         self, user_id: int, *, bot_id: int | None = None, limit: int = 50, cursor: str | None = None
-    ) -> Page[tuple[Any, ...]]:
-        """Fills of ``user_id``'s bots, newest first: tuples in the ``trades`` column order."""
+    ) -> Page[Any]:
+        """Return a page of ``user_id``'s fills, newest first, read on the event loop."""
+        if not self.usable():
+            return await self.fallback.trades(user_id, bot_id=bot_id, limit=limit, cursor=cursor)
         check_limit(limit)
         if bot_id is not None:
             owner = await self._fetch(self._owner_sql, {"bot_id": bot_id})
@@ -157,3 +215,26 @@ class AsyncReads:
             limit,
             lambda row: encode_cursor(row[at], row[row_id]),
         )
+
+
+def trade_reads_for(settings: Settings, session_factory: Callable[[], Session]) -> TradeReads:
+    """Return the trade reads for the database of ``settings``.
+
+    Parameters
+    ----------
+    settings
+        Platform settings (the database URL and pool size).
+    session_factory
+        Sessions on that database, for the synchronous backend (and the pooled one's fallback).
+
+    Returns
+    -------
+    TradeReads
+        :class:`PooledTradeReads` for PostgreSQL, :class:`SessionTradeReads` for any other.
+    """
+    sessions = SessionTradeReads(session_factory)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        return sessions
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PooledTradeReads(conninfo, sessions, max_size=settings.db.pool_size)

@@ -1,0 +1,108 @@
+"""The one typed context of a running API, built once by ``create_app``.
+
+Everything a route, a WebSocket or a health check needs from the app (settings, sessions,
+identity, the cluster, the read backends, the exchange hooks) is a field of :class:`AppContext`,
+stored on ``app.state.context``; routes get it through ``ContextDep``
+(:mod:`cryptoorchestrator.api.deps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session
+
+from cryptoorchestrator.api.config import ApiOptions
+from cryptoorchestrator.api.events import EventHub, SocketSlots
+from cryptoorchestrator.api.facade import ClusterFacade
+from cryptoorchestrator.api.feeds import MarketFeed
+from cryptoorchestrator.api.health import HealthRegistry
+from cryptoorchestrator.api.identity import Identity
+from cryptoorchestrator.api.proxies import TrustedProxies
+from cryptoorchestrator.platform.crypto import SecretBox
+from cryptoorchestrator.platform.services.auth import AuthConfig
+from cryptoorchestrator.platform.services.trade_reads import TradeReads
+from cryptoorchestrator.platform.settings import Settings
+from cryptoorchestrator.platform.storage.models import ExchangeAccount
+
+#: Run when the app starts or stops (inside its lifespan).
+Hook = Callable[[], Awaitable[None]]
+#: Each exchange's circuit breaker state, by exchange name.
+BreakerStates = Callable[[], dict[str, dict[str, Any]]]
+#: Tests an account's stored keys; returns the report the connection-test route shows.
+ExchangeTester = Callable[[ExchangeAccount], dict[str, Any]]
+#: Refreshes the shared market-data store; returns ``{"synced": {dataset: result}}``.
+MarketSyncer = Callable[[], dict[str, Any]]
+
+
+@dataclass(eq=False)
+class AppContext:
+    """What the API's routes share, one per app.
+
+    Attributes
+    ----------
+    settings, options
+        Platform settings and API options.
+    session_factory
+        Makes the ORM session of a request.
+    auth_config, identity, secret_box
+        Token settings, the cached bearer-token checks, credential encryption.
+    proxies
+        The one notion of "the client's address" (rate limits, audit log, access log, sockets).
+    ws_slots
+        Caps on open WebSockets.
+    trades
+        The read backend of ``/api/trades``, chosen for the database.
+    cluster
+        Bots, risk and jobs (:class:`~cryptoorchestrator.api.facade.UnavailableCluster` without
+        a cluster).
+    feed
+        Market data for ``/ws/market-data``.
+    health
+        The components of ``/api/health/detailed`` and ``/external-apis``.
+    event_hub
+        Bot events for ``/ws/bots``.
+    circuit_breakers, exchange_tester, exchange_syncer
+        The execution client's hooks (health, connection test, market sync).
+    on_start, on_stop
+        Run by the lifespan, in order.
+    """
+
+    settings: Settings
+    options: ApiOptions
+    session_factory: Callable[[], Session]
+    auth_config: AuthConfig
+    identity: Identity
+    secret_box: SecretBox
+    proxies: TrustedProxies
+    ws_slots: SocketSlots
+    trades: TradeReads
+    cluster: ClusterFacade
+    feed: MarketFeed
+    health: HealthRegistry
+    event_hub: EventHub
+    circuit_breakers: BreakerStates
+    exchange_tester: ExchangeTester
+    exchange_syncer: MarketSyncer
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+
+def context_of(app: FastAPI) -> AppContext:
+    """Return the context ``create_app`` stored on ``app``.
+
+    Parameters
+    ----------
+    app
+        An app built by :func:`~cryptoorchestrator.api.app.create_app`.
+
+    Returns
+    -------
+    AppContext
+        Its context.
+    """
+    context: AppContext = app.state.context
+    return context
