@@ -33,6 +33,7 @@ import ray
 from sqlalchemy import select
 
 from cryptoorchestrator.cluster.events import EventPublisher, get_event_bus
+from cryptoorchestrator.cluster.handles import actor_name, group_actor_name, group_of
 from cryptoorchestrator.cluster.risk_actor import (
     get_risk_actor,
     risk_client,
@@ -57,11 +58,6 @@ from cryptoorchestrator.strategies.registry import load_strategy_paths
 
 #: Builds the signal function of a strategy; replaced in tests, bound to the registry by default.
 SignalFactory = Callable[[str, Mapping[str, Any]], SignalSource]
-
-
-def actor_name(bot_id: int) -> str:
-    """Return the Ray actor name of a bot."""
-    return f"bot:{bot_id}"
 
 
 def registry_signals(strategy: str, params: Mapping[str, Any]) -> SignalSource:
@@ -527,23 +523,13 @@ def _publisher() -> EventPublisher:
     return _publishers[0]
 
 
-def group_actor_name(group: str) -> str:
-    """Return the Ray actor name of a group of bots sharing one process."""
-    return f"botgroup:{group}"
-
-
-def _group_of(settings: Settings, bot_id: int) -> str | None:
-    with session_scope(settings) as session:
-        return session.scalar(select(Bot.actor_group).where(Bot.id == bot_id))
-
-
 def start_bot_actor(settings: Settings, bot_id: int, options: dict[str, Any] | None = None) -> Any:
     """Create (or find) the detached actor running a bot; its constructor starts the loop.
 
     A bot with an ``actor_group`` runs in that group's shared process, created on first use and
     told to pick up its new member.
     """
-    group = _group_of(settings, bot_id)
+    group = group_of(settings, bot_id)
     if group is None:
         return BotActor.options(  # type: ignore[attr-defined]
             name=actor_name(bot_id),
@@ -561,38 +547,9 @@ def start_bot_actor(settings: Settings, bot_id: int, options: dict[str, Any] | N
     return handle
 
 
-def find_bot_actor(bot_id: int, settings: Settings | None = None) -> Any | None:
-    """Return the handle of the actor running a bot (its own, or its group's), or None.
-
-    A grouped bot is found through its group, read from the database of ``settings`` (without
-    settings only bots with an actor of their own are found).  A group's actor may exist while
-    the bot itself is stopped: check :meth:`BotActor.hosted` when that matters.
-    """
-    try:
-        return ray.get_actor(actor_name(bot_id), namespace=NAMESPACE)
-    except ValueError:
-        pass
-    if settings is None:
-        return None
-    try:
-        group = _group_of(settings, bot_id)
-    except Exception:
-        return None
-    if group is None:
-        return None
-    try:
-        handle = ray.get_actor(group_actor_name(group), namespace=NAMESPACE)
-    except ValueError:
-        return None
-    return handle
-
-
 __all__ = [
     "BotActor",
     "BotSlot",
-    "group_actor_name",
-    "actor_name",
-    "find_bot_actor",
     "registry_signals",
     "start_bot_actor",
 ]

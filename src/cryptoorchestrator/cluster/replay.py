@@ -87,6 +87,7 @@ def _bot_settings(
     take_profit: float | None,
     trailing_stop: float | None,
     window: int,
+    allow_short: bool = False,
 ) -> BotSettings:
     """The bot settings that size and exit as the backtest's ``sizing``/``size`` do."""
     if sizing == "fraction":
@@ -130,6 +131,7 @@ def _bot_settings(
         trailing_stop_pct=_stop_pct(trailing_stop, "trailing_stop"),
         fee_rate=Decimal(repr(float(fee_bps))) / 10_000,
         window=window,
+        allow_short=allow_short,
     )
 
 
@@ -168,7 +170,10 @@ def replay(
         As :func:`cryptoorchestrator.backtest` (one symbol; bars need at least two candles).
     fee_bps, init_cash, sizing, size, max_position, stop_loss, take_profit, trailing_stop
         As the backtest's; ``sizing`` is ``"fraction"`` (no stop-loss) or ``"risk"`` (with one),
-        the two ways a bot sizes.  Bots trade spot: short signals only close a long.
+        the two ways a bot sizes.  A strategy whose ``short`` parameter is true trades a paper
+        margin account (unlevered: the backtest's default margin rule) and shorts as the
+        backtest with ``allow_short=True`` does; otherwise the account is spot, and the
+        backtest's ``allow_short`` is False.
     qty_step, min_notional
         The simulated exchange's lot step and minimum order value (default: Binance-like for the
         price level, e.g. 0.00001 and 5 for BTC/USDT).
@@ -203,6 +208,7 @@ def replay(
         raise InvalidInputError("timeframe", "cannot tell the candles' interval; give timeframe")
     if window is None:
         window = required_window(strat, checked)
+    shorts = bool(checked.get("short", False))
     if window < 1:
         raise InvalidInputError("window", f"must be positive, got {window}", allowed=">= 1")
     bot = _bot_settings(
@@ -217,6 +223,7 @@ def replay(
         take_profit=take_profit,
         trailing_stop=trailing_stop,
         window=window,
+        allow_short=shorts,
     )
     exchange = exchange_spec(symbol, table, qty_step=qty_step, min_notional=min_notional)
     spec = ReplaySpec(symbol=symbol, timeframe=tf, bot=bot, exchange=exchange, limits=REPLAY_LIMITS)
@@ -232,7 +239,8 @@ def replay(
         qty_step=float(exchange.step_size),
         min_qty=float(exchange.min_qty),
         min_notional=float(exchange.min_notional),
-        allow_short=False,
+        price_tick=float(exchange.tick_size),
+        allow_short=shorts,
     )
     name = strat.name or type(strat).__name__
     job = _Replay(strat, checked, table, spec, config, name)

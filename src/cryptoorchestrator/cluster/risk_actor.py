@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 
+from cryptoorchestrator.cluster.handles import RISK_ACTOR_NAME, find_bot_actor
 from cryptoorchestrator.cluster.runtime import NAMESPACE
 from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
@@ -46,7 +47,6 @@ from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 
-RISK_ACTOR_NAME = "risk"
 log = logging.getLogger("cryptoorchestrator.risk")
 
 
@@ -69,6 +69,7 @@ def check_to_dict(check: OrderCheck) -> dict[str, Any]:
         "position_notional": (
             None if check.position_notional is None else str(check.position_notional)
         ),
+        "fee_rate": None if check.fee_rate is None else str(check.fee_rate),
     }
 
 
@@ -89,6 +90,7 @@ def check_from_dict(data: dict[str, Any]) -> OrderCheck:
             if data.get("position_notional") is not None
             else None
         ),
+        fee_rate=Decimal(data["fee_rate"]) if data.get("fee_rate") is not None else None,
     )
 
 
@@ -276,8 +278,6 @@ class RiskActor:
     async def _stop_bots(self, bot_ids: set[int], *, reason: str, flatten: bool) -> list[int]:
         stopped: list[int] = []
         calls: list[Any] = []
-        from cryptoorchestrator.cluster.bot_actor import find_bot_actor
-
         for bot_id in bot_ids:
             handle = find_bot_actor(bot_id, self._settings)
             if handle is None:

@@ -34,7 +34,7 @@ def sim(candles: pa.Table, request: pytest.FixtureRequest) -> Iterator[Any]:
 
     Parametrize indirectly with a ratio to make market orders fill in several trades.
     """
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     ratio = getattr(request, "param", None)
     start = int(candles.column("timestamp")[600].as_py()) + 1

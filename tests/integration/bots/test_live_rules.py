@@ -66,7 +66,7 @@ def _replay(
     The clock stands just after each candle opens; while the bot holds a position and
     ``watch_step_ms`` is set, it also moves through the candle in steps of that size.
     """
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     ts = bars.column("timestamp").to_pylist()
     with db.session_scope(settings) as session:

@@ -68,7 +68,7 @@ def _expected_orders(bars: pa.Table, start: int) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_paper_bot_matches_the_backtest(candles: pa.Table, bot_db: Any) -> None:
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     settings, bot_id = bot_db
     bars = candles.slice(0, END)

@@ -3,14 +3,17 @@
 Each case replays a few hundred candles through the bot runtime, the risk manager, the paper
 broker and ccxt's binance client on the simulator, then backtests the same candles with the
 configuration the replay reports (``result.config``: same fees, sizing, stops and the simulated
-exchange's lot step and minimum notional).  The fills must be the same: bar, side, reason and
-price exactly; size exactly in lots (the backtest's float ``units x step`` may differ from the
-exchange's decimal amount in the last bit); fee to the exchange's commission precision (1e-8,
-the paper broker's rounding of the exact decimal fee).
+exchange's price tick, lot step and minimum notional).  The fills must be the same: bar, side,
+reason and price exactly (exits on stops and take-profits included: both sides place the
+levels on the tick with the kernel's one rounding); size exactly in lots (the exchange's
+decimal amount is the backtest's ``units x step``); the fee as the exchange's exact decimal of
+``price x amount x rate`` rounded to its commission precision (1e-8), which the backtest's
+float fee matches to that rounding.
 """
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ import pyarrow as pa
 import pytest
 
 import cryptoorchestrator as co
+from cryptoorchestrator.platform.backtest import nb
 from cryptoorchestrator.platform.bots.replay import price_decimals
 from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
 
@@ -33,6 +37,35 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "macd_trend": {"fast": 12, "slow": 26, "signal": 9},
     "bollinger_breakout": {"period": 20, "nbdev": 2.0},
     "atr_stops": {"ema_period": 30, "atr_period": 14, "atr_mult": 2.0},
+}
+
+
+#: A stop-loss, a take-profit and a trailing stop (wider than the stop-loss at entry, it takes
+#: over once the price has risen): every exit reason in 300 candles for most strategies.
+EVERY_STOP: dict[str, Any] = {
+    "sizing": "risk",
+    "size": 0.01,
+    "stop_loss": 0.015,
+    "take_profit": 0.04,
+    "trailing_stop": 0.03,
+}
+#: Built-in strategies that can short (a ``short`` parameter), with it on.
+SHORTING: dict[str, dict[str, Any]] = {
+    name: {**params, "short": True}
+    for name, params in STRATEGIES.items()
+    if "short" in co.get_strategy(name).validate_params(params)
+}
+#: The settings the strategies with shorts are replayed with.
+SHORT_CASES: dict[str, dict[str, Any]] = {
+    "no_stops": {},
+    "stop_loss_take_profit": {
+        "sizing": "risk",
+        "size": 0.01,
+        "stop_loss": 0.02,
+        "take_profit": 0.03,
+    },
+    "trailing_stop": {"trailing_stop": 0.02},
+    "every_stop": EVERY_STOP,
 }
 
 
@@ -73,59 +106,32 @@ def assert_same_fills(
 ) -> None:
     """The replay's fills are the backtest's (see the module docstring for "the same").
 
-    Exits inside a candle are the exception on price.  A stop-loss or trailing stop is held by
-    the exchange as a stop-loss order at the kernel's level floored onto the exchange's tick:
-    it fills at exactly that price (the kernel's float level has more decimals than any tick).
-    A take-profit is the bot's market sell once the price reached the level: the first tick at
-    or above it.  Either way later sizes may then differ by one lot.  An exit at a gap is at the
-    open in both.
+    Stops and take-profits included: the kernel places their levels on the exchange's tick
+    exactly as the bot places its stop-loss order (and watches its take-profit), so both fill
+    at the same float.  The one residual is the fee's last digits: the exchange charges the
+    exact fee rounded to its commission precision (1e-8, half up), the kernel keeps the float.
     """
     got, expected = _fills(replayed), _fills(backtested)
     assert len(expected) >= min_orders, "the case must trade"
-    key = ("bar", "side", "reason")
+    key = ("bar", "side", "reason", "price")
     assert [tuple(g[k] for k in key) for g in got] == [tuple(e[k] for k in key) for e in expected]
-    step = replayed.config.qty_step
-    tick = 10.0 ** -price_decimals(bars)
-    opens = bars.column("open").to_numpy()
-    # After a stop exit inside a candle the cash differs by less than a tick per unit sold, so a
-    # later entry may round to one lot more or less.
-    off_tick = 0
+    step = Decimal(repr(replayed.config.qty_step))
+    tick = Decimal(1).scaleb(-price_decimals(bars))
+    rate = Decimal(repr(replayed.config.fee_bps)) / 10_000
     for g, e in zip(got, expected, strict=True):
-        exact = off_tick == 0
-        if g["reason"] == "signal" or e["price"] == opens[e["bar"]]:
-            assert g["price"] == e["price"], (g, e)
-        elif g["reason"] in ("stop_loss", "trailing_stop"):
-            assert g["price"] == _floor_to_tick(e["price"], tick), (g, e)
-            off_tick += g["price"] != e["price"]
-        else:
-            assert 0 <= g["price"] - e["price"] < tick, (g, e)
-            off_tick += 1
-        lots = round(g["qty"] / step) - round(e["qty"] / step)
-        if exact:
-            assert lots == 0, (g, e)
-            assert g["qty"] == pytest.approx(e["qty"], rel=1e-12, abs=0), (g, e)
-        else:
-            assert abs(lots) <= 1, (g, e)
-        fee_tol = 5e-9 + 1e-12 * e["fee"]
-        if g["price"] != e["price"] or lots:
-            fee_tol += (tick + g["price"] * step) * e["qty"] * 1e-3 + step * e["price"] * 1e-3
-        assert abs(g["fee"] - e["fee"]) <= fee_tol, (g, e)
-    # The books follow from the fills: same equity at every close, to the fees' rounding (and
-    # within a tick per unit and a lot per fill once a stop exit was off the level).
-    qty = max((g["qty"] for g in got), default=0.0)
-    price = float(np.max(bars.column("high").to_numpy()))
-    atol = 1e-6 + off_tick * (tick * qty) + (step * price * len(got) if off_tick else 0.0)
-    np.testing.assert_allclose(replayed.equity, backtested.equity, rtol=0, atol=atol)
+        price = Decimal(repr(g["price"]))
+        assert price % tick == 0, (g, e)  # on the exchange's tick, as the exchange's decimal
+        lots = Decimal(repr(g["qty"])) / step
+        assert lots == lots.to_integral_value(), (g, e)  # the exchange's amount: whole lots
+        # the backtest's float ``units x step``: the same whole number of lots
+        assert e["qty"] == float(int(lots)) * float(step), (g, e)
+        fee = (price * lots * step * rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_UP)
+        assert Decimal(repr(g["fee"])) == fee, (g, e)
+        assert abs(Decimal(repr(e["fee"])) - fee) <= Decimal("5e-9") + fee * Decimal("1e-14")
+    # The books follow from the fills: the same equity at every close, to the fees' rounding.
+    atol = 1e-8 * (len(got) + 1)
+    np.testing.assert_allclose(replayed.equity, backtested.equity, rtol=1e-14, atol=atol)
     assert replayed.metrics["trade_count"] == backtested.metrics["trade_count"]
-
-
-def _floor_to_tick(price: float, tick: float) -> float:
-    """The stop order's price for the kernel's level ``price``: its shortest decimal floored."""
-    from decimal import ROUND_FLOOR, Decimal
-
-    step = Decimal(repr(tick))
-    units = (Decimal(repr(price)) / step).to_integral_value(rounding=ROUND_FLOOR)
-    return float(units * step)
 
 
 def _replay_and_backtest(
@@ -155,17 +161,6 @@ def test_long_only_real(strategy: str, real: pa.Table) -> None:
 
 
 @pytest.mark.slow
-def test_short_signals_close_longs_as_a_spot_backtest(real: pa.Table) -> None:
-    """ema_cross with ``short=True``: the spot bot closes longs on short entries and never
-    shorts, as the backtest with ``allow_short=False`` (the replay's config) trades."""
-    params = {**STRATEGIES["ema_cross"], "short": True}
-    replayed, backtested = _replay_and_backtest("ema_cross", real, params)
-    assert replayed.config.allow_short is False
-    assert_same_fills(replayed, backtested, real)
-    assert all(o["side"] == "buy" for o in _fills(replayed)[::2])
-
-
-@pytest.mark.slow
 def test_partial_size_and_no_fees(generated: pa.Table) -> None:
     """Half the equity per entry, no fees: sizes follow the equity exactly as the backtest's."""
     replayed = co.replay("sma_cross", generated, STRATEGIES["sma_cross"], size=0.5)
@@ -178,9 +173,21 @@ def test_partial_size_and_no_fees(generated: pa.Table) -> None:
 
 
 # ------------------------------------------------------------------------------ stops
-# Exits on stops depend on the bot runtime following the kernel's stop rule (issue 17, live
-# stops): the kernel exits inside the bar at the stop's level, the exchange's stop-loss order at
-# that level on its tick; the bot sells at market once it sees a take-profit reached.
+# The kernel exits inside the bar at the stop's level on the exchange's tick; the bot's
+# exchange-held stop-loss order rests at that very price, and the bot sells at market at the
+# instant the price path reaches the take-profit's tick level (issue 17, live stops).
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("bars_name", ["generated", "real"])
+def test_every_stop(strategy: str, bars_name: str, request: pytest.FixtureRequest) -> None:
+    """Every built-in strategy with a stop-loss, a take-profit and a trailing stop at once,
+    risk-sized on the nearest stop: the backtest's fills, stop exits included."""
+    bars = request.getfixturevalue(bars_name)
+    replayed, backtested = _replay_and_backtest(strategy, bars, **EVERY_STOP)
+    assert_same_fills(replayed, backtested, bars)
+    assert any(o["reason"] != "signal" for o in _fills(backtested)), "the case must stop out"
 
 
 @pytest.mark.slow
@@ -212,6 +219,38 @@ def test_trailing_stop(bars_name: str, request: pytest.FixtureRequest) -> None:
     bars = request.getfixturevalue(bars_name)
     replayed, backtested = _replay_and_backtest("macd_trend", bars, trailing_stop=0.02)
     assert_same_fills(replayed, backtested, bars)
+
+
+# ------------------------------------------------------------------------------ shorts
+# A strategy that shorts replays on a paper margin account (the backtest's margin rule, no
+# leverage): short entries sell what the account does not hold, reversals close and then open,
+# a short's stop-loss is a buy stop held by the exchange on the tick above its level.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SHORT_CASES))
+@pytest.mark.parametrize("strategy", list(SHORTING))
+@pytest.mark.parametrize("bars_name", ["generated", "real"])
+def test_with_shorts(
+    strategy: str, case: str, bars_name: str, request: pytest.FixtureRequest
+) -> None:
+    """Every built-in strategy that can short, with shorts, without and with stops."""
+    bars = request.getfixturevalue(bars_name)
+    replayed, backtested = _replay_and_backtest(
+        strategy, bars, SHORTING[strategy], **SHORT_CASES[case]
+    )
+    assert replayed.config.allow_short is True
+    assert_same_fills(replayed, backtested, bars)
+    shorts = backtested.trade_records[:, nb.T_DIR] < 0
+    assert shorts.sum() >= 2, "the case must short"
+    if SHORT_CASES[case]:
+        stopped = backtested.trade_records[shorts, nb.T_EXIT_REASON] != nb.REASON_SIGNAL
+        assert stopped.any(), "a short must stop out"
+
+
+def test_shorting_strategies_are_covered() -> None:
+    """The shorts cases cover at least one built-in strategy (ema_cross has ``short``)."""
+    assert "ema_cross" in SHORTING
 
 
 # ------------------------------------------------------------------------------ the SDK

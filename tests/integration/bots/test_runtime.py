@@ -99,6 +99,45 @@ def test_decide_mirrors_the_engine() -> None:
     assert decide(Decimal(1), False, False, True, False) == "sell"
     assert decide(Decimal(0), False, False, True, False) is None  # spot cannot short
     assert decide(Decimal(1), True, False, False, False) is None
+    # an account that can short: the engine's _decide_nb with shorts
+    assert decide(Decimal(0), False, False, True, False, shorts=True) == "short"
+    assert decide(Decimal(1), False, False, True, False, shorts=True) == "sell+short"
+    assert decide(Decimal(-1), True, False, False, False, shorts=True) == "cover+buy"
+    assert decide(Decimal(-1), False, False, False, True, shorts=True) == "cover"
+    assert decide(Decimal(-1), False, False, True, False, shorts=True) is None
+    assert decide(Decimal(1), False, True, False, False, shorts=True) == "sell"
+    assert decide(Decimal(0), True, False, True, False, shorts=True) is None
+
+
+def test_signed_ledger_books_a_short_exactly() -> None:
+    """On a margin account a sale opens a short (proceeds in cash, negative basis) and the
+    buy that covers it realises proceeds less what it cost, fees in quote."""
+    book = Ledger(cash=Decimal(1000), margin=True)
+
+    def fill(side: OrderSide, price: str, amount: str, fee: str, ms: int) -> Fill:
+        return Fill(str(ms), "o", "BTC/USDT", side, Decimal(price), Decimal(amount),
+                    Decimal(fee), "USDT", ms)  # fmt: skip
+
+    assert book.apply(fill(OrderSide.SELL, "100", "2", "0.2", 1), "BTC", "USDT") == 0
+    assert (book.amount, book.cash) == (Decimal(-2), Decimal("1199.8"))
+    assert (book.entry_open, book.entry_price, book.entry_ms) == (True, 100, 1)
+    assert book.equity(Decimal(90)) == Decimal("1019.8")
+    pnl = book.apply(fill(OrderSide.BUY, "90", "2", "0.18", 2), "BTC", "USDT")
+    assert pnl == Decimal("199.8") - Decimal("180.18")
+    assert (book.amount, book.cost_basis, book.entry_open) == (0, 0, False)
+    assert book.cash == Decimal(1000) + pnl == book.equity(Decimal(1))
+    assert book.fees_paid == Decimal("0.38")
+
+
+def test_a_spot_account_refuses_a_short_strategy(settings: Any) -> None:
+    """A strategy that shorts cannot run on an account that cannot short: the error names
+    the strategy's ``short`` field."""
+    from cryptoorchestrator.platform.errors import InvalidInputError
+
+    rt = offline_runtime(settings, allow_short=True)
+    with pytest.raises(InvalidInputError, match="spot account") as err:
+        asyncio.run(rt.prepare())
+    assert err.value.field == "short"
 
 
 def test_ledger_is_exact_with_base_and_quote_fees() -> None:
@@ -271,8 +310,19 @@ def test_shared_candles_do_not_keep_a_failure() -> None:
     assert asyncio.run(shared.get(("k",), 10.0, ok)) == [1]
 
 
+class _MarginAccount:
+    """Stands for an execution client of an account that can short (only the capability)."""
+
+    supports_short = True
+
+
 def offline_runtime(
-    settings: Any, *, clock: Any = None, poll_interval_s: float = 1.0, **config: Any
+    settings: Any,
+    *,
+    clock: Any = None,
+    poll_interval_s: float = 1.0,
+    client: Any = None,
+    **config: Any,
 ) -> BotRuntime:
     """A runtime with no exchange and a risk gate that denies: for its arithmetic alone."""
     defaults: dict[str, Any] = {
@@ -291,7 +341,7 @@ def offline_runtime(
     return BotRuntime(
         BotSettings(**{**defaults, **config}),
         settings,
-        None,  # type: ignore[arg-type]
+        client,
         Scripted(0, 0),
         deny,
         clock=clock,
@@ -317,6 +367,54 @@ def test_entry_leaves_room_for_dust_held(stop: Decimal | None, settings: Any) ->
     cap = rt.ledger.equity(price) * cfg.max_position_pct / 100
     assert amount * price + rt.ledger.amount * price <= cap
     assert amount < flat
+
+
+@pytest.mark.parametrize("stop", [None, Decimal(2)])
+def test_a_short_is_sized_as_the_kernel_sizes_it(stop: Decimal | None, settings: Any) -> None:
+    """On a margin account a short entry commits the margin rule's room (``entry_room``, fee
+    included), the kernel's quantity; the risk manager's cap approves it."""
+    from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
+    from cryptoorchestrator.platform.risk import margin
+
+    rt = offline_runtime(
+        settings,
+        client=_MarginAccount(),
+        max_position_pct=Decimal(100),
+        stop_loss_pct=stop,
+        risk_per_trade_pct=Decimal(5),
+        allow_short=True,
+    )
+    price = Decimal(100)
+    amount = rt._entry_amount(price, -1)  # noqa: SLF001
+    room = margin.entry_room(Decimal(1000), Decimal(0), Decimal(1), Decimal("0.001"))
+    # fraction sizing: all the room; risk sizing: 5 % of equity at a 2 % stop, within it
+    expected = room if stop is None else min(room, Decimal(1000) * 5 / 2)
+    assert amount * price == expected
+    bars = np.array([100.0, 100.0])
+    sized = simulate(
+        bars,
+        bars,
+        bars,
+        bars,
+        None,
+        None,
+        np.array([True, False]),
+        config=SimConfig(
+            init_cash=1000.0,
+            fee_bps=10.0,
+            fill="close",
+            size_mode="risk" if stop else "fraction",
+            size=0.05 if stop else 1.0,
+            stop_loss=0.02 if stop else None,
+        ),
+    )
+    assert float(amount) == pytest.approx(sized.orders[0, 3], rel=1e-15)
+    manager = RiskManager(RiskLimits(max_orders_per_minute=1000), TestClock())
+    manager.register_bot(
+        1, equity=Decimal(1000), max_position_pct=Decimal(100), risk_per_trade_pct=Decimal(5)
+    )
+    check = OrderCheck(1, "co1-0-H", "BTC/USDT", OrderSide.SELL, amount, price)
+    assert manager.approve(check).approved
 
 
 def test_paper_bots_of_a_loop_share_one_market_data_client(sim: Any, bot_db: Any) -> None:

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
-from cryptoorchestrator.cluster.bot_actor import find_bot_actor
 from cryptoorchestrator.cluster.bots import bot_status, start_bot, stop_bot, supervise_once
+from cryptoorchestrator.cluster.handles import find_bot_actor
 from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.cluster.runtime import BOT_NICENESS
 from cryptoorchestrator.platform.settings import Settings
@@ -74,7 +74,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
 
 @pytest.fixture
 def world(ray_session: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     candles: pa.Table = pq.read_table(BUNDLED).slice(0, 800)
     ts = candles.column("timestamp").to_pylist()

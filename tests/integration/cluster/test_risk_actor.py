@@ -244,6 +244,7 @@ def test_an_order_check_survives_the_wire() -> None:
         stop_price=D("2400"),
         equity=D("1000.123456789012345678901234567"),
         position_notional=D("-12.5"),
+        fee_rate=D("0.001"),
     )
     bare = OrderCheck(3, "co3-2-L", "ETH/USDT", OrderSide.BUY, D("1"), D("2"))
     for check in (full, bare):

@@ -56,6 +56,26 @@ def test_short_proceeds_do_not_fund_a_long_past_the_cap() -> None:
     assert rm.approve(_order("buy", "8", symbol="BTC/USDT")).approved
 
 
+def test_with_its_fee_the_cap_is_the_kernels_entry_room() -> None:
+    """Given the order's fee rate, the cap holds on the equity after the fee: an entry of
+    exactly ``margin.entry_room(E, G, L, fee)`` passes, a lot more does not."""
+    from cryptoorchestrator.platform.risk import margin
+
+    rm = _manager()
+    room = margin.entry_room(D(1000), D(800), D(1), D("0.001"))  # 200 / 1.001
+    units = room / D(100)
+
+    def order(amount: D) -> OrderCheck:
+        return OrderCheck(1, f"f{next(_ids)}", "ETH/USDT", OrderSide.BUY, amount, D(100),
+                          fee_rate=D("0.001"))  # fmt: skip
+
+    denied = rm.approve(order(units + D("0.00001")))
+    assert (denied.approved, denied.limit) == (False, "max_gross_leverage")
+    assert rm.approve(order(units)).approved
+    # without the fee rate the cap is on equity before the fee: 2 units (200) fit
+    assert rm.approve(_order("buy", "2")).approved
+
+
 def test_a_levered_bot_may_go_further() -> None:
     # 1.5 x 1000: 800 + 700 fits, 800 + 701 does not
     assert _manager(max_gross_leverage=D("1.5")).approve(_order("buy", "7")).approved

@@ -99,7 +99,10 @@ class SimConfig:
     stop_loss, take_profit, trailing_stop
         Default stops as fractions of the entry price (trailing: of the best price since entry).
     qty_step, min_qty, min_notional, price_tick
-        Exchange precision and minimums, one value or one per symbol; 0 disables.
+        Exchange precision and minimums, one value or one per symbol; 0 disables.  The price
+        tick rounds fills against the trader and places stop and take-profit levels on the
+        tick, never better than asked (``nb._stop_tick_nb``), exactly as a live bot's
+        exchange orders rest (``docs/backtest.md``, "Stops and targets").
     close_at_end
         Close open positions at the last close (otherwise they are reported as open trades).
     allow_short

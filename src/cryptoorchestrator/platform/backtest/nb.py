@@ -106,13 +106,49 @@ def _bar_return_nb(equity: float, prev: float) -> float:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _tick_parts_nb(tick: float) -> tuple[float, float]:
+    """Return ``(m, scale)`` with ``m / scale == tick`` exactly: ``m`` whole, ``scale = 10**d``.
+
+    Exchange ticks are decimals (0.01, 0.00001, 0.5): ``m`` and ``scale`` are then exact
+    integers in float64, and a tick level ``k x tick`` is written as ``(k x m) / scale``, one
+    correctly rounded division, the float nearest the decimal the exchange quotes.  A tick that
+    is no short decimal is taken as it is (``m = tick``, ``scale = 1``).
+    """
+    scale = 1.0
+    for _ in range(16):
+        m = math.floor(tick * scale + 0.5)
+        if m >= 1.0 and m / scale == tick:
+            return m, scale
+        scale *= 10.0
+    return tick, 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _round_price_nb(price: float, tick: float, up: bool) -> float:
-    if tick > 0.0:
-        steps = price / tick
-        if up:
-            return math.ceil(steps - 1e-9) * tick
-        return math.floor(steps + 1e-9) * tick
-    return price
+    """Return the tick level nearest ``price`` at or above it (``up``) or at or below it.
+
+    Exact: the level is the float of the decimal ``k x tick`` (see :func:`_tick_parts_nb`), and
+    ``k`` is the smallest (largest) whose level is at or above (at or below) the float
+    ``price``, so a price already on the tick is returned unchanged and the same inputs give
+    the same bits here, in Python (``stops.round_to_tick_nb``) and at the exchange's decimal.
+    ``tick <= 0``: no tick, ``price`` unchanged.
+    """
+    if not (tick > 0.0):
+        return price
+    m, scale = _tick_parts_nb(tick)
+    # a first guess from the float quotient, corrected by comparing the exact levels
+    k = float(math.floor(price * scale / m))
+    if up:
+        while (k * m) / scale < price:
+            k += 1.0
+        while ((k - 1.0) * m) / scale >= price:
+            k -= 1.0
+    else:
+        while (k * m) / scale > price:
+            k -= 1.0
+        while ((k + 1.0) * m) / scale <= price:
+            k += 1.0
+    return (k * m) / scale
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -234,11 +270,36 @@ def _stop_nb(
     tsl: float,
     gap_possible: bool,
 ) -> tuple[int, float, float]:
+    """Check the stops of position ``p`` in one bar without a price tick (see
+    :func:`_stop_tick_nb`); return ``(reason, exit_base, extreme)``."""
+    return _stop_tick_nb(p, o, h, lo, ep, extreme, sl, tp, tsl, gap_possible, 0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stop_tick_nb(
+    p: float,
+    o: float,
+    h: float,
+    lo: float,
+    ep: float,
+    extreme: float,
+    sl: float,
+    tp: float,
+    tsl: float,
+    gap_possible: bool,
+    tick: float,
+) -> tuple[int, float, float]:
     """Check the stops of position ``p`` in one bar; return ``(reason, exit_base, extreme)``.
 
     ``reason`` is -1 when nothing triggers.  A gap through a level fills at the open; when the
     stop and the take-profit could both trigger inside the bar, the stop wins (conservative);
     the trailing reference takes this bar's extreme only after the check.
+
+    With a price tick (``tick > 0``) the levels are those an exchange can hold: the stop (the
+    tighter of stop-loss and trailing stop, chosen on the exact levels) on the tick at or
+    beyond it (below for a long, above for a short: never a better price than asked), the
+    take-profit on the first tick it takes to reach it (above for a long, below for a short).
+    For prices on the tick the same bars reach them; the exit is at the tick level.
     """
     reason = -1
     exit_base = 0.0
@@ -253,6 +314,11 @@ def _stop_nb(
                 stop_px = t
                 stop_reason = REASON_TRAILING_STOP
         tp_px = ep * (1.0 + tp) if tp == tp else np.inf
+        if tick > 0.0:
+            if stop_px > -np.inf:
+                stop_px = _round_price_nb(stop_px, tick, False)
+            if tp_px < np.inf:
+                tp_px = _round_price_nb(tp_px, tick, True)
         if gap_possible and o <= stop_px:
             reason = stop_reason
             exit_base = o
@@ -278,6 +344,11 @@ def _stop_nb(
                 stop_px = t
                 stop_reason = REASON_TRAILING_STOP
         tp_px = ep * (1.0 - tp) if tp == tp else -np.inf
+        if tick > 0.0:
+            if stop_px < np.inf:
+                stop_px = _round_price_nb(stop_px, tick, True)
+            if tp_px > -np.inf:
+                tp_px = _round_price_nb(tp_px, tick, False)
         if gap_possible and o >= stop_px:
             reason = stop_reason
             exit_base = o
@@ -851,7 +922,7 @@ def _loop_nb(  # noqa: PLR0913, C901
                 p = pos[j]
                 if p == 0.0:
                     continue
-                reason, exit_base, extreme[j] = _stop_nb(
+                reason, exit_base, extreme[j] = _stop_tick_nb(
                     p,
                     open_[i, j],
                     high[i, j],
@@ -862,6 +933,7 @@ def _loop_nb(  # noqa: PLR0913, C901
                     pos_tp[j],
                     pos_tsl[j],
                     entry_bar[j] < i,
+                    price_tick[j],
                 )
                 if reason < 0:
                     continue
@@ -1020,9 +1092,10 @@ def simulate_nb(  # noqa: PLR0913, C901
     Return ``(orders, trades, stats)`` and fill ``equity_out`` when it has ``n_bars`` slots.
     Per bar: (1) in next-open mode, orders decided on the previous bar fill at this open, exits
     before entries, columns in order; (2) stops trigger intra-bar from high/low (see
-    :func:`_stop_nb`; a position opened at this open can stop out in this bar, one opened at a
-    close only from the next bar); (3) in close mode this bar's signals fill at its close,
-    otherwise they are queued for the next open; (4) the account is marked to market at the close.
+    :func:`_stop_tick_nb`, levels on the price tick; a position opened at this open can stop
+    out in this bar, one opened at a close only from the next bar); (3) in close mode this
+    bar's signals fill at its close, otherwise they are queued for the next open; (4) the
+    account is marked to market at the close.
     Margin: entries never take gross exposure above ``max_gross`` x equity (:func:`_avail_nb`);
     with ``liquidate``, after (2) the account is liquidated if its margin runs out inside the bar
     (:func:`_liquidate_nb`) and then stops trading (``stats[S_LIQUIDATED]``,
@@ -1505,7 +1578,7 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
             cash = x[X_CASH]
             x[X_LIQ_PX] = _liq_trigger_nb(pos, cash, fee, slippage, maintenance, liquidate)
         if use_stops and pos != 0.0:
-            reason, exit_base, x[X_EXTREME] = _stop_nb(
+            reason, exit_base, x[X_EXTREME] = _stop_tick_nb(
                 pos,
                 open_[i, 0],
                 high[i, 0],
@@ -1516,6 +1589,7 @@ def _loop_1d_nb(  # noqa: PLR0913, C901
                 x[X_TP],
                 x[X_TSL],
                 x[X_ENTRY_BAR] < i,
+                tick,
             )
             if reason >= 0:
                 x[X_POS] = pos

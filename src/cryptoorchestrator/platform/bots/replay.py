@@ -3,7 +3,7 @@
 A replay runs :class:`~cryptoorchestrator.platform.bots.runtime.BotRuntime` (the code of every
 live bot), a :class:`~cryptoorchestrator.platform.risk.manager.RiskManager`, a
 :class:`~cryptoorchestrator.platform.exchange.paper.PaperBroker` and ccxt's ``binance`` client
-against :class:`~cryptoorchestrator.platform.exchange.simulator.ExchangeSimulator` serving the
+against :class:`~cryptoorchestrator.platform.exchange.sim.ExchangeSimulator` serving the
 given candles.  The simulator's clock is stepped to the open of each candle in turn and the bot
 handles the candle that just closed before the clock moves again: the handshake is the runtime's
 own ``poll_once`` (it returns once the candle is decided, its orders answered and its equity
@@ -19,6 +19,8 @@ forming candle, sells at market.
 The paper broker is set for backtest parity: fees in quote (``price x qty x fee``) and the
 forming candle's last price as the only quote (bid = ask; at the instant a candle opens, its
 open), so an order decided on candle t fills at candle t+1's open, as ``co.backtest`` fills it.
+A bot whose strategy shorts (``BotSettings.allow_short``) trades a paper margin account under
+the backtest's margin rule (``max_gross_leverage``); any other bot a spot account.
 The bot's recorded fills then become a :class:`ReplayResult`, a
 :class:`~cryptoorchestrator.platform.backtest.result.BacktestResult` built exactly as the engine
 builds its own (orders, round trips, equity at each close, metrics).
@@ -50,10 +52,11 @@ from cryptoorchestrator.platform.backtest import nb
 from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.backtest.result import BacktestResult
+from cryptoorchestrator.platform.backtest.stops import round_to_tick_nb
 from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, SignalSource
 from cryptoorchestrator.platform.bots.writes import OrderWrites
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.exchange.sim_market import SymbolSpec, default_spec, first_touch
+from cryptoorchestrator.platform.exchange.sim import SymbolSpec, default_spec, first_touch
 from cryptoorchestrator.platform.model.clock import TestClock
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.model.timestamps import annualisation
@@ -254,7 +257,7 @@ def account_of(settings: Settings, bot_id: int) -> int:
 @contextmanager
 def simulator_for(bars: pa.Table, spec: ReplaySpec) -> Iterator[Any]:
     """Run the exchange simulator on ``bars`` (clock stopped at candle 1's open) in a thread."""
-    from cryptoorchestrator.platform.exchange.simulator import run_simulator_in_thread
+    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
 
     ts = bars.column("timestamp").to_numpy()
     with run_simulator_in_thread(
@@ -306,6 +309,8 @@ async def run_in_process(
         clock=lambda: datetime.fromtimestamp(sim.now() / 1000, UTC),
         fees_in_quote=True,
         quote_candle=spec.timeframe,
+        # A strategy that shorts trades a margin account under the backtest's margin rule.
+        max_gross_leverage=cfg.max_gross_leverage if cfg.allow_short else None,
     )
     await broker.fund({spec.symbol.split("/")[1].split(":")[0]: cfg.starting_balance})
     manager = RiskManager(spec.limits, TestClock())
@@ -374,8 +379,12 @@ def take_profit_touch_ms(
     reason, level = stops.check(int(ts), o, h, lo)
     if reason != nb.REASON_TAKE_PROFIT or level == o:
         return None
-    target = math.ceil(level / tick - 1e-9) * tick  # rising to it: the first tick at or above
-    frac = first_touch(o, h, lo, c, 0.0, 1.0, target, buy=False)
+    # The kernel's level is on the exchange's tick already (rising to it: the first tick at or
+    # above the distance's level); rounding it again is a no-op that guards a tickless state.
+    long = stops.side > 0
+    target = round_to_tick_nb(level, tick, long)
+    # a long's target is reached by a rising price, a short's by a falling one (``buy``)
+    frac = first_touch(o, h, lo, c, 0.0, 1.0, target, buy=not long)
     if frac is None:
         return None
     return int(ts) + min(max(math.ceil(frac * tf_ms), 1), tf_ms - 1)
@@ -450,27 +459,49 @@ def replay_result(
             buy = side == "buy"
             orders[k] = (i, 0, 1.0 if buy else -1.0, qty, price, fee, reason)
             fees += fee
-            if buy:
-                cash -= qty * price + fee
-                pos += qty
+            cash += -(qty * price + fee) if buy else qty * price - fee
+            if pos == 0.0:
+                # opens a position (a bot opens and closes whole positions, one order each)
+                pos = qty if buy else -qty
                 entry_price, entry_fee, entry_bar = price, fee, i
             else:
-                cash += qty * price - fee
-                pnl = qty * (price - entry_price) - entry_fee - fee
+                direction = 1.0 if pos > 0 else -1.0
+                pnl = direction * qty * (price - entry_price) - entry_fee - fee
                 trades.append(
-                    _trade(entry_bar, i, entry_price, price, qty, pnl, entry_fee + fee, reason)
+                    _trade(
+                        entry_bar,
+                        i,
+                        entry_price,
+                        price,
+                        qty,
+                        pnl,
+                        entry_fee + fee,
+                        reason,
+                        direction,
+                    )
                 )
-                pos -= qty
-                if pos <= qty * 1e-12:
+                pos += qty if buy else -qty
+                if abs(pos) <= qty * 1e-12:
                     pos = 0.0
             k += 1
         equity[i] = cash + pos * close[i]
         if pos != 0.0:
             exposure += 1
     if pos != 0.0:
+        direction = 1.0 if pos > 0 else -1.0
         pnl = pos * (close[-1] - entry_price) - entry_fee
         trades.append(
-            _trade(entry_bar, n - 1, entry_price, close[-1], pos, pnl, entry_fee, nb.REASON_END)
+            _trade(
+                entry_bar,
+                n - 1,
+                entry_price,
+                close[-1],
+                abs(pos),
+                pnl,
+                entry_fee,
+                nb.REASON_END,
+                direction,
+            )
         )
         trades[-1][nb.T_OPEN] = 1.0
     trade_records = np.array(trades) if trades else np.zeros((0, nb.N_TRADE_FIELDS))
@@ -507,9 +538,10 @@ def _trade(
     pnl: float,
     fees: float,
     reason: int,
+    direction: float = 1.0,
 ) -> np.ndarray:
     rec = np.zeros(nb.N_TRADE_FIELDS)
-    rec[nb.T_DIR] = 1.0
+    rec[nb.T_DIR] = direction
     rec[nb.T_ENTRY_BAR] = entry_bar
     rec[nb.T_EXIT_BAR] = exit_bar
     rec[nb.T_ENTRY_PRICE] = entry_price

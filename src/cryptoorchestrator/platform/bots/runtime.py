@@ -13,7 +13,11 @@ On each closed candle
    decision on bar t is the backtest's on bar t computed on the whole history; a market with
    less history than that is evaluated on all of it, as a backtest over it would be.
 2. Decide as the backtest engine does (an entry and an exit of one side on one bar cancel; an
-   opposite entry closes the position).  Spot accounts cannot short: short entries only close.
+   opposite entry reverses: close, then open).  Shorts are opened only by a strategy that
+   shorts (``BotSettings.allow_short``) on an account that can (the client's
+   ``supports_short``, a margin account: signed books, entries sized by the margin rule
+   ``margin.entry_room`` as the kernel's); a spot account refuses such a strategy at
+   :meth:`BotRuntime.prepare`, and there short entries only close a long.
 3. Persist the order **intent** with a deterministic client order id
    ``co<bot>-<candle open ms>-<tag>`` before anything leaves the process.
 4. Ask the risk gate; a denial (or a late or unreachable risk actor) marks the intent denied.
@@ -33,9 +37,10 @@ per-bar ``Signals`` stops, else its class defaults.
 
 The exchange holds the stop, so it holds while the bot is down: once an entry fills, the bot
 places a stop-loss order (``OrderType.STOP_LOSS``, Binance spot's ``STOP_LOSS``) selling the
-position at the kernel's level (the stop-loss, or the trailing stop where it is tighter),
-rounded down onto the exchange's tick (for prices on that tick, the same bars reach it), tagged
-``S`` or ``T`` by which of the two it is.  When a closed candle moves the trailing level, the
+position at the kernel's level (the stop-loss, or the trailing stop where it is tighter) on
+the exchange's tick, where the kernel places it too (``nb._stop_tick_nb``: a long's on the tick
+at or below the level, a short's, a buy stop, at or above), tagged ``S`` or ``T`` by which of
+the two it is.  When a closed candle moves the trailing level, the
 order is replaced (cancelled, then placed anew under the candle's client order id: a restart
 finds either the old order, the new one, or none and places it on the next candle); a signal
 exit, a take-profit or the kill switch cancels it before selling (and sells nothing if it had
@@ -44,8 +49,9 @@ candle that opened through it) exits at market at once (tags ``SM`` / ``TM``): t
 at that open.  A stop fill found on the candle close after the one it filled on (it filled at
 the next open) leaves that close without a decision, as the kernel, still in the position at
 that close, takes none.  Take-profits are not held by the exchange: the bot polls the candle
-still forming (every ``poll_interval_s``) and sells at market once the high reached the level,
-at the market price of that moment (the kernel assumes the level itself).  When no stop order
+still forming (every ``poll_interval_s``) and closes at market once the candle reached the
+level on the tick (the kernel's fill price; on a live market the fill is the price of that
+moment).  When no stop order
 is held (it was refused by the risk gate, or never placed), stop exits work the same way.
 
 Crash safety
@@ -68,7 +74,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
@@ -85,6 +91,7 @@ from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,
+    InvalidInputError,
     OrderStateUnknownError,
     RetryableExchangeError,
 )
@@ -103,6 +110,7 @@ from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus,
 from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.risk import margin
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
@@ -189,6 +197,11 @@ class BotSettings:
     #: Most candles the exchange returns per OHLCV request (Binance: 1,000); longer windows
     #: are fetched in pages.
     ohlcv_page: int = 1000
+    #: Whether the strategy shorts (its ``short`` parameter): the account must support it.
+    allow_short: bool = False
+    #: The margin rule's cap on gross exposure, a multiple of equity (the backtest's
+    #: ``SimConfig.max_gross_leverage``); applies to accounts that can short.
+    max_gross_leverage: Decimal = Decimal(1)
 
     @classmethod
     def from_row(cls, bot: Bot, exchange: str, window: int = 500) -> BotSettings:
@@ -205,6 +218,7 @@ class BotSettings:
             take_profit_pct=bot.take_profit,
             trailing_stop_pct=bot.trailing_stop,
             window=window,
+            allow_short=bool((bot.params or {}).get("short", False)),
         )
 
 
@@ -213,7 +227,9 @@ class Ledger:
     """The bot's own books, exact: cash in quote, position in base, costs and P&L.
 
     The position's cost basis (quote paid, fees included) is kept as a total rather than an
-    average price, so a full exit realises exactly ``proceeds - basis`` with no rounding.
+    average price, so a full exit realises exactly ``proceeds - basis`` with no rounding.  On a
+    margin account (``margin``) the position is signed: a sale beyond the holding opens a short
+    (its basis is the quote received, negative), and a buy covers it first.
     """
 
     cash: Decimal
@@ -229,11 +245,13 @@ class Ledger:
     entry_amount: Decimal = _ZERO
     entry_ms: int | None = None
     entry_open: bool = False
+    #: A margin account: sales beyond the holding are shorts (spot: the position ends at 0).
+    margin: bool = False
 
     @property
     def average_price(self) -> Decimal:
-        """Cost basis per unit held (fees included); zero when flat."""
-        return self.cost_basis / self.amount if self.amount > 0 else _ZERO
+        """Cost basis per unit held (fees included; a short's: proceeds net of fees)."""
+        return self.cost_basis / self.amount if self.amount != 0 else _ZERO
 
     @property
     def entry_price(self) -> Decimal:
@@ -248,6 +266,8 @@ class Ledger:
 
     def apply(self, fill: Fill, base: str, quote: str) -> Decimal:
         """Apply one fill (spot: fees in the received asset, or quote); return realised P&L."""
+        if self.margin:
+            return self._apply_signed(fill, base)
         fee_quote = _ZERO
         pnl = _ZERO
         if fill.side is OrderSide.BUY:
@@ -290,6 +310,53 @@ class Ledger:
             if self.amount <= 0:
                 self.amount, self.cost_basis = _ZERO, _ZERO
         self.fees_paid += fee_quote
+        self.realized_pnl += pnl
+        return pnl
+
+    def _apply_signed(self, fill: Fill, base: str) -> Decimal:
+        """Apply one fill to a signed position (a margin account); return realised P&L."""
+        buy = fill.side is OrderSide.BUY
+        qty = fill.amount
+        if fill.fee_currency == base:
+            # the fee is base the account never receives (buy) or also gives (sell)
+            qty = qty - fill.fee if buy else qty + fill.fee
+            flow = -fill.cost if buy else fill.cost
+            fee_quote = fill.fee * fill.price
+        else:
+            flow = -(fill.cost + fill.fee) if buy else fill.cost - fill.fee
+            fee_quote = fill.fee
+        self.cash += flow
+        self.fees_paid += fee_quote
+        delta = qty if buy else -qty
+        pnl = _ZERO
+        held = self.amount
+        opening = abs(delta)
+        if held != 0 and (held > 0) != (delta > 0):
+            # reduces (or closes) the position first: the entry ends
+            closing = min(abs(delta), abs(held))
+            share = closing / abs(delta)
+            basis_out = (
+                self.cost_basis if closing >= abs(held) else self.cost_basis * closing / abs(held)
+            )
+            pnl = flow * share - basis_out
+            self.cost_basis -= basis_out
+            self.amount += closing if delta > 0 else -closing
+            if self.amount == 0:
+                self.cost_basis = _ZERO
+            self.entry_open = False
+            opening -= closing
+            flow -= flow * share
+        if opening > 0:
+            # opens (or adds to) a position on the fill's side: its basis is what it cost
+            self.cost_basis -= flow
+            self.amount += opening if delta > 0 else -opening
+            if not self.entry_open:
+                self.entry_notional, self.entry_amount, self.entry_ms = _ZERO, _ZERO, None
+                self.entry_open = True
+            self.entry_notional += fill.price * opening
+            self.entry_amount += opening
+            if self.entry_ms is None:
+                self.entry_ms = fill.timestamp_ms
         self.realized_pnl += pnl
         return pnl
 
@@ -573,19 +640,46 @@ def _fraction(pct: Decimal | None) -> float | None:
     return None if pct is None else float(pct) / 100.0
 
 
-def decide(position: Decimal, le: bool, lx: bool, se: bool, sx: bool) -> str | None:
-    """Return ``"buy"`` (open long), ``"sell"`` (close long) or None, as the engine decides.
+def decide(
+    position: Decimal, le: bool, lx: bool, se: bool, sx: bool, *, shorts: bool = False
+) -> str | None:
+    """Return the orders to send on a candle, as the engine decides (``nb._decide_nb``).
 
-    Mirrors ``platform.backtest.nb._decide_nb`` restricted to a spot account: an entry and an
-    exit of one side on one bar cancel; a short entry while long closes the long.
+    ``"buy"`` (open long), ``"sell"`` (close long), ``"short"`` (open short), ``"cover"``
+    (close short), ``"sell+short"`` / ``"cover+buy"`` (reverse: close, then open the other
+    side), or None.  An entry and an exit of one side on one bar cancel.  Without ``shorts``
+    (a spot account, or a strategy that does not short) a short entry only closes a long.
+
+    Parameters
+    ----------
+    position
+        The signed position (dust below the lot step counts as flat).
+    le, lx, se, sx
+        The strategy's long entry/exit and short entry/exit at the candle.
+    shorts
+        Whether the bot may open shorts.
     """
     if le and lx:
         le = lx = False
     if se and sx:
         se = sx = False
+    if not shorts:
+        if position > 0:
+            return "sell" if (se or lx) else None
+        if position < 0:
+            return "cover" if (le or sx) else None  # a short the bot may no longer open
+        return "buy" if (le and not se) else None
     if position > 0:
-        return "sell" if (se or lx) else None
-    return "buy" if (le and not se) else None
+        if se:
+            return "sell+short"
+        return "sell" if lx else None
+    if position < 0:
+        if le:
+            return "cover+buy"
+        return "cover" if sx else None
+    if le != se:
+        return "buy" if le else "short"
+    return None
 
 
 def _would_trigger(rejected: OrderRejected) -> bool:
@@ -642,7 +736,10 @@ class BotRuntime:
         self.writes = writes or writes_for(settings)
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
         self.state = RuntimeState()
-        self.ledger = Ledger(cash=config.starting_balance)
+        # Whether the account can short (a capability of the client, e.g. a margin account);
+        # a client that does not declare it (a duck-typed test double) is a spot account.
+        self._margin = bool(getattr(client, "supports_short", False))
+        self.ledger = Ledger(cash=config.starting_balance, margin=self._margin)
         self._tf_ms = timeframe_to_ms(config.timeframe)
         base, _, quote = config.symbol.partition("/")
         self._base, self._quote = base, quote.split(":")[0]
@@ -655,6 +752,8 @@ class BotRuntime:
         # The open position's stops (the kernel's state), and the distances the last signal
         # gave for an entry on its bar.
         self._stops: PositionStops | None = None
+        # The exchange's price tick: stop levels go on it as the kernel's do (set by prepare).
+        self._price_tick = 0.0
         self._entry_stops = (
             resolve_stop(_fraction(config.stop_loss_pct), None),
             resolve_stop(_fraction(config.take_profit_pct), None),
@@ -688,7 +787,16 @@ class BotRuntime:
         """Load the books from the database and reconcile with the exchange (before trading)."""
         # Compile (or load from numba's cache) the kernel's stop rule now, not on the first
         # candle that reaches a stop.
-        PositionStops(1.0, 0, sl=0.5).check(1, 1.0, 1.0, 1.0)
+        PositionStops(1.0, 0, sl=0.5, tick=0.01).check(1, 1.0, 1.0, 1.0)
+        if self.config.allow_short and not self._margin:
+            raise InvalidInputError(
+                "short",
+                f"the strategy shorts, but the bot's {self.config.exchange} account is a spot "
+                "account that cannot sell what it does not hold",
+                allowed="short=false, or an account that supports shorts (margin)",
+            )
+        market = await self.client.market(self.config.symbol)
+        self._price_tick = float(market.price_tick or 0)
         self._load_ledger()
         await self.reconcile()
         self._held_stop = self._stored_stop()
@@ -924,11 +1032,16 @@ class BotRuntime:
                 resolve_stop(_fraction(self.config.take_profit_pct), stops[1]),
                 resolve_stop(_fraction(self.config.trailing_stop_pct), stops[2]),
             )
-            action = None if late else decide(await self._tradable_position(), le, lx, se, sx)
-            tag, reason = ("L" if action == "buy" else "X"), "signal"
+            shorts = self.config.allow_short and self._margin
+            position = await self._tradable_position()
+            action = None if late else decide(position, le, lx, se, sx, shorts=shorts)
+            tag, reason = "", "signal"
         self._step("strategy")
         if action is not None:
-            await self._act(last, action, tag, reason)
+            for step in action.split("+"):
+                # tags: L opens a long, H a short, X closes (one client order id each)
+                step_tag = tag or {"buy": "L", "short": "H"}.get(step, "X")
+                await self._act(last, step, step_tag, reason)
         await self._hold_stop(last)
         mark = Decimal(repr(last.close))
         await self._snapshot(last, mark)
@@ -947,19 +1060,20 @@ class BotRuntime:
     async def _tradable_position(self) -> Decimal:
         """The position as far as decisions go: dust below the exchange's lot step is flat."""
         amount = self.ledger.amount
-        if amount <= 0:
+        if amount == 0:
             return _ZERO
         market = await self.client.market(self.config.symbol)
-        rounded = market.round_amount(amount)
+        rounded = market.round_amount(abs(amount))
         if rounded <= 0 or (market.min_amount is not None and rounded < market.min_amount):
             return _ZERO
         return amount
 
     def _stop_exit(self, candle: Candle) -> tuple[str | None, str, str]:
-        """Exit a long position whose stops ``candle`` reached, by the backtest kernel's rule.
+        """Exit a position whose stops ``candle`` reached, by the backtest kernel's rule.
 
         ``candle`` is the newest closed candle, or the one forming (its prices so far).  The
-        action is ``"held"`` for a stop the exchange holds an order for.
+        action is ``"held"`` for a stop the exchange holds an order for, else ``"sell"`` (a
+        long) or ``"cover"`` (a short).
         """
         stops = self.position_stops()
         if stops is None:
@@ -967,12 +1081,13 @@ class BotRuntime:
         reason, _ = stops.check(candle.timestamp_ms, candle.open, candle.high, candle.low)
         if reason in (REASON_STOP_LOSS, REASON_TRAILING_STOP) and self._held_stop is not None:
             return "held", "", ""
+        close = "sell" if stops.side > 0 else "cover"
         if reason == REASON_STOP_LOSS:
-            return "sell", "S", "stop_loss"
+            return close, "S", "stop_loss"
         if reason == REASON_TRAILING_STOP:
-            return "sell", "T", "trailing_stop"
+            return close, "T", "trailing_stop"
         if reason == REASON_TAKE_PROFIT:
-            return "sell", "P", "take_profit"
+            return close, "P", "take_profit"
         return None, "", ""
 
     def position_stops(self) -> PositionStops | None:
@@ -983,9 +1098,10 @@ class BotRuntime:
         its trailing extreme from the kept candles since its entry bar.
         """
         book = self.ledger
-        if book.amount <= 0 or not book.entry_open or book.entry_amount <= 0:
+        if book.amount == 0 or not book.entry_open or book.entry_amount <= 0:
             self._stops = None
             return None
+        side = 1.0 if book.amount > 0 else -1.0
         entry = float(book.entry_price)
         entry_ms = book.entry_ms if book.entry_ms is not None else self.clock.now_ms()
         forming = self._forming
@@ -994,10 +1110,15 @@ class BotRuntime:
         else:  # rebuilt after a restart: candles open on multiples of their length (UTC)
             entry_bar = entry_ms - entry_ms % self._tf_ms
         known = self._stops
-        if known is not None and (known.entry_price, known.entry_bar_ms) == (entry, entry_bar):
+        if known is not None and (
+            known.entry_price,
+            known.entry_bar_ms,
+            known.tick,
+            known.side,
+        ) == (entry, entry_bar, self._price_tick, side):
             return known
         sl, tp, tsl = self._entry_stops
-        stops = PositionStops(entry, entry_bar, sl, tp, tsl)
+        stops = PositionStops(entry, entry_bar, sl, tp, tsl, tick=self._price_tick, side=side)
         last = self.state.last_candle_ms
         for c in self._window:
             if last is not None and c.timestamp_ms <= last:
@@ -1006,18 +1127,29 @@ class BotRuntime:
         return stops
 
     async def _act(self, candle: Candle, action: str, tag: str, reason: str) -> None:
+        """Send one order: ``action`` is ``"buy"``/``"short"`` (open) or ``"sell"``/``"cover"``
+        (close the long/short), under the client order id of ``candle`` and ``tag``."""
         cfg = self.config
-        if action == "sell" and not await self._cancel_stop():
-            return  # the exchange's stop sold the position first
+        closing = action in ("sell", "cover")
+        if closing and not await self._cancel_stop():
+            return  # the exchange's stop closed the position first
+        if closing and (self.ledger.amount > 0) != (action == "sell"):
+            return  # nothing of that side left to close
+        if (
+            not closing
+            and self.ledger.amount != 0
+            and (self.ledger.amount > 0) != (action == "buy")
+        ):
+            return  # the reversal's close did not happen (denied, rejected): open nothing
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
         ticker = await self.client.fetch_ticker(cfg.symbol)
         self._step("ticker")
-        side = OrderSide.BUY if action == "buy" else OrderSide.SELL
+        side = OrderSide.BUY if action in ("buy", "cover") else OrderSide.SELL
         price = ticker.price_for(side) or Decimal(repr(candle.close))
-        if side is OrderSide.BUY:
-            amount = self._entry_amount(price)
+        if closing:
+            amount = abs(self.ledger.amount)
         else:
-            amount = self.ledger.amount
+            amount = self._entry_amount(price, 1 if action == "buy" else -1)
         if amount <= 0:
             return
         market = await self.client.market(cfg.symbol)
@@ -1030,8 +1162,10 @@ class BotRuntime:
         if existing is not None and existing != OrderStatus.INTENT.value:
             return  # this decision was already carried out (before a restart)
         stop_price = None
-        if side is OrderSide.BUY and cfg.stop_loss_pct is not None:
-            stop_price = price * (1 - cfg.stop_loss_pct / Decimal(100))
+        if not closing and cfg.stop_loss_pct is not None:
+            # the stop the entry was sized on (the nearest of stop-loss and trailing stop)
+            away = self._risk_distance()
+            stop_price = price * (1 - away) if action == "buy" else price * (1 + away)
         asked = self.clock.monotonic()
         decision = await self.risk(
             OrderCheck(
@@ -1041,11 +1175,12 @@ class BotRuntime:
                 side=side,
                 amount=amount,
                 price=price,
-                reduce_only=side is OrderSide.SELL,
+                reduce_only=closing,
                 stop_price=stop_price,
                 # limits apply to equity now (at this price), not at the last candle's close
                 equity=self.ledger.equity(price),
                 position_notional=self.ledger.amount * price,
+                fee_rate=cfg.fee_rate,
             )
         )
         self.state.risk_ms.append((self.clock.monotonic() - asked) * 1000)
@@ -1076,12 +1211,15 @@ class BotRuntime:
         market = await self.client.market(cfg.symbol)
         if stops is not None:
             reason, level = stops.stop_level()
+            # a long's stop is below its level's tick, a short's above (the kernel's rounding)
+            rounding = ROUND_FLOOR if stops.side > 0 else ROUND_CEILING
             if reason >= 0 and math.isfinite(level) and level > 0:
-                # repr: the float's shortest decimal, so a tick price equal to the level as a
-                # float (the kernel's ``low <= level``) is not floored a tick below it.
+                # The kernel's level is on the tick (the float of the decimal ``k x tick``):
+                # its shortest repr is that decimal, and the floor below keeps it.  Without a
+                # known tick (prepare not run) the level is floored here.
                 price = Decimal(repr(level))
                 if market.price_tick:
-                    units = (price / market.price_tick).to_integral_value(rounding=ROUND_FLOOR)
+                    units = (price / market.price_tick).to_integral_value(rounding=rounding)
                     price = (units * market.price_tick).quantize(market.price_tick)
                 want = (price, "T" if reason == REASON_TRAILING_STOP else "S")
         held = self._held_stop
@@ -1089,12 +1227,14 @@ class BotRuntime:
             return
         if held is not None and not await self._cancel_stop():
             return  # it filled: nothing left to protect
-        amount = market.round_amount(self.ledger.amount)
-        if want is None or want[0] <= 0 or amount <= 0 or self.stopping:
+        amount = market.round_amount(abs(self.ledger.amount))
+        if want is None or want[0] <= 0 or amount <= 0 or self.stopping or stops is None:
             return
         price, tag = want
+        # the stop closes the position: a long's sells, a short's buys back
+        close_side = OrderSide.SELL if stops.side > 0 else OrderSide.BUY
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
-        existing = await self._intent(cid, OrderSide.SELL, amount, price, OrderType.STOP_LOSS)
+        existing = await self._intent(cid, close_side, amount, price, OrderType.STOP_LOSS)
         if existing is not None and existing != OrderStatus.INTENT.value:
             self._held_stop = self._stored_stop()
             return  # placed before a restart (reconciled at start)
@@ -1103,7 +1243,7 @@ class BotRuntime:
                 bot_id=cfg.bot_id,
                 client_order_id=cid,
                 symbol=cfg.symbol,
-                side=OrderSide.SELL,
+                side=close_side,
                 amount=amount,
                 price=price,
                 reduce_only=True,
@@ -1117,7 +1257,7 @@ class BotRuntime:
             return
         reason_text = "trailing_stop" if tag == "T" else "stop_loss"
         request = OrderRequest(
-            cfg.symbol, OrderSide.SELL, OrderType.STOP_LOSS, amount, cid, stop_price=price
+            cfg.symbol, close_side, OrderType.STOP_LOSS, amount, cid, stop_price=price
         )
         result = await self._submit(request, reason_text)
         if isinstance(result, ExchangeOrder):
@@ -1129,7 +1269,8 @@ class BotRuntime:
             # The price is through the level already (the candle opened there): the kernel
             # exits at that open, so sell at market now.
             forming = self._forming or candle
-            await self._act(forming, "sell", tag + "M", reason_text)
+            close = "sell" if close_side is OrderSide.SELL else "cover"
+            await self._act(forming, close, tag + "M", reason_text)
 
     async def _sync_stop(self) -> list[Fill]:
         """Adopt the held stop order's state; return its new fills (empty: none held)."""
@@ -1153,7 +1294,7 @@ class BotRuntime:
             return True
         order = await self.client.cancel_order(self.config.symbol, client_order_id=held[0])
         if order is None:
-            return self.ledger.amount > 0
+            return self.ledger.amount != 0
         await self._adopt(order)
         if order.is_final:
             self._closed.append(held[0])
@@ -1176,30 +1317,56 @@ class BotRuntime:
                 return None
             return row.client_order_id, row.price
 
-    def _entry_amount(self, price: Decimal) -> Decimal:
-        """Size an entry exactly as the backtest engine sizes it (``_budget_nb``).
+    def _entry_amount(self, price: Decimal, side: int = 1) -> Decimal:
+        """Size an entry (``side`` 1: long, -1: short) as the backtest engine sizes it
+        (``_budget_nb``, then ``_avail_nb``).
 
         Without a stop: ``sizing="fraction"`` with ``size = maxPositionSize``.  With a stop:
-        ``sizing="risk"``: the budget loses ``riskPerTrade`` of equity if the stop is hit,
-        capped at ``maxPositionSize`` of equity; both include the fee, as the engine's do.
+        ``sizing="risk"``: the budget loses ``riskPerTrade`` of equity if the stop nearest to
+        the entry is hit (:meth:`_risk_distance`), capped at ``maxPositionSize`` of equity;
+        both include the fee, as the engine's do.
 
         What the bot still holds counts against the cap: a sale rounded down to the lot step
         leaves dust, and an entry sized on the whole cap then exceeded it by the dust's value,
         so the risk actor denied every later entry (a third of the orders of a benchmark bot
         trading every candle).  Flat, this is the engine's sizing exactly.
+
+        On an account that can short, what an entry may commit is the margin rule's
+        (:func:`~cryptoorchestrator.platform.risk.margin.entry_room`, fees included, as the
+        kernel's ``_avail_nb``): short proceeds never fund it, and an unlevered account never
+        commits more than its cash.  A spot account commits at most its cash.
         """
         cfg = self.config
         equity = self.ledger.equity(price)
         one_plus_fee = 1 + cfg.fee_rate
         hundred = Decimal(100)
-        room = equity * cfg.max_position_pct / hundred - self.ledger.amount * price
+        held = self.ledger.amount * price
+        room = equity * cfg.max_position_pct / hundred - (held if side > 0 else -held)
         if cfg.stop_loss_pct is not None and cfg.stop_loss_pct > 0:
-            budget = equity * cfg.risk_per_trade_pct / cfg.stop_loss_pct * one_plus_fee
+            risk = equity * cfg.risk_per_trade_pct / hundred
+            budget = risk / self._risk_distance() * one_plus_fee
             budget = min(budget, room * one_plus_fee)
         else:
             budget = room
-        budget = min(budget, self.ledger.cash)
+        if self._margin:
+            lev = cfg.max_gross_leverage
+            avail = margin.entry_room(equity, abs(held), lev, cfg.fee_rate) * one_plus_fee
+            if lev <= 1:
+                avail = min(avail, self.ledger.cash)
+            budget = min(budget, avail)
+        else:
+            budget = min(budget, self.ledger.cash)
         return budget / one_plus_fee / price if budget > 0 else _ZERO
+
+    def _risk_distance(self) -> Decimal:
+        """The distance risk sizing divides by: the stop nearest to the entry, as the kernel's
+        ``_risk_distance_nb`` (the trailing stop where it is set and not wider than the
+        stop-loss; it starts at its full distance), of the distances the entry opens with."""
+        sl, _, tsl = self._entry_stops
+        if math.isnan(sl):
+            sl = _fraction(self.config.stop_loss_pct) or math.nan
+        dist = tsl if not math.isnan(tsl) and not sl <= tsl else sl
+        return Decimal(repr(dist))
 
     async def _submit(
         self, request: OrderRequest, reason: str
@@ -1375,7 +1542,7 @@ class BotRuntime:
 
     def _load_ledger(self) -> None:
         """Rebuild the books exactly from the stored fills (the database is the truth)."""
-        book = Ledger(cash=self.config.starting_balance)
+        book = Ledger(cash=self.config.starting_balance, margin=self._margin)
         with session_scope(self.settings) as session:
             trades = session.scalars(
                 select(Trade).where(Trade.bot_id == self.config.bot_id).order_by(Trade.id)
@@ -1445,19 +1612,20 @@ class BotRuntime:
 
     async def flatten(self) -> bool:
         """Sell the whole position at market (kill switch); return whether an order was sent."""
-        if self.ledger.amount <= 0 or not await self._cancel_stop():
+        if self.ledger.amount == 0 or not await self._cancel_stop():
             return False
         market = await self.client.market(self.config.symbol)
-        amount = market.round_amount(self.ledger.amount)
+        amount = market.round_amount(abs(self.ledger.amount))
         if amount <= 0:
             return False
+        side = OrderSide.SELL if self.ledger.amount > 0 else OrderSide.BUY
         cid = client_order_id(self.config.bot_id, self.clock.now_ms(), "K")
         ticker = await self.client.fetch_ticker(self.config.symbol)
-        price = ticker.price_for(OrderSide.SELL) or self.ledger.average_price
-        if await self._intent(cid, OrderSide.SELL, amount, price) is not None:
+        price = ticker.price_for(side) or self.ledger.average_price
+        if await self._intent(cid, side, amount, price) is not None:
             return False
         await self._submit(
-            OrderRequest(self.config.symbol, OrderSide.SELL, OrderType.MARKET, amount, cid),
+            OrderRequest(self.config.symbol, side, OrderType.MARKET, amount, cid),
             "kill switch: flatten",
         )
         return True

@@ -403,6 +403,15 @@ class ExecutionClient(ABC):
     #: see the same candles, so bots in one process may share one request.  None: never share.
     market_data_key: str | None = None
 
+    @property
+    def supports_short(self) -> bool:
+        """Whether the account can sell what it does not hold (a margin account).
+
+        Spot accounts cannot: a bot whose strategy shorts refuses to start on them.  A paper
+        broker with a margin account (``PaperBroker(max_gross_leverage=...)``) can.
+        """
+        return False
+
     @abstractmethod
     async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
         """Return every market by unified symbol (cached after the first call)."""

@@ -42,6 +42,16 @@ both sides (``cost x fee_rate``, as the backtest engine charges it), and ``quote
 the last price of the candle forming now the only quote (bid = ask = last, no spread): at the
 instant a candle opens that is its open, so a market order decided on the candle that just
 closed fills at the next candle's open, as the backtest fills it.
+
+Margin accounts (``max_gross_leverage``, for strategies that short): positions are signed, a
+sale beyond what the account holds is a short (the base balance goes negative, the proceeds are
+quote), and a buy may borrow quote (the quote balance goes negative) when the cap is above 1.
+Every market order that adds exposure is checked against the margin rule of the backtest
+(:func:`cryptoorchestrator.platform.risk.margin.within_gross_cap`): the market's gross exposure
+after the fill must stay within ``max_gross_leverage`` x the account's equity after its fee
+(quote plus base at the fill price), else it is refused as ``insufficient_margin``.  Orders that
+reduce the position need no funds.  Liquidation is the risk manager's (a margin call halts the
+bot); the paper broker does not close positions by itself.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from cryptoorchestrator.platform.exchange.execution import (
 )
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType, normalize_symbol
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.risk import margin
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.marks import mark_submitted
@@ -195,6 +206,10 @@ class PaperBroker(ExecutionClient):
         forming now (its close so far; bid = ask = last) instead of its ticker.  On a replay
         whose clock stands at a candle's open, a market order then fills at exactly that open,
         the backtest's price.
+    max_gross_leverage
+        None (default): a spot account, which sells only what it holds.  A number: a margin
+        account with this cap on gross exposure as a multiple of equity (the backtest's
+        ``SimConfig.max_gross_leverage``, see the module docstring); it can short.
     """
 
     def __init__(
@@ -209,6 +224,7 @@ class PaperBroker(ExecutionClient):
         quote_ttl_s: float = 0.0,
         fees_in_quote: bool = False,
         quote_candle: str | None = None,
+        max_gross_leverage: Decimal | str | int | None = None,
     ) -> None:
         self.settings = settings
         self.account_id = int(account_id)
@@ -219,6 +235,13 @@ class PaperBroker(ExecutionClient):
         self.quote_ttl_s = float(quote_ttl_s)
         self.fees_in_quote = bool(fees_in_quote)
         self.quote_candle = quote_candle
+        self.max_gross_leverage = (
+            None if max_gross_leverage is None else Decimal(max_gross_leverage)
+        )
+        if self.max_gross_leverage is not None and not self.max_gross_leverage > 0:
+            raise InvalidInputError(
+                "max_gross_leverage", "must be positive", allowed="> 0, or None for spot"
+            )
         self._quotes: dict[str, tuple[float, Ticker]] = {}
         self.exchange_name = f"paper:{self.account_id}"
         self.account_key = self.exchange_name
@@ -228,6 +251,11 @@ class PaperBroker(ExecutionClient):
 
     def _key(self, client_order_id: str) -> str:
         return f"{self.exchange_name}:{client_order_id}"
+
+    @property
+    def supports_short(self) -> bool:
+        """Whether this is a margin account (``max_gross_leverage`` set): it can short."""
+        return self.max_gross_leverage is not None
 
     def _run_db(self, fn: Callable[[Session], object]) -> object:
         """Run ``fn`` in a transaction of its own (on the calling thread)."""
@@ -504,7 +532,12 @@ class PaperBroker(ExecutionClient):
         # pays the fee from free funds when it fills).
         wanted = need + self._quote_fee(need) if buy and self.fees_in_quote else need
         have = held[need_asset][0] if need_asset in held else Decimal(0)
-        if wanted > have:
+        if self.max_gross_leverage is not None and fill_price is not None:
+            # A margin account: the margin rule instead of the free balance.
+            denial = self._margin_denial(request, amount, fill_price, market, held)
+            if denial is not None:
+                return denial
+        elif wanted > have:
             return OrderRejected(
                 request.client_order_id,
                 request.symbol,
@@ -563,6 +596,38 @@ class PaperBroker(ExecutionClient):
         # The balances as they stand after this order (later orders of a batch move them on).
         balances = {asset: (row[0], row[1]) for asset, row in changed.items()}
         return _Plan(self, prepared, order, trade, balances)
+
+    def _margin_denial(
+        self,
+        request: OrderRequest,
+        amount: Decimal,
+        price: Decimal,
+        market: MarketInfo,
+        held: dict[str, list[Decimal]],
+    ) -> OrderRejected | None:
+        """Refuse a fill that takes the market's gross exposure past the margin cap.
+
+        Equity is quote plus base at ``price`` (free and locked), less this fill's fee; an
+        order that does not grow the position's size is always allowed.
+        """
+        assert self.max_gross_leverage is not None
+        quote = sum(held.get(market.quote, ()), Decimal(0))
+        base = sum(held.get(market.base, ()), Decimal(0))
+        after = base + amount if request.side is OrderSide.BUY else base - amount
+        if abs(after) <= abs(base):
+            return None
+        equity = quote + base * price - self._quote_fee(amount * price)
+        gross = abs(after) * price
+        if margin.within_gross_cap(equity, gross, self.max_gross_leverage):
+            return None
+        return OrderRejected(
+            request.client_order_id,
+            request.symbol,
+            "insufficient_margin",
+            f"gross exposure would be {gross} {market.quote}, above "
+            f"{self.max_gross_leverage}x equity ({equity})",
+            sent=True,
+        )
 
     def _settle(
         self,

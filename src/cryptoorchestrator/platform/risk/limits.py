@@ -117,6 +117,9 @@ class OrderCheck:
     #: checked against now rather than the last candle, without a second round trip.
     equity: Decimal | None = None
     position_notional: Decimal | None = None
+    #: The order's fee rate, when the bot knows it: the gross-exposure cap then holds on the
+    #: equity after the fee, the kernel's rule exactly (``margin.entry_room`` with its fee).
+    fee_rate: Decimal | None = None
 
     @property
     def notional(self) -> Decimal:

@@ -292,10 +292,14 @@ class RiskManager:
                 "max_position_size",
                 f"position would be {after:.2f}, above {pos_pct}% of bot equity ({cap:.2f})",
             )
-        # the backtest's rule (SimConfig.max_gross_leverage): all of the bot's positions
+        # the backtest's rule (SimConfig.max_gross_leverage): all of the bot's positions, on
+        # the equity left after the order's fee when it is known (the kernel's entry_room)
         gross = bot.exposure - abs(current) + after
         lev = limits.max_gross_leverage
-        if not margin.within_gross_cap(bot.equity, gross, lev):
+        equity = bot.equity
+        if check.fee_rate is not None:
+            equity -= check.notional * check.fee_rate
+        if not margin.within_gross_cap(equity, gross, lev):
             return RiskDecision.deny(
                 "max_gross_leverage",
                 f"bot's gross exposure would be {gross:.2f}, above {lev}x its equity "
