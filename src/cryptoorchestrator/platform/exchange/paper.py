@@ -1042,8 +1042,8 @@ def _bookings(settings: Settings) -> Coalescer[_Booking, object]:
 
     Paper brokers of the bots of one process book the orders their bots send together in one
     transaction, on one worker thread, with one statement per kind of row (:func:`_book_many`):
-    booking them one after another cost seven round trips each, and the 25th order of a group
-    reached the book ~30 ms after the first.  Should the shared transaction fail (a balance row
+    booking them one after another cost seven round trips each, and the last order of a group
+    reached the book long after the first.  Should the shared transaction fail (a balance row
     created by another process at the same moment), each order is booked again alone, so only
     its own caller sees its own error.
     """

@@ -43,9 +43,9 @@ from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import upgrade
 from cryptoorchestrator.platform.strategy.base import Strategy
 
-#: Work per batch task.  On the 174-trial SMA grid over 1M bars (2 CPUs), batches of 0.1 s ran
-#: slower than 0.5 s ones, from less indicator reuse and more tasks; trials of one study cost
-#: about the same, so equal batches (a multiple of the CPU count) still end together.
+#: Work per batch task.  Much shorter batches lose indicator reuse and pay more task overhead
+#: (``benchmarks/optimize.py`` measures it); trials of one study cost about the same, so equal
+#: batches (a multiple of the CPU count) still end together.
 DEFAULT_BATCH_TARGET_S = 0.5
 
 _UPGRADED: set[str] = set()
