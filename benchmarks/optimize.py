@@ -5,10 +5,12 @@ For each strategy of ``strategies/registry.py`` (or ``--strategies``), a grid is
 (``Portfolio.from_signals`` with the matching indicators, stops via ``sl_stop``/``sl_trail``) is
 timed on ``--vbt-bars`` bars and scaled linearly to ``--bars``, to bound vectorbt's memory; the
 output prints trials/s and the ratio, and says where vectorbt's equivalent is not exact.  Also
-printed: our serial ms/trial with and without indicator reuse.  ``--trials 10000 --bars 200000``
-sweeps 10,000 trials per strategy instead (vectorbt timed on ``--vbt-trials`` of them and scaled
-to 10,000).  ``--scaling`` adds the SMA-cross runs below (1 vs 2 workers, Ray overhead, peak
-memory).  Results are merged into ``benchmarks/results/optimize.json``.  Run:
+printed: our serial ms/trial with and without indicator reuse, and the CPU ms/trial of the
+full kernel against the stats-only sweep kernel that trials run (same inputs, same run).
+``--trials 10000 --bars 200000`` sweeps 10,000 trials per strategy instead (vectorbt timed on
+``--vbt-trials`` of them and scaled to 10,000).  ``--scaling`` adds the SMA-cross runs below (1
+vs 2 workers, Ray overhead, peak memory).  Results are merged into
+``benchmarks/results/optimize.json``.  Run:
 ``.venv/bin/python benchmarks/optimize.py [--bars N] [--vbt-bars N] [--trials 10000] ...``.
 
 With ``--scaling --runs N`` those three timings are taken N times, interleaved (2-CPU Ray, 1-CPU
@@ -409,6 +411,51 @@ def ours_serial_per_trial_s(
         trials_mod.REUSE_BYTES = saved
 
 
+def kernel_cpu_ms(
+    name: str, bars: dict[str, np.ndarray], trials: list[dict[str, Any]], rounds: int = 3
+) -> tuple[float, float]:
+    """Return the CPU ms per trial of the full kernel and of the stats-only sweep kernel.
+
+    Both simulate the same trials' engine inputs (signals computed once, outside the timing),
+    interleaved round by round so that load from other processes hits both alike; medians of
+    ``rounds``.  The full kernel is what a trial ran before the sweep kernel
+    (``simulate_inputs`` without an equity curve); the statistics are checked equal.
+    """
+    from cryptoorchestrator.platform.backtest.engine import SimConfig
+    from cryptoorchestrator.platform.backtest.evaluate import (
+        engine_inputs,
+        simulate_inputs,
+        simulate_stats,
+    )
+    from cryptoorchestrator.platform.optimize import trials as trials_mod
+    from cryptoorchestrator.platform.strategy.base import run_signals
+    from cryptoorchestrator.strategies.registry import get_strategy
+
+    strat = get_strategy(name)
+    arrays = trials_mod.bars_to_arrays(bars)
+    sim = SimConfig(fee_bps=10.0)
+    inputs = []
+    for p in trials:
+        checked = strat.validate_params(p)
+        inputs.append(engine_inputs(strat, run_signals(strat, arrays, checked), arrays, sim))
+    empty = np.empty(0)
+    for inp in inputs[:1]:  # numba: load or compile both outside the timing
+        simulate_inputs(inp, sim, equity_out=empty)
+        simulate_stats(inp, sim)
+    full: list[float] = []
+    sweep: list[float] = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        outs = [simulate_inputs(inp, sim, equity_out=empty).stats for inp in inputs]
+        t1 = time.process_time()
+        stats = [simulate_stats(inp, sim) for inp in inputs]
+        t2 = time.process_time()
+        full.append(1e3 * (t1 - t0) / len(inputs))
+        sweep.append(1e3 * (t2 - t1) / len(inputs))
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(outs, stats, strict=True))
+    return _median(full), _median(sweep)
+
+
 def ours_ray_s(
     name: str,
     bars: dict[str, np.ndarray],
@@ -479,6 +526,10 @@ def run_strategies(args: argparse.Namespace) -> dict[str, Any]:
                 reuse.append(1e3 * ours_serial_per_trial_s(name, bars, sub, True))
             row["serial_no_reuse_cpu_ms_per_trial"] = _median(no_reuse)
             row["serial_reuse_cpu_ms_per_trial"] = _median(reuse)
+            full_ms, sweep_ms = kernel_cpu_ms(name, bars, trials[: args.kernel_trials])
+            row["kernel_full_cpu_ms_per_trial"] = full_ms
+            row["kernel_sweep_cpu_ms_per_trial"] = sweep_ms
+            row["kernel_speedup"] = full_ms / sweep_ms
         # vectorbt: on fewer bars (or, for --trials, fewer trials) than ours to bound its memory;
         # its time per trial is scaled linearly, which favours it (its broadcast arrays grow
         # with both, and memory traffic with them).
@@ -498,7 +549,9 @@ def run_strategies(args: argparse.Namespace) -> dict[str, Any]:
         )
         serial = (
             f"; serial CPU ms/trial no reuse {row['serial_no_reuse_cpu_ms_per_trial']:.2f} -> "
-            f"reuse {row['serial_reuse_cpu_ms_per_trial']:.2f}"
+            f"reuse {row['serial_reuse_cpu_ms_per_trial']:.2f}; kernel CPU ms/trial full "
+            f"{row['kernel_full_cpu_ms_per_trial']:.2f} -> stats-only "
+            f"{row['kernel_sweep_cpu_ms_per_trial']:.2f} ({row['kernel_speedup']:.2f}x)"
             if not big
             else ""
         )
@@ -624,6 +677,9 @@ def main() -> None:
     )
     ap.add_argument("--vbt-trials", type=int, default=100)
     ap.add_argument("--serial-trials", type=int, default=60, help="trials of the serial timing")
+    ap.add_argument(
+        "--kernel-trials", type=int, default=20, help="trials of the full vs stats-only kernel"
+    )
     ap.add_argument("--strategies", nargs="*", default=None, help="default: every built-in")
     ap.add_argument("--scaling", action="store_true", help="also the SMA-cross scaling runs")
     ap.add_argument("--runs", type=int, default=3, help="runs of the scaling section")
@@ -637,7 +693,8 @@ def main() -> None:
     path = Path(__file__).resolve().parent / "results" / "optimize.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     key = f"sweep_{args.trials}_trials_{args.bars}_bars" if args.trials else "strategies"
-    results[key] = {"bars": args.bars, **run_strategies(args)}
+    # rows of strategies run before (say, with --strategies) are kept, those run now replaced
+    results[key] = {**results.get(key, {}), "bars": args.bars, **run_strategies(args)}
     if args.scaling:
         results["sma_cross_scaling"] = run_scaling(args)
     results["load_avg_1m_at_end"] = os.getloadavg()[0]

@@ -9,6 +9,31 @@ import numpy as np
 
 from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy, recursive_memory
 from cryptoorchestrator.platform.strategy.indicators import atr, crossed_above, crossed_below, ema
+from cryptoorchestrator.platform.strategy.memo import memoised
+
+
+# The pieces below depend on one or two parameters each, not on all five: wrapped by
+# ``memoised``, a sweep computes each once per distinct input and reuses it in the trials that
+# share it (see platform.strategy.memo; user strategies may wrap their helpers the same way).
+@memoised
+def _atr_fraction(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    """Return the ATR as a fraction of the close, bar by bar."""
+    return atr(high, low, close, period) / close  # type: ignore[no-any-return]
+
+
+@memoised
+def _scaled(values: np.ndarray, factor: float) -> np.ndarray:
+    """Return ``factor * values`` (a stop distance in ATRs)."""
+    return factor * values  # type: ignore[no-any-return]
+
+
+@memoised
+def _trend_entries(close: np.ndarray, trend: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Return crosses of the close above the trend where the ATR is defined."""
+    return crossed_above(close, trend) & ~np.isnan(dist)  # type: ignore[no-any-return]
+
+
+_crossed_below = memoised(crossed_below)
 
 
 class AtrStops(Strategy):
@@ -42,13 +67,13 @@ class AtrStops(Strategy):
         """Return EMA crosses plus per-bar ATR stop distances (fractions of the close)."""
         close = np.asarray(bars.close, dtype=np.float64)
         trend = ema(close, int(params["ema_period"]))
-        dist = atr(bars.high, bars.low, close, int(params["atr_period"])) / close
-        stop = float(params["atr_mult"]) * dist
-        tp = float(params["tp_mult"]) * dist if params["tp_mult"] > 0 else None
+        dist = _atr_fraction(bars.high, bars.low, close, int(params["atr_period"]))
+        stop = _scaled(dist, float(params["atr_mult"]))
+        tp = _scaled(dist, float(params["tp_mult"])) if params["tp_mult"] > 0 else None
         trail = bool(params["trail"])
         return Signals(
-            crossed_above(close, trend) & ~np.isnan(dist),
-            crossed_below(close, trend),
+            _trend_entries(close, trend, dist),
+            _crossed_below(close, trend),
             stop_loss=None if trail else stop,
             take_profit=tp,
             trailing_stop=stop if trail else None,

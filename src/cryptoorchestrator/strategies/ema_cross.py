@@ -13,7 +13,7 @@ from cryptoorchestrator.platform.strategy.base import (
     Strategy,
     recursive_memory,
 )
-from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, ema
+from cryptoorchestrator.platform.strategy.indicators import crossings, ema
 
 
 class EmaCross(Strategy):
@@ -51,8 +51,7 @@ class EmaCross(Strategy):
         """Return crosses of the fast EMA over the slow EMA as entries and exits."""
         fast = ema(bars.close, int(params["fast"]))
         slow = ema(bars.close, int(params["slow"]))
-        up = crossed_above(fast, slow)
-        down = crossed_below(fast, slow)
+        up, down = crossings(fast, slow)  # both crosses in one pass
         if params["short"]:
             return Signals(up, down, down, up)
         return Signals(up, down)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.strategy.base import (
     MIN_LIVE_WINDOW,
@@ -15,7 +13,7 @@ from cryptoorchestrator.platform.strategy.base import (
     Strategy,
     recursive_memory,
 )
-from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, macd
+from cryptoorchestrator.platform.strategy.indicators import crossings, ema, macd
 
 
 class MacdTrend(Strategy):
@@ -45,9 +43,16 @@ class MacdTrend(Strategy):
             raise InvalidInputError("params.fast", "fast must be below slow", allowed="fast < slow")
 
     def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
-        """Return MACD/signal crosses, entries only above the zero line."""
-        line, sig, _ = macd(
-            bars.close, int(params["fast"]), int(params["slow"]), int(params["signal"])
-        )
-        above_zero = np.greater(line, 0.0, where=~np.isnan(line), out=np.zeros(len(line), bool))
-        return Signals(crossed_above(line, sig) & above_zero, crossed_below(line, sig))
+        """Return MACD/signal crosses, entries only above the zero line.
+
+        The MACD line is taken from ``macd(close, fast, slow, 1)`` and the signal line is
+        ``ema(line, signal)``: the same floats as ``macd(close, fast, slow, signal)``'s lines
+        wherever both are defined (its signal EMA is TA-Lib's EMA of the line), and the line
+        a few bars earlier, where the signal line is still NaN and nothing crosses.  The line
+        does not depend on ``signal``, so a sweep computes it once per ``(fast, slow)``.
+        """
+        line = macd(bars.close, int(params["fast"]), int(params["slow"]), 1)[0]
+        sig = ema(line, int(params["signal"]))
+        up, down = crossings(line, sig)
+        # NaN > 0 is False: no entry before the line starts
+        return Signals(up & (line > 0.0), down)

@@ -14,6 +14,11 @@ from cryptoorchestrator.platform.strategy.base import (
     recursive_memory,
 )
 from cryptoorchestrator.platform.strategy.indicators import crossed_above, rsi
+from cryptoorchestrator.platform.strategy.memo import memoised
+
+# A crossing of one level depends on (period, level) only: in a sweep, trials that share
+# them reuse it (see platform.strategy.memo; user strategies may wrap helpers the same way).
+_crossed_above = memoised(crossed_above)
 
 
 class RsiReversion(Strategy):
@@ -49,5 +54,5 @@ class RsiReversion(Strategy):
         """Return entries when RSI leaves oversold and exits when it reaches overbought."""
         r = rsi(bars.close, int(params["period"]))
         return Signals(
-            crossed_above(r, float(params["lower"])), crossed_above(r, float(params["upper"]))
+            _crossed_above(r, float(params["lower"])), _crossed_above(r, float(params["upper"]))
         )

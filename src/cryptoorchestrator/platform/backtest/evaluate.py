@@ -13,6 +13,9 @@ walk-forward window, and a live bot's decision on its last closed bar (:func:`de
 * :func:`evaluate` runs a strategy end to end (parameters checked, signals inside the guard,
   simulation, metrics); :func:`simulate_inputs` is the simulation step alone, for callers that
   produce the signals themselves (the optimizer's indicator-reuse adapters).
+* :func:`simulate_stats` is :func:`simulate_inputs`'s statistics vector alone, bit for bit, from
+  a kernel that keeps no records (:mod:`~cryptoorchestrator.platform.backtest.sweep_nb`): what
+  an optimizer trial needs, since its metrics come from the statistics only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cryptoorchestrator.platform.backtest.engine import SimConfig, SimOutput, simulate
+from cryptoorchestrator.platform.backtest import sweep_nb
+from cryptoorchestrator.platform.backtest.engine import (
+    SimConfig,
+    SimOutput,
+    _as_2d,
+    _false,
+    _stop,
+    simulate,
+)
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.strategy.base import Signals, Strategy, run_signals
@@ -177,6 +188,88 @@ def simulate_inputs(
         take_profit=inputs.take_profit,
         trailing_stop=inputs.trailing_stop,
         equity_out=equity_out,
+    )
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def simulate_stats(inputs: EngineInputs, config: SimConfig) -> np.ndarray:
+    """Return the statistics vector of :func:`simulate_inputs` (``nb.S_*`` layout), bit for bit.
+
+    One symbol runs the stats-only kernel, which writes no order, trade or equity record;
+    several symbols take :func:`simulate_inputs` (without the equity curve).  The inputs are
+    checked and shaped as :func:`simulate` does, with the same errors.
+
+    Raises
+    ------
+    InvalidInputError
+        If a shape, dtype or setting is wrong.
+    """
+    if np.ndim(inputs.close) != 1 and not (
+        np.ndim(inputs.close) == 2 and np.shape(inputs.close)[1] == 1
+    ):
+        return simulate_inputs(inputs, config, equity_out=np.empty(0, dtype=np.float64)).stats
+    # simulate's own conversions (engine.py), so that both kernels see the same arrays
+    close = _as_2d(inputs.close, np.float64, "close", None)
+    shape: tuple[int, int] = close.shape  # type: ignore[assignment]
+    if shape[0] == 0:
+        raise InvalidInputError("bars", "no bars to simulate", allowed=">= 1 bar")
+    open_ = _as_2d(inputs.open, np.float64, "open", shape)
+    high = _as_2d(inputs.high, np.float64, "high", shape)
+    low = _as_2d(inputs.low, np.float64, "low", shape)
+    sigs = []
+    for name in ("long_entries", "long_exits", "short_entries", "short_exits"):
+        sig = getattr(inputs, name)
+        if sig is None or (not config.allow_short and name.startswith("short")):
+            sigs.append(_false(shape))
+        else:
+            sigs.append(_as_2d(sig, np.bool_, name, shape))
+    stops = [
+        _stop(getattr(inputs, name), getattr(config, name), name, shape) for name in STOP_FIELDS
+    ]
+    use_stops = any(
+        getattr(inputs, name) is not None or getattr(config, name) is not None
+        for name in STOP_FIELDS
+    )
+    fee, slip, at_close, size_mode, size, max_pos = config._kernel
+    # All read-only: numba compiles one specialisation per read-only/writable mix, and a
+    # sweep mixes them (bars from Ray's object store, indicator outputs reused by the batch
+    # cache, fresh arrays), which compiled the kernel again, for seconds, inside a study.
+    return sweep_nb.sweep_stats_1d_nb(  # type: ignore[no-any-return]
+        _frozen(open_),
+        _frozen(high),
+        _frozen(low),
+        _frozen(close),
+        _frozen(sigs[0]),
+        _frozen(sigs[1]),
+        _frozen(sigs[2]),
+        _frozen(sigs[3]),
+        _frozen(stops[0]),
+        _frozen(stops[1]),
+        _frozen(stops[2]),
+        _frozen(config.per_symbol("qty_step", 1)),
+        _frozen(config.per_symbol("min_qty", 1)),
+        _frozen(config.per_symbol("min_notional", 1)),
+        _frozen(config.per_symbol("price_tick", 1)),
+        float(config.init_cash),
+        fee,
+        slip,
+        at_close,
+        size_mode,
+        size,
+        max_pos,
+        int(config.max_open_positions or 1),
+        bool(config.close_at_end),
+        use_stops,
+        float(config.max_gross_leverage),
+        float(config.maintenance_margin),
+        bool(config.liquidation),
     )
 
 

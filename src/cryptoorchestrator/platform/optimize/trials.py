@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cryptoorchestrator.platform.backtest.engine import SimConfig
-from cryptoorchestrator.platform.backtest.evaluate import engine_inputs, simulate_inputs
+from cryptoorchestrator.platform.backtest.evaluate import engine_inputs, simulate_stats
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.errors import InvalidInputError, StrategyError
 from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
@@ -278,11 +278,12 @@ def run_trials(
     """Evaluate ``batch`` serially on ``bars``; one result per parameter set, in order.
 
     Each trial is the backtest ``co.backtest`` runs: the strategy's signals and stops reach the
-    engine through :func:`~cryptoorchestrator.platform.backtest.evaluate.engine_inputs`, so a
-    trial's metrics equal a backtest's with the same parameters, bars and ``SimConfig``, float
-    for float.  A trial whose parameters are rejected or whose strategy code raises is returned
-    as failed with its error; the other trials go on.  Arrays may be read-only (Ray's object
-    store).
+    engine through :func:`~cryptoorchestrator.platform.backtest.evaluate.engine_inputs`, and
+    :func:`~cryptoorchestrator.platform.backtest.evaluate.simulate_stats` returns the engine's
+    statistics without its records, so a trial's metrics equal a backtest's with the same
+    parameters, bars and ``SimConfig``, float for float.  A trial whose parameters are
+    rejected or whose strategy code raises is returned as failed with its error; the other
+    trials go on.  Arrays may be read-only (Ray's object store).
     """
     results: list[TrialResult] = []
     if not batch:
@@ -311,7 +312,6 @@ def _run_batch(
 ) -> list[TrialResult]:
     """Evaluate the trials, the strategy seeing ``trusted`` bars, the engine ``bars``."""
     results: list[TrialResult] = []
-    empty = np.empty(0)
     sim = config.sim
     for params, full in zip(batch, validated, strict=True):
         key = trial_key(params)
@@ -325,8 +325,9 @@ def _run_batch(
             continue
         try:
             sigs = signals_in_batch(strategy, trusted, full, bars)
-            out = simulate_inputs(engine_inputs(strategy, sigs, bars, sim), sim, equity_out=empty)
-            metrics = metrics_from_stats(out.stats, sim.init_cash, config.periods_per_year)
+            # the statistics alone (no records, no equity curve): all the metrics read
+            stats = simulate_stats(engine_inputs(strategy, sigs, bars, sim), sim)
+            metrics = metrics_from_stats(stats, sim.init_cash, config.periods_per_year)
             value = config.objective.value(metrics)
         except Exception as exc:
             results.append(
