@@ -198,3 +198,34 @@ def kill_switch(
     if not yes:
         typer.confirm("Stop ALL trading now?", abort=True)
     _print(risk.kill_switch(flatten))
+
+
+@risk_app.command("status")
+def risk_status() -> None:
+    """Show whether the kill switches are engaged (global, and how many users' own)."""
+    from cryptoorchestrator.cluster.facade import kill_switch_status_local
+
+    risk = _risk()
+    state = kill_switch_status_local(risk.settings)
+    _print(state)
+    if state.get("global"):
+        typer.echo("The global kill switch is engaged: release it with `cryptoorch risk release`.")
+    for owner in state.get("user_ids", []):
+        typer.echo(
+            f"User {owner}'s kill switch is engaged: release it with "
+            f"`cryptoorch risk release --user {owner}`."
+        )
+
+
+@risk_app.command("release")
+def release(
+    user: Annotated[
+        int | None, typer.Option(help="Release this user's own switch instead of the global one.")
+    ] = None,
+) -> None:
+    """Release the kill switch; bots it stopped stay stopped until you start them again."""
+    from cryptoorchestrator.cluster.facade import release_kill_switch_local
+
+    risk = _risk()
+    _print(release_kill_switch_local(risk.settings, user))
+    typer.echo("Released: start the bots again with `cryptoorch bots start <id>`.")

@@ -14,8 +14,9 @@ reports and events go out in batches (``platform.batching``), and ten bots cost 
 transaction or one actor call per step instead of ten.  A thread per bot made them contend for
 the GIL instead, and each paid every round trip alone.
 
-Control calls (``status``, ``stop``, ``halt``, ``logs``) run in their own concurrency group, on
-their own event loop, so they answer in milliseconds while the loop works on its thread.
+Control calls (``status``, ``stop``, ``halt``, ``running``, ``release``, ``logs``) run in
+their own concurrency group, on their own event loop, so they answer in milliseconds while the
+loop works on its thread.
 Whatever they do to the runtime is handed to the bots' event loop, where its connections live.
 """
 
@@ -34,6 +35,7 @@ from sqlalchemy import select
 
 from cryptoorchestrator.cluster.events import EventPublisher, get_event_bus
 from cryptoorchestrator.cluster.handles import actor_name, group_actor_name, group_of
+from cryptoorchestrator.cluster.metrics import RayTelemetry, process_telemetry
 from cryptoorchestrator.cluster.risk_actor import (
     get_risk_actor,
     risk_client,
@@ -196,6 +198,7 @@ class BotSlot:
         await risk.open_line()
         timeout = float(self._opts.get("risk_timeout_s", 2.0))
         bus = _publisher()
+        telemetry = process_telemetry()
 
         async def gate(check: OrderCheck) -> RiskDecision:
             return await risk.approve(check, timeout)
@@ -214,6 +217,7 @@ class BotSlot:
             )
             if any(b.get("bot_id") in (None, self.bot_id) for b in breaches):
                 runtime.request_stop()
+            _report_breakers(telemetry)
 
         async def publish(kind: str, payload: dict[str, Any]) -> None:
             await bus.publish({"type": kind, **payload})
@@ -232,6 +236,7 @@ class BotSlot:
             logger=self._log,
             candles=shared_candles,
             feed=feed,
+            telemetry=telemetry,
         )
         await self._runtime.prepare()
         await risk.handle.register_bot.remote(
@@ -489,6 +494,28 @@ class BotActor:
         return await self._slot(bot_id).halt(reason, flatten)
 
     @ray.method(concurrency_group="control")
+    async def running(self, bot_id: int | None = None) -> bool:
+        """Return whether this process runs the bot's trading loop (False once it ended).
+
+        A bot whose loop ended (halted, stopped) keeps its actor until it is removed; a start
+        request must then replace the actor, since its constructor alone starts a loop.
+        """
+        try:
+            return self._slot(bot_id).alive()
+        except KeyError:
+            return False
+
+    @ray.method(concurrency_group="control")
+    async def release(self, bot_id: int) -> list[int]:
+        """Forget a halted bot of this process; return the ids of the bots it still hosts."""
+        with self._lock:
+            slot = self._slots.pop(bot_id, None)
+        if slot is not None and slot.alive():
+            await slot.stop("removed from its process")
+        with self._lock:
+            return sorted(self._slots)
+
+    @ray.method(concurrency_group="control")
     async def logs(self, lines: int = 100, bot_id: int | None = None) -> list[str]:
         """Return the last lines of ``logs/bot_<id>.log``."""
         return await self._slot(bot_id).logs(lines)
@@ -511,6 +538,17 @@ class BotActor:
         import os
 
         return os.getpid()
+
+
+def _report_breakers(telemetry: RayTelemetry) -> None:
+    """Set the breaker gauges of this process's exchange accounts (once per candle)."""
+    from cryptoorchestrator.platform.exchange.circuit import circuit_states
+
+    try:
+        for key, state in circuit_states().items():
+            telemetry.breaker(key, str(state.get("state", "")))
+    except Exception:  # monitoring must never stop trading
+        logging.getLogger(__name__).debug("breaker states unavailable", exc_info=True)
 
 
 _publishers: list[EventPublisher] = []

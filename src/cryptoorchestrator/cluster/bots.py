@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import ray
@@ -16,8 +17,9 @@ from sqlalchemy import select
 
 from cryptoorchestrator.cluster.bot_actor import start_bot_actor
 from cryptoorchestrator.cluster.handles import find_bot_actor
+from cryptoorchestrator.cluster.risk_actor import get_risk_actor
 from cryptoorchestrator.platform.bots.status import set_bot_status
-from cryptoorchestrator.platform.errors import NotFoundError
+from cryptoorchestrator.platform.errors import ConflictError, NotFoundError, UnavailableError
 from cryptoorchestrator.platform.model import BotStatus
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -26,8 +28,29 @@ from cryptoorchestrator.platform.storage.models import Bot
 log = logging.getLogger("cryptoorchestrator.supervisor")
 
 
+#: Seconds to wait for a removed actor's name to be free again (Ray frees it asynchronously).
+REPLACE_DEADLINE_S = 30.0
+
+
 def start_bot(settings: Settings, bot_id: int, options: dict[str, Any] | None = None) -> str:
-    """Record that the bot should run and create its actor; return its status (Starting)."""
+    """Record that the bot should run and create its actor; return its status (Starting).
+
+    An actor left from an earlier run whose trading loop has ended (a halt) is replaced, since
+    only an actor's constructor starts a loop.
+
+    Raises
+    ------
+    NotFoundError
+        When the bot does not exist.
+    ConflictError
+        While a kill switch covering the bot is engaged; the message says how to release it.
+    """
+    with session_scope(settings) as session:
+        bot = session.get(Bot, bot_id)
+        if bot is None:
+            raise NotFoundError(f"bot {bot_id} does not exist")
+        owner, grouped = bot.user_id, bot.actor_group is not None
+    refuse_while_killed(settings, owner)
     with session_scope(settings) as session:
         bot = session.get(Bot, bot_id)
         if bot is None:
@@ -43,8 +66,60 @@ def start_bot(settings: Settings, bot_id: int, options: dict[str, Any] | None = 
             )
         else:
             bot.desired_state = "running"
+    if not grouped:  # a group's actor restarts a member's ended loop itself (``refresh``)
+        _replace_ended_actor(settings, bot_id)
     start_bot_actor(settings, bot_id, options)
     return BotStatus.STARTING.value
+
+
+def refuse_while_killed(settings: Settings, owner_id: int) -> None:
+    """Refuse to start a bot of ``owner_id`` while a kill switch covering it is engaged.
+
+    Its orders would all be denied, so the bot would start only to trade nothing; the caller
+    is told how to release the switch instead.  When the risk actor does not answer, the start
+    goes ahead: every order still waits for the risk actor's approval (fail closed).
+
+    Raises
+    ------
+    ConflictError
+        While the global switch or ``owner_id``'s own is engaged.
+    """
+    try:
+        state = ray.get(get_risk_actor(settings).kill_switch_state.remote(owner_id), timeout=10)
+    except Exception:
+        log.warning("risk actor unreachable: could not check the kill switch before a start")
+        return
+    if state.get("global"):
+        raise ConflictError(
+            "the global kill switch is engaged: an admin releases it with "
+            "`cryptoorch risk release` or DELETE /api/risk/kill-switch?scope=global, "
+            "then start the bot again"
+        )
+    if state.get("user"):
+        raise ConflictError(
+            "your kill switch is engaged: release it with DELETE /api/risk/kill-switch "
+            "(or `cryptoorch risk release --user <id>`), then start the bot again"
+        )
+
+
+def _replace_ended_actor(settings: Settings, bot_id: int) -> None:
+    """Remove the bot's own actor when its loop has ended, and wait until its name is free."""
+    handle = find_bot_actor(bot_id)
+    if handle is None:
+        return
+    try:
+        running = bool(ray.get(handle.running.remote(bot_id), timeout=10))
+    except Exception:  # dead, or hung: a fresh actor is the way back either way
+        running = False
+    if running:
+        return
+    log.info("replacing the ended actor of bot %s", bot_id)
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + REPLACE_DEADLINE_S
+    while find_bot_actor(bot_id) is not None:
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"the old actor of bot {bot_id} is still being removed")
+        time.sleep(0.05)
 
 
 async def stop_bot(settings: Settings, bot_id: int, reason: str = "stopped by user") -> str:

@@ -160,7 +160,12 @@ class RayCluster:
         return ray_status()
 
     def risk_status(self) -> dict[str, Any]:
-        """Return the risk actor's health (it must answer a ping within 2 s)."""
+        """Return the risk actor's health (it must answer a ping within 2 s) and kill switches.
+
+        ``kill_switch`` holds ``global`` (the portfolio's switch), ``users`` (how many users'
+        own switches are engaged) and ``user_ids`` (whose); the health route shows it by role.
+        An engaged switch leaves the actor healthy: it is doing its job.
+        """
         import ray
 
         try:
@@ -169,7 +174,13 @@ class RayCluster:
             return {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         if not answer.get("ready"):
             return {"status": "unhealthy", "error": answer.get("error")}
-        return {"status": "healthy"}
+        out: dict[str, Any] = {"status": "healthy"}
+        try:
+            state = ray.get(self.risk.kill_switch_state.remote(), timeout=2)
+            out["kill_switch"] = {k: state[k] for k in ("global", "users", "user_ids")}
+        except Exception as exc:  # an older actor without the call: report health alone
+            out["kill_switch"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
 
     async def start_bot(self, bot_id: int) -> str:
         """Create the bot's actor; it reports Running once reconciled."""
@@ -344,3 +355,52 @@ def kill_switch_local(settings: Settings, flatten: bool = False) -> dict[str, An
 
     ensure_ray(settings)
     return ray.get(get_risk_actor(settings).kill_switch.remote(flatten, None))
+
+
+def kill_switch_status_local(settings: Settings) -> dict[str, Any]:
+    """Return which kill switches are engaged, from a local driver (CLI, SDK).
+
+    Parameters
+    ----------
+    settings
+        Platform settings (the cluster to join).
+
+    Returns
+    -------
+    dict[str, Any]
+        ``global``, ``users`` (count), ``user_ids`` and ``ready`` (the risk actor's state loaded).
+    """
+    import ray
+
+    ensure_ray(settings, start_local=False)
+    actor = get_risk_actor(settings)
+    state = dict(ray.get(actor.kill_switch_state.remote()))
+    state.pop("user", None)
+    ping = ray.get(actor.ping.remote())
+    return {**state, "ready": bool(ping.get("ready"))}
+
+
+def release_kill_switch_local(settings: Settings, owner_id: int | None = None) -> dict[str, Any]:
+    """Release the global kill switch, or ``owner_id``'s own, from a local driver (CLI, SDK).
+
+    Bots stopped by the switch stay stopped until they are started again.
+
+    Parameters
+    ----------
+    settings
+        Platform settings (the cluster to join).
+    owner_id
+        The user whose own switch to release; None releases the global one.
+
+    Returns
+    -------
+    dict[str, Any]
+        The switch's new state and scope.
+    """
+    import ray
+
+    ensure_ray(settings, start_local=False)
+    actor = get_risk_actor(settings)
+    if owner_id is None:
+        return dict(ray.get(actor.release_kill_switch.remote(None)))
+    return dict(ray.get(actor.release_user_kill_switch.remote(owner_id, None)))

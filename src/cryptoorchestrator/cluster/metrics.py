@@ -19,6 +19,8 @@ Ray exports every series with a ``ray_`` prefix from each node's metrics agent: 
 
 from __future__ import annotations
 
+import threading
+
 from ray.util.metrics import Counter, Gauge, Histogram
 
 #: Latency buckets (seconds): a risk check or a decision normally takes milliseconds; the tail
@@ -99,3 +101,24 @@ class RayTelemetry:
     def candle_lag(self, bot_id: int, seconds: float) -> None:
         """Set a bot's candle lag."""
         self._lag.set(max(seconds, 0.0), tags={"bot": str(bot_id)})
+
+
+_lock = threading.Lock()
+_process: list[RayTelemetry] = []
+
+
+def process_telemetry() -> RayTelemetry:
+    """Return this process's :class:`RayTelemetry`, created on first use.
+
+    Bot actors, bot groups and the risk actor share one per process: each series may be
+    declared once per process, and the bots of a group report through the same series.
+
+    Returns
+    -------
+    RayTelemetry
+        The process's telemetry.
+    """
+    with _lock:
+        if not _process:
+            _process.append(RayTelemetry())
+        return _process[0]

@@ -4,11 +4,16 @@ A thin shell around :class:`~cryptoorchestrator.platform.risk.manager.RiskManage
 
 * ``approve`` does no I/O, so it answers in well under a millisecond inside the actor; bots wait
   for it with a timeout and deny their own order when it is late or unreachable (fail closed).
+  Each decision is counted in the process's telemetry (``cluster.metrics``): its outcome, the
+  limit that denied it and how long the check took.
 * Limits and risk events are persisted; after a restart the actor rebuilds exposure, equity and
   open orders from the database before it approves anything (until then it denies).
 * A breach halts the affected bots: their status becomes Stopped with the limit as the reason,
   the event is stored, and their actors are told to stop.  The kill switch stops every bot,
-  cancelling open orders and optionally flattening positions.
+  cancelling open orders and optionally flattening positions; each halted bot gets a risk event
+  (stored, and pushed to ``/ws/bots`` through the event bus), and its actor is removed so its
+  process frees its memory.  While a switch is engaged, ``cluster.bots.start_bot`` refuses to
+  start the bots it covers (:meth:`RiskActor.kill_switch_state`).
 * Each bot is registered with its owner, so a user's own limits and kill switch (scope
   ``user:<id>``) apply to that user's bots only; the portfolio's (global) ones to every bot.
   Who may pull which switch is the API's decision (only operators the global one).
@@ -29,7 +34,9 @@ from typing import Any
 
 import ray
 
-from cryptoorchestrator.cluster.handles import RISK_ACTOR_NAME, find_bot_actor
+from cryptoorchestrator.cluster.events import get_event_bus
+from cryptoorchestrator.cluster.handles import RISK_ACTOR_NAME, find_bot_actor, group_of
+from cryptoorchestrator.cluster.metrics import process_telemetry
 from cryptoorchestrator.cluster.runtime import NAMESPACE
 from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
@@ -160,7 +167,16 @@ class RiskActor:
             )
             decisions = [denied] * len(checks)
         else:
-            decisions = [self._manager.approve(check_from_dict(c)) for c in checks]
+            decisions = []
+            telemetry = process_telemetry()
+            for c in checks:
+                began = time.perf_counter()
+                decision = self._manager.approve(check_from_dict(c))
+                decisions.append(decision)
+                telemetry.risk_decision(
+                    None if decision.approved else (decision.limit or "unknown"),
+                    time.perf_counter() - began,
+                )
         return [{"approved": d.approved, "reason": d.reason, "limit": d.limit} for d in decisions]
 
     async def register_bot(
@@ -273,9 +289,19 @@ class RiskActor:
                         log_dir=self._settings.log_dir,
                     )
                     affected.add(bot_id)
+        _publish_risk_events(
+            [
+                _risk_event(b.bot_id, "breach", b.limit, b.message)
+                for b in breaches
+                if b.bot_id is not None
+            ]
+        )
         await self._stop_bots(affected, reason="risk limit breached", flatten=False)
 
-    async def _stop_bots(self, bot_ids: set[int], *, reason: str, flatten: bool) -> list[int]:
+    async def _stop_bots(
+        self, bot_ids: set[int], *, reason: str, flatten: bool, remove: bool = False
+    ) -> list[int]:
+        """Halt the actors of ``bot_ids``; with ``remove``, then remove them (see below)."""
         stopped: list[int] = []
         calls: list[Any] = []
         for bot_id in bot_ids:
@@ -290,7 +316,32 @@ class RiskActor:
                 await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
             except TimeoutError:
                 log.warning("bots did not confirm the halt within 10 s", extra={"bots": stopped})
+        if remove and stopped:
+            await self._remove_actors(stopped)
         return stopped
+
+    async def _remove_actors(self, bot_ids: list[int]) -> None:
+        """Remove the processes of halted bots: an idle bot process still holds its memory.
+
+        A bot with a process of its own has it killed; a grouped bot leaves its group's
+        process, which is killed once it hosts no bot.  A later start creates a fresh actor.
+        """
+        for bot_id in bot_ids:
+            handle = find_bot_actor(bot_id, self._settings)
+            if handle is None:
+                continue
+            remaining: list[int] = []
+            try:
+                grouped = await asyncio.to_thread(group_of, self._settings, bot_id) is not None
+                if grouped:
+                    remaining = await asyncio.wait_for(handle.release.remote(bot_id), timeout=10)
+            except Exception:  # a dead or hung actor is killed all the same
+                log.warning("bot %s did not leave its process cleanly", bot_id)
+            if not remaining:
+                try:
+                    ray.kill(handle, no_restart=True)
+                except Exception:
+                    log.warning("could not remove the actor of bot %s", bot_id)
 
     async def get_limits(self) -> dict[str, Any]:
         """Return the current limits."""
@@ -340,7 +391,17 @@ class RiskActor:
                 details={"flatten": flatten, "user_id": user_id, "scope": "global"},
             )
             bot_ids = set(self._manager.bots) | set(_running_bot_ids(session))
-            for bot_id in bot_ids:
+            details = {"flatten": flatten, "user_id": user_id, "scope": "global"}
+            for bot_id in sorted(bot_ids):
+                # One event per bot: each owner sees why their bot stopped at /api/risk/events.
+                store.record_event(
+                    session,
+                    "kill_switch",
+                    "kill switch activated",
+                    bot_id=bot_id,
+                    limit_name="kill_switch",
+                    details=details,
+                )
                 set_bot_status(
                     session,
                     bot_id,
@@ -349,7 +410,15 @@ class RiskActor:
                     desired_state="stopped",
                     log_dir=self._settings.log_dir,
                 )
-        stopped = await self._stop_bots(bot_ids, reason="kill switch activated", flatten=flatten)
+        _publish_risk_events(
+            [
+                _risk_event(b, "kill_switch", "kill_switch", "kill switch activated")
+                for b in sorted(bot_ids)
+            ]
+        )
+        stopped = await self._stop_bots(
+            bot_ids, reason="kill switch activated", flatten=flatten, remove=True
+        )
         return {"kill_switch": True, "bots_stopped": sorted(bot_ids), "actors_halted": stopped}
 
     async def user_kill_switch(
@@ -391,7 +460,10 @@ class RiskActor:
                 store.record_event(
                     session, "kill_switch", reason, limit_name="user_kill_switch", details=details
                 )
-        stopped = await self._stop_bots(bot_ids, reason=reason, flatten=flatten)
+        _publish_risk_events(
+            [_risk_event(b, "kill_switch", "user_kill_switch", reason) for b in sorted(bot_ids)]
+        )
+        stopped = await self._stop_bots(bot_ids, reason=reason, flatten=flatten, remove=True)
         return {
             "kill_switch": True,
             "scope": "user",
@@ -433,6 +505,28 @@ class RiskActor:
         self._manager.set_user_limits(owner_id, new)
         return {"kill_switch": False, "scope": "user"}
 
+    async def kill_switch_state(self, user_id: int | None = None) -> dict[str, Any]:
+        """Return which kill switches are engaged.
+
+        Parameters
+        ----------
+        user_id
+            A user whose own switch to report under ``user`` (False when not given).
+
+        Returns
+        -------
+        dict[str, Any]
+            ``global`` (the portfolio's switch), ``users`` (how many users' own switches are
+            engaged), ``user_ids`` (whose) and ``user`` (``user_id``'s own).
+        """
+        engaged = sorted(uid for uid, mine in self._manager.user_limits.items() if mine.kill_switch)
+        return {
+            "global": bool(self._manager.limits.kill_switch),
+            "users": len(engaged),
+            "user_ids": engaged,
+            "user": user_id is not None and user_id in engaged,
+        }
+
     async def utilisation(self, user_id: int | None = None) -> dict[str, Any]:
         """Return limit utilisation for ``GET /api/analytics/risk``.
 
@@ -442,6 +536,21 @@ class RiskActor:
         if user_id is None:
             return {"ready": self._ready, **self._manager.utilisation()}
         return {"ready": self._ready, **self._manager.user_utilisation(user_id)}
+
+
+def _risk_event(bot_id: int, kind: str, limit: str | None, reason: str) -> dict[str, Any]:
+    """Return the ``/ws/bots`` message telling a bot's owner why risk stopped it."""
+    return {"type": "risk", "botId": bot_id, "kind": kind, "limit": limit, "reason": reason}
+
+
+def _publish_risk_events(events: list[dict[str, Any]]) -> None:
+    """Send ``events`` to the event bus without waiting (the database keeps the record)."""
+    if not events:
+        return
+    try:
+        get_event_bus().publish_many.remote(events)
+    except Exception:  # best effort, as every bot event: the stored risk event stays
+        log.warning("could not publish %d risk events", len(events))
 
 
 def _running_bot_ids(session: Any, user_id: int | None = None) -> list[int]:

@@ -1,9 +1,12 @@
-"""What the trading path reports for monitoring: a protocol the bot runtime and risk manager call.
+"""What the trading path reports for monitoring: a protocol the bot runtime and risk gate call.
 
 The platform layer never imports Ray, so it reports through :class:`Telemetry`, handed in by
 whoever builds the runtime: :class:`NullTelemetry` (the default: backtests, replays, unit
 tests) or the cluster's ``RayTelemetry`` (``cluster/metrics.py``), which exports each call as a
-``ray.util.metrics`` series on the node's Prometheus endpoint and in Ray's dashboard.
+``ray.util.metrics`` series on the node's Prometheus endpoint and in Ray's dashboard.  The bot
+actor hands it to ``BotRuntime`` (orders by status, fills, decision latency, equity and
+exposure, candle lag) and reports its exchange breakers each candle; the risk actor records
+every decision of its approval path (outcome, denying limit, latency).
 """
 
 from __future__ import annotations

@@ -125,11 +125,21 @@ async def _control(
     return result
 
 
-@router.post("/{bot_id}/start", responses={503: {"description": "cluster not available"}})
+@router.post(
+    "/{bot_id}/start",
+    responses={
+        409: {
+            "description": "a kill switch covering the bot is engaged; the body says how to "
+            "release it"
+        },
+        503: {"description": "cluster not available"},
+    },
+)
 async def start_bot(
     bot_id: IdPath, bots: BotsDep, cluster: ClusterDep, hub: HubDep, _trader: TraderUser
 ) -> BotStatusPublic:
-    """Ask the cluster to start the bot; 503 while the cluster layer is not available."""
+    """Ask the cluster to start the bot; 409 while a kill switch covering it is engaged (release
+    it with ``DELETE /api/risk/kill-switch``), 503 while the cluster layer is not available."""
     return await _control(bot_id, bots, cluster, hub, start=True)
 
 

@@ -77,7 +77,8 @@ def tenant_report(report: dict[str, Any], user: User | None, db: Session) -> dic
 
     Everyone sees each component's status; errors (hosts, addresses, exception text) and
     figures over every user's bots are the operator's.  A signed-in user also sees their own
-    bots by status and their own accounts' circuit breakers.
+    bots by status, their own accounts' circuit breakers, and whether the global kill switch
+    or their own is engaged (not whose others are).
     """
     out: dict[str, Any] = {name: {"status": c.get("status")} for name, c in report.items()}
     if user is None:
@@ -92,15 +93,25 @@ def tenant_report(report: dict[str, Any], user: User | None, db: Session) -> dic
             )
         }
         out["circuit_breaker"] = _own_breakers(report["circuit_breaker"], accounts)
+    switch = (report.get("risk_actor") or {}).get("kill_switch")
+    if isinstance(switch, dict) and "global" in switch:
+        out["risk_actor"]["kill_switch"] = _own_kill_switch(switch, user.id)
     return out
+
+
+def _own_kill_switch(switch: dict[str, Any], user_id: int) -> dict[str, bool]:
+    """The kill switches that stop ``user_id``'s bots: the global one and their own."""
+    return {"global": bool(switch.get("global")), "user": user_id in switch.get("user_ids", [])}
 
 
 @router.get("/detailed", responses=UNHEALTHY, openapi_extra=OPTIONAL_AUTH)
 async def detailed(context: ContextDep, user: Caller, db: SessionDep) -> JSONResponse:
-    """Database, Ray, risk actor, each exchange's ``circuit_breaker``, bots by status.
+    """Database, Ray, risk actor (with its kill switches), each exchange's ``circuit_breaker``,
+    bots by status.
 
-    Anonymous callers see each component's status; a signed-in user also their own bots and
-    circuit breakers; an admin everything (errors, every bot, every breaker).
+    Anonymous callers see each component's status; a signed-in user also their own bots,
+    circuit breakers and the kill switches that stop their bots; an admin everything (errors,
+    every bot, every breaker, the global switch and how many users' own are engaged).
     """
     healthy, report = await context.health.run()
     if user is None or not has_role(user, "admin"):

@@ -87,7 +87,10 @@ async def release_kill_switch(
     cluster: ClusterDep,
     scope: Annotated[Literal["user", "global"], Query()] = "user",
 ) -> dict[str, Any]:
-    """Release your kill switch (or, admins only, the global one); then start your bots again."""
+    """Release your kill switch (or, admins only, the global one); then start your bots again.
+
+    While a switch is engaged, starting a bot it covers answers 409.
+    """
     _check_scope(user, scope)
     return await cluster.release_kill_switch(user.id, scope)
 

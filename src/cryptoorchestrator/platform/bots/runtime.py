@@ -116,6 +116,7 @@ from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
 from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Order, Position, Trade
 from cryptoorchestrator.platform.storage.types import utcnow
+from cryptoorchestrator.platform.telemetry import NullTelemetry, Telemetry
 
 _ZERO = Decimal(0)
 #: Longest wait between polls while a candle feed pushes closes: the net under a lost push.
@@ -720,6 +721,7 @@ class BotRuntime:
         candles: SharedCandles | None = None,
         writes: OrderWrites | None = None,
         feed: CandleFeed | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -735,6 +737,8 @@ class BotRuntime:
         self.feed = feed
         self.writes = writes or writes_for(settings)
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
+        # Monitoring sink: the cluster hands in Ray's metrics; backtests and tests record nothing.
+        self.telemetry: Telemetry = telemetry or NullTelemetry()
         self.state = RuntimeState()
         # Whether the account can short (a capability of the client, e.g. a margin account);
         # a client that does not declare it (a duck-typed test double) is a spot account.
@@ -1051,8 +1055,20 @@ class BotRuntime:
             self.state.decision_ms.append(self.state.last_decision_ms)
             self._step("done")
             self.state.steps.append({k: v - seen for k, v in self._steps.items()})
+        self._measure(last, mark, seen)
         if self.on_equity is not None:
             await self.on_equity(self.ledger.equity(mark))
+
+    def _measure(self, last: Candle, mark: Decimal, seen: float) -> None:
+        """Report the candle's decision latency, the bot's equity and exposure, and its lag."""
+        bot, telemetry = self.config.bot_id, self.telemetry
+        assert self.state.last_decision_ms is not None
+        telemetry.decision_latency(bot, self.state.last_decision_ms / 1000)
+        telemetry.equity(
+            bot, float(self.ledger.equity(mark)), float(abs(self.ledger.amount * mark))
+        )
+        # How long after its close the bot saw the candle (a slow feed or a stuck poll).
+        telemetry.candle_lag(bot, seen - (last.timestamp_ms + self._tf_ms) / 1000)
 
     def _step(self, name: str) -> None:
         self._steps[name] = time.time()
@@ -1395,6 +1411,7 @@ class BotRuntime:
             self._mark(request.client_order_id, OrderStatus.CANCELED, f"not sent: {exc}")
             return None
         self.state.orders_sent += 1
+        self.telemetry.order(self.config.bot_id, "submitted")
         if isinstance(result, OrderRejected):
             self._mark(request.client_order_id, OrderStatus.REJECTED, result.reason)
             await self._emit(
@@ -1581,6 +1598,7 @@ class BotRuntime:
         """
         for kind, payload in events:
             self.log.info(kind, extra={"event": kind, **payload})
+            self._count(kind, payload)
         if self.events is None or not events:
             return
         bot = self.config.bot_id
@@ -1593,6 +1611,18 @@ class BotRuntime:
                 self.log.warning("event sink refused %s", kind)
             elif isinstance(answer, BaseException):
                 raise answer
+
+    def _count(self, kind: str, payload: dict[str, Any]) -> None:
+        """Count an order event in the telemetry (every order outcome passes through here)."""
+        bot = self.config.bot_id
+        if kind == "fill":
+            self.telemetry.fill(bot, str(payload.get("side", "")))
+        elif kind == "order":
+            self.telemetry.order(bot, str(payload.get("status", "")))
+        elif kind == "order_denied":
+            self.telemetry.order(bot, OrderStatus.DENIED.value)
+        elif kind == "order_rejected":
+            self.telemetry.order(bot, OrderStatus.REJECTED.value)
 
     # -------------------------------------------------------------------------- control
 

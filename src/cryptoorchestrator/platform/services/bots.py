@@ -220,9 +220,20 @@ class BotService:
         return out
 
     def _check_strategy(self, strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        if self.strategy_validator is None:
-            return dict(params)
-        return self.strategy_validator(strategy, params)
+        checked = (
+            dict(params)
+            if self.strategy_validator is None
+            else (self.strategy_validator(strategy, params))
+        )
+        # Read as the runtime reads it (``BotSettings.from_row``): any true value asks to short.
+        if bool(checked.get("short", False)):
+            raise InvalidInputError(
+                "params.short",
+                "bots cannot short: live and paper accounts trade spot, where a bot can only "
+                "sell what it holds (the runtime would refuse to start it); backtests can short",
+                allowed="false",
+            )
+        return checked
 
     # ---------------------------------------------------------------------------------- CRUD
     def _query(self) -> Any:
