@@ -9,6 +9,8 @@ path, security headers, access log, HEAD, CORS, rate limits, body size limit, cr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,13 +18,14 @@ from datetime import timedelta
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import select
 from starlette.middleware.cors import CORSMiddleware
 
 from cryptoorchestrator import __version__
 from cryptoorchestrator.api.config import ApiOptions
-from cryptoorchestrator.api.context import AppContext, Hook, context_of
+from cryptoorchestrator.api.context import AppContext, Hook, Readiness, context_of
+from cryptoorchestrator.api.deps import TOKEN_URL, not_starting
 from cryptoorchestrator.api.errors import install_error_handlers
 from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.facade import ClusterFacade, UnavailableCluster
@@ -175,6 +178,73 @@ def _register_health(context: AppContext) -> None:
     registry.register("exchanges", exchanges_reachable, external=True)
 
 
+#: Seconds between readiness probes while start-up waits for a component.
+READY_POLL_S = 1.0
+#: Seconds one readiness probe of a component may take before it counts as not ready yet.
+READY_PROBE_S = 5.0
+#: Seconds start-up waits for its components at most: then health reports them as they are
+#: (``unhealthy``), since a part that never comes up is a failure, not a slow start.
+READY_GRACE_S = 300.0
+#: Component statuses that end the wait: ``unavailable`` means nothing was configured to run.
+_UP = ("healthy", "degraded", "unavailable")
+
+
+def _readiness(supervised: bool) -> Readiness:
+    """Return the start-up state of a new app: everything pending."""
+    readiness = Readiness()
+    readiness.wait_for("database", "waiting for the database to answer")
+    readiness.wait_for("cluster", "waiting for the cluster and its risk actor")
+    if supervised:
+        readiness.wait_for("supervisor", "waiting for the bot supervisor to start")
+    return readiness
+
+
+async def probe_readiness(context: AppContext) -> bool:
+    """Check each component start-up still waits for; mark those now up; return readiness.
+
+    Parameters
+    ----------
+    context
+        The app's context (its ``readiness`` is updated).
+
+    Returns
+    -------
+    bool
+        Whether start-up is over.
+    """
+    readiness = context.readiness
+
+    async def up(check: Any) -> bool:
+        try:
+            result = await asyncio.wait_for(to_thread.run_sync(check), READY_PROBE_S)
+        except Exception:  # not up yet (timed out or failing): probed again later
+            return False
+        return isinstance(result, dict) and result.get("status") in _UP
+
+    cluster = context.cluster
+    if "database" in readiness.pending and await up(lambda: check_database(context.settings)):
+        readiness.done("database")
+    # Looked up inside the probe: a facade without a status method is simply not ready.
+    if (
+        "cluster" in readiness.pending
+        and await up(lambda: cluster.ray_status())
+        and await up(lambda: cluster.risk_status())
+    ):
+        readiness.done("cluster")
+    return readiness.ready
+
+
+async def _wait_until_ready(context: AppContext, grace_s: float = READY_GRACE_S) -> None:
+    """Probe the pending components until start-up is over or ``grace_s`` ran out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while not await probe_readiness(context):
+        if loop.time() >= deadline:
+            context.readiness.pending.clear()
+            return
+        await asyncio.sleep(READY_POLL_S)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -219,15 +289,27 @@ def create_app(
         # fight over the GIL, while the queue in front of them is fair (FIFO), so a small pool
         # shortens the latency tail.
         to_thread.current_default_thread_limiter().total_tokens = options.threads
-        for hook in context_of(app).on_start:
+        context = context_of(app)
+        for hook in context.on_start:
             await hook()
+        # The hooks started the supervisor's task (with a cluster); the database and the
+        # cluster are probed once here, so an app whose parts are up is ready when it starts
+        # serving, and in the background otherwise (health says "starting" meanwhile).
+        context.readiness.done("supervisor")
+        waiting: asyncio.Task[None] | None = None
+        if not await probe_readiness(context):
+            waiting = asyncio.create_task(_wait_until_ready(context))
         # Everything built so far (app, models, ORM mappers, ccxt/ray modules) lives as long as
         # the process: freezing it keeps the cyclic GC from re-scanning it on every full
         # collection, which were the long pauses in the API's latency tail.
         gc.collect()
         gc.freeze()
         yield
-        for hook in context_of(app).on_stop:
+        if waiting is not None:
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        for hook in context.on_stop:
             await hook()
         await backend.close()
 
@@ -235,7 +317,11 @@ def create_app(
         title="CryptoOrchestrator API",
         version=__version__,
         description="Backtest, optimize and run crypto trading bots. Errors always have the "
-        'shape {"code", "message", "details": [{"field", "message"}]}.',
+        'shape {"code", "message", "details": [{"field", "message"}]}.\n\n'
+        "**Logging in here**: press *Authorize* and enter your email as *username* and your "
+        f"password (the OAuth2 password flow, `POST {TOKEN_URL}`, form-encoded). With MFA on, "
+        "append the current TOTP code or a backup code to the password after a colon: "
+        "`my password:123456`. Scripts may use `POST /api/auth/login` (JSON) instead.",
         openapi_tags=TAGS,
         lifespan=lifespan,
         # FastAPI's native OpenTelemetry looks up its providers on every request (a large
@@ -254,7 +340,8 @@ def create_app(
     on_start: list[Hook] = []
     on_stop: list[Hook] = []
     hub = EventHub(owner_of)
-    if cluster is None and options.cluster == "ray":
+    supervised = cluster is None and options.cluster == "ray"
+    if supervised:
         ray = ray_cluster(settings)
         start, stop = cluster_tasks(ray, settings, hub, options.supervise_interval_s)
         on_start.append(start)
@@ -290,12 +377,14 @@ def create_app(
         exchange_syncer=market_syncer(settings),
         on_start=on_start,
         on_stop=on_stop,
+        readiness=_readiness(supervised),
     )
     app.state.context = context
     _register_health(context)
     install_error_handlers(app)
+    # Until start-up is over, liveness and detailed health answer 503 "starting".
+    app.include_router(health.router, dependencies=[Depends(not_starting)])
     for module in (
-        health,
         auth,
         bots,
         trading,
@@ -317,6 +406,8 @@ def create_app(
             default=options.rate_limit,
             auth=options.rate_limit_auth,
             window_s=options.rate_limit_window_s,
+            # health=None: HEALTH_FACTOR times the API budget, per IP and apart from it, so
+            # monitors are never refused for the API traffic of their address.
         ),
         context.identity.identify,
         context.proxies.client_ip,
@@ -347,5 +438,11 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware, headers=security)
     # Outermost: liveness probes are counted, headed and logged here with the same limiter,
     # security headers and access log, without crossing the layers above one by one.
-    app.add_middleware(LivenessMiddleware, limiter=limiter, log=access, security=security)
+    app.add_middleware(
+        LivenessMiddleware,
+        limiter=limiter,
+        log=access,
+        security=security,
+        readiness=context.readiness,
+    )
     return app

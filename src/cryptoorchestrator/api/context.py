@@ -39,6 +39,41 @@ MarketSyncer = Callable[[], dict[str, Any]]
 
 
 @dataclass(eq=False)
+class Readiness:
+    """What the app still waits for before it serves: start-up is over when nothing is pending.
+
+    Until then ``/api/health`` and ``/api/health/detailed`` answer 503 with status
+    ``starting`` (a load balancer keeps traffic away, a monitor does not page anyone), then
+    their usual answer.
+
+    Attributes
+    ----------
+    pending
+        Component name -> what it waits for (``database``, ``cluster``, ``supervisor``).
+        Changed in place only: the liveness fast path holds this very dict.
+    """
+
+    pending: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """Whether start-up is over."""
+        return not self.pending
+
+    def wait_for(self, name: str, reason: str) -> None:
+        """Mark ``name`` as not ready yet, waiting for ``reason``."""
+        self.pending[name] = reason
+
+    def done(self, name: str) -> None:
+        """Mark ``name`` as ready (a no-op when it was not pending)."""
+        self.pending.pop(name, None)
+
+    def reasons(self) -> list[str]:
+        """Return ``"<name>: <what it waits for>"`` per pending component, sorted by name."""
+        return [f"{name}: {why}" for name, why in sorted(self.pending.items())]
+
+
+@dataclass(eq=False)
 class AppContext:
     """What the API's routes share, one per app.
 
@@ -69,6 +104,8 @@ class AppContext:
         The execution client's hooks (health, connection test, market sync).
     on_start, on_stop
         Run by the lifespan, in order.
+    readiness
+        What start-up still waits for (the health routes answer ``starting`` until it is over).
     """
 
     settings: Settings
@@ -89,6 +126,7 @@ class AppContext:
     exchange_syncer: MarketSyncer
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 def context_of(app: FastAPI) -> AppContext:

@@ -11,10 +11,11 @@ import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.requests import HTTPConnection
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.api.context import AppContext, context_of
+from cryptoorchestrator.api.errors import Starting
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.facade import ClusterFacade
 from cryptoorchestrator.platform.errors import (
@@ -34,7 +35,40 @@ from cryptoorchestrator.platform.services.trading import TradingQueries
 from cryptoorchestrator.platform.storage.models import User
 from cryptoorchestrator.strategies.registry import registered_strategy
 
-_bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
+#: Where Swagger UI's Authorize dialog (OAuth2 password flow) sends the email and password.
+TOKEN_URL = "/api/auth/token"  # noqa: S105 (a path, not a secret)
+#: The security scheme's name in the OpenAPI document.
+SCHEME_NAME = "OAuth2PasswordBearer"
+
+
+class PasswordBearer(OAuth2PasswordBearer):
+    """The bearer access token, declared as OAuth2's password flow.
+
+    The token is read exactly as ``HTTPBearer`` reads it (``Authorization: Bearer <token>``,
+    None when absent or of another scheme); the OAuth2 declaration only lets Swagger UI's
+    Authorize dialog ask for an email and a password and fetch the token from
+    :data:`TOKEN_URL`.
+    """
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request
+    ) -> HTTPAuthorizationCredentials | None:
+        """Return the request's bearer credentials, or None without any."""
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            return None
+        return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
+
+
+_bearer = PasswordBearer(
+    tokenUrl=TOKEN_URL,
+    scheme_name=SCHEME_NAME,
+    auto_error=False,
+    description="Access token from POST /api/auth/login (JSON) or POST /api/auth/token "
+    "(form: username = email, password; with MFA, password = '<password>:<TOTP or backup "
+    "code>' or the totp_code form field).",
+)
 
 
 #: Threads for closing sessions, apart from the endpoints' pool: a session waiting to close still
@@ -51,6 +85,20 @@ async def get_context(conn: HTTPConnection) -> AppContext:
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
+
+#: The health routes that answer 503 ``starting`` until start-up is over.
+STARTING_PATHS = frozenset(("/api/health", "/api/health/detailed"))
+
+
+async def not_starting(request: Request, context: ContextDep) -> None:
+    """Raise :class:`~cryptoorchestrator.api.errors.Starting` on health routes during start-up.
+
+    A dependency of the health router (added where the app includes it), run before the
+    route's own dependencies, which may need the database that is not ready yet.
+    """
+    readiness = context.readiness
+    if not readiness.ready and request.url.path in STARTING_PATHS:
+        raise Starting(readiness.reasons())
 
 
 async def get_session(context: ContextDep) -> AsyncIterator[Session]:

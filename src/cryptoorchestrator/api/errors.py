@@ -197,6 +197,35 @@ async def _database_down_handler(request: Request, exc: Exception) -> JSONRespon
     )
 
 
+class Starting(Exception):
+    """Raised by the health routes' guard while start-up is not over.
+
+    Parameters
+    ----------
+    reasons
+        What start-up still waits for, one ``"<component>: <why>"`` each.
+    """
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("starting")
+        self.reasons = reasons
+
+
+#: Seconds a client is asked to wait before probing a starting app again.
+STARTING_RETRY_S = 5
+
+
+async def _starting_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The health body's own shape (status, reasons, components), not the error shape: monitors
+    # read ``status``, and "starting" must not read as "unhealthy" (nobody is paged for it).
+    assert isinstance(exc, Starting)
+    return JSONResponse(
+        {"status": "starting", "reasons": exc.reasons, "components": {}},
+        status_code=503,
+        headers={"Retry-After": str(STARTING_RETRY_S)},
+    )
+
+
 async def _crash_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
@@ -283,6 +312,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(E.CryptoOrchError, _platform_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Starting, _starting_handler)
     for db_down in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.TimeoutError,

@@ -12,6 +12,9 @@ and the error handlers really answer, each with the ``Error`` schema:
   nothing) and 409 (a conflict with the resource's state);
 * routes with a request body: 400 (not JSON) and 413 (body limit);
 * routes that check a password or a second factor: 401 and 423 (locked, with ``Retry-After``).
+
+The bearer token is declared as OAuth2's password flow (token URL ``/api/auth/token``), so
+Swagger UI's Authorize dialog at ``/docs`` asks for an email and a password.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pydantic import BaseModel, Field
 #: first two): they count failures and answer 423 while the account is locked.
 CREDENTIAL_ROUTES = (
     "/api/auth/login",
+    "/api/auth/token",
     "/api/auth/refresh",
     "/api/auth/mfa/confirm",
     "/api/auth/mfa/disable",

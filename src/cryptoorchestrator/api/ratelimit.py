@@ -3,9 +3,12 @@
 Every HTTP response carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and
 ``X-RateLimit-Reset`` (epoch seconds when the window ends); over the limit the answer is 429 with
 ``Retry-After`` (seconds).  ``/api/auth/*`` has its own, stricter budget keyed by IP, so password
-guessing cannot borrow from the API budget.  Counters live in memory (one process) or in Redis
-(shared by every replica; one atomic INCR + PEXPIRE script per request).  If Redis fails, requests
-are let through: an outage of the limiter must not take the API down.
+guessing cannot borrow from the API budget.  ``/api/health*`` has its own, generous budget keyed
+by IP: monitors polling health must never be refused because the same address (a NAT, a load
+balancer) spent the API budget, and health polling must not spend the users' API budget either.
+Counters live in memory (one process) or in Redis (shared by every replica; one atomic INCR +
+PEXPIRE script per request).  If Redis fails, requests are let through: an outage of the
+limiter must not take the API down.
 """
 
 from __future__ import annotations
@@ -99,13 +102,61 @@ class RedisBackend:
         await self.client.aclose()
 
 
+#: Budgets, indexed by :func:`budget_of`: the API, ``/api/auth/*``, ``/api/health*``.
+API, AUTH, HEALTH = 0, 1, 2
+#: The health budget when none is given, as a multiple of the API budget: generous, because
+#: monitors poll often, yet bounded, because the detailed checks reach the database.
+HEALTH_FACTOR = 10
+
+
+def budget_of(path: str) -> int:
+    """Return which budget a request path counts against (:data:`API`, :data:`AUTH`, ...).
+
+    Parameters
+    ----------
+    path
+        The request path.
+
+    Returns
+    -------
+    int
+        :data:`AUTH` under ``/api/auth/``, :data:`HEALTH` for ``/api/health`` and below it,
+        else :data:`API`.
+    """
+    if path.startswith("/api/auth/"):
+        return AUTH
+    if path.startswith("/api/health") and (len(path) == 11 or path[11] == "/"):
+        return HEALTH
+    return API
+
+
 @dataclass(frozen=True)
 class RateLimits:
-    """Budgets per window."""
+    """Budgets per window.
+
+    Attributes
+    ----------
+    default, auth
+        Requests per window on the API (per user or IP) and on ``/api/auth/*`` (per IP).
+    window_s
+        The window's length in seconds.
+    health
+        Requests per window on ``/api/health*`` (per IP); ``HEALTH_FACTOR`` times ``default``
+        when None.
+    """
 
     default: int
     auth: int
     window_s: int
+    health: int | None = None
+
+    def of(self, budget: int) -> int:
+        """Return the limit of ``budget`` (:data:`API`, :data:`AUTH` or :data:`HEALTH`)."""
+        if budget == AUTH:
+            return self.auth
+        if budget == HEALTH:
+            return self.health if self.health is not None else self.default * HEALTH_FACTOR
+        return self.default
 
 
 class RateLimiter:
@@ -142,17 +193,14 @@ class RateLimiter:
         # The in-memory backend never waits: count inline, without a coroutine per request.
         self._memory = backend if isinstance(backend, MemoryBackend) else None
         self.immediate = self._memory is not None  # check_now may be used instead of check
-        self._limits = (limits.default, limits.auth)  # indexed by "is an auth route"
-        self._limit_headers = (
-            (b"x-ratelimit-limit", str(limits.default).encode()),
-            (b"x-ratelimit-limit", str(limits.auth).encode()),
-        )
+        self._limits = tuple(limits.of(b) for b in (API, AUTH, HEALTH))  # by budget
+        self._limit_headers = tuple((b"x-ratelimit-limit", str(n).encode()) for n in self._limits)
         self._window_start = 0.0  # [start, reset) is the current window
         self._reset = 0
         self._reset_header = (b"x-ratelimit-reset", b"0")
         self._counts: dict[str, int] = {}  # the in-memory backend's counters of this window
-        # client address -> its counter keys (API budget, auth budget); bounded
-        self._ip_keys: dict[str, tuple[str, str]] = {}
+        # client address -> its counter keys (API, auth and health budgets); bounded
+        self._ip_keys: dict[str, tuple[str, str, str]] = {}
 
     def _roll(self, now: float) -> None:
         """Enter the window containing ``now``."""
@@ -164,12 +212,13 @@ class RateLimiter:
         if self._memory is not None:
             self._counts = self._memory.counts(index)
 
-    def _key(self, scope: Scope, auth_route: bool) -> str:
+    def _key(self, scope: Scope, budget: int) -> str:
         """The counter key: ``api:user:<id>`` for a valid bearer token, else ``<budget>:ip:<ip>``.
 
-        Sets ``scope["state"]["user_id"]`` for the access log when the token is valid.
+        Sets ``scope["state"]["user_id"]`` for the access log when the token is valid.  The
+        auth and health budgets are per IP only (no token check on a monitor's probe).
         """
-        if not auth_route:
+        if budget == API:
             for name, value in scope["headers"]:
                 if name == b"authorization":
                     text = value.decode("latin-1")
@@ -184,22 +233,26 @@ class RateLimiter:
         if keys is None:
             if len(self._ip_keys) >= 4096:  # bounded: one entry per client address
                 self._ip_keys.clear()
-            keys = self._ip_keys[client] = (f"api:ip:{client}", f"auth:ip:{client}")
-        return keys[auth_route]
+            keys = self._ip_keys[client] = (
+                f"api:ip:{client}",
+                f"auth:ip:{client}",
+                f"health:ip:{client}",
+            )
+        return keys[budget]
 
     def check_now(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], int]:
         """:meth:`check` without a coroutine, for the in-memory backend (``immediate``)."""
-        auth_route = scope["path"].startswith("/api/auth/")
-        key = self._key(scope, auth_route)
+        budget = budget_of(scope["path"])
+        key = self._key(scope, budget)
         now = time.time()
         if not self._window_start <= now < self._reset:
             self._roll(now)
         counts = self._counts
         count = counts.get(key, 0) + 1
         counts[key] = count
-        limit = self._limits[auth_route]  # _answer, inlined: this runs for every probe
+        limit = self._limits[budget]  # _answer, inlined: this runs for every probe
         headers = [
-            self._limit_headers[auth_route],
+            self._limit_headers[budget],
             (b"x-ratelimit-remaining", str(limit - count if count < limit else 0).encode()),
             self._reset_header,
         ]
@@ -215,8 +268,8 @@ class RateLimiter:
         """
         if self.immediate:
             return self.check_now(scope)
-        auth_route = scope["path"].startswith("/api/auth/")
-        key = self._key(scope, auth_route)
+        budget = budget_of(scope["path"])
+        key = self._key(scope, budget)
         now = time.time()
         if not self._window_start <= now < self._reset:
             self._roll(now)
@@ -225,14 +278,12 @@ class RateLimiter:
         except Exception as exc:  # Redis down: let traffic through rather than fail closed
             log.warning("rate limiter backend failed: %s", exc)
             count = 0
-        return self._answer(auth_route, count, now)
+        return self._answer(budget, count, now)
 
-    def _answer(
-        self, auth_route: bool, count: int, now: float
-    ) -> tuple[list[tuple[bytes, bytes]], int]:
-        limit = self._limits[auth_route]
+    def _answer(self, budget: int, count: int, now: float) -> tuple[list[tuple[bytes, bytes]], int]:
+        limit = self._limits[budget]
         headers = [
-            self._limit_headers[auth_route],
+            self._limit_headers[budget],
             (b"x-ratelimit-remaining", str(limit - count if count < limit else 0).encode()),
             self._reset_header,
         ]
@@ -244,8 +295,7 @@ class RateLimiter:
         self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], retry: int
     ) -> None:
         """Answer 429 in the error shape with the limit headers and ``Retry-After``."""
-        auth_route = scope["path"].startswith("/api/auth/")
-        limit = self.limits.auth if auth_route else self.limits.default
+        limit = self.limits.of(budget_of(scope["path"]))
         window = self.limits.window_s
         await send_error(
             send,

@@ -201,6 +201,15 @@ class TokenPublic(CamelModel):
     expires_in: int
 
 
+class OAuth2TokenPublic(BaseModel):
+    """The OAuth2 token answer (RFC 6749 section 5.1): snake_case, as Swagger UI reads it."""
+
+    access_token: str
+    refresh_token: str = Field(description="single use, for POST /api/auth/refresh")
+    token_type: str = "bearer"  # noqa: S105
+    expires_in: int = Field(description="seconds until the access token expires")
+
+
 class UserPublic(CamelModel):
     """A user's profile."""
 

@@ -123,13 +123,14 @@ def test_rate_limit_headers_and_429(app_factory: Callable[..., TestClient]) -> N
     )
     seen = []
     for _ in range(5):
-        r = client.get("/api/health")
+        # /api/health has a budget of its own (test_health_rate_limit.py): count an API route.
+        r = client.get("/api/markets")
         assert r.status_code == 200
         seen.append(int(r.headers["x-ratelimit-remaining"]))
         assert r.headers["x-ratelimit-limit"] == "5"
         assert int(r.headers["x-ratelimit-reset"]) > 0
     assert seen == [4, 3, 2, 1, 0]
-    over = client.get("/api/health")
+    over = client.get("/api/markets")
     assert over.status_code == 429
     assert_error_shape(over.json(), "rate_limited")
     assert "Rate limit exceeded" in over.json()["message"]
@@ -183,11 +184,11 @@ def test_redis_shares_limits_between_replicas(
     a_app = create_app(redis_settings, options=opts)
     b_app = create_app(redis_settings, options=opts)
     with TestClient(a_app) as one, TestClient(b_app) as two:
-        got = [one.get("/api/health").status_code for _ in range(3)]
-        got += [two.get("/api/health").status_code for _ in range(3)]
+        got = [one.get("/api/markets").status_code for _ in range(3)]
+        got += [two.get("/api/markets").status_code for _ in range(3)]
         assert got == [200] * 6
-        assert one.get("/api/health").status_code == 429
-        assert two.get("/api/health").status_code == 429
+        assert one.get("/api/markets").status_code == 429
+        assert two.get("/api/markets").status_code == 429
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
@@ -209,14 +210,17 @@ def test_liveness_fast_path_is_limited_headed_and_logged(
     app_factory: Callable[..., TestClient], settings: object
 ) -> None:
     """GET/HEAD /api/health are answered outermost, yet counted, headed and logged."""
+    from cryptoorchestrator.api.ratelimit import HEALTH_FACTOR
+
     client = app_factory(
         options=options(rate_limit=5, rate_limit_window_s=86_400, max_body_bytes=100)
     )
+    budget = 5 * HEALTH_FACTOR  # /api/health* has its own budget, apart from the API's
     # A body takes the full stack: the size limit still applies to the probe's path.
     big = client.request("GET", "/api/health", content=b"x" * 500)
     assert big.status_code == 413
     assert_error_shape(big.json(), "payload_too_large")
-    assert big.headers["x-ratelimit-remaining"] == "4"
+    assert big.headers["x-ratelimit-remaining"] == str(budget - 1)
     get = client.get("/api/health")
     assert get.json() == {"status": "ok"}
     assert get.headers["content-type"] == "application/json"
@@ -226,20 +230,22 @@ def test_liveness_fast_path_is_limited_headed_and_logged(
     statuses = []
     for r in (get, head):
         statuses.append(r.status_code)
-        assert r.headers["x-ratelimit-limit"] == "5"
+        assert r.headers["x-ratelimit-limit"] == str(budget)
         assert int(r.headers["x-ratelimit-reset"]) > 0
     assert [get.headers["x-ratelimit-remaining"], head.headers["x-ratelimit-remaining"]] == [
-        "3",
-        "2",
+        str(budget - 2),
+        str(budget - 3),
     ]
-    # The fast path and the full stack count in one budget.
+    # The fast path and the full stack count in one health budget; the API's is apart.
+    database = client.get("/api/health/database")
+    assert database.headers["x-ratelimit-remaining"] == str(budget - 4)
     markets = client.get("/api/markets")
-    assert markets.headers["x-ratelimit-remaining"] == "1"
-    statuses.append(markets.status_code)
-    statuses += [client.get("/api/health").status_code for _ in range(2)]
+    assert markets.headers["x-ratelimit-remaining"] == "4"
+    statuses += [database.status_code, markets.status_code]
+    statuses += [client.get("/api/health").status_code for _ in range(budget - 4)]
     over = client.head("/api/health")
     statuses.append(over.status_code)
-    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert statuses == [200] * (budget - 4 + 4) + [429]
     assert over.content == b""
     assert over.headers["x-ratelimit-remaining"] == "0"
     assert int(over.headers["retry-after"]) >= 1
@@ -259,8 +265,7 @@ def test_liveness_fast_path_is_limited_headed_and_logged(
         ("GET", 413),
         ("GET", 200),
         ("HEAD", 200),
-        ("GET", 200),
-        ("GET", 429),
+        *[("GET", 200)] * (budget - 4),
         ("HEAD", 429),
         ("GET", 429),
     ]
@@ -291,7 +296,7 @@ def test_rate_limit_window_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
         ratelimit.RateLimits(default=2, auth=1, window_s=60),
         lambda _: None,
     )
-    scope = {"type": "http", "path": "/api/health", "headers": [], "client": ("10.0.0.1", 1)}
+    scope = {"type": "http", "path": "/api/bots", "headers": [], "client": ("10.0.0.1", 1)}
     answers = [limiter.check_now(scope) for _ in range(3)]
     assert [dict(h)[b"x-ratelimit-remaining"] for h, _ in answers] == [b"1", b"0", b"0"]
     assert [retry for _, retry in answers] == [0, 0, 60 - 40]  # 1_000_000.5 is 40.5 s in

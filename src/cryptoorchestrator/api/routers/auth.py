@@ -6,7 +6,11 @@ hold tokens, TOTP secrets and backup codes, which no browser or proxy cache may 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response, status
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request, Response, status
+from sqlalchemy import select
 
 from cryptoorchestrator.api.deps import AuthDep, CurrentUser, client_ip
 from cryptoorchestrator.api.schemas import (
@@ -15,14 +19,21 @@ from cryptoorchestrator.api.schemas import (
     LogoutIn,
     MfaCodeIn,
     MfaEnrolPublic,
+    OAuth2TokenPublic,
     PasswordChangeIn,
     RefreshIn,
     RegisterIn,
+    Text,
     TokenPublic,
     UserPublic,
 )
-from cryptoorchestrator.platform.services.auth import TokenPair
+from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.services.auth import TokenPair, normalize_email
 from cryptoorchestrator.platform.storage.models import User
+
+#: A TOTP code appended to the password (``<password>:123456``); anything else after the last
+#: colon of an MFA account's password is taken for a backup code.
+_TOTP = re.compile(r"\d{6}")
 
 
 def no_store(response: Response) -> None:
@@ -72,6 +83,86 @@ def login(body: LoginIn, auth: AuthDep, request: Request) -> TokenPublic:
     )
     auth.session.commit()
     return _tokens(pair)
+
+
+def split_second_factor(
+    auth: AuthDep, email: str, password: str
+) -> tuple[str, str | None, str | None]:
+    """Split ``<password>:<code>`` into the password and a TOTP or backup code.
+
+    Only for accounts with MFA on, so a password that merely contains a colon still works
+    for everyone else.  Six digits are a TOTP code, anything else a backup code.
+
+    Parameters
+    ----------
+    auth
+        The auth service (its session looks the account up).
+    email, password
+        What the form sent.
+
+    Returns
+    -------
+    tuple[str, str | None, str | None]
+        The password, the TOTP code and the backup code (None when not sent).
+    """
+    secret, colon, code = password.rpartition(":")
+    if not colon or not code:
+        return password, None, None
+    try:
+        email = normalize_email(email)
+    except InvalidInputError:  # login itself answers a malformed email (and counts the attempt)
+        return password, None, None
+    mfa = auth.session.scalar(select(User.mfa_enabled).where(User.email == email))
+    if not mfa:
+        return password, None, None
+    if _TOTP.fullmatch(code):
+        return secret, code, None
+    return secret, None, code
+
+
+@router.post(
+    "/token",
+    responses={
+        401: {"description": "wrong credentials, or mfa_required (append ':<code>')"},
+        423: {"description": "account locked after repeated failures"},
+    },
+)
+def token(
+    auth: AuthDep,
+    request: Request,
+    username: Annotated[Text, Form(max_length=320, description="the account's email")],
+    password: Annotated[
+        str,
+        Form(
+            max_length=161,
+            description="the password; with MFA on, '<password>:<TOTP code>' (or "
+            "'<password>:<backup code>'), unless totp_code or backup_code is sent",
+        ),
+    ],
+    totp_code: Annotated[str | None, Form(max_length=16)] = None,
+    backup_code: Annotated[str | None, Form(max_length=32)] = None,
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+) -> OAuth2TokenPublic:
+    """OAuth2 password flow (form-encoded), for Swagger UI's Authorize dialog and scripts.
+
+    The same check as ``POST /api/auth/login`` (JSON, unchanged), with the same rate limit
+    and lockout: ``username`` is the email.  With MFA on, send the code as form field
+    ``totp_code`` or ``backup_code``, or append it to the password after a colon
+    (``secret:123456``), which is what the Authorize dialog can send.  Answers
+    ``access_token``, ``token_type``, ``expires_in`` and ``refresh_token``.
+    """
+    if totp_code is None and backup_code is None:
+        password, totp_code, backup_code = split_second_factor(auth, username, password)
+    pair = auth.login(
+        username, password, totp=totp_code, backup_code=backup_code, ip=client_ip(request)
+    )
+    auth.session.commit()
+    return OAuth2TokenPublic(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        token_type=pair.token_type,
+        expires_in=pair.expires_in,
+    )
 
 
 @router.post("/refresh")

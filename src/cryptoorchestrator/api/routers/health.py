@@ -13,7 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from cryptoorchestrator.api.deps import Bearer, ContextDep, SessionDep, current_user, has_role
+from cryptoorchestrator.api.deps import (
+    SCHEME_NAME,
+    Bearer,
+    ContextDep,
+    SessionDep,
+    current_user,
+    has_role,
+)
 from cryptoorchestrator.api.health import overall
 from cryptoorchestrator.platform.errors import UnauthorizedError
 from cryptoorchestrator.platform.services.bots import bots_by_status
@@ -28,7 +35,7 @@ UNHEALTHY: dict[int | str, dict[str, Any]] = {
 }
 #: A bearer token is optional here (it widens what the answer shows): an empty requirement
 #: tells OpenAPI clients that anonymous calls are allowed too.
-OPTIONAL_AUTH: dict[str, Any] = {"security": [{}, {"HTTPBearer": []}]}
+OPTIONAL_AUTH: dict[str, Any] = {"security": [{}, {SCHEME_NAME: []}]}
 
 
 @router.get("")

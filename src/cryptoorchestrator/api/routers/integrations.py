@@ -117,11 +117,41 @@ def check_exchange_connections(
     return {"accounts": results}
 
 
+class SyncFailedError(ExchangeError):
+    """Some datasets of a market-data sync failed: 502, one detail per failed dataset.
+
+    Parameters
+    ----------
+    failed
+        Dataset key (``exchange:symbol:timeframe``) -> the error it failed with.
+    synced
+        Dataset key -> rows added, for those that did sync.
+    """
+
+    def __init__(self, failed: dict[str, str], synced: dict[str, int]) -> None:
+        self.failed = failed
+        self.synced = synced
+        done = ", ".join(f"{key} (+{rows} rows)" for key, rows in sorted(synced.items())[:5])
+        total = len(failed) + len(synced)
+        super().__init__(
+            f"market-data sync failed for {len(failed)} of {total} datasets"
+            + (f"; synced: {done}" if done else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the error body with one detail per failed dataset."""
+        details = [{"field": key, "message": error} for key, error in sorted(self.failed.items())]
+        return {"code": self.code, "message": str(self), "details": details}
+
+
 @router.post(
     "/exchanges/sync",
     responses={
         403: {"description": "only an admin may refresh the shared market-data store"},
-        502: {"description": "every dataset failed to sync"},
+        502: {
+            "description": "a dataset failed to sync (code exchange_error); the details name "
+            "each failed dataset and its error, the message those that synced"
+        },
         503: {"description": "data download not available"},
     },
 )
@@ -130,8 +160,9 @@ def sync_exchanges(context: ContextDep, user: CurrentUser) -> dict[str, Any]:
 
     The store is served to every user, so it is written only from sources the operator
     configured (``exchange_endpoints``, else the exchange's own public API), never from an
-    account's apiUrl, and only at an admin's request.  Some datasets failing answers 200 with
-    each one's error; all of them failing answers 502.
+    account's apiUrl, and only at an admin's request.  Answers 200 with the rows added per
+    dataset when every dataset synced; when any failed, 502 ``exchange_error`` in the error
+    shape, one detail per failed dataset (the others are synced all the same).
     """
     if not has_role(user, "admin"):
         raise ForbiddenError(
@@ -140,8 +171,13 @@ def sync_exchanges(context: ContextDep, user: CurrentUser) -> dict[str, Any]:
         )
     result = context.exchange_syncer()
     synced: dict[str, Any] = result.get("synced", {})
-    failed = [key for key, value in synced.items() if "error" in value]
-    if synced and len(failed) == len(synced):
-        reasons = "; ".join(f"{key}: {synced[key]['error']}" for key in sorted(failed)[:5])
-        raise ExchangeError(f"sync failed for every dataset: {reasons}")
+    failed = {key: str(value["error"]) for key, value in synced.items() if "error" in value}
+    if failed:
+        # Monitors and scripts check the status, not the body: a failure must not read as 200.
+        done = {
+            key: int(value.get("rowsAdded", 0))
+            for key, value in synced.items()
+            if key not in failed
+        }
+        raise SyncFailedError(failed, done)
     return result

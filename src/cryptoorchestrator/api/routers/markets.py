@@ -1,4 +1,9 @@
-"""``/api/markets``: stored datasets and their candles (public market data, no auth)."""
+"""``/api/markets``: stored datasets and their candles (public market data, no auth).
+
+A symbol in a path may be written ``BTC-USDT``, ``BTC_USDT`` or ``BTC%2FUSDT``; one without
+market data (or malformed, e.g. ``BTCUSDT``) answers 422 listing the valid symbols, which
+``GET /api/markets`` lists too.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from fastapi import APIRouter, Path, Query
 
 from cryptoorchestrator.api.context import AppContext
 from cryptoorchestrator.api.deps import ContextDep
+from cryptoorchestrator.api.feeds import resolve_symbol, stored_exchanges, stored_symbols
 from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic, Text
 from cryptoorchestrator.platform.data.store import BUNDLED, OhlcvStore, seed_bundled
 from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError
-from cryptoorchestrator.platform.model import TIMEFRAMES, symbol_from_path, timeframe_to_ms
+from cryptoorchestrator.platform.model import TIMEFRAMES, timeframe_to_ms
 
 router = APIRouter(prefix="/api/markets", tags=["markets"])
 #: The last millisecond of year 9999: later times overflow datetimes and 64-bit arithmetic.
@@ -47,10 +53,21 @@ def list_markets(
     ]
 
 
-@router.get("/{symbol}/ohlcv")
+@router.get(
+    # ``:path``: Starlette decodes ``BTC%2FUSDT`` to ``BTC/USDT`` before routing, which a plain
+    # parameter (one segment) would not match.
+    "/{symbol:path}/ohlcv",
+    responses={422: {"description": "unknown symbol: the details list the valid ones"}},
+)
 def ohlcv(
     context: ContextDep,
-    symbol: Annotated[Text, Path(max_length=45, description="path form, e.g. BTC-USDT")],
+    symbol: Annotated[
+        Text,
+        Path(
+            max_length=45,
+            description="BTC-USDT, BTC_USDT or BTC%2FUSDT; GET /api/markets lists the symbols",
+        ),
+    ],
     timeframe: Annotated[Text, Query(max_length=4)] = "1h",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     since: Annotated[
@@ -59,11 +76,19 @@ def ohlcv(
     ] = None,
     exchange: Annotated[Text, Query(max_length=40)] = "binance",
 ) -> OhlcvPublic:
-    """Return up to ``limit`` candles: from ``since`` forward, or the latest ones."""
-    pair = symbol_from_path(symbol)
+    """Return up to ``limit`` candles: from ``since`` forward, or the latest ones.
+
+    An unknown symbol answers 422 with the valid symbols of ``exchange``.
+    """
     if timeframe not in TIMEFRAMES:
         raise InvalidInputError("timeframe", "unknown timeframe", allowed=TIMEFRAMES)
     store = _store(context)
+    valid = stored_symbols(store, exchange)
+    if not valid:
+        raise InvalidInputError(
+            "exchange", "no market data stored for this exchange", allowed=stored_exchanges(store)
+        )
+    pair = resolve_symbol(symbol, valid, path=True)
     try:
         if not store.exists(exchange, pair, timeframe):
             seed_bundled(store, exchange, pair, timeframe)

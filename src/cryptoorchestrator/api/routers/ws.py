@@ -9,6 +9,8 @@ Market data protocol (JSON text frames)::
     -> {"type": "unsubscribe", "symbols": ["BTC/USDT"]}   <- {"type": "unsubscribed", ...}
     -> {"type": "ping"}                                  <- {"type": "pong"}
     -> anything malformed                                <- {"type": "error", "code", "message"}
+    -> a symbol without market data  <- {"type": "error", "code": "unknown_symbol", "message",
+                                         "validSymbols": ["BTC/USDT", ...]}
 
 A candle is sent on subscribe and again whenever the feed has a newer one (polled).  Sockets
 silent for longer than the idle timeout are closed (code 1001), so clients should ping.
@@ -42,7 +44,7 @@ from cryptoorchestrator.api.config import ApiOptions
 from cryptoorchestrator.api.context import AppContext
 from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.events import EventHub, SocketSlots
-from cryptoorchestrator.api.feeds import MarketFeed
+from cryptoorchestrator.api.feeds import MAX_LISTED, MarketFeed, unknown_symbol
 from cryptoorchestrator.platform.errors import CryptoOrchError, UnauthorizedError
 from cryptoorchestrator.platform.model import normalize_symbol
 
@@ -152,6 +154,14 @@ class _MarketSession:
         async with self.lock:
             await self.ws.send_json(message)
 
+    async def _unknown(self, code: str, text: str) -> dict[str, Any]:
+        """The error for a symbol without market data, naming the symbols that have some."""
+        symbols = getattr(self.feed, "symbols", None)  # optional: a MarketFeed may not list
+        valid: list[str] = await run_in_threadpool(symbols) if callable(symbols) else []
+        message = _error(code, unknown_symbol(text, valid).reason)
+        message["validSymbols"] = valid[:MAX_LISTED]
+        return message
+
     async def push(self) -> None:
         for symbol in sorted(self.symbols):
             candle = await run_in_threadpool(self.feed.latest, symbol)
@@ -199,8 +209,8 @@ class _MarketSession:
         for text in raw:
             try:
                 symbols.append(normalize_symbol(text))
-            except CryptoOrchError as exc:
-                await self.send(_error("invalid_symbol", str(exc)))
+            except CryptoOrchError:
+                await self.send(await self._unknown("invalid_symbol", text))
         if kind == "unsubscribe":
             self.symbols.difference_update(symbols)
             for s in symbols:
@@ -210,7 +220,7 @@ class _MarketSession:
         known = []
         for symbol in symbols:
             if await run_in_threadpool(self.feed.latest, symbol) is None:
-                await self.send(_error("unknown_symbol", f"no market data for {symbol}"))
+                await self.send(await self._unknown("unknown_symbol", symbol))
             else:
                 known.append(symbol)
         if len(self.symbols | set(known)) > MAX_SYMBOLS:
