@@ -382,7 +382,7 @@ def create_app(
     app.state.context = context
     _register_health(context)
     install_error_handlers(app)
-    # Until start-up is over, liveness and detailed health answer 503 "starting".
+    # Until start-up is over, detailed health answers 503 "starting" (liveness stays 200).
     app.include_router(health.router, dependencies=[Depends(not_starting)])
     for module in (
         auth,
@@ -443,6 +443,5 @@ def create_app(
         limiter=limiter,
         log=access,
         security=security,
-        readiness=context.readiness,
     )
     return app

@@ -86,8 +86,10 @@ async def get_context(conn: HTTPConnection) -> AppContext:
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
-#: The health routes that answer 503 ``starting`` until start-up is over.
-STARTING_PATHS = frozenset(("/api/health", "/api/health/detailed"))
+#: The health routes that answer 503 ``starting`` until start-up is over.  Liveness
+#: (``/api/health``) is not one: the process is alive, and a liveness probe that failed while
+#: the database is still coming up would have an orchestrator restart a healthy API.
+STARTING_PATHS = frozenset(("/api/health/detailed",))
 
 
 async def not_starting(request: Request, context: ContextDep) -> None:

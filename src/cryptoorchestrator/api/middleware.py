@@ -29,7 +29,6 @@ from cryptoorchestrator.api.proxies import TrustedProxies
 from cryptoorchestrator.platform.logs import redact
 
 if TYPE_CHECKING:
-    from cryptoorchestrator.api.context import Readiness
     from cryptoorchestrator.api.ratelimit import RateLimiter
 
 access_log = logging.getLogger("cryptoorchestrator.api.access")
@@ -430,9 +429,9 @@ class LivenessMiddleware:
     budget), carries the ``X-RateLimit-*`` and security headers, HEAD gets the headers without
     the body, and it is access-logged.  It only skips the layers' per-request wrappers, routing
     and dependency injection.  Requests that other layers would treat differently take the full
-    stack: a body (size limit), an ``Origin`` (CORS), another path or method, and every
-    probe while ``readiness`` is not ready (the route answers 503 ``starting``).  The FastAPI
-    route of the same path stays for the OpenAPI document and answers identically.
+    stack: a body (size limit), an ``Origin`` (CORS), another path or method.  Liveness does
+    not wait for start-up (detailed health says ``starting``).  The FastAPI route of the same
+    path stays for the OpenAPI document and answers identically.
     """
 
     BODY = b'{"status":"ok"}'
@@ -445,11 +444,8 @@ class LivenessMiddleware:
         log: AccessLog | None,
         path: str = "/api/health",
         security: SecurityHeaders | None = None,
-        readiness: Readiness | None = None,
     ) -> None:
         self.app = app
-        # The pending components (empty once started): read per probe, so shared, not copied.
-        self._pending: dict[str, str] = {} if readiness is None else readiness.pending
         self.limiter = limiter
         self.security = security
         self.log = log
@@ -466,7 +462,6 @@ class LivenessMiddleware:
             scope["type"] != "http"
             or scope["path"] != self.path
             or scope["method"] not in ("GET", "HEAD")
-            or self._pending
         ):
             await self.app(scope, receive, send)
             return

@@ -58,19 +58,18 @@ def test_health_says_starting_until_the_app_is_ready(lite: TestClient) -> None:
     assert readiness.ready
     readiness.wait_for("cluster", "waiting for the cluster and its risk actor")
     try:
-        for path in ("/api/health", "/api/health/detailed"):
-            r = lite.get(path)
-            assert r.status_code == 503, path
-            assert r.json() == {
-                "status": "starting",
-                "reasons": ["cluster: waiting for the cluster and its risk actor"],
-                "components": {},
-            }
-            assert int(r.headers["retry-after"]) >= 1
-        head = lite.head("/api/health")
-        assert head.status_code == 503
-        assert head.content == b""
-        # Only liveness and the overall health wait; the database check answers as usual.
+        r = lite.get("/api/health/detailed")
+        assert r.status_code == 503
+        assert r.json() == {
+            "status": "starting",
+            "reasons": ["cluster: waiting for the cluster and its risk actor"],
+            "components": {},
+        }
+        assert int(r.headers["retry-after"]) >= 1
+        # Liveness: the process is alive (an orchestrator must not restart it for waiting).
+        assert lite.get("/api/health").json() == {"status": "ok"}
+        assert lite.head("/api/health").status_code == 200
+        # Only the overall health waits; the database check answers as usual.
         assert lite.get("/api/health/database").status_code == 200
     finally:
         readiness.done("cluster")
@@ -106,10 +105,11 @@ def test_a_cluster_that_comes_up_late_ends_the_start(
     cluster = LateCluster()
     client = app_factory(cluster=cluster)
     context = client.app.state.context  # type: ignore[attr-defined]
-    starting = client.get("/api/health")
+    starting = client.get("/api/health/detailed")
     assert starting.status_code == 503
     assert starting.json()["reasons"] == ["cluster: waiting for the cluster and its risk actor"]
+    assert client.get("/api/health").status_code == 200  # alive all along
     cluster.up = True
     # The background probe would notice within a second; probing here keeps the test exact.
     assert client.portal.call(probe_readiness, context)  # type: ignore[union-attr]
-    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/health/detailed").status_code == 200
