@@ -263,6 +263,15 @@ def _as_2d(a: np.ndarray, dtype: type, name: str, shape: tuple[int, int] | None)
     return arr
 
 
+def frozen(arr: np.ndarray) -> np.ndarray:
+    """Return ``arr`` as a read-only view (no copy); ``arr`` itself if already read-only."""
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def _false(shape: tuple[int, int]) -> np.ndarray:
     arr = _FALSE_CACHE.get(shape)
     if arr is None:
@@ -361,22 +370,24 @@ def simulate(
         )
     fee, slip, at_close, size_mode, size, max_pos = config._kernel
     kernel = nb.simulate_1d_nb if k == 1 else nb.simulate_nb
+    # Every input read-only: numba compiles a kernel once per mix of writable and read-only
+    # arguments, and callers pass both (Ray's object store, cached arrays, fresh ones).
     orders, trades, stats = kernel(
-        open2,
-        high2,
-        low2,
-        close2,
-        sigs[0],
-        sigs[1],
-        sigs[2],
-        sigs[3],
-        sl,
-        tp,
-        tsl,
-        config.per_symbol("qty_step", k),
-        config.per_symbol("min_qty", k),
-        config.per_symbol("min_notional", k),
-        config.per_symbol("price_tick", k),
+        frozen(open2),
+        frozen(high2),
+        frozen(low2),
+        frozen(close2),
+        frozen(sigs[0]),
+        frozen(sigs[1]),
+        frozen(sigs[2]),
+        frozen(sigs[3]),
+        frozen(sl),
+        frozen(tp),
+        frozen(tsl),
+        frozen(config.per_symbol("qty_step", k)),
+        frozen(config.per_symbol("min_qty", k)),
+        frozen(config.per_symbol("min_notional", k)),
+        frozen(config.per_symbol("price_tick", k)),
         float(config.init_cash),
         fee,
         slip,

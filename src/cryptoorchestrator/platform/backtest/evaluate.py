@@ -32,6 +32,7 @@ from cryptoorchestrator.platform.backtest.engine import (
     _as_2d,
     _false,
     _stop,
+    frozen,
     simulate,
 )
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
@@ -191,14 +192,6 @@ def simulate_inputs(
     )
 
 
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    if not arr.flags.writeable:
-        return arr
-    view = arr.view()
-    view.flags.writeable = False
-    return view
-
-
 def simulate_stats(inputs: EngineInputs, config: SimConfig) -> np.ndarray:
     """Return the statistics vector of :func:`simulate_inputs` (``nb.S_*`` layout), bit for bit.
 
@@ -242,21 +235,21 @@ def simulate_stats(inputs: EngineInputs, config: SimConfig) -> np.ndarray:
     # sweep mixes them (bars from Ray's object store, indicator outputs reused by the batch
     # cache, fresh arrays), which compiled the kernel again, for seconds, inside a study.
     return sweep_nb.sweep_stats_1d_nb(  # type: ignore[no-any-return]
-        _frozen(open_),
-        _frozen(high),
-        _frozen(low),
-        _frozen(close),
-        _frozen(sigs[0]),
-        _frozen(sigs[1]),
-        _frozen(sigs[2]),
-        _frozen(sigs[3]),
-        _frozen(stops[0]),
-        _frozen(stops[1]),
-        _frozen(stops[2]),
-        _frozen(config.per_symbol("qty_step", 1)),
-        _frozen(config.per_symbol("min_qty", 1)),
-        _frozen(config.per_symbol("min_notional", 1)),
-        _frozen(config.per_symbol("price_tick", 1)),
+        frozen(open_),
+        frozen(high),
+        frozen(low),
+        frozen(close),
+        frozen(sigs[0]),
+        frozen(sigs[1]),
+        frozen(sigs[2]),
+        frozen(sigs[3]),
+        frozen(stops[0]),
+        frozen(stops[1]),
+        frozen(stops[2]),
+        frozen(config.per_symbol("qty_step", 1)),
+        frozen(config.per_symbol("min_qty", 1)),
+        frozen(config.per_symbol("min_notional", 1)),
+        frozen(config.per_symbol("price_tick", 1)),
         float(config.init_cash),
         fee,
         slip,
