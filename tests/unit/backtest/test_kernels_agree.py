@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -17,7 +20,7 @@ def _ohlc(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_fast_kernel_equals_general_kernel(seed: int) -> None:
+def test_fast_kernel_equals_general_kernel(seed: int, call_kernel: Callable[..., Any]) -> None:
     rng = np.random.default_rng(seed)
     n = 3000
     prices = [a.reshape(-1, 1) for a in _ohlc(rng, n)]
@@ -49,8 +52,8 @@ def test_fast_kernel_equals_general_kernel(seed: int) -> None:
         True,
     )
     eq1, eq2 = np.empty(n), np.empty(n)
-    o1, t1, s1 = nb.simulate_1d_nb(*args, eq1)
-    o2, t2, s2 = nb.simulate_nb(*args, eq2)
+    o1, t1, s1 = call_kernel(nb.simulate_1d_nb, *args, eq1)
+    o2, t2, s2 = call_kernel(nb.simulate_nb, *args, eq2)
     assert len(o1) > 20
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(t1, t2)
@@ -65,7 +68,9 @@ def _cross(fast: np.ndarray, slow: np.ndarray, above: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_fast_kernel_equals_general_kernel_with_long_flat_stretches(seed: int) -> None:
+def test_fast_kernel_equals_general_kernel_with_long_flat_stretches(
+    seed: int, call_kernel: Callable[..., Any]
+) -> None:
     # sparse crossing signals without stops: the single-symbol kernel skips flat stretches,
     # which must change nothing (equity curve, drawdown durations, ends of the run included)
     rng = np.random.default_rng(100 + seed)
@@ -103,9 +108,9 @@ def test_fast_kernel_equals_general_kernel_with_long_flat_stretches(seed: int) -
         False,
     )
     eq1, eq2 = np.empty(n), np.empty(n)
-    o1, t1, s1 = nb.simulate_1d_nb(*args, eq1)
-    o2, t2, s2 = nb.simulate_nb(*args, eq2)
-    _, _, s3 = nb.simulate_1d_nb(*args, np.empty(0))
+    o1, t1, s1 = call_kernel(nb.simulate_1d_nb, *args, eq1)
+    o2, t2, s2 = call_kernel(nb.simulate_nb, *args, eq2)
+    _, _, s3 = call_kernel(nb.simulate_1d_nb, *args, np.empty(0))
     assert len(o1) > 20
     assert 0 < s1[nb.S_EXPOSURE_BARS] < n
     np.testing.assert_array_equal(o1, o2)

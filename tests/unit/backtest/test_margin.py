@@ -6,6 +6,7 @@ the same numbers); fees and slippage are zero unless a test says otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -243,7 +244,7 @@ def test_levered_long_is_liquidated_and_unlevered_long_never_is() -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_both_kernels_agree_when_liquidating(seed: int) -> None:
+def test_both_kernels_agree_when_liquidating(seed: int, call_kernel: Callable[..., Any]) -> None:
     rng = np.random.default_rng(50 + seed)
     n = 2000
     close = 100 * np.exp(np.cumsum(rng.normal(0.002, 0.03, n)))  # drifting up: shorts suffer
@@ -277,10 +278,8 @@ def test_both_kernels_agree_when_liquidating(seed: int) -> None:
     )
     eq1, eq2 = np.empty(n), np.empty(n)
     margin_args = (3.0, 0.01, True)
-    fast: Any = nb.simulate_1d_nb  # numba dispatchers: their stubs know no arguments
-    general: Any = nb.simulate_nb
-    o1, t1, s1 = fast(*args, eq1, *margin_args)
-    o2, t2, s2 = general(*args, eq2, *margin_args)
+    o1, t1, s1 = call_kernel(nb.simulate_1d_nb, *args, eq1, margin=margin_args)
+    o2, t2, s2 = call_kernel(nb.simulate_nb, *args, eq2, margin=margin_args)
     assert s1[nb.S_LIQUIDATED] == 1.0
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(t1, t2)
