@@ -195,7 +195,7 @@ def _readiness(supervised: bool) -> Readiness:
     readiness.wait_for("database", "waiting for the database to answer")
     readiness.wait_for("cluster", "waiting for the cluster and its risk actor")
     if supervised:
-        readiness.wait_for("supervisor", "waiting for the bot supervisor to start")
+        readiness.wait_for("supervisor", "waiting for the bot supervisor's first pass")
     return readiness
 
 
@@ -292,10 +292,10 @@ def create_app(
         context = context_of(app)
         for hook in context.on_start:
             await hook()
-        # The hooks started the supervisor's task (with a cluster); the database and the
-        # cluster are probed once here, so an app whose parts are up is ready when it starts
-        # serving, and in the background otherwise (health says "starting" meanwhile).
-        context.readiness.done("supervisor")
+        # The hooks started the supervisor's task (with a cluster), which marks its part ready
+        # after its first pass; the database and the cluster are probed once here, so an app
+        # whose parts are up is ready when it starts serving, and in the background otherwise
+        # (health says "starting" meanwhile).
         waiting: asyncio.Task[None] | None = None
         if not await probe_readiness(context):
             waiting = asyncio.create_task(_wait_until_ready(context))
@@ -341,9 +341,17 @@ def create_app(
     on_stop: list[Hook] = []
     hub = EventHub(owner_of)
     supervised = cluster is None and options.cluster == "ray"
+    readiness = _readiness(supervised)
     if supervised:
         ray = ray_cluster(settings)
-        start, stop = cluster_tasks(ray, settings, hub, options.supervise_interval_s)
+        # Ready only once the supervisor has looked at every bot (resumed those meant to run).
+        start, stop = cluster_tasks(
+            ray,
+            settings,
+            hub,
+            options.supervise_interval_s,
+            on_first_pass=lambda: readiness.done("supervisor"),
+        )
         on_start.append(start)
         on_stop.append(stop)
         cluster = ray
@@ -377,7 +385,7 @@ def create_app(
         exchange_syncer=market_syncer(settings),
         on_start=on_start,
         on_stop=on_stop,
-        readiness=_readiness(supervised),
+        readiness=readiness,
     )
     app.state.context = context
     _register_health(context)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryptoorchestrator.api.context import BreakerStates, ExchangeTester, Hook, MarketSyncer
@@ -154,6 +155,7 @@ def cluster_tasks(
     settings: Settings,
     hub: EventHub,
     supervise_interval_s: float,
+    on_first_pass: Callable[[], None] | None = None,
 ) -> tuple[Hook, Hook]:
     """Return the hooks that start and stop the event relay and the bot supervisor.
 
@@ -167,6 +169,8 @@ def cluster_tasks(
         Where the relay publishes each bot event (for ``/ws/bots``).
     supervise_interval_s
         Seconds between the supervisor's passes.
+    on_first_pass
+        Called once, after the supervisor's first pass that completes.
 
     Returns
     -------
@@ -182,7 +186,7 @@ def cluster_tasks(
 
     async def start() -> None:
         tasks.append(asyncio.create_task(cluster.relay_events(publish)))
-        tasks.append(asyncio.create_task(supervise(settings, supervise_interval_s)))
+        tasks.append(asyncio.create_task(supervise(settings, supervise_interval_s, on_first_pass)))
 
     async def stop() -> None:
         for task in tasks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -205,11 +206,24 @@ def supervise_once(settings: Settings, options: dict[str, Any] | None = None) ->
     return started
 
 
-async def supervise(settings: Settings, interval_s: float = 10.0) -> None:
-    """Run :func:`supervise_once` forever (the head node's supervisor task)."""
+async def supervise(
+    settings: Settings,
+    interval_s: float = 10.0,
+    on_first_pass: Callable[[], None] | None = None,
+) -> None:
+    """Run :func:`supervise_once` forever (the head node's supervisor task).
+
+    ``on_first_pass`` is called once, after the first pass that completes: from then on every
+    bot meant to run has been resumed (the head node's readiness waits for it).
+    """
+    pending = on_first_pass
     while True:
         try:
             await asyncio.to_thread(supervise_once, settings)
         except Exception:
             log.exception("supervisor pass failed")
+        else:
+            if pending is not None:
+                pending()
+                pending = None
         await asyncio.sleep(interval_s)
