@@ -1,7 +1,7 @@
 """Who is calling: verified access tokens and active users, each checked once and then cached.
 
 Every authenticated request used to verify its JWT twice (rate limiter, then route) and load its
-user row through the ORM: ~2 ms of a ~6 ms ``/api/trades`` request.  Both answers are cached:
+user row through the ORM, a third of a ``/api/trades`` request.  Both answers are cached:
 
 * a token's signature is verified once; later requests with the same token only compare its
   ``exp`` with the clock, so expiry is exact ("Token expired" the second it passes);

@@ -60,8 +60,8 @@ log = logging.getLogger("cryptoorchestrator.risk")
 def check_to_dict(check: OrderCheck) -> dict[str, Any]:
     """Serialise an order check for the actor call (decimals as strings).
 
-    Field by field: ``dataclasses.asdict`` deep-copies every value and took 0.3 ms of the bot
-    process for a batch of 25 on the way to every approval.
+    Field by field: ``dataclasses.asdict`` deep-copies every value, on the way to every
+    approval.
     """
     return {
         "bot_id": check.bot_id,
@@ -600,14 +600,14 @@ LINE_RETRY_S = 1.0
 class RiskClient:
     """A bot process's line to the risk actor: its bots' calls batched, failures closed.
 
-    The bots of a group act on the same candle together; their approvals (and their end-of-
-    candle reports) each go out as one batch through a
-    :class:`~cryptoorchestrator.platform.batching.Coalescer`.  Fifty bots asking one by one
-    queued fifty messages at the actor per candle (approval p99 150-300 ms); five batches are
-    five.  Approvals travel over the actor's direct line (:meth:`RiskActor.line`, a socket per
-    process and event loop) when it can be opened, and as a Ray call otherwise; reports always
-    go through Ray.  A bot still gets its own answer; a late or failed batch denies each of its
-    orders.  A line that breaks under a batch is not retried through Ray (the actor may already
+    The bots of a group act on the same candle together; their approvals (and their end-of-candle
+    reports) each go out as one batch through a
+    :class:`~cryptoorchestrator.platform.batching.Coalescer`.  Fifty bots asking one by one queued
+    fifty messages at the actor per candle, and the last approval waited for all of them; five
+    batches are five.  Approvals travel over the actor's direct line (:meth:`RiskActor.line`, a
+    socket per process and event loop) when it can be opened, and as a Ray call otherwise; reports
+    always go through Ray.  A bot still gets its own answer; a late or failed batch denies each of
+    its orders.  A line that breaks under a batch is not retried through Ray (the actor may already
     have counted those orders), and one that answers too late is dropped (it may be stuck).
 
     A batch waits as long as its most impatient bot's timeout (a group's bots share one): one
@@ -658,8 +658,8 @@ class RiskClient:
     async def open_line(self) -> bool:
         """Open this loop's approval line ahead of the first order; return whether it is open.
 
-        Opening costs a Ray call and a connection (about 7 ms on a busy node), which the first
-        approval would otherwise wait for.  Failing is harmless: approvals go through Ray.
+        Opening costs a Ray call and a connection, which the first approval would otherwise
+        wait for.  Failing is harmless: approvals go through Ray.
         """
         return await self._line() is not None
 

@@ -7,8 +7,8 @@ from numba import njit
 EPSILON = 0.00000001
 
 # Hot loops index with unsigned integers: numba wraps negative signed indices around (x[-1] is the
-# last element), and that per-access check keeps LLVM from vectorizing simple loops (measured
-# 2.5 ns/bar against 0.3 ns/bar for MOM on 1M bars). Unsigned arithmetic must stay unsigned:
+# last element), and that per-access check keeps LLVM from vectorizing simple loops (several
+# times slower on MOM; benchmarks/indicators.py). Unsigned arithmetic must stay unsigned:
 # mixing uint64 and int64 in numba gives float64.
 U0 = np.uint64(0)
 

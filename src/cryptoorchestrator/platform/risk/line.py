@@ -3,10 +3,10 @@
 Every order waits for its approval, so the approval's round trip is on every order's critical
 path.  As a Ray actor call it crosses about eight threads (the caller's core worker, gRPC on both
 sides, the actor's task queue, its event loop, and back), and on a busy node each of them waits
-for a CPU: with two cores loaded by bots at nice 5, a 25-order ``approve_many`` took 2.5 / 9.1 ms
-(p50 / p99) through Ray and 0.4 / 3.7 ms over a socket read by the actor's own event loop
-(measured here, 300 calls each).  The line carries approvals only; everything else (limits,
-reports, the kill switch) stays on Ray, whose ordering and failure handling it needs.
+for a CPU, so its latency tail is long; a socket read by the actor's own event loop crosses
+two (figures in ``docs/bots.md``, "The risk actor's line").  The line carries approvals only;
+everything else (limits, reports, the kill switch) stays on Ray, whose ordering and failure
+handling it needs.
 
 Protocol: a frame is a 4-byte big-endian length and a UTF-8 JSON document.  A client opens with
 ``{"token": ...}`` (the token the actor handed out over Ray, so only a caller of the cluster can

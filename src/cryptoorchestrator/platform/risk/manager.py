@@ -5,8 +5,8 @@ they make (an approved order counts as open until the bot reports it closed) can
 
 Every check is O(1) in the number of bots: the portfolio's totals (equity, exposure, open
 orders, equity at the start of the day) are kept up to date as each bot's figures change, instead
-of summed over every bot for every order (with 50 bots, the sums made a group's batch of 25
-approvals cost 0.74 ms in the actor, on every order's critical path).  They are Decimal sums, so
+of summed over every bot for every order (sums that grow with the bots, on every order's
+critical path).  They are Decimal sums, so
 they equal a fresh sum to Decimal's 28 significant digits.
 
 Denials are values (:class:`RiskDecision`), never exceptions.  A breach of a loss or drawdown
