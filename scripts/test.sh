@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export RAY_USAGE_STATS_ENABLED=0
-exec .venv/bin/python -m pytest "$@"
+# Two workers (CRYPTOORCH_TEST_WORKERS=1 for one): much of the suite waits on Ray, PostgreSQL and
+# subprocesses, so the second worker fills those waits. Tests on fixed ports share one xdist
+# group (tests/conftest.py), so they run one after another on a single worker.
+exec .venv/bin/python -m pytest -n "${CRYPTOORCH_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -28,6 +28,22 @@ PG_ADMIN_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+#: Tests that bind the platform's documented fixed ports (8000, 8765, 8265) because they run
+#: the README and docs as written. ``scripts/test.sh`` runs the suite on two pytest-xdist workers
+#: with ``--dist loadgroup``; this group keeps them on one worker, one after another.
+FIXED_PORT_TESTS = (
+    "tests/docs/",
+    "tests/security/test_security_doc.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the tests that share fixed ports into one xdist group (one worker, in turn)."""
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
+        if path.startswith(FIXED_PORT_TESTS):
+            item.add_marker(pytest.mark.xdist_group("fixed-ports"))
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
