@@ -8,6 +8,8 @@ blocks in a fresh interpreter, in a scratch copy of the checkout's layout.
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -72,3 +74,35 @@ def test_page_runs_as_written(page: str, workdir: Workdir) -> None:  # noqa: F81
         _check(done, block)
         ran += 1
     assert ran >= 2
+
+
+#: Inline mentions of the CLI in the prose of README.md and docs/*.md (``cryptoorch ...`` in
+#: backticks): not commands to run as they stand (placeholders, options alone), but each names
+#: a command path and options that must exist.
+_PROSE_COMMAND = re.compile(r"`cryptoorch ([^`]*)`")
+
+
+def _prose_commands() -> list[tuple[str, str]]:
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        found += [(page.name, m) for m in _PROSE_COMMAND.findall(page.read_text())]
+    return found
+
+
+def test_commands_named_in_prose_exist() -> None:
+    """Every ``cryptoorch ...`` named in the prose is a real command with real options."""
+    from typer.testing import CliRunner
+
+    from cryptoorchestrator.cli.main import app
+
+    mentions = _prose_commands()
+    assert len(mentions) >= 10
+    runner = CliRunner()
+    for page, mention in mentions:
+        words = mention.split()
+        path = [w for w in itertools.takewhile(lambda w: re.fullmatch(r"[a-z][a-z-]*", w), words)]
+        options = [w.split("=")[0] for w in words if w.startswith("--")]
+        done = runner.invoke(app, [*path, "--help"])
+        assert done.exit_code == 0, f"{page}: `cryptoorch {mention}`: {done.output}"
+        for option in options:
+            assert option in done.output, f"{page}: `cryptoorch {mention}`: no {option}"
