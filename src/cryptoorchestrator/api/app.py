@@ -29,7 +29,7 @@ from cryptoorchestrator.api.deps import TOKEN_URL, not_starting
 from cryptoorchestrator.api.errors import install_error_handlers
 from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.facade import ClusterFacade, UnavailableCluster
-from cryptoorchestrator.api.feeds import MarketFeed, StoreFeed
+from cryptoorchestrator.api.feeds import MarketFeed
 from cryptoorchestrator.api.health import HealthRegistry
 from cryptoorchestrator.api.identity import Identity
 from cryptoorchestrator.api.middleware import (
@@ -76,6 +76,7 @@ from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.logs import api_log_writer, setup_api_logging
 from cryptoorchestrator.platform.services.auth import AuthConfig
 from cryptoorchestrator.platform.services.bots import bots_by_status
+from cryptoorchestrator.platform.services.market_sources import market_hub
 from cryptoorchestrator.platform.services.trade_reads import trade_reads_for
 from cryptoorchestrator.platform.settings import Settings, get_settings
 from cryptoorchestrator.platform.storage.db import check_database, session_factory
@@ -265,7 +266,9 @@ def create_app(
         ``CRYPTOORCH_API_CLUSTER=ray`` (what ``cryptoorch serve`` sets), else
         :class:`UnavailableCluster`, whose routes answer 503.
     feed
-        Market data for ``/ws/market-data``; the Parquet store's newest candles by default.
+        Market data for ``/ws/market-data``; by default a hub over the operator's sources
+        (``CRYPTOORCH_MARKET_FEED``: the exchanges through ccxt, or the Parquet store), its
+        pollers stopped with the app.
     """
     settings = settings or get_settings()
     options = options or ApiOptions()
@@ -359,6 +362,10 @@ def create_app(
     trades = trade_reads_for(settings, factory)
     on_start.insert(0, trades.open)
     on_stop.insert(0, trades.close)
+    feed = feed or market_hub(
+        settings, default_exchange=options.market_exchange, poll_s=options.ws_poll_s
+    )
+    on_stop.append(feed.close)
     context = AppContext(
         settings=settings,
         options=options,
@@ -371,13 +378,7 @@ def create_app(
         ws_slots=SocketSlots(options.ws_max_per_ip, options.ws_max_per_user),
         trades=trades,
         cluster=cluster,
-        feed=feed
-        or StoreFeed(
-            settings.data_dir,
-            options.market_exchange,
-            options.market_timeframe,
-            options.ws_poll_s / 2,
-        ),
+        feed=feed,
         health=HealthRegistry(),
         event_hub=hub,
         circuit_breakers=breaker_states(cluster),

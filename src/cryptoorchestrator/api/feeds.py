@@ -1,67 +1,31 @@
-"""Sources of live market data for ``/ws/market-data``.
+"""Market data of ``/ws/market-data`` and ``/api/markets``: the feed, and symbol checks.
 
-A :class:`MarketFeed` answers "what is the latest candle of this symbol?"; a feed that also has
-``symbols()`` lets ``/ws/market-data`` tell a client which symbols exist.  The default reads the
-market-data store's newest stored candle (seeding the bundled dataset on first use); the exchange
-simulator or a live ccxt poller can replace it later by implementing the same two methods and
-passing the object to ``create_app(feed=...)``.
+The feed is the platform's :class:`~cryptoorchestrator.platform.services.market_feed.
+MarketFeedHub` (one poller per exchange, symbol and timeframe, fanned out to every subscriber),
+over the operator's sources (:mod:`~cryptoorchestrator.platform.services.market_sources`): the
+exchange through ccxt, or the market-data store.  :func:`unknown_symbol` and
+:func:`resolve_symbol` turn a symbol without market data into the one 422 error naming the
+valid ones.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from pathlib import Path
-from typing import Any, Protocol
-
-from cryptoorchestrator.platform.data.store import BUNDLED, MANIFEST, OhlcvStore, seed_bundled
-from cryptoorchestrator.platform.errors import CryptoOrchError, InvalidInputError
+from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.model import normalize_symbol, symbol_from_path
+from cryptoorchestrator.platform.services.market_feed import MarketFeedHub
+from cryptoorchestrator.platform.services.market_sources import stored_exchanges, stored_symbols
 
 #: How many valid symbols an "unknown symbol" answer lists at most (the rest: GET /api/markets).
 MAX_LISTED = 50
+#: The route listing each exchange's valid symbols (named in "unknown symbol" answers).
+SYMBOLS_ROUTE = "GET /api/markets/symbols"
+#: The market feed of an app (``create_app(feed=...)``, ``AppContext.feed``).
+MarketFeed = MarketFeedHub
 
 
-def stored_exchanges(store: OhlcvStore) -> list[str]:
-    """Return the exchanges with candles in ``store`` or bundled with the package, sorted."""
-    found = {ex for ex, _, _ in BUNDLED}
-    if store.root.is_dir():
-        found.update(m.parent.parent.parent.name for m in store.root.glob(f"*/*/*/{MANIFEST}"))
-    return sorted(found)
-
-
-def stored_symbols(store: OhlcvStore, exchange: str) -> list[str]:
-    """Return the symbols of ``exchange`` with candles in ``store`` or bundled with the package.
-
-    The same symbols ``GET /api/markets`` lists (it seeds the bundled ones), read from the
-    folder names only, so checking a symbol costs no manifest read.
-
-    Parameters
-    ----------
-    store
-        The market-data store.
-    exchange
-        The exchange's name, e.g. ``binance``.
-
-    Returns
-    -------
-    list[str]
-        Sorted ``BASE/QUOTE`` symbols.
-    """
-    found = {symbol for ex, symbol, _ in BUNDLED if ex == exchange}
-    if store.root.is_dir():
-        # The exchange is matched against folder names, never put into the glob pattern.
-        for manifest in store.root.glob(f"*/*/*/{MANIFEST}"):
-            if manifest.parent.parent.parent.name != exchange:
-                continue
-            try:
-                found.add(symbol_from_path(manifest.parent.parent.name))
-            except InvalidInputError:
-                continue  # a foreign folder inside data_dir is not a market
-    return sorted(found)
-
-
-def unknown_symbol(text: str, valid: list[str], *, field: str = "symbol") -> InvalidInputError:
+def unknown_symbol(
+    text: str, valid: list[str], *, field: str = "symbol", listed_by: str = "GET /api/markets"
+) -> InvalidInputError:
     """Return the 422 error for a symbol that is malformed or has no market data.
 
     The error lists the valid symbols and, for a spelling without a separator such as
@@ -75,6 +39,8 @@ def unknown_symbol(text: str, valid: list[str], *, field: str = "symbol") -> Inv
         The symbols that have market data (:func:`stored_symbols`).
     field
         The field to name in the error.
+    listed_by
+        The route that lists the valid symbols, named in the message.
 
     Returns
     -------
@@ -88,10 +54,10 @@ def unknown_symbol(text: str, valid: list[str], *, field: str = "symbol") -> Inv
     if matches:
         message += f"; did you mean {matches[0]}?"
     message += (
-        f"; valid symbols: {shown} (GET /api/markets lists them; in a path write BTC-USDT, "
+        f"; valid symbols: {shown} ({listed_by} lists them; in a path write BTC-USDT, "
         "BTC_USDT or BTC%2FUSDT)"
         if valid
-        else "; no market data is stored (GET /api/markets)"
+        else f"; no market data is available ({listed_by})"
     )
     return InvalidInputError(field, message, allowed=valid[:MAX_LISTED])
 
@@ -131,58 +97,12 @@ def resolve_symbol(
     return symbol
 
 
-class MarketFeed(Protocol):
-    """Latest candles per symbol.  Methods may block briefly; callers use a thread."""
-
-    exchange: str
-    timeframe: str
-
-    def latest(self, symbol: str) -> dict[str, Any] | None:
-        """Return the newest candle of ``symbol`` (ms timestamp, OHLCV floats) or None."""
-        ...
-
-
-class StoreFeed:
-    """The newest candle of each symbol in the Parquet store, cached for ``ttl_s`` seconds."""
-
-    def __init__(
-        self, data_dir: Path, exchange: str = "binance", timeframe: str = "1h", ttl_s: float = 0.5
-    ) -> None:
-        self.store = OhlcvStore(data_dir)
-        self.exchange = exchange
-        self.timeframe = timeframe
-        self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-        self._lock = threading.Lock()
-
-    def symbols(self) -> list[str]:
-        """Return the symbols this feed has candles of (for "unknown symbol" answers)."""
-        return stored_symbols(self.store, self.exchange)
-
-    def latest(self, symbol: str) -> dict[str, Any] | None:
-        """Return the newest stored candle of ``symbol``, or None if none is stored."""
-        symbol = normalize_symbol(symbol)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(symbol)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
-        candle = self._read(symbol)
-        with self._lock:
-            self._cache[symbol] = (now, candle)
-        return candle
-
-    def _read(self, symbol: str) -> dict[str, Any] | None:
-        try:
-            if not self.store.exists(self.exchange, symbol, self.timeframe):
-                seed_bundled(self.store, self.exchange, symbol, self.timeframe)
-            info = self.store.info(self.exchange, symbol, self.timeframe)
-            if info is None or info.last is None:
-                return None
-            table = self.store.read(self.exchange, symbol, self.timeframe, start=info.last)
-        except CryptoOrchError:
-            return None
-        if table.num_rows == 0:
-            return None
-        row = {name: table.column(name)[table.num_rows - 1].as_py() for name in table.column_names}
-        return row
+__all__ = [
+    "MAX_LISTED",
+    "SYMBOLS_ROUTE",
+    "MarketFeed",
+    "resolve_symbol",
+    "stored_exchanges",
+    "stored_symbols",
+    "unknown_symbol",
+]

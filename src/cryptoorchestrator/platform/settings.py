@@ -12,6 +12,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="operator-configured exchanges {name: base URL}: probed by health and the "
         "only sources that write the shared market-data store",
+    )
+    market_feed: Literal["auto", "exchange", "store"] = Field(
+        "auto",
+        description="where /ws/market-data reads candles and tickers: 'exchange' polls every "
+        "exchange through ccxt (at its exchange_endpoints URL if set, else its public API), "
+        "'store' sends the newest stored candles, 'auto' polls the exchanges configured in "
+        "exchange_endpoints and reads the store for the others",
     )
 
     @field_validator("log_level")

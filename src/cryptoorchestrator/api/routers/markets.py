@@ -1,5 +1,7 @@
-"""``/api/markets``: stored datasets and their candles (public market data, no auth).
+"""``/api/markets``: stored datasets, their candles, and the symbols of each exchange (no auth).
 
+``GET /api/markets`` lists the stored datasets; ``GET /api/markets/symbols`` lists, per exchange,
+the symbols ``/ws/market-data`` streams and where it reads them (the exchange, or the store).
 A symbol in a path may be written ``BTC-USDT``, ``BTC_USDT`` or ``BTC%2FUSDT``; one without
 market data (or malformed, e.g. ``BTCUSDT``) answers 422 listing the valid symbols, which
 ``GET /api/markets`` lists too.
@@ -7,16 +9,18 @@ market data (or malformed, e.g. ``BTCUSDT``) answers 422 listing the valid symbo
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 
 from cryptoorchestrator.api.context import AppContext
 from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.feeds import resolve_symbol, stored_exchanges, stored_symbols
 from cryptoorchestrator.api.schemas import CandlePublic, MarketPublic, OhlcvPublic, Text
 from cryptoorchestrator.platform.data.store import BUNDLED, OhlcvStore, seed_bundled
-from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError
+from cryptoorchestrator.platform.errors import InvalidInputError, NotFoundError, UnavailableError
 from cryptoorchestrator.platform.model import TIMEFRAMES, timeframe_to_ms
 
 router = APIRouter(prefix="/api/markets", tags=["markets"])
@@ -51,6 +55,53 @@ def list_markets(
         for d in store.list_datasets()
         if exchange is None or d.exchange == exchange
     ]
+
+
+class ExchangeSymbolsPublic(BaseModel):
+    """The symbols ``/ws/market-data`` streams for one exchange.
+
+    ``source`` is ``exchange`` when the head node polls the exchange (through ccxt, at the
+    operator's endpoint), ``store`` when it sends the newest stored candles.  ``error`` says
+    why ``symbols`` is empty when the exchange cannot list them now.
+    """
+
+    exchange: str
+    source: Literal["exchange", "store"]
+    timeframe: str
+    symbols: list[str]
+    error: str | None = None
+
+
+@router.get("/symbols")
+async def list_symbols(
+    context: ContextDep,
+    exchange: Annotated[Text | None, Query(max_length=40)] = None,
+) -> list[ExchangeSymbolsPublic]:
+    """List, per exchange, the symbols ``/ws/market-data`` accepts and where it reads them.
+
+    ``timeframe`` is the one a subscription gets when it names none.
+    """
+    feed = context.feed
+    if exchange is not None and exchange not in feed.exchanges:
+        raise InvalidInputError("exchange", "unknown exchange", allowed=feed.exchanges)
+    names = [exchange] if exchange is not None else feed.exchanges
+
+    async def one(name: str) -> ExchangeSymbolsPublic:
+        error = None
+        try:
+            symbols = await feed.symbols(name)
+        except UnavailableError as exc:
+            symbols, error = [], str(exc)
+        return ExchangeSymbolsPublic(
+            exchange=name,
+            source="exchange" if feed.source(name).live else "store",
+            timeframe=context.options.market_timeframe,
+            symbols=symbols,
+            error=error,
+        )
+
+    # Side by side: one exchange that is slow to answer does not add to the others' wait.
+    return list(await asyncio.gather(*(one(name) for name in names)))
 
 
 @router.get(

@@ -2,18 +2,31 @@
 
 Market data protocol (JSON text frames)::
 
-    -> {"type": "subscribe", "symbols": ["BTC/USDT"]}
+    -> {"type": "subscribe", "symbols": ["BTC/USDT"]}      optional: "exchange", "timeframe"
     <- {"type": "subscribed", "symbols": ["BTC/USDT"]}
-    <- {"type": "candle", "symbol": "BTC/USDT", "timeframe": "1h", "timestamp": ..., "open": ...}
-    <- {"type": "ticker", "symbol": "BTC/USDT", "price": ..., "timestamp": ...}
+    <- {"type": "candle", "symbol": "BTC/USDT", "exchange": "binance", "timeframe": "1h",
+        "timestamp": <open time, ms>, "open", "high", "low", "close", "volume"}
+    <- {"type": "ticker", "symbol": "BTC/USDT", "exchange": "binance", "price": ...,
+        "timestamp": ..., "bid"?, "ask"?}
     -> {"type": "unsubscribe", "symbols": ["BTC/USDT"]}   <- {"type": "unsubscribed", ...}
     -> {"type": "ping"}                                  <- {"type": "pong"}
     -> anything malformed                                <- {"type": "error", "code", "message"}
     -> a symbol without market data  <- {"type": "error", "code": "unknown_symbol", "message",
                                          "validSymbols": ["BTC/USDT", ...]}
+    -> an exchange or timeframe not served <- {"type": "error", "code": "unknown_exchange" |
+                                         "invalid_timeframe", "validExchanges" | "validTimeframes"}
 
-A candle is sent on subscribe and again whenever the feed has a newer one (polled).  Sockets
-silent for longer than the idle timeout are closed (code 1001), so clients should ping.
+The exchange defaults to ``CRYPTOORCH_API_MARKET_EXCHANGE`` and the timeframe to
+``CRYPTOORCH_API_MARKET_TIMEFRAME``.  On subscribing, a client gets its market's latest closed
+candle and ticker; then a ``candle`` as each candle closes and a ``ticker`` whenever a poll
+brings a new quote.  The data come from the feed's hub
+(:mod:`~cryptoorchestrator.platform.services.market_feed`): one poller per exchange, symbol and
+timeframe, shared by every client, reading the exchange through ccxt (the demo's simulator) or
+the market-data store (``CRYPTOORCH_MARKET_FEED``).  When the source fails, subscribers get
+``{"type": "error", "code": "source_error", "exchange", "symbol", "timeframe", "message",
+"retryInSeconds"}`` and the poller backs off.  A client that reads too slowly loses its oldest
+queued messages and then gets ``{"type": "error", "code": "slow_consumer", "dropped": n}``.
+Sockets silent for longer than the idle timeout are closed (code 1001), so clients should ping.
 
 ``/ws/bots`` authenticates with a first message ``{"type": "auth", "token": ...}`` or the
 subprotocols ``Sec-WebSocket-Protocol: bearer, <access token>`` (the server selects ``bearer``);
@@ -44,9 +57,14 @@ from cryptoorchestrator.api.config import ApiOptions
 from cryptoorchestrator.api.context import AppContext
 from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.events import EventHub, SocketSlots
-from cryptoorchestrator.api.feeds import MAX_LISTED, MarketFeed, unknown_symbol
-from cryptoorchestrator.platform.errors import CryptoOrchError, UnauthorizedError
-from cryptoorchestrator.platform.model import normalize_symbol
+from cryptoorchestrator.api.feeds import MAX_LISTED, SYMBOLS_ROUTE, MarketFeed, unknown_symbol
+from cryptoorchestrator.platform.errors import (
+    CryptoOrchError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from cryptoorchestrator.platform.model import TIMEFRAMES, normalize_symbol
+from cryptoorchestrator.platform.services.market_feed import FeedKey, Subscriber
 
 router = APIRouter(tags=["websockets"])
 MAX_SYMBOLS = 50
@@ -141,95 +159,139 @@ async def _receive(ws: WebSocket, options: ApiOptions) -> dict[str, Any] | None:
 
 
 class _MarketSession:
-    def __init__(self, ws: WebSocket, feed: MarketFeed, poll_s: float) -> None:
-        self.ws = ws
+    """One ``/ws/market-data`` client: its subscriptions and its queue in the feed's hub.
+
+    Every message to the client (replies included) goes through the client's bounded queue
+    and one sender task, so a reply never overtakes the candles before it and a slow client
+    loses its own oldest messages, never anyone else's time.
+    """
+
+    def __init__(self, feed: MarketFeed, options: ApiOptions) -> None:
         self.feed = feed
-        self.poll_s = poll_s
-        self.symbols: set[str] = set()
-        self.sent: dict[str, int] = {}
-        self.wake = asyncio.Event()
-        self.lock = asyncio.Lock()
+        self.exchange = options.market_exchange
+        self.timeframe = options.market_timeframe
+        self.queue = Subscriber()
+        self.keys: set[FeedKey] = set()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        async with self.lock:
-            await self.ws.send_json(message)
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the client (never waits)."""
+        self.queue.put(message)
 
-    async def _unknown(self, code: str, text: str) -> dict[str, Any]:
+    async def reply(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` (the receive loop's error replies)."""
+        self.send(message)
+
+    async def forward(self, ws: WebSocket) -> None:
+        """Send the queued messages to the client, forever."""
+        while True:
+            await ws.send_json(await self.queue.get())
+
+    async def close(self) -> None:
+        """Leave every market (the last subscriber of one stops its poller)."""
+        await self.feed.unsubscribe_all(self.queue)
+        self.keys.clear()
+
+    async def _valid(self, exchange: str) -> list[str]:
+        try:
+            return await self.feed.symbols(exchange)
+        except UnavailableError:
+            return []
+
+    @staticmethod
+    def _unknown(code: str, text: str, exchange: str, valid: list[str]) -> dict[str, Any]:
         """The error for a symbol without market data, naming the symbols that have some."""
-        symbols = getattr(self.feed, "symbols", None)  # optional: a MarketFeed may not list
-        valid: list[str] = await run_in_threadpool(symbols) if callable(symbols) else []
-        message = _error(code, unknown_symbol(text, valid).reason)
+        error = unknown_symbol(text, valid, listed_by=f"{SYMBOLS_ROUTE}?exchange={exchange}")
+        message = _error(code, error.reason)
         message["validSymbols"] = valid[:MAX_LISTED]
         return message
 
-    async def push(self) -> None:
-        for symbol in sorted(self.symbols):
-            candle = await run_in_threadpool(self.feed.latest, symbol)
-            if candle is None or self.sent.get(symbol) == candle["timestamp"]:
-                continue
-            if symbol not in self.symbols:  # unsubscribed while we read
-                continue
-            self.sent[symbol] = candle["timestamp"]
-            base = {"symbol": symbol, "exchange": self.feed.exchange}
-            await self.send({"type": "candle", **base, "timeframe": self.feed.timeframe, **candle})
-            await self.send(
-                {
-                    "type": "ticker",
-                    **base,
-                    "price": candle["close"],
-                    "timestamp": candle["timestamp"],
-                }
-            )
-
-    async def poll(self) -> None:
-        while True:
-            await self.push()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll_s)
-            self.wake.clear()
+    def _market(self, message: dict[str, Any]) -> tuple[str, str] | dict[str, Any]:
+        """Return the message's (exchange, timeframe), defaults filled in, or the error."""
+        exchange = message.get("exchange", self.exchange)
+        if not isinstance(exchange, str) or exchange not in self.feed.exchanges:
+            error = _error("unknown_exchange", "unknown exchange; see validExchanges")
+            error["validExchanges"] = self.feed.exchanges
+            return error
+        timeframe = message.get("timeframe", self.timeframe)
+        if not isinstance(timeframe, str) or timeframe not in TIMEFRAMES:
+            error = _error("invalid_timeframe", "unknown timeframe; see validTimeframes")
+            error["validTimeframes"] = list(TIMEFRAMES)
+            return error
+        return exchange, timeframe
 
     async def handle(self, message: dict[str, Any] | None) -> None:
+        """Answer one client message (ping, subscribe, unsubscribe, or an error)."""
         if message is None:
-            await self.send(_error("malformed", "send a JSON object with a 'type'"))
+            self.send(_error("malformed", "send a JSON object with a 'type'"))
             return
         kind = message.get("type")
         if kind == "ping":
-            await self.send({"type": "pong"})
+            self.send({"type": "pong"})
             return
         if kind not in ("subscribe", "unsubscribe"):
-            await self.send(
+            self.send(
                 _error("unknown_type", f"unknown type {kind!r}; use subscribe, unsubscribe, ping")
             )
             return
         raw = message.get("symbols")
         if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
-            await self.send(_error("malformed", "'symbols' must be a non-empty list of strings"))
+            self.send(_error("malformed", "'symbols' must be a non-empty list of strings"))
             return
+        market = self._market(message)
+        if isinstance(market, dict):
+            self.send(market)
+            return
+        exchange, timeframe = market
         symbols = []
         for text in raw:
             try:
                 symbols.append(normalize_symbol(text))
             except CryptoOrchError:
-                await self.send(await self._unknown("invalid_symbol", text))
+                valid = await self._valid(exchange)
+                self.send(self._unknown("invalid_symbol", text, exchange, valid))
         if kind == "unsubscribe":
-            self.symbols.difference_update(symbols)
-            for s in symbols:
-                self.sent.pop(s, None)
-            await self.send({"type": "unsubscribed", "symbols": symbols})
+            for symbol in symbols:
+                key = FeedKey(exchange, symbol, timeframe)
+                self.keys.discard(key)
+                await self.feed.unsubscribe(key, self.queue)
+            self.send({"type": "unsubscribed", "symbols": symbols})
+            return
+        await self._subscribe(exchange, timeframe, symbols)
+
+    async def _subscribe(self, exchange: str, timeframe: str, symbols: list[str]) -> None:
+        if not symbols:
+            return
+        try:
+            valid = await self.feed.symbols(exchange)
+        except UnavailableError as exc:
+            self.send(_error("source_unavailable", str(exc)))
             return
         known = []
         for symbol in symbols:
-            if await run_in_threadpool(self.feed.latest, symbol) is None:
-                await self.send(await self._unknown("unknown_symbol", symbol))
-            else:
+            if symbol in valid:
                 known.append(symbol)
-        if len(self.symbols | set(known)) > MAX_SYMBOLS:
-            await self.send(_error("too_many", f"at most {MAX_SYMBOLS} symbols per connection"))
+            else:
+                self.send(self._unknown("unknown_symbol", symbol, exchange, valid))
+        keys = [FeedKey(exchange, symbol, timeframe) for symbol in known]
+        if len(self.keys | set(keys)) > MAX_SYMBOLS:
+            self.send(_error("too_many", f"at most {MAX_SYMBOLS} symbols per connection"))
             return
-        self.symbols.update(known)
-        if known:
-            await self.send({"type": "subscribed", "symbols": known})
-            self.wake.set()
+        # No await from here on: each market's snapshot is queued right after "subscribed",
+        # before its poller can queue anything newer.
+        subscribed: list[str] = []
+        snapshots: list[dict[str, Any]] = []
+        for key in keys:
+            try:
+                snapshots.extend(self.feed.subscribe(key, self.queue))
+            except CryptoOrchError as exc:  # the hub's cap on markets streamed at once
+                self.send(_error(exc.code, str(exc)))
+                continue
+            self.keys.add(key)
+            subscribed.append(key.symbol)
+        if subscribed:
+            self.send({"type": "subscribed", "symbols": subscribed})
+        for snapshot in snapshots:
+            self.send(snapshot)
 
 
 async def _receive_loop(
@@ -275,17 +337,17 @@ async def market_data(ws: WebSocket, context: ContextDep) -> None:
         return
     try:
         await ws.accept()
-        options = context.options
-        session = _MarketSession(ws, context.feed, options.ws_poll_s)
-        poller = asyncio.create_task(session.poll())
+        session = _MarketSession(context.feed, context.options)
+        sender = asyncio.create_task(session.forward(ws))
         try:
-            await _receive_loop(ws, options, session.handle, session.send)
+            await _receive_loop(ws, context.options, session.handle, session.reply)
         except WebSocketDisconnect:
             pass
         finally:
-            poller.cancel()
+            await session.close()
+            sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await poller
+                await sender
     finally:
         slots.release_ip(ip)
 
