@@ -36,3 +36,31 @@ fi
 # backtest, sweep or bot start does not pay for it.
 echo "[2/2] compiling the numba kernels into numba's cache"
 .venv/bin/python -m cryptoorchestrator.strategies.warmup
+# The web dashboard's third-party files (TradingView's lightweight-charts), pinned by
+# web/package-lock.json and served by the head node. Without npm the dashboard still serves and
+# says where its chart would be.
+if command -v npm >/dev/null 2>&1; then
+    web_stamp="web/node_modules/.installed-$(sha256sum web/package-lock.json | cut -c1-16)"
+    if [ ! -f "$web_stamp" ]; then
+        echo "[web] installing the dashboard's pinned front-end packages (npm ci in web/)"
+        if (cd web && npm ci --no-audit --no-fund --loglevel=error); then
+            touch "$web_stamp"
+        else
+            echo "[web] npm ci failed: the dashboard will serve without its charts until it succeeds" >&2
+        fi
+    else
+        echo "[web] dashboard packages are up to date"
+    fi
+else
+    echo "[web] npm not found: the dashboard will serve without its charts (install Node.js and npm, then run this again)"
+fi
+# The dashboard's browser tests drive Debian's Chromium (headless, through Playwright).
+if [[ ",$extra," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "[dev] installing Chromium for the dashboard's browser tests (apt-get install chromium)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+            | { grep --line-buffered -E '^(Setting up chromium|E:)' || true; }
+    else
+        echo "[dev] Chromium is missing: install it (apt-get install chromium) for the browser tests"
+    fi
+fi

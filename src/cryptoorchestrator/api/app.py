@@ -57,6 +57,7 @@ from cryptoorchestrator.api.routers import (
     auth,
     backtests,
     bots,
+    dashboard,
     health,
     integrations,
     markets,
@@ -406,6 +407,7 @@ def create_app(
         ws,
     ):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # the web dashboard at / (same API, same headers)
     install_openapi(app)
 
     # add_middleware puts each new one outside the previous ones: add innermost first.

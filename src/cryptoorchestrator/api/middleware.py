@@ -256,6 +256,13 @@ DOCS_CSP = (
     "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'none'"
 )
+#: The web dashboard's page (``/``): its own modules, styles and images only, API calls and the
+#: ``/ws/bots`` socket to this origin ('self' covers ws:/wss: of it), no inline code, no CDN.
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.S | re.I)
 
 
@@ -265,7 +272,8 @@ class SecurityHeaders:
     Every response: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
     ``Referrer-Policy: no-referrer``, ``Cross-Origin-Opener-Policy: same-origin``, a
     ``Permissions-Policy`` denying device features, and a ``Content-Security-Policy`` (the
-    strict :data:`API_CSP`; :data:`DOCS_CSP` on the documentation pages).  Over https (the
+    strict :data:`API_CSP`; :data:`DOCS_CSP` on the documentation pages; :data:`DASHBOARD_CSP`
+    on the dashboard's page ``/``).  Over https (the
     connection's own scheme, or ``X-Forwarded-Proto`` from a trusted proxy):
     ``Strict-Transport-Security``.  Under ``/api``: ``Cache-Control: no-store`` unless the route
     chose its own, since responses carry account data, tokens and exchange details.
@@ -306,6 +314,7 @@ class SecurityHeaders:
         csp = (b"content-security-policy", API_CSP.encode())
         self._plain = [*self.COMMON, csp]  # outside /api
         self._api = [*self.COMMON, csp, self.NO_STORE]
+        self._dashboard = [*self.COMMON, (b"content-security-policy", DASHBOARD_CSP.encode())]
 
     def for_scope(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The headers for a response to ``scope`` (docs pages: without their CSP)."""
@@ -314,6 +323,8 @@ class SecurityHeaders:
             headers = list(self.COMMON)
         elif path.startswith("/api/") or path == "/api":
             headers = self._api
+        elif path == "/":
+            headers = self._dashboard
         else:
             headers = self._plain
         if self.hsts is not None and self.proxies.is_https(scope):

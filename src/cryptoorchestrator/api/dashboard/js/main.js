@@ -1,0 +1,92 @@
+// The dashboard's shell: session, top bar, hash routes (#/overview, #/bots/7, #/risk, #/health).
+
+import { currentUser, logout, resume, session } from "./api.js";
+import { h, replace, toast } from "./dom.js";
+import { initTheme, toggleTheme } from "./theme.js";
+import { botSocket } from "./ws.js";
+import * as loginView from "./views/login.js";
+import * as overviewView from "./views/overview.js";
+import * as botView from "./views/bot.js";
+import * as riskView from "./views/risk.js";
+import * as healthView from "./views/health.js";
+
+const ROUTES = [
+  { pattern: /^#\/overview$/, name: "overview", view: overviewView },
+  { pattern: /^#\/bots\/(\d{1,10})$/, name: "overview", view: botView },
+  { pattern: /^#\/risk$/, name: "risk", view: riskView },
+  { pattern: /^#\/health$/, name: "health", view: healthView },
+];
+
+const app = document.getElementById("app");
+const topbar = document.getElementById("topbar");
+let cleanup = null;
+let booted = false;
+
+function showShell(user) {
+  topbar.hidden = !user;
+  const who = document.getElementById("who");
+  if (user) {
+    replace(who, user.email, h("span", { class: "role", text: user.role }));
+  } else {
+    replace(who);
+  }
+}
+
+function render() {
+  if (typeof cleanup === "function") cleanup();
+  cleanup = null;
+  const user = currentUser();
+  showShell(user);
+  app.replaceChildren();
+  if (!user) {
+    cleanup = loginView.render(app);
+    return;
+  }
+  let route = ROUTES.find((r) => r.pattern.test(location.hash));
+  if (!route) {
+    if (location.hash !== "#/overview") {
+      location.replace("#/overview");
+      return;
+    }
+    route = ROUTES[0];
+  }
+  const match = location.hash.match(route.pattern);
+  for (const link of document.querySelectorAll(".nav a")) {
+    if (link.dataset.route === route.name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  cleanup = route.view.render(app, match.slice(1));
+}
+
+function onSession(event) {
+  if (currentUser()) {
+    botSocket.start();
+  } else {
+    botSocket.stop();
+    const reason = event && event.detail && event.detail.reason;
+    if (reason) toast(reason);
+  }
+  if (booted) render();
+}
+
+async function boot() {
+  initTheme();
+  document.getElementById("theme-toggle").addEventListener("click", toggleTheme);
+  document.getElementById("logout").addEventListener("click", () => {
+    logout().catch(() => null);
+  });
+  const live = document.getElementById("live");
+  botSocket.addEventListener("state", (event) => {
+    live.dataset.state = event.detail;
+    live.title = event.detail === "on" ? "Live updates connected" : "Live updates not connected";
+  });
+  session.addEventListener("change", onSession);
+  window.addEventListener("hashchange", () => {
+    if (booted) render();
+  });
+  await resume();
+  booted = true;
+  render();
+}
+
+boot();
