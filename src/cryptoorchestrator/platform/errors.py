@@ -231,3 +231,22 @@ class OrderStateUnknownError(RetryableExchangeError):
     ) -> None:
         self.client_order_id = client_order_id
         super().__init__(message, exchange_message=exchange_message)
+
+
+class IllegalOrderTransitionError(ConflictError):
+    """An order event does not apply to the order's status (a final order cannot move on).
+
+    Raised by :func:`cryptoorchestrator.platform.model.orders.apply`; names the status, the
+    event and the statuses the event may arrive in.
+    """
+
+    code = "illegal_order_transition"
+
+    def __init__(self, status: str, event: str, allowed: Iterable[str]) -> None:
+        self.status = status
+        self.event = event
+        self.allowed = tuple(allowed)
+        where = ", ".join(self.allowed) or "none"
+        super().__init__(
+            f"{event} cannot apply to an order in status {status!r} (it applies in: {where})"
+        )

@@ -53,7 +53,8 @@ from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.backtest.result import BacktestResult
 from cryptoorchestrator.platform.backtest.stops import round_to_tick_nb
-from cryptoorchestrator.platform.bots.runtime import BotRuntime, BotSettings, SignalSource
+from cryptoorchestrator.platform.bots.ledger import BotSettings
+from cryptoorchestrator.platform.bots.runtime import BotRuntime, SignalSource
 from cryptoorchestrator.platform.bots.writes import OrderWrites
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.exchange.sim import SymbolSpec, default_spec, first_touch

@@ -61,6 +61,11 @@ is not final: it asks the exchange by client order id and adopts what happened (
 amount, every fill it had missed).  An intent the exchange never saw is resubmitted (same id)
 only when it belongs to the newest closed candle; an older one is cancelled as stale.  Candles
 missed while down are not replayed: the bot resumes with the newest closed candle.
+
+Every order status write follows the order state machine
+(:mod:`cryptoorchestrator.platform.model.orders`) and is guarded by it in SQL: an answer that
+arrives late cannot move a final order, and an order once submitted never becomes an intent
+again (one being resent stays submitted).
 """
 
 from __future__ import annotations
@@ -75,19 +80,31 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, literal_column, select, update
 
 from cryptoorchestrator.platform.backtest.stops import (
     REASON_STOP_LOSS,
     REASON_TAKE_PROFIT,
     REASON_TRAILING_STOP,
     PositionStops,
-    resolve_stop,
 )
 from cryptoorchestrator.platform.batching import Coalescer
+
+# BotSettings and LiveSignal are imported from here by the cluster's bot actors and signals.
+from cryptoorchestrator.platform.bots.ledger import (
+    BotSettings,
+    Ledger,
+    LiveSignal,
+    candle_of,
+    client_order_id,
+    decide,
+    entry_amount,
+    risk_distance,
+    stop_distances,
+)
 from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,
@@ -107,14 +124,14 @@ from cryptoorchestrator.platform.exchange.execution import (
 )
 from cryptoorchestrator.platform.exchange.paper import PaperBroker
 from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus, OrderType
+from cryptoorchestrator.platform.model import orders as lifecycle
 from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
-from cryptoorchestrator.platform.risk import margin
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
-from cryptoorchestrator.platform.storage.models import Bot, EquitySnapshot, Order, Position, Trade
+from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order, Position, Trade
 from cryptoorchestrator.platform.storage.types import utcnow
 from cryptoorchestrator.platform.telemetry import NullTelemetry, Telemetry
 
@@ -129,16 +146,28 @@ _TRADES: Table = Trade.__table__  # type: ignore[assignment]
 _POSITIONS: Table = Position.__table__  # type: ignore[assignment]
 # Recording an answer's fills: statements built once (construction and cache keys were most of
 # its CPU).
-_ORDERS_BY_CIDS = select(_ORDERS.c.id, _ORDERS.c.client_order_id, _ORDERS.c.closed_at).where(
-    _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
-)
+_ORDERS_BY_CIDS = select(
+    _ORDERS.c.id, _ORDERS.c.client_order_id, _ORDERS.c.closed_at, _ORDERS.c.status
+).where(_ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True)))
 _TRADES_OF_ORDERS = select(_TRADES.c.order_id, _TRADES.c.exchange_trade_id, _TRADES.c.amount).where(
     _TRADES.c.order_id.in_(bindparam("ids", expanding=True))
 )
 _POSITIONS_OF_BOTS = select(_POSITIONS.c.bot_id, _POSITIONS.c.symbol).where(
     _POSITIONS.c.bot_id.in_(bindparam("bots", expanding=True))
 )
-_UPDATE_ORDER = update(_ORDERS).where(_ORDERS.c.id == bindparam("order_pk"))
+# One guarded update per status an answer moves an order to: the order state machine's
+# predecessors of that status, so a late answer cannot move an order that went further.  The
+# statuses are written into the SQL: an executemany takes no expanding ``IN`` parameters.
+_UPDATE_ORDER_TO = {
+    status: update(_ORDERS).where(
+        _ORDERS.c.id == bindparam("order_pk"),
+        _ORDERS.c.status.in_(
+            [literal_column(f"'{value}'") for value in lifecycle.may_precede_values(status)]
+        ),
+    )
+    for status in OrderStatus
+    if lifecycle.may_precede(status)
+}
 _INSERT_TRADES = insert(_TRADES)
 _UPDATE_POSITION = (
     update(_POSITIONS)
@@ -146,19 +175,6 @@ _UPDATE_POSITION = (
     .where(_POSITIONS.c.symbol == bindparam("sym"))
 )
 _INSERT_POSITION = insert(_POSITIONS)
-
-
-class LiveSignal(NamedTuple):
-    """A strategy's decision at the last bar, with the stop distances of that bar."""
-
-    long_entry: bool
-    long_exit: bool
-    short_entry: bool
-    short_exit: bool
-    #: Stop distances at this bar (fractions; NaN: none): per-bar ``Signals`` or class defaults.
-    stop_loss: float = math.nan
-    take_profit: float = math.nan
-    trailing_stop: float = math.nan
 
 
 class SignalSource(Protocol):
@@ -176,190 +192,6 @@ class SignalSource(Protocol):
 RiskGate = Callable[[OrderCheck], Awaitable[RiskDecision]]
 #: Receives events for ``/ws/bots`` and the risk actor: ``(kind, payload)``.
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class BotSettings:
-    """What the runtime needs from the bot's stored configuration."""
-
-    bot_id: int
-    symbol: str
-    timeframe: str
-    exchange: str
-    starting_balance: Decimal
-    max_position_pct: Decimal
-    risk_per_trade_pct: Decimal
-    stop_loss_pct: Decimal | None = None
-    take_profit_pct: Decimal | None = None
-    trailing_stop_pct: Decimal | None = None
-    fee_rate: Decimal = Decimal("0.001")
-    #: Closed candles the strategy is evaluated on: its ``required_window(params)``.
-    window: int = 500
-    #: Most candles the exchange returns per OHLCV request (Binance: 1,000); longer windows
-    #: are fetched in pages.
-    ohlcv_page: int = 1000
-    #: Whether the strategy shorts (its ``short`` parameter): the account must support it.
-    allow_short: bool = False
-    #: The margin rule's cap on gross exposure, a multiple of equity (the backtest's
-    #: ``SimConfig.max_gross_leverage``); applies to accounts that can short.
-    max_gross_leverage: Decimal = Decimal(1)
-
-    @classmethod
-    def from_row(cls, bot: Bot, exchange: str, window: int = 500) -> BotSettings:
-        """Build from a ``bots`` row; ``window`` is the strategy's ``required_window``."""
-        return cls(
-            bot_id=bot.id,
-            symbol=bot.trading_pair,
-            timeframe=bot.timeframe,
-            exchange=exchange,
-            starting_balance=bot.starting_balance or Decimal(10_000),
-            max_position_pct=bot.max_position_size,
-            risk_per_trade_pct=bot.risk_per_trade,
-            stop_loss_pct=bot.stop_loss,
-            take_profit_pct=bot.take_profit,
-            trailing_stop_pct=bot.trailing_stop,
-            window=window,
-            allow_short=bool((bot.params or {}).get("short", False)),
-        )
-
-
-@dataclass
-class Ledger:
-    """The bot's own books, exact: cash in quote, position in base, costs and P&L.
-
-    The position's cost basis (quote paid, fees included) is kept as a total rather than an
-    average price, so a full exit realises exactly ``proceeds - basis`` with no rounding.  On a
-    margin account (``margin``) the position is signed: a sale beyond the holding opens a short
-    (its basis is the quote received, negative), and a buy covers it first.
-    """
-
-    cash: Decimal
-    amount: Decimal = _ZERO
-    cost_basis: Decimal = _ZERO
-    realized_pnl: Decimal = _ZERO
-    fees_paid: Decimal = _ZERO
-    #: The open position's entry fills (price x amount, amount) and its first fill's time:
-    #: stops are measured from the fill price, as in the backtest, not from the cost basis.
-    #: A sale ends the entry (a spot bot sells all it can; what stays is dust below the lot
-    #: step), and the next buy starts a new one.
-    entry_notional: Decimal = _ZERO
-    entry_amount: Decimal = _ZERO
-    entry_ms: int | None = None
-    entry_open: bool = False
-    #: A margin account: sales beyond the holding are shorts (spot: the position ends at 0).
-    margin: bool = False
-
-    @property
-    def average_price(self) -> Decimal:
-        """Cost basis per unit held (fees included; a short's: proceeds net of fees)."""
-        return self.cost_basis / self.amount if self.amount != 0 else _ZERO
-
-    @property
-    def entry_price(self) -> Decimal:
-        """Average fill price of the open entry (fees excluded); zero when there is none."""
-        if not self.entry_open or self.entry_amount <= 0:
-            return _ZERO
-        return self.entry_notional / self.entry_amount
-
-    def equity(self, mark: Decimal) -> Decimal:
-        """Cash plus the position marked at ``mark``."""
-        return self.cash + self.amount * mark
-
-    def apply(self, fill: Fill, base: str, quote: str) -> Decimal:
-        """Apply one fill (spot: fees in the received asset, or quote); return realised P&L."""
-        if self.margin:
-            return self._apply_signed(fill, base)
-        fee_quote = _ZERO
-        pnl = _ZERO
-        if fill.side is OrderSide.BUY:
-            received, paid = fill.amount, fill.cost
-            if fill.fee_currency == base:
-                # Paid in units never received: the basis is the quote spent.
-                received -= fill.fee
-                fee_quote = fill.fee * fill.price
-            else:
-                paid += fill.fee
-                fee_quote = fill.fee
-            self.cash -= paid
-            self.amount += received
-            self.cost_basis += paid
-            if not self.entry_open:
-                self.entry_notional, self.entry_amount, self.entry_ms = _ZERO, _ZERO, None
-                self.entry_open = True
-            self.entry_notional += fill.price * fill.amount
-            self.entry_amount += fill.amount
-            if self.entry_ms is None:
-                self.entry_ms = fill.timestamp_ms
-        else:
-            self.entry_open = False
-            proceeds = fill.cost
-            sold = fill.amount
-            if fill.fee_currency == base:
-                sold += fill.fee
-                fee_quote = fill.fee * fill.price
-            else:
-                proceeds -= fill.fee
-                fee_quote = fill.fee
-            self.cash += proceeds
-            if sold >= self.amount:
-                basis_out = self.cost_basis
-            else:
-                basis_out = self.cost_basis * sold / self.amount
-            pnl = proceeds - basis_out
-            self.cost_basis -= basis_out
-            self.amount -= sold
-            if self.amount <= 0:
-                self.amount, self.cost_basis = _ZERO, _ZERO
-        self.fees_paid += fee_quote
-        self.realized_pnl += pnl
-        return pnl
-
-    def _apply_signed(self, fill: Fill, base: str) -> Decimal:
-        """Apply one fill to a signed position (a margin account); return realised P&L."""
-        buy = fill.side is OrderSide.BUY
-        qty = fill.amount
-        if fill.fee_currency == base:
-            # the fee is base the account never receives (buy) or also gives (sell)
-            qty = qty - fill.fee if buy else qty + fill.fee
-            flow = -fill.cost if buy else fill.cost
-            fee_quote = fill.fee * fill.price
-        else:
-            flow = -(fill.cost + fill.fee) if buy else fill.cost - fill.fee
-            fee_quote = fill.fee
-        self.cash += flow
-        self.fees_paid += fee_quote
-        delta = qty if buy else -qty
-        pnl = _ZERO
-        held = self.amount
-        opening = abs(delta)
-        if held != 0 and (held > 0) != (delta > 0):
-            # reduces (or closes) the position first: the entry ends
-            closing = min(abs(delta), abs(held))
-            share = closing / abs(delta)
-            basis_out = (
-                self.cost_basis if closing >= abs(held) else self.cost_basis * closing / abs(held)
-            )
-            pnl = flow * share - basis_out
-            self.cost_basis -= basis_out
-            self.amount += closing if delta > 0 else -closing
-            if self.amount == 0:
-                self.cost_basis = _ZERO
-            self.entry_open = False
-            opening -= closing
-            flow -= flow * share
-        if opening > 0:
-            # opens (or adds to) a position on the fill's side: its basis is what it cost
-            self.cost_basis -= flow
-            self.amount += opening if delta > 0 else -opening
-            if not self.entry_open:
-                self.entry_notional, self.entry_amount, self.entry_ms = _ZERO, _ZERO, None
-                self.entry_open = True
-            self.entry_notional += fill.price * opening
-            self.entry_amount += opening
-            if self.entry_ms is None:
-                self.entry_ms = fill.timestamp_ms
-        self.realized_pnl += pnl
-        return pnl
 
 
 @dataclass
@@ -538,6 +370,10 @@ def _record_rows(
     An order is final in our books only once every fill of it is stored; until then it stays
     open, so reconciliation comes back for the missing fills.  Items are applied in order, so
     one order answered twice sees its first answer's fills as known.
+
+    An answer moves the stored status only where the order state machine allows it (a late
+    answer for an order that went further, say an "open" after it filled, leaves it as it is);
+    its new fills are stored all the same, since fills are facts whatever the order's status.
     """
     cids = list(dict.fromkeys(str(order.client_order_id) for _, order, _ in items))
     rows = {r.client_order_id: r for r in conn.execute(_ORDERS_BY_CIDS, {"cids": cids})}
@@ -548,6 +384,7 @@ def _record_rows(
     for t in conn.execute(_TRADES_OF_ORDERS, {"ids": list(known)}):
         known[t.order_id][t.exchange_trade_id] = t.amount
     closed_at = {cid: rows[cid].closed_at for cid in cids}
+    status_of = {cid: OrderStatus(rows[cid].status) for cid in cids}
     updates: dict[int, dict[str, Any]] = {}
     trade_rows: list[dict[str, Any]] = []
     moved: dict[int, BotRuntime] = {}
@@ -561,20 +398,24 @@ def _record_rows(
             (f.amount for f in fills if f.trade_id not in stored), _ZERO
         )
         complete = have >= order.filled
-        values: dict[str, Any] = {
-            "exchange_order_id": order.order_id,
-            "average_price": order.average_price,
-            "status": (
-                OrderStatus.PARTIALLY_FILLED.value
-                if order.is_final and not complete
-                else order.status.value
-            ),
-            "filled": min(have, order.filled),
-        }
-        if order.is_final and complete and closed_at[cid] is None:
-            values["closed_at"] = closed_at[cid] = utcnow()
-            closing.append((runtime, cid))
-        updates[order_pk] = {**updates.get(order_pk, {}), **values}
+        status = OrderStatus.PARTIALLY_FILLED if order.is_final and not complete else order.status
+        if lifecycle.can_move(status_of[cid], status):
+            status_of[cid] = status
+            values: dict[str, Any] = {
+                "exchange_order_id": order.order_id,
+                "average_price": order.average_price,
+                "status": status.value,
+                "filled": min(have, order.filled),
+            }
+            if order.is_final and complete and closed_at[cid] is None:
+                values["closed_at"] = closed_at[cid] = utcnow()
+                closing.append((runtime, cid))
+            updates[order_pk] = {**updates.get(order_pk, {}), **values}
+        elif status is not status_of[cid]:  # (the same final word again changes nothing)
+            runtime.log.warning(
+                "late answer left as it is",
+                extra={"client_order_id": cid, "stored": status_of[cid], "answer": status},
+            )
         applied: list[Fill] = []
         for fill in fills:
             if fill.trade_id in stored:
@@ -600,11 +441,12 @@ def _record_rows(
         if applied:
             moved[id(runtime)] = runtime
         applied_all.append(applied)
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     for order_pk, values in updates.items():
-        groups.setdefault(tuple(sorted(values)), []).append({"order_pk": order_pk, **values})
-    for group in groups.values():
-        conn.execute(_UPDATE_ORDER, group)
+        key = (values["status"], tuple(sorted(values)))
+        groups.setdefault(key, []).append({"order_pk": order_pk, **values})
+    for (status_value, _), group in groups.items():
+        conn.execute(_UPDATE_ORDER_TO[OrderStatus(status_value)], group)
     if trade_rows:
         conn.execute(_INSERT_TRADES, trade_rows)
     if moved:
@@ -636,69 +478,9 @@ def _save_positions(conn: Any, runtimes: list[BotRuntime]) -> None:
         conn.execute(_INSERT_POSITION, inserts)
 
 
-def _fraction(pct: Decimal | None) -> float | None:
-    """A percentage setting as the kernel's fraction (None stays None)."""
-    return None if pct is None else float(pct) / 100.0
-
-
-def decide(
-    position: Decimal, le: bool, lx: bool, se: bool, sx: bool, *, shorts: bool = False
-) -> str | None:
-    """Return the orders to send on a candle, as the engine decides (``nb._decide_nb``).
-
-    ``"buy"`` (open long), ``"sell"`` (close long), ``"short"`` (open short), ``"cover"``
-    (close short), ``"sell+short"`` / ``"cover+buy"`` (reverse: close, then open the other
-    side), or None.  An entry and an exit of one side on one bar cancel.  Without ``shorts``
-    (a spot account, or a strategy that does not short) a short entry only closes a long.
-
-    Parameters
-    ----------
-    position
-        The signed position (dust below the lot step counts as flat).
-    le, lx, se, sx
-        The strategy's long entry/exit and short entry/exit at the candle.
-    shorts
-        Whether the bot may open shorts.
-    """
-    if le and lx:
-        le = lx = False
-    if se and sx:
-        se = sx = False
-    if not shorts:
-        if position > 0:
-            return "sell" if (se or lx) else None
-        if position < 0:
-            return "cover" if (le or sx) else None  # a short the bot may no longer open
-        return "buy" if (le and not se) else None
-    if position > 0:
-        if se:
-            return "sell+short"
-        return "sell" if lx else None
-    if position < 0:
-        if le:
-            return "cover+buy"
-        return "cover" if sx else None
-    if le != se:
-        return "buy" if le else "short"
-    return None
-
-
 def _would_trigger(rejected: OrderRejected) -> bool:
     """Whether a stop order was refused because the price is already through its stop."""
     return rejected.code == REJECT_WOULD_TRIGGER or "trigger immediately" in rejected.reason
-
-
-def client_order_id(bot_id: int, candle_ms: int, tag: str) -> str:
-    """Return the deterministic client order id of a decision (same candle: same id)."""
-    return f"co{bot_id}-{candle_ms}-{tag}"
-
-
-def candle_of(client_id: str) -> int | None:
-    """Return the candle time encoded in one of our client order ids."""
-    parts = client_id.split("-")
-    if len(parts) == 3 and parts[0].startswith("co") and parts[1].isdigit():
-        return int(parts[1])
-    return None
 
 
 class BotRuntime:
@@ -758,11 +540,7 @@ class BotRuntime:
         self._stops: PositionStops | None = None
         # The exchange's price tick: stop levels go on it as the kernel's do (set by prepare).
         self._price_tick = 0.0
-        self._entry_stops = (
-            resolve_stop(_fraction(config.stop_loss_pct), None),
-            resolve_stop(_fraction(config.take_profit_pct), None),
-            resolve_stop(_fraction(config.trailing_stop_pct), None),
-        )
+        self._entry_stops = stop_distances(config)
         # The forming candle a stop exit was last tried on (one decision per candle).
         self._stop_tried_ms: int | None = None
         # The stop-loss order the exchange holds for the position: (client order id, stop).
@@ -770,6 +548,9 @@ class BotRuntime:
         # Orders that became final since the last drain: the risk gate releases their
         # open-order slots when the bot reports at the end of a candle.
         self._closed: list[str] = []
+        # Submitted orders reconciliation found the exchange never received, whose decision is
+        # still current: the next decision on their candle sends them again (same id).
+        self._resend: set[str] = set()
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -1031,11 +812,7 @@ class BotRuntime:
             sig = tuple(self.signals(bars))
             le, lx, se, sx = (bool(v) for v in sig[:4])
             stops = (*sig[4:7], math.nan, math.nan, math.nan)[:3]
-            self._entry_stops = (
-                resolve_stop(_fraction(self.config.stop_loss_pct), stops[0]),
-                resolve_stop(_fraction(self.config.take_profit_pct), stops[1]),
-                resolve_stop(_fraction(self.config.trailing_stop_pct), stops[2]),
-            )
+            self._entry_stops = stop_distances(self.config, stops)
             shorts = self.config.allow_short and self._margin
             position = await self._tradable_position()
             action = None if late else decide(position, le, lx, se, sx, shorts=shorts)
@@ -1175,7 +952,7 @@ class BotRuntime:
             return
         existing = await self._intent(cid, side, amount, price)
         self._step("intent")
-        if existing is not None and existing != OrderStatus.INTENT.value:
+        if not self._may_send(cid, existing):
             return  # this decision was already carried out (before a restart)
         stop_price = None
         if not closing and cfg.stop_loss_pct is not None:
@@ -1202,7 +979,7 @@ class BotRuntime:
         self.state.risk_ms.append((self.clock.monotonic() - asked) * 1000)
         self._step("risk")
         if not decision.approved:
-            self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
+            self._deny(cid, f"{decision.limit}: {decision.reason}")
             await self._emit(
                 (
                     "order_denied",
@@ -1251,7 +1028,7 @@ class BotRuntime:
         close_side = OrderSide.SELL if stops.side > 0 else OrderSide.BUY
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
         existing = await self._intent(cid, close_side, amount, price, OrderType.STOP_LOSS)
-        if existing is not None and existing != OrderStatus.INTENT.value:
+        if not self._may_send(cid, existing):
             self._held_stop = self._stored_stop()
             return  # placed before a restart (reconciled at start)
         decision = await self.risk(
@@ -1269,7 +1046,7 @@ class BotRuntime:
         )
         if not decision.approved:
             # Unprotected on the exchange: the bot watches the level itself (``_stop_exit``).
-            self._mark(cid, OrderStatus.DENIED, f"{decision.limit}: {decision.reason}")
+            self._deny(cid, f"{decision.limit}: {decision.reason}")
             return
         reason_text = "trailing_stop" if tag == "T" else "stop_loss"
         request = OrderRequest(
@@ -1334,60 +1111,21 @@ class BotRuntime:
             return row.client_order_id, row.price
 
     def _entry_amount(self, price: Decimal, side: int = 1) -> Decimal:
-        """Size an entry (``side`` 1: long, -1: short) as the backtest engine sizes it
-        (``_budget_nb``, then ``_avail_nb``).
-
-        Without a stop: ``sizing="fraction"`` with ``size = maxPositionSize``.  With a stop:
-        ``sizing="risk"``: the budget loses ``riskPerTrade`` of equity if the stop nearest to
-        the entry is hit (:meth:`_risk_distance`), capped at ``maxPositionSize`` of equity;
-        both include the fee, as the engine's do.
-
-        What the bot still holds counts against the cap: a sale rounded down to the lot step
-        leaves dust, and an entry sized on the whole cap then exceeded it by the dust's value,
-        so the risk actor denied every later entry (a third of the orders of a benchmark bot
-        trading every candle).  Flat, this is the engine's sizing exactly.
-
-        On an account that can short, what an entry may commit is the margin rule's
-        (:func:`~cryptoorchestrator.platform.risk.margin.entry_room`, fees included, as the
-        kernel's ``_avail_nb``): short proceeds never fund it, and an unlevered account never
-        commits more than its cash.  A spot account commits at most its cash.
-        """
-        cfg = self.config
-        equity = self.ledger.equity(price)
-        one_plus_fee = 1 + cfg.fee_rate
-        hundred = Decimal(100)
-        held = self.ledger.amount * price
-        room = equity * cfg.max_position_pct / hundred - (held if side > 0 else -held)
-        if cfg.stop_loss_pct is not None and cfg.stop_loss_pct > 0:
-            risk = equity * cfg.risk_per_trade_pct / hundred
-            budget = risk / self._risk_distance() * one_plus_fee
-            budget = min(budget, room * one_plus_fee)
-        else:
-            budget = room
-        if self._margin:
-            lev = cfg.max_gross_leverage
-            avail = margin.entry_room(equity, abs(held), lev, cfg.fee_rate) * one_plus_fee
-            if lev <= 1:
-                avail = min(avail, self.ledger.cash)
-            budget = min(budget, avail)
-        else:
-            budget = min(budget, self.ledger.cash)
-        return budget / one_plus_fee / price if budget > 0 else _ZERO
+        """Size an entry (``side`` 1: long, -1: short) at ``price`` as the backtest engine
+        sizes it, on the distances of the last signal (:func:`~cryptoorchestrator.platform.
+        bots.ledger.entry_amount`)."""
+        return entry_amount(self.config, self.ledger, price, side, self._entry_stops)
 
     def _risk_distance(self) -> Decimal:
-        """The distance risk sizing divides by: the stop nearest to the entry, as the kernel's
-        ``_risk_distance_nb`` (the trailing stop where it is set and not wider than the
-        stop-loss; it starts at its full distance), of the distances the entry opens with."""
-        sl, _, tsl = self._entry_stops
-        if math.isnan(sl):
-            sl = _fraction(self.config.stop_loss_pct) or math.nan
-        dist = tsl if not math.isnan(tsl) and not sl <= tsl else sl
-        return Decimal(repr(dist))
+        """The distance risk sizing divides by (:func:`~cryptoorchestrator.platform.bots.
+        ledger.risk_distance`) for an entry now."""
+        return risk_distance(self._entry_stops, self.config.stop_loss_pct)
 
     async def _submit(
         self, request: OrderRequest, reason: str
     ) -> ExchangeOrder | OrderRejected | None:
         """Send an intent already stored; return the exchange's answer (None: none known)."""
+        self._resend.discard(request.client_order_id)
         if isinstance(self.client, PaperBroker):
             # The paper exchange lives in our database: the mark is written in the transaction
             # that books the order, one step (and one transaction of the group) fewer.
@@ -1408,12 +1146,12 @@ class BotRuntime:
             return None
         except RetryableExchangeError as exc:
             # Certainly not sent (circuit open, rate limited before sending): the decision lapses.
-            self._mark(request.client_order_id, OrderStatus.CANCELED, f"not sent: {exc}")
+            self._mark(lifecycle.OrderCanceled(request.client_order_id, f"not sent: {exc}"))
             return None
         self.state.orders_sent += 1
         self.telemetry.order(self.config.bot_id, "submitted")
         if isinstance(result, OrderRejected):
-            self._mark(request.client_order_id, OrderStatus.REJECTED, result.reason)
+            self._mark(lifecycle.OrderRejected(request.client_order_id, result.reason))
             await self._emit(
                 (
                     "order_rejected",
@@ -1455,12 +1193,14 @@ class BotRuntime:
             elif newest is not None and candle_of(cid) in (newest, newest + self._tf_ms):
                 # The exchange never got it and never will; the decision is still current (the
                 # newest closed candle's, or a stop's on the forming one), so the next decision
-                # on that candle sends it, under the same client order id.
-                if status != OrderStatus.INTENT.value:
-                    self._mark(cid, OrderStatus.INTENT, "not received by the exchange; resending")
+                # on that candle sends it, under the same client order id.  A submitted order
+                # stays submitted (the order state machine has no way back to an intent): it
+                # is noted here for that decision to send again.
+                if status == OrderStatus.SUBMITTED.value:
+                    self._resend.add(cid)
             else:
                 why = "never reached the exchange; stale after restart"
-                self._mark(cid, OrderStatus.CANCELED, why)
+                self._mark(lifecycle.OrderCanceled(cid, why))
         return len(rows)
 
     async def _adopt(self, order: ExchangeOrder) -> list[Fill]:
@@ -1531,19 +1271,56 @@ class BotRuntime:
             }
         )
 
-    def _mark(self, cid: str, status: OrderStatus, reason: str) -> None:
-        now = utcnow()
-        values: dict[str, Any] = {"status": status.value, "status_reason": reason}
+    def _mark(self, event: lifecycle.OrderEvent) -> bool:
+        """Record ``event`` on the bot's order, guarded by the order state machine.
+
+        Returns whether it was written: an order that moved on meanwhile (an answer recorded
+        first, another incarnation of the bot) keeps its status.  An order that is not stored
+        at all is a bug (``LookupError``).
+        """
+        cid, status = event.client_order_id, event.status
+        values: dict[str, Any] = {"status": status.value, "status_reason": event.reason}
         if status.is_final:
-            values["closed_at"] = now
+            values["closed_at"] = utcnow()
+        column = _ORDERS.c.client_order_id
         with get_engine(self.settings).begin() as conn:
             result = conn.execute(
-                update(_ORDERS).where(_ORDERS.c.client_order_id == cid).values(**values)
+                update(_ORDERS)
+                .where(column == cid, _ORDERS.c.status.in_(lifecycle.applies_in(event)))
+                .values(**values)
             )
             if result.rowcount != 1:
-                raise LookupError(f"order {cid} is not stored")
+                stored = conn.execute(select(_ORDERS.c.status).where(column == cid)).scalar()
+                if stored is None:
+                    raise LookupError(f"order {cid} is not stored")
+                self.log.warning(
+                    "order status left as it is",
+                    extra={"client_order_id": cid, "stored": stored, "event": type(event).__name__},
+                )
+                return False
         if status.is_final:
             self._closed.append(cid)
+        return True
+
+    def _deny(self, cid: str, reason: str) -> None:
+        """Record the risk gate's denial of an order about to be sent.
+
+        An order being resent after a restart (:meth:`reconcile`) was submitted once and cannot
+        become an intent denied before sending: its resend lapses (canceled) instead.
+        """
+        if cid in self._resend:
+            self._resend.discard(cid)
+            self._mark(lifecycle.OrderCanceled(cid, f"resend denied: {reason}"))
+        else:
+            self._mark(lifecycle.OrderDenied(cid, reason))
+
+    def _may_send(self, cid: str, existing: str | None) -> bool:
+        """Whether an order whose intent was just stored (``existing``: the status found
+        instead, None: new) is to be sent: a new intent, one left from before a restart, or
+        one :meth:`reconcile` found the exchange never received."""
+        if existing is None or existing == OrderStatus.INTENT.value:
+            return True
+        return existing == OrderStatus.SUBMITTED.value and cid in self._resend
 
     async def _snapshot(self, candle: Candle, mark: Decimal) -> None:
         value = self.ledger.amount * mark

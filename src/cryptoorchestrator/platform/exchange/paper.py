@@ -68,9 +68,10 @@ from typing import Protocol
 from sqlalchemy import Connection, String, Table, bindparam, cast, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cryptoorchestrator.platform.batching import Coalescer
-from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.errors import IllegalOrderTransitionError, InvalidInputError
 from cryptoorchestrator.platform.exchange.execution import (
     REJECT_WOULD_TRIGGER,
     Balance,
@@ -86,6 +87,7 @@ from cryptoorchestrator.platform.exchange.execution import (
     prepare_order,
 )
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus, OrderType, normalize_symbol
+from cryptoorchestrator.platform.model import orders as lifecycle
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.risk import margin
 from cryptoorchestrator.platform.settings import Settings
@@ -678,6 +680,7 @@ class PaperBroker(ExecutionClient):
         locked: bool,
     ) -> None:
         """Fill the whole order at ``price``; ``locked``: its funds were locked when it rested."""
+        lifecycle.apply(order.status, lifecycle.OrderFilled)  # before anything moves
         qty = order.amount - order.filled
         cost = price * qty
         base = self._row(session, rows, self.account_id, market.base)
@@ -723,10 +726,14 @@ class PaperBroker(ExecutionClient):
                 timestamp=now,
             )
         )
-        order.filled = order.amount
-        order.average_price = price
-        order.status = OrderStatus.FILLED.value
-        order.closed_at = now
+        _write_status(
+            session,
+            order,
+            lifecycle.OrderFilled(order.client_order_id),
+            filled=order.amount,
+            average_price=price,
+            closed_at=now,
+        )
 
     async def process(self, symbol: str | None = None) -> list[ExchangeOrder]:
         """Fill resting orders whose price the current quote reached; return the filled ones."""
@@ -924,8 +931,9 @@ class PaperBroker(ExecutionClient):
                     release = remaining
                 row.locked -= release
                 row.free += release
-                order.status = OrderStatus.CANCELED.value
-                order.closed_at = now
+                _write_status(
+                    session, order, lifecycle.OrderCanceled(order.client_order_id), closed_at=now
+                )
                 session.flush()
             return self._to_order(session, order)
 
@@ -1005,6 +1013,30 @@ class PaperBroker(ExecutionClient):
     async def close(self) -> None:
         """Close the market-data source."""
         await self.market_data.close()
+
+
+def _write_status(
+    session: Session, order: Order, event: lifecycle.OrderEvent, **values: object
+) -> None:
+    """Record ``event`` (and ``values``) on a paper order, guarded by the order state machine.
+
+    The order was read (locked, on PostgreSQL) in a status the event applies in; the write
+    checks it again in SQL, so an order another process moved meanwhile (SQLite has no row
+    locks) fails the whole transaction (fill, balances) instead of being overwritten.
+    """
+    status = lifecycle.apply(order.status, event).value
+    result = session.execute(
+        update(_ORDERS)
+        .where(_ORDERS.c.id == order.id, _ORDERS.c.status.in_(lifecycle.applies_in(event)))
+        .values(status=status, **values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = session.scalar(select(_ORDERS.c.status).where(_ORDERS.c.id == order.id))
+        raise IllegalOrderTransitionError(
+            str(current), type(event).__name__, lifecycle.applies_in(event)
+        )
+    for name, value in {"status": status, **values}.items():
+        set_committed_value(order, name, value)
 
 
 @dataclass(frozen=True, slots=True)

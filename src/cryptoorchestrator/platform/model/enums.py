@@ -23,7 +23,11 @@ class OrderType(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    """Life cycle of an order; ``INTENT`` is persisted before anything is sent."""
+    """Life cycle of an order; ``INTENT`` is persisted before anything is sent.
+
+    The moves between statuses are the order state machine's
+    (:mod:`cryptoorchestrator.platform.model.orders`); every status write is guarded by it.
+    """
 
     INTENT = "intent"
     SUBMITTED = "submitted"

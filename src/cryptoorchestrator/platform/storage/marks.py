@@ -14,16 +14,21 @@ from datetime import datetime
 from sqlalchemy import Connection, Table, select, update
 
 from cryptoorchestrator.platform.model import OrderStatus
+from cryptoorchestrator.platform.model.orders import may_precede_values
 from cryptoorchestrator.platform.storage.models import Order
 
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
+_MAY_BE_SUBMITTED = may_precede_values(OrderStatus.SUBMITTED)
 
 
 def mark_submitted(conn: Connection, items: Sequence[tuple[str, str]], now: datetime) -> set[str]:
     """Mark ``(client order id, reason)`` intents submitted at ``now``, one statement per reason.
 
     Returns the client order ids that are not stored (nothing was marked for them); the caller
-    decides whether that fails its transaction.
+    decides whether that fails its transaction.  The write is guarded by the order state
+    machine (:mod:`cryptoorchestrator.platform.model.orders`): only an intent, or an order
+    submitted before and being resent, is marked; an order that moved on (open, filled,
+    canceled...) stays as it is.
     """
     by_reason: dict[str, list[str]] = defaultdict(list)
     for cid, reason in items:
@@ -33,7 +38,7 @@ def mark_submitted(conn: Connection, items: Sequence[tuple[str, str]], now: date
     for reason, cids in by_reason.items():
         result = conn.execute(
             update(_ORDERS)
-            .where(column.in_(cids))
+            .where(column.in_(cids), _ORDERS.c.status.in_(_MAY_BE_SUBMITTED))
             .values(status=OrderStatus.SUBMITTED.value, status_reason=reason, submitted_at=now)
         )
         if result.rowcount != len(set(cids)):
