@@ -422,3 +422,26 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -------------------------------------------------------------------------------- integrity
+
+
+class IntegrityFinding(Base):
+    """A row that broke an integrity rule (``cryptoorch db check``): quarantined, never fixed.
+
+    The row itself is left as it is; this records what was found and why.  ``resolved_at`` is
+    set when a later check no longer finds it, or when ``--repair`` rebuilt it from fills.
+    """
+
+    __tablename__ = "integrity_findings"
+    __table_args__ = (Index("ix_integrity_findings_open", "resolved_at", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    table_name: Mapped[str] = mapped_column(String(60))
+    row_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    found_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolution: Mapped[str | None] = mapped_column(Text)
