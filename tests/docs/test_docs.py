@@ -22,6 +22,8 @@ DOCS = ROOT / "docs"
 OWN_TESTS = {
     "backtest.md": ROOT / "tests" / "unit" / "backtest" / "test_backtest_doc.py",
     "security.md": ROOT / "tests" / "security" / "test_security_doc.py",
+    # against the demo the README's runner starts (one platform for both)
+    "troubleshooting.md": ROOT / "tests" / "docs" / "test_readme.py",
 }
 
 #: Blocks not run, by page and first line, with the reason.

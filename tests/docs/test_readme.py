@@ -372,3 +372,22 @@ def test_troubleshooting_guide_holds(workdir: Workdir) -> None:
     logs = workdir.path / "logs"
     assert (logs / "fastapi.log").stat().st_size > 0
     assert (logs / "bot_1.log").stat().st_size > 0
+
+
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
+
+
+def test_troubleshooting_page_runs_as_written(workdir: Workdir) -> None:
+    """docs/troubleshooting.md's blocks, in order, against the started demo (``$TOKEN`` set)."""
+    if not workdir.demo_password:
+        _start_platform(workdir)
+    workdir.env["TOKEN"] = _login(workdir.demo_password)["accessToken"]
+    ran = 0
+    for block in blocks(TROUBLESHOOTING):
+        if not block.runnable:
+            continue
+        assert block.marker == "platform", f"troubleshooting.md:{block.line}: {block.marker!r}"
+        done = workdir.run(["bash", "-xeuo", "pipefail", "-c", block.code])
+        _check(done, block)
+        ran += 1
+    assert ran >= 8

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -54,6 +55,16 @@ def serve(
         float, typer.Option(help="Simulated seconds per real second in the demo.")
     ] = 1800.0,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(help="Take scheduled backups (database and market data) into this folder."),
+    ] = None,
+    backup_every_hours: Annotated[
+        float, typer.Option(min=0.001, help="Hours between scheduled backups.")
+    ] = 24.0,
+    backup_keep: Annotated[
+        int, typer.Option(min=1, help="Scheduled backups kept; older ones are deleted.")
+    ] = 7,
 ) -> None:
     """Apply database migrations, start the cluster and serve the API with uvicorn."""
     import uvicorn
@@ -81,6 +92,17 @@ def serve(
     # action the process died there, before atexit stopped the local Ray (its agents outlived
     # it).  Exit through Python instead, as after Ctrl-C.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    schedule = None
+    if backup_dir is not None:
+        from cryptoorchestrator.platform.storage.backup import BackupSchedule
+
+        schedule = BackupSchedule(
+            settings, backup_dir, every_s=backup_every_hours * 3600, keep=backup_keep
+        )
+        schedule.start()
+        typer.echo(
+            f"backups every {backup_every_hours:g} h into {backup_dir} (keeping {backup_keep})"
+        )
     try:
         uvicorn.run(
             "cryptoorchestrator.api.app:create_app",
@@ -103,6 +125,8 @@ def serve(
             server_header=False,
         )
     finally:
+        if schedule is not None:
+            schedule.stop()
         # Stop the demo's simulator while the interpreter is whole: left to the generator's
         # finalizer at exit, its stop ran during module teardown and printed a traceback.
         while _DEMO_RUNNERS:

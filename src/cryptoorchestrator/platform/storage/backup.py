@@ -35,11 +35,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +79,9 @@ MARKET_DIR = "market_data"
 #: ``schema_revision``) and SQLite's internal tables.
 _SKIP_TABLES = {"alembic_version"}
 _CHUNK = 1 << 20
+
+
+log = logging.getLogger(__name__)
 
 
 class BackupError(StorageError):
@@ -1020,3 +1025,82 @@ def backup_rotating(
     for old in removed:
         shutil.rmtree(old)
     return result, removed
+
+
+class BackupSchedule:
+    """Scheduled backups for a head node: :func:`backup_rotating` every ``every_s`` seconds.
+
+    A daemon thread of the serving process (not of an API worker: with several uvicorn workers
+    there would be several schedules).  The first backup is taken one interval after
+    :meth:`start`, so a restart loop cannot fill the disk.  A failed backup is logged and retried
+    at the next tick; it never stops the schedule, the server or the bots.
+
+    Parameters
+    ----------
+    settings
+        Whose database and market-data store are backed up.
+    root
+        The folder of the backups (one ``<UTC stamp>`` folder each).
+    every_s
+        Seconds between backups (> 0).
+    keep
+        How many backups to keep (>= 1); older ones are deleted after a new one succeeds.
+    market_data
+        Whether each backup includes the Parquet store.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        root: Path | str,
+        *,
+        every_s: float,
+        keep: int,
+        market_data: bool = True,
+    ) -> None:
+        if every_s <= 0:
+            raise BackupError(f"the backup interval must be positive, got {every_s} s")
+        if keep < 1:
+            raise BackupError(f"keep must be at least 1, got {keep}")
+        self.settings = settings
+        self.root = Path(root)
+        self.every_s = float(every_s)
+        self.keep = keep
+        self.market_data = market_data
+        self.taken = 0
+        self.failed = 0
+        self.last: BackupResult | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> BackupResult | None:
+        """Take one backup now and prune; return it, or None (logged) when it failed."""
+        try:
+            result, removed = backup_rotating(
+                self.settings, self.root, keep=self.keep, market_data=self.market_data
+            )
+        except Exception:
+            self.failed += 1
+            log.exception("scheduled backup into %s failed", self.root)
+            return None
+        self.taken += 1
+        self.last = result
+        log.info("scheduled backup written to %s (%d older removed)", result.path, len(removed))
+        return result
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.run_once()
+
+    def start(self) -> None:
+        """Start the schedule's thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="backups", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the schedule; a backup in progress is allowed to finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
