@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -765,3 +765,43 @@ def test_stop_on_candles_follows_the_kernels_rule(
     assert order.status is OrderStatus.FILLED
     assert bar is not None
     assert (order.fills[0].price, order.fills[0].timestamp_ms) == (price, bar * HOUR_MS)
+
+
+def test_fills_are_stamped_with_the_markets_time_not_the_machines(
+    setup: tuple[Settings, int],
+) -> None:
+    # The demo's simulator replays 2021 while this machine's clock says otherwise: a trade's
+    # time must be the quote's (as the backtest stamps a fill with its bar), so the dashboard's
+    # fill markers land on the candles they traded on.
+    market_time = datetime(2021, 3, 8, 14, tzinfo=UTC)
+    prices = Prices()
+    prices.ticker = Ticker(
+        "BTC/USDT",
+        last=Decimal("50000"),
+        bid=Decimal("50000"),
+        ask=Decimal("50000"),
+        timestamp_ms=int(market_time.timestamp() * 1000),
+    )
+    b = broker(setup, prices)
+
+    async def scenario() -> None:
+        await b.fund({"USDT": Decimal("10000")})
+        await b.create_order(req("buy", "market", "0.01", "mkt-1"))
+        await b.create_order(req("sell", "limit", "0.005", "lmt-1", "50100"))
+        prices.ticker = Ticker(
+            "BTC/USDT",
+            last=Decimal("50200"),
+            bid=Decimal("50200"),
+            ask=Decimal("50200"),
+            timestamp_ms=int(market_time.timestamp() * 1000) + 3_600_000,
+        )
+        await b.fetch_open_orders("BTC/USDT")  # the resting limit fills at this quote
+
+    asyncio.run(scenario())
+    settings, _ = setup
+    with db.session_scope(settings) as s:
+        times = [
+            t.replace(tzinfo=UTC) for t in s.scalars(select(Trade.timestamp).order_by(Trade.id))
+        ]
+    assert times == [market_time, market_time + timedelta(hours=1)]
+    assert NOW not in times  # the broker's own clock stamps no fill

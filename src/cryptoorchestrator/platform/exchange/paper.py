@@ -165,6 +165,13 @@ class MarketDataSource(Protocol):
         ...
 
 
+def _quote_time(ticker: Ticker, now: datetime) -> datetime:
+    """The market's time of ``ticker`` (its exchange timestamp), ``now`` when it has none."""
+    if ticker.timestamp_ms is None:
+        return now
+    return datetime.fromtimestamp(ticker.timestamp_ms / 1000, UTC)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -476,6 +483,9 @@ class PaperBroker(ExecutionClient):
                 else None
             )
         now = self._clock()
+        # A fill's time is the market's: the quote it filled at (the simulator's or replay's
+        # clock, not this machine's), as the backtest stamps a fill with its bar.
+        fill_time = _quote_time(ticker, now)
         mark = None if mark_submitted_as is None else (request.client_order_id, mark_submitted_as)
 
         def run(session: Session) -> ExchangeOrder | OrderRejected:
@@ -487,9 +497,9 @@ class PaperBroker(ExecutionClient):
                 order = session.get(Order, existing)
                 assert order is not None
                 return self._to_order(session, order)
-            return self._book(conn, prepared, market, fill_price, now)
+            return self._book(conn, prepared, market, fill_price, now, fill_time)
 
-        booking = _Booking(self, run, prepared, market, fill_price, now, mark)
+        booking = _Booking(self, run, prepared, market, fill_price, now, mark, fill_time)
         return await _bookings(self.settings)(booking)  # type: ignore[return-value]
 
     def _book(
@@ -499,15 +509,16 @@ class PaperBroker(ExecutionClient):
         market: MarketInfo,
         fill_price: Decimal | None,
         now: datetime,
+        fill_time: datetime | None = None,
     ) -> ExchangeOrder | OrderRejected:
-        """Accept a new order: fill it at ``fill_price`` or rest it, moving balances."""
+        """Accept a new order: fill it at ``fill_price`` (at ``fill_time``) or rest it."""
         # Another process trading the same paper account waits here (PostgreSQL).
         held = {
             r.asset: [r.free, r.locked]
             for r in conn.execute(_LOCK_BALANCES, {"account": self.account_id})
         }
         existing = {(self.account_id, asset) for asset in held}
-        plan = self._plan(prepared, market, fill_price, now, held)
+        plan = self._plan(prepared, market, fill_price, now, held, fill_time)
         if isinstance(plan, OrderRejected):
             return plan
         return _write_plans(conn, [plan], existing)[0]
@@ -519,6 +530,7 @@ class PaperBroker(ExecutionClient):
         fill_price: Decimal | None,
         now: datetime,
         held: dict[str, list[Decimal]],
+        fill_time: datetime | None = None,
     ) -> _Plan | OrderRejected:
         """Decide an order against the account's ``held`` balances (``[free, locked]`` per
         asset, moved in place): the rows to write, or a rejection."""
@@ -583,7 +595,7 @@ class PaperBroker(ExecutionClient):
                 filled=amount,
                 average_price=fill_price,
                 status=OrderStatus.FILLED.value,
-                closed_at=now,
+                closed_at=fill_time or now,
             )
             trade = {
                 "bot_id": None,
@@ -593,7 +605,7 @@ class PaperBroker(ExecutionClient):
                 "amount": amount,
                 "fee": fee,
                 "fee_currency": self._fee_currency(request.side, market),
-                "timestamp": now,
+                "timestamp": fill_time or now,
             }
         # The balances as they stand after this order (later orders of a batch move them on).
         balances = {asset: (row[0], row[1]) for asset, row in changed.items()}
@@ -802,7 +814,8 @@ class PaperBroker(ExecutionClient):
                         )
                     if reached:
                         # A resting order is a maker: it fills at its own price.
-                        self._fill(session, rows, order, market, order.price, now, locked=True)
+                        at = _quote_time(ticker, now)
+                        self._fill(session, rows, order, market, order.price, at, locked=True)
                         session.flush()
                         out.append(self._to_order(session, order))
                 return out
@@ -863,7 +876,10 @@ class PaperBroker(ExecutionClient):
             return None
         # On candles the forming one's prices so far were checked above: at the stop.  On
         # quotes alone the market order the stop becomes fills at the quote.
-        return (stop if candles is not None else self._slipped(quote, side, market)), now
+        return (
+            stop if candles is not None else self._slipped(quote, side, market),
+            _quote_time(ticker, now),
+        )
 
     def _find(
         self,
@@ -1052,6 +1068,8 @@ class _Booking:
     now: datetime
     #: The bot intent to mark submitted in the booking's transaction: (client order id, reason).
     mark: tuple[str, str] | None = None
+    #: The market's time of the quote a marketable order fills at (None: ``now``).
+    fill_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1147,7 +1165,12 @@ def _book_many(session: Session, items: list[_Booking]) -> list[object]:
             continue
         taken.add(keys[i])
         plan = item.broker._plan(  # noqa: SLF001 (the broker's own decision)
-            item.prepared, item.market, item.fill_price, item.now, held[item.broker.account_id]
+            item.prepared,
+            item.market,
+            item.fill_price,
+            item.now,
+            held[item.broker.account_id],
+            item.fill_time,
         )
         if isinstance(plan, OrderRejected):
             out[i] = plan
