@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cryptoorchestrator.api.deps import (
     SCHEME_NAME,
+    AdminUser,
     Bearer,
     ContextDep,
     SessionDep,
@@ -25,6 +26,7 @@ from cryptoorchestrator.api.health import overall
 from cryptoorchestrator.platform.errors import UnauthorizedError
 from cryptoorchestrator.platform.services.bots import bots_by_status
 from cryptoorchestrator.platform.storage.db import check_database
+from cryptoorchestrator.platform.storage.integrity import integrity_health
 from cryptoorchestrator.platform.storage.models import ExchangeAccount, User
 
 router = APIRouter(prefix="/api/health", tags=["health"])
@@ -166,3 +168,14 @@ async def database(
     if not is_admin and "error" in result:
         result = {**result, "error": "the database did not answer (details for admins)"}
     return _answer(result.get("status") == "healthy", result)
+
+
+@router.get("/integrity")
+async def integrity(context: ContextDep, _admin: AdminUser, run: bool = False) -> dict[str, Any]:
+    """The books' integrity (admins): open findings of ``cryptoorch db check``, by kind.
+
+    As of the last check by default (one query, fit for a monitor); ``?run=true`` runs the
+    whole check first (it reads every order, fill and position; findings are recorded in the
+    quarantine table, never fixed).  ``status`` is ``ok`` or ``findings``.
+    """
+    return await run_in_threadpool(integrity_health, context.settings, run=run)
