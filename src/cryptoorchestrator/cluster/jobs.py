@@ -102,6 +102,27 @@ def _label(kind: str, run_id: str, spec: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------- the work itself
+def backtest_from_spec(settings: Settings, spec: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Run the backtest a stored run's spec describes; return ``(result, bars)``.
+
+    The one path from a run's spec to ``co.backtest``: the run itself (:func:`execute_backtest`)
+    and its report (``GET /api/backtests/{id}/report``, which recomputes the records a run does
+    not store) both come here, so the report shows the backtest the run measured.
+    """
+    from cryptoorchestrator.strategies.sdk import backtest
+
+    strategy = _strategy(settings, spec["strategy"])
+    bars = _bars_for(settings, spec)
+    result = backtest(
+        strategy,
+        bars,
+        params=dict(spec.get("params") or {}),
+        fee_bps=float(spec.get("fee_bps", DEFAULT_FEE_BPS)),
+        timeframe=spec.get("timeframe", "1h"),
+    )
+    return result, bars
+
+
 def execute_backtest(settings: Settings, run_id: str, spec: Mapping[str, Any]) -> None:
     """Run one stored backtest and record its outcome (never raises: the row says it).
 
@@ -119,16 +140,7 @@ def execute_backtest(settings: Settings, run_id: str, spec: Mapping[str, Any]) -
             return
         run.status, run.started_at, run.progress = RunStatus.RUNNING.value, utcnow(), 0.05
     try:
-        from cryptoorchestrator.strategies.sdk import backtest
-
-        strategy = _strategy(settings, spec["strategy"])
-        result = backtest(
-            strategy,
-            _bars_for(settings, spec),
-            params=dict(spec.get("params") or {}),
-            fee_bps=float(spec.get("fee_bps", DEFAULT_FEE_BPS)),
-            timeframe=spec.get("timeframe", "1h"),
-        )
+        result, _ = backtest_from_spec(settings, spec)
         metrics, status, error = json_safe(dict(result.metrics)), RunStatus.SUCCEEDED, None
     except Exception as exc:  # user input or strategy code: recorded on the run
         metrics, status, error = None, RunStatus.FAILED, f"{type(exc).__name__}: {exc}"

@@ -1,17 +1,23 @@
 """``/api/backtests``: your stored backtest runs, and submitting or cancelling them through the
 cluster facade (503 "not available" without a cluster).
 
-Viewers read; traders also submit and cancel.
+Viewers read; traders also submit and cancel.  Two reads serve the dashboard:
+``GET /api/backtests/strategies`` (the strategies a run, a study or a bot may name, with their
+declared parameters) and ``GET /api/backtests/{id}/report`` (a finished run's candles, fills,
+equity and drawdown, recomputed from its stored spec: runs store their metrics only).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+import numpy as np
+from fastapi import APIRouter, Query, status
 
 from cryptoorchestrator.api.deps import (
     ClusterDep,
+    ContextDep,
+    CurrentUser,
     RunQuota,
     RunsDep,
     TraderUser,
@@ -19,7 +25,15 @@ from cryptoorchestrator.api.deps import (
 )
 from cryptoorchestrator.api.routers.params import NOT_AVAILABLE, Limit, RunId
 from cryptoorchestrator.api.schemas import BacktestCreate, BacktestRunPublic, RunSubmitted
+from cryptoorchestrator.cluster.jobs import SPEC_KEY, backtest_from_spec
 from cryptoorchestrator.platform.errors import ConflictError
+from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
+from cryptoorchestrator.platform.strategy.base import Param
+from cryptoorchestrator.strategies.registry import (
+    list_strategies,
+    load_strategy_paths,
+    registered_strategy,
+)
 
 router = APIRouter(prefix="/api/backtests", tags=["runs"])
 
@@ -39,6 +53,35 @@ async def submit_backtest(
     registry_validator()(body.strategy, body.params)
     run_id = await cluster.submit_backtest(user.id, body.model_dump(mode="json"))
     return RunSubmitted(id=run_id, status="queued")
+
+
+def _param(p: Param) -> dict[str, Any]:
+    """A declared parameter as JSON: what a form needs to offer and check it."""
+    return {
+        "name": p.name,
+        "type": p.type,
+        "default": p.default,
+        "low": p.low,
+        "high": p.high,
+        "step": p.step,
+        "choices": list(p.choices) if p.choices is not None else None,
+        "doc": p.doc,
+        "allowed": p.allowed,
+    }
+
+
+@router.get("/strategies")
+def list_strategy_params(context: ContextDep, _user: CurrentUser) -> list[dict[str, Any]]:
+    """The strategies runs, studies and bots may name, with their declared parameters."""
+    load_strategy_paths(context.settings.strategy_paths)  # the operator's, as the workers do
+    return [
+        {
+            "name": name,
+            "summary": summary,
+            "params": [_param(p) for p in registered_strategy(name).params],
+        }
+        for name, summary in list_strategies().items()
+    ]
 
 
 @router.get("/{run_id}")
@@ -64,3 +107,72 @@ async def cancel_backtest(
     run = runs.backtest(run_id)
     await cluster.cancel_run("backtest", run.id)
     return RunSubmitted(id=run.id, status="cancelling")
+
+
+def _finite(values: Any) -> list[float | None]:
+    """Floats for JSON, NaN and infinities as null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
+@router.get("/{run_id}/report")
+def backtest_report(
+    run_id: RunId,
+    runs: RunsDep,
+    context: ContextDep,
+    max_bars: Annotated[int, Query(alias="maxBars", ge=10, le=20_000)] = 5000,
+) -> dict[str, Any]:
+    """Candles, fills, equity and drawdown of a finished backtest (409 while it is not).
+
+    Runs store their metrics only: the report runs the backtest again on the head node from
+    the stored spec (the same strategy, parameters, data and fees, so the same result).  At
+    most the last ``maxBars`` bars are returned (``truncated`` says so); the metrics are the
+    stored ones, over the whole run.
+    """
+    run = runs.backtest(run_id)
+    if run.status != "succeeded":
+        raise ConflictError(f"backtest {run_id} is {run.status}, not succeeded")
+    spec = dict((run.config or {}).get(SPEC_KEY) or {})
+    spec.setdefault("strategy", run.strategy)
+    spec.setdefault("params", run.params or {})
+    for key in ("exchange", "symbol", "timeframe"):
+        if not spec.get(key) and getattr(run, key, None):
+            spec[key] = getattr(run, key)
+    result, bars = backtest_from_spec(context.settings, spec)
+    exchange = spec.get("exchange", "binance")
+    symbol = spec.get("symbol", "BTC/USDT")
+    timeframe = spec.get("timeframe", "1h")
+    n = len(result.timestamp)
+    first = max(0, n - max_bars)
+    cols = {c: bars.column(c).to_numpy()[first:] for c in ("open", "high", "low", "close")}
+    stamps = result.timestamp[first:]
+    fills = result.orders.to_pylist()
+    return {
+        "id": run.id,
+        "strategy": run.strategy,
+        "params": result.params,
+        "exchange": exchange,
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "feeBps": float(spec.get("fee_bps", DEFAULT_FEE_BPS)),
+        "metrics": run.metrics or {},
+        "bars": n,
+        "truncated": first > 0,
+        "candles": {
+            "timestamp": [int(t) for t in stamps],
+            **{c: _finite(v) for c, v in cols.items()},
+        },
+        "equity": _finite(result.equity[first:]),
+        "drawdown": _finite(result.drawdown[first:]),
+        "fills": [
+            {
+                "timestamp": int(f["timestamp"]),
+                "side": f["side"],
+                "price": f["price"],
+                "qty": f["qty"],
+                "fee": f["fee"],
+                "reason": f["reason"],
+            }
+            for f in fills
+            if f["bar"] >= first
+        ],
+    }

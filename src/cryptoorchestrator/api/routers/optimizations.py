@@ -1,16 +1,21 @@
 """``/api/optimizations``: your stored parameter studies, and submitting or cancelling them
 through the cluster facade (503 "not available" without a cluster).
 
-Viewers read; traders also submit and cancel.
+Viewers read; traders also submit and cancel.  ``GET /api/optimizations/{id}/trials`` lists a
+study's finished trials (the dashboard's live view reads it while the study runs).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
 
 from cryptoorchestrator.api.deps import ClusterDep, RunQuota, RunsDep, TraderUser
 from cryptoorchestrator.api.routers.params import NOT_AVAILABLE, Limit, RunId
 from cryptoorchestrator.api.schemas import OptimizationCreate, OptimizationRunPublic, RunSubmitted
+from cryptoorchestrator.platform.storage.models import OptimizationTrial
 from cryptoorchestrator.strategies.registry import registered_strategy
 
 router = APIRouter(prefix="/api/optimizations", tags=["runs"])
@@ -46,3 +51,45 @@ async def cancel_optimization(
     run = runs.optimization(run_id)
     await cluster.cancel_run("optimization", run.id)
     return RunSubmitted(id=run.id, status="cancelling")
+
+
+@router.get("/{run_id}/trials")
+def optimization_trials(
+    run_id: RunId,
+    runs: RunsDep,
+    after: Annotated[
+        int, Query(ge=0, le=2**62, description="only trials after this id (the last one seen)")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> dict[str, Any]:
+    """Finished trials of one of your studies, in the order they were recorded.
+
+    Pass the last ``id`` seen as ``after`` to read only the new ones.
+    """
+    run = runs.optimization(run_id)  # 404 for anyone else's study
+    rows = runs.session.scalars(
+        select(OptimizationTrial)
+        .where(OptimizationTrial.run_id == run.id, OptimizationTrial.id > after)
+        .order_by(OptimizationTrial.id)
+        .limit(limit)
+    ).all()
+    return {
+        "runId": run.id,
+        "status": run.status,
+        "progress": run.progress,
+        "nTrials": run.n_trials,
+        "objective": run.objective,
+        "space": run.space,
+        "items": [
+            {
+                "id": t.id,
+                "params": t.params,
+                "value": t.value,
+                "status": t.status,
+                "metrics": t.metrics,
+                "error": t.error,
+                "finishedAt": t.finished_at.isoformat(),
+            }
+            for t in rows
+        ],
+    }

@@ -1,4 +1,5 @@
-// The dashboard's shell: session, top bar, hash routes (#/overview, #/bots/7, #/risk, #/health).
+// The dashboard's shell: session, top bar, hash routes (#/overview, #/bots/7, #/trades,
+// #/backtests[/<id>|/compare/<id>,<id>], #/optimizations[/<id>], #/risk, #/health).
 
 import { currentUser, logout, resume, session } from "./api.js";
 import { h, replace, toast } from "./dom.js";
@@ -9,10 +10,17 @@ import * as overviewView from "./views/overview.js";
 import * as botView from "./views/bot.js";
 import * as riskView from "./views/risk.js";
 import * as healthView from "./views/health.js";
+import * as tradesView from "./views/trades.js";
+import * as backtestsView from "./views/backtests.js";
+import * as optimizationsView from "./views/optimizations.js";
 
 const ROUTES = [
   { pattern: /^#\/overview$/, name: "overview", view: overviewView },
   { pattern: /^#\/bots\/(\d{1,10})$/, name: "overview", view: botView },
+  { pattern: /^#\/trades(?:\?[a-z0-9=&]*)?$/, name: "trades", view: tradesView },
+  { pattern: /^#\/backtests(?:\/([0-9a-f-]{36}))?$/, name: "backtests", view: backtestsView },
+  { pattern: /^#\/backtests\/compare\/((?:[0-9a-f-]{36},)+[0-9a-f-]{36})$/, name: "backtests", view: { render: (root, [ids]) => backtestsView.render(root, [null, ids]) } },
+  { pattern: /^#\/optimizations(?:\/([0-9a-f-]{36}))?$/, name: "optimizations", view: optimizationsView },
   { pattern: /^#\/risk$/, name: "risk", view: riskView },
   { pattern: /^#\/health$/, name: "health", view: healthView },
 ];

@@ -3,6 +3,7 @@
 import { api, canTrade, describe } from "../api.js";
 import { badge, fmtAmount, fmtMoney, h, pnl, replace, toast } from "../dom.js";
 import { botSocket } from "../ws.js";
+import { createBotForm } from "./botform.js";
 
 /** Start or stop a bot; returns its new status record. */
 export async function control(botId, action) {
@@ -52,10 +53,30 @@ export function render(root) {
   }
   const head = h("thead", {}, h("tr", {}, ["Bot", "Pair", "Mode", "Status", "P&L", "Equity", "Position", canTrade() ? "Actions" : null]
     .filter(Boolean).map((label) => h("th", { class: ["P&L", "Equity", "Position"].includes(label) ? "num" : "", text: label }))));
+  const formSlot = h("div", { id: "bot-form-slot" });
+  const newBot = canTrade()
+    ? h("button", { type: "button", class: "btn btn-primary", id: "new-bot", text: "New bot", onclick: () => openForm() })
+    : null;
+  function openForm() {
+    newBot.hidden = true;
+    replace(formSlot, createBotForm((bot) => {
+      closeForm();
+      toast(`Bot ${bot.name} created (stopped).`, "ok");
+      state.bots = [bot, ...state.bots.filter((b) => b.id !== bot.id)];
+      drawRows();
+    }, closeForm));
+    const first = formSlot.querySelector("input");
+    if (first) first.focus();
+  }
+  function closeForm() {
+    replace(formSlot);
+    if (newBot) newBot.hidden = false;
+  }
   root.append(
     h("div", { class: "page-head" },
       h("div", {}, h("h1", { text: "Bots" }), h("p", { class: "sub", text: "Your bots, updated live." })),
-      filters),
+      h("div", { class: "session" }, filters, newBot)),
+    formSlot,
     cards,
     h("section", { class: "panel" }, h("div", { class: "table-wrap" }, h("table", { class: "responsive bots" }, head, body)), empty),
   );
@@ -100,7 +121,7 @@ export function render(root) {
     const shown = state.bots.filter((b) => state.filter === "all" || b.mode === state.filter);
     replace(body, shown.map(row));
     empty.hidden = shown.length > 0;
-    replace(empty, state.bots.length ? `No ${state.filter} bots.` : "No bots yet: create one with the API or the CLI.");
+    replace(empty, state.bots.length ? `No ${state.filter} bots.` : canTrade() ? "No bots yet: create one with New bot." : "No bots yet.");
     drawCards();
   }
 
