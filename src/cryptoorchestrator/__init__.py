@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "backtest": "cryptoorchestrator.strategies.sdk",
     "bots": "cryptoorchestrator.cluster.sdk",
     "risk": "cryptoorchestrator.cluster.sdk",
+    "shutdown": "cryptoorchestrator.cluster.sdk",
     "check_lookahead": "cryptoorchestrator.strategies.sdk",
     "list_strategies": "cryptoorchestrator.strategies.sdk",
     "get_strategy": "cryptoorchestrator.strategies.sdk",
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from cryptoorchestrator.client import Client
     from cryptoorchestrator.cluster.optimize import optimize, walk_forward
     from cryptoorchestrator.cluster.replay import replay
-    from cryptoorchestrator.cluster.sdk import bots, risk
+    from cryptoorchestrator.cluster.sdk import bots, risk, shutdown
     from cryptoorchestrator.platform.data.store import load_ohlcv
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.strategies.sdk import (
@@ -61,6 +62,7 @@ __all__ = [
     "optimize",
     "replay",
     "risk",
+    "shutdown",
     "walk_forward",
 ]
 

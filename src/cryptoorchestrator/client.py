@@ -7,13 +7,19 @@
 >>> for trade in api.trades(bot_id=bot["id"]):
 ...     print(trade["price"])
 
+Every listing (``bots``, ``trades``, ``orders``, ``positions``, ``backtests``,
+``optimizations``, ``markets``, ``ohlcv``) takes ``as_frame=True`` to return a pandas DataFrame,
+one row per item, instead of dicts (iterators are then read to the end):
+
+>>> api.trades(bot_id=bot["id"], as_frame=True).head()
+
 Errors come back as :class:`ApiError` (a ``CryptoOrchError``) carrying the status, the API's error
 code and its field details.  An expired access token is refreshed once, automatically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cryptoorchestrator.platform.errors import CryptoOrchError
@@ -130,9 +136,9 @@ class Client:
         return self.request("GET", "/api/auth/profile")  # type: ignore[no-any-return]
 
     # --------------------------------------------------------------------------------- bots
-    def bots(self) -> list[dict[str, Any]]:
-        """Return all your bots."""
-        return list(self._pages("/api/bots", {}))
+    def bots(self, *, as_frame: bool = False) -> Any:
+        """Return all your bots (a list of dicts, or a DataFrame with ``as_frame=True``)."""
+        return _listing(self._pages("/api/bots", {}), as_frame)
 
     def create_bot(self, **config: Any) -> dict[str, Any]:
         """Create a bot (camelCase or snake_case keys: tradingPair, riskPerTrade, ...)."""
@@ -179,17 +185,26 @@ class Client:
             if not cursor:
                 return
 
-    def trades(self, bot_id: int | None = None, page_size: int = 200) -> Iterator[dict[str, Any]]:
-        """Iterate over fills, newest first, fetching pages as needed."""
-        return self._pages("/api/trades/", {"botId": bot_id, "limit": page_size})
+    def trades(
+        self, bot_id: int | None = None, page_size: int = 200, *, as_frame: bool = False
+    ) -> Any:
+        """Iterate over fills, newest first, fetching pages as needed.
 
-    def orders(self, bot_id: int | None = None, page_size: int = 200) -> Iterator[dict[str, Any]]:
-        """Iterate over orders, newest first."""
-        return self._pages("/api/orders/", {"botId": bot_id, "limit": page_size})
+        With ``as_frame=True`` every page is fetched and a DataFrame returned.
+        """
+        rows = self._pages("/api/trades/", {"botId": bot_id, "limit": page_size})
+        return _frame(rows) if as_frame else rows
 
-    def positions(self, bot_id: int | None = None) -> list[dict[str, Any]]:
-        """Return open positions."""
-        return list(self._pages("/api/positions/", {"botId": bot_id}))
+    def orders(
+        self, bot_id: int | None = None, page_size: int = 200, *, as_frame: bool = False
+    ) -> Any:
+        """Iterate over orders, newest first (a DataFrame of all of them with ``as_frame``)."""
+        rows = self._pages("/api/orders/", {"botId": bot_id, "limit": page_size})
+        return _frame(rows) if as_frame else rows
+
+    def positions(self, bot_id: int | None = None, *, as_frame: bool = False) -> Any:
+        """Return open positions (a DataFrame with ``as_frame=True``)."""
+        return _listing(self._pages("/api/positions/", {"botId": bot_id}), as_frame)
 
     # --------------------------------------------------------------------------------- runs
     def submit_backtest(self, strategy: str, **spec: Any) -> dict[str, Any]:
@@ -200,9 +215,9 @@ class Client:
         """Return a backtest's status, progress and metrics."""
         return self.request("GET", f"/api/backtests/{run_id}")  # type: ignore[no-any-return]
 
-    def backtests(self) -> list[dict[str, Any]]:
-        """Return your backtest runs."""
-        return self.request("GET", "/api/backtests")  # type: ignore[no-any-return]
+    def backtests(self, *, as_frame: bool = False) -> Any:
+        """Return your backtest runs (a DataFrame with ``as_frame=True``)."""
+        return _listing(self.request("GET", "/api/backtests"), as_frame)
 
     def backtest_results(self, run_id: str) -> dict[str, Any]:
         """Return a finished backtest's metrics."""
@@ -223,28 +238,46 @@ class Client:
         """Return a study's status, progress and best result."""
         return self.request("GET", f"/api/optimizations/{run_id}")  # type: ignore[no-any-return]
 
-    def optimizations(self) -> list[dict[str, Any]]:
-        """Return your optimization runs."""
-        return self.request("GET", "/api/optimizations")  # type: ignore[no-any-return]
+    def optimizations(self, *, as_frame: bool = False) -> Any:
+        """Return your optimization runs (a DataFrame with ``as_frame=True``)."""
+        return _listing(self.request("GET", "/api/optimizations"), as_frame)
 
     def cancel_optimization(self, run_id: str) -> dict[str, Any]:
         """Cancel a running study."""
         return self.request("POST", f"/api/optimizations/{run_id}/cancel")  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------ markets
-    def markets(self) -> list[dict[str, Any]]:
-        """Return the stored datasets."""
-        return self.request("GET", "/api/markets")  # type: ignore[no-any-return]
+    def markets(self, *, as_frame: bool = False) -> Any:
+        """Return the stored datasets (a DataFrame with ``as_frame=True``)."""
+        return _listing(self.request("GET", "/api/markets"), as_frame)
 
-    def ohlcv(self, symbol: str, timeframe: str = "1h", limit: int = 500) -> list[dict[str, Any]]:
-        """Return the latest candles of ``symbol`` (``BTC/USDT`` or ``BTC-USDT``)."""
+    def ohlcv(
+        self, symbol: str, timeframe: str = "1h", limit: int = 500, *, as_frame: bool = False
+    ) -> Any:
+        """Return the latest candles of ``symbol`` (``BTC/USDT`` or ``BTC-USDT``).
+
+        A list of dicts, or a DataFrame with ``as_frame=True``.
+        """
         path = f"/api/markets/{symbol.replace('/', '-')}/ohlcv"
-        return self.request("GET", path, params={"timeframe": timeframe, "limit": limit})["candles"]  # type: ignore[no-any-return]
+        body = self.request("GET", path, params={"timeframe": timeframe, "limit": limit})
+        return _listing(body["candles"], as_frame)
 
     def health(self) -> dict[str, Any]:
         """Return the detailed health report (does not raise on 503)."""
         response = self._send("GET", "/api/health/detailed")
         return _json(response)
+
+
+def _frame(rows: Iterable[dict[str, Any]]) -> Any:
+    """Return ``rows`` as a pandas DataFrame, one row per item (pandas imported on use)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records(list(rows))
+
+
+def _listing(rows: Iterable[dict[str, Any]], as_frame: bool) -> Any:
+    """Return ``rows`` as a list of dicts, or as a DataFrame when ``as_frame``."""
+    return _frame(rows) if as_frame else list(rows)
 
 
 def _json(response: Any) -> dict[str, Any]:

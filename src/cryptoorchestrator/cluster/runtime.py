@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ def configure_ray_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's log deduplication hides which bot printed what; our logs go to files anyway.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if "ipykernel" in sys.modules:
+        # A Jupyter kernel is stopped with SIGTERM when Ray's shutdown outlasts the kernel
+        # manager's grace period; Ray's failure handler then dumps C++ stack traces into the
+        # notebook's log.  Only the private cluster a notebook starts goes without it.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def lower_priority(niceness: int) -> int:

@@ -14,10 +14,14 @@ as a local user, and the same Ray actors as ``cryptoorch serve``.  For a remote 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import builtins
+import contextlib
+import os
+from collections.abc import Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from sqlalchemy import select
@@ -35,6 +39,42 @@ from cryptoorchestrator.platform.storage.models import ExchangeAccount, Trade, U
 from cryptoorchestrator.strategies.registry import load_strategy_paths, registered_strategy
 
 LOCAL_USER = "local@cryptoorchestrator"
+
+_T = TypeVar("_T")
+
+
+def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` to completion from synchronous code, inside a running event loop or not.
+
+    Jupyter's kernel runs an event loop in the thread that executes cells, where
+    ``asyncio.run`` raises "cannot be called from a running event loop"; there the coroutine
+    runs on a fresh loop in a worker thread and this call waits for it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="co-sync") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def shutdown() -> None:
+    """Disconnect this process from Ray, stopping the private local Ray it started, quietly.
+
+    Bots started on a long-running cluster (``cryptoorch serve``) keep running.  Safe to call
+    when Ray was never started.
+    """
+    import sys
+
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    # Ray's workers print their SIGTERM stack dumps on the driver's stderr while they stop.
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        ray.shutdown()
 
 
 def strategy_validator(strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,12 +142,12 @@ class BotHandle:
     def stop(self, reason: str = "stopped by user") -> str:
         """Stop the bot and remove its actor; return its status (Stopped)."""
         ensure_ray(self.settings, start_local=self.start_local)
-        return asyncio.run(bot_control.stop_bot(self.settings, self.id, reason))
+        return run_sync(bot_control.stop_bot(self.settings, self.id, reason))
 
     def status(self) -> dict[str, Any]:
         """Return the stored status and, while it runs, the actor's live view."""
         ensure_ray(self.settings, start_local=self.start_local)
-        return asyncio.run(bot_control.bot_status(self.settings, self.id))
+        return run_sync(bot_control.bot_status(self.settings, self.id))
 
     def trades(self, limit: int = 1000) -> pa.Table:
         """Return the bot's fills, newest first, as a pyarrow table (``.to_pandas()`` works)."""
@@ -215,8 +255,20 @@ class BotsAPI:
             row = self._service(session).find(bot)
             return BotHandle(row.id, row.name, self.settings, self.start_local)
 
-    def list(self) -> list[dict[str, Any]]:
-        """Return every user's bots with their status and owner, newest first."""
+    def list(self, *, as_frame: bool = False) -> Any:
+        """Return every user's bots with their status and owner, newest first.
+
+        A list of dicts, or with ``as_frame=True`` a pandas DataFrame with one row per bot
+        (the same ``as_frame`` keyword as ``co.Client``'s listings).
+        """
+        rows = self._rows()
+        if as_frame:
+            import pandas as pd
+
+            return pd.DataFrame.from_records(rows, columns=list(_BOT_COLUMNS))
+        return rows
+
+    def _rows(self) -> builtins.list[dict[str, Any]]:
         with session_scope(self.settings) as session:
             owners = {uid: email for uid, email in session.execute(select(User.id, User.email))}
             return [
@@ -232,6 +284,18 @@ class BotsAPI:
                 }
                 for b in self._service(session).all_bots()
             ]
+
+
+_BOT_COLUMNS = (
+    "id",
+    "name",
+    "owner",
+    "tradingPair",
+    "strategy",
+    "status",
+    "reason",
+    "desiredState",
+)
 
 
 class RiskAPI:

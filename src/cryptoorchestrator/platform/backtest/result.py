@@ -1,4 +1,5 @@
-"""``BacktestResult``: metrics, orders and trades as Arrow tables, equity curve, plots, report."""
+"""``BacktestResult``: metrics, orders and trades as Arrow tables, equity curve, plots, report,
+and its rich display in notebooks."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class BacktestResult:
         Bar open times in ms (int64).
     close
         Closing prices, ``(n_bars, n_symbols)``, for the price panel of the plot.
+    ohlc
+        Open, high, low and close of the first symbol (views of the bars, no copy), for the
+        candles of :meth:`iplot`; None when not known.
     """
 
     strategy: str
@@ -49,6 +53,13 @@ class BacktestResult:
     close: np.ndarray
     order_records: np.ndarray = field(repr=False)
     trade_records: np.ndarray = field(repr=False)
+    ohlc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        # plain floats: numpy scalars print as np.float64(...) in reprs and JSON
+        self.metrics = {k: float(v) for k, v in self.metrics.items()}
 
     @cached_property
     def orders(self) -> pa.Table:
@@ -122,27 +133,33 @@ class BacktestResult:
         }
 
     def figure(self) -> Any:
-        """Return a matplotlib figure: equity, drawdown, and price with trade markers."""
-        import matplotlib
+        """Return a matplotlib figure: equity, drawdown, and price with trade markers.
 
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        The figure is built without pyplot (its own Agg canvas), so the matplotlib backend in
+        use is never changed; in a notebook it displays inline.
+        """
+        from cryptoorchestrator.platform.backtest.plotting import minmax_indices, new_figure
 
-        fig = Figure(figsize=(11, 8), constrained_layout=True)
+        fig = new_figure((11, 8))
         ax_eq, ax_dd, ax_px = fig.subplots(
             3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1, 3]}
         )
         x = self.timestamp.astype("datetime64[ms]")
-        ax_eq.plot(x, self.equity, lw=1, color="tab:blue")
+        # min/max per bucket: a static image never needs more points than it has pixels
+        ie = minmax_indices(self.equity, 4000)
+        ax_eq.plot(x[ie], self.equity[ie], lw=1, color="tab:blue")
         ax_eq.set_ylabel("equity")
         ax_eq.set_title(
-            f"{self.strategy} {self.params}  "
+            f"{self.strategy} {self.params} on {self.label}  "
             f"return {self.metrics['total_return']:.2%}  "
             f"sharpe {self.metrics['sharpe']:.2f}"
         )
-        ax_dd.fill_between(x, self.drawdown, 0, color="tab:red", alpha=0.4)
+        dd = self.drawdown
+        idd = minmax_indices(dd, 4000)
+        ax_dd.fill_between(x[idd], dd[idd], 0, color="tab:red", alpha=0.4)
         ax_dd.set_ylabel("drawdown")
-        ax_px.plot(x, self.close[:, 0], lw=0.8, color="black")
+        ip = minmax_indices(self.close[:, 0], 4000)
+        ax_px.plot(x[ip], self.close[ip, 0], lw=0.8, color="black")
         ax_px.set_ylabel(f"{self.symbols[0]} close")
         r = self.order_records
         first = r[:, nb.O_COL] == 0
@@ -169,17 +186,134 @@ class BacktestResult:
         ax_px.legend(loc="upper left")
         return fig
 
-    def plot(self, path: str | Path | None = None, *, html_path: str | Path | None = None) -> Any:
-        """Draw the report; save it as PNG (``path``) and self-contained HTML (``html_path``).
+    def plot(
+        self,
+        path: str | Path | None = None,
+        *,
+        html_path: str | Path | None = None,
+        interactive: bool = False,
+        max_points: int = 4000,
+        max_candles: int = 5000,
+    ) -> Any:
+        """Return the report figure; write files only when given paths.
 
-        Without paths, ``backtest.png`` and ``backtest.html`` are written in the current folder.
-        Returns the matplotlib figure.
+        Parameters
+        ----------
+        path
+            Save the figure as PNG there, and the HTML report next to it (``.html``) unless
+            ``html_path`` says where.  Without ``path`` and ``html_path`` nothing is written:
+            in a notebook the returned figure displays inline.
+        html_path
+            Write the self-contained HTML report (metrics, chart, trades) there.
+        interactive
+            Return a Plotly figure instead (see :meth:`iplot`; ``path``, if given, gets
+            its HTML).
+        max_points, max_candles
+            Display limits of the interactive chart (see :meth:`iplot`).
+
+        Returns
+        -------
+        A matplotlib :class:`~matplotlib.figure.Figure` (``interactive=False``) or a
+        ``plotly.graph_objects.Figure``.
         """
+        if interactive:
+            ifig = self.iplot(max_points=max_points, max_candles=max_candles)
+            if path is not None or html_path is not None:
+                out = Path(html_path if html_path is not None else Path(path).with_suffix(".html"))  # type: ignore[arg-type]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                ifig.write_html(out, include_plotlyjs="cdn")
+            return ifig
         fig = self.figure()
-        png = Path(path) if path is not None else Path("backtest.png")
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=100)
-        self.write_html(html_path if html_path is not None else png.with_suffix(".html"), fig)
+        if path is not None:
+            png = Path(path)
+            png.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(png, dpi=100)
+            html_path = html_path if html_path is not None else png.with_suffix(".html")
+        if html_path is not None:
+            self.write_html(html_path, fig)
+        return fig
+
+    def iplot(self, *, max_points: int = 4000, max_candles: int = 5000) -> Any:
+        """Return an interactive Plotly chart: candles with fills, equity, drawdown.
+
+        To stay responsive over long histories the chart is thinned for display only:
+        equity and drawdown keep the minimum and maximum of each of ``max_points // 2``
+        equal buckets (:func:`~cryptoorchestrator.platform.backtest.plotting.minmax_indices`),
+        and more than ``max_candles`` candles are drawn as candles of ``ceil(n / max_candles)``
+        bars each (first open, highest high, lowest low, last close).  Fills are all drawn.
+        Without stored candles (results built by hand) the price pane is a close line.
+        """
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        from cryptoorchestrator.platform.backtest.plotting import minmax_indices, ohlc_buckets
+
+        x = self.timestamp.astype("datetime64[ms]")
+        fig = make_subplots(
+            rows=3,
+            cols=1,
+            shared_xaxes=True,
+            vertical_spacing=0.03,
+            row_heights=[0.55, 0.3, 0.15],
+            subplot_titles=(f"{self.symbols[0]}", "equity", "drawdown"),
+        )
+        n = x.shape[0]
+        if self.ohlc is not None:
+            o, h, lo, c = self.ohlc
+            bucket = -(-n // max_candles) if n > max_candles else 1
+            bt, bo, bh, bl, bc = ohlc_buckets(self.timestamp, o, h, lo, c, bucket)
+            name = "candles" if bucket == 1 else f"candles ({bucket} bars each)"
+            fig.add_trace(
+                go.Candlestick(
+                    x=bt.astype("datetime64[ms]"), open=bo, high=bh, low=bl, close=bc, name=name
+                ),
+                row=1,
+                col=1,
+            )
+        else:
+            ip = minmax_indices(self.close[:, 0], max_points)
+            fig.add_trace(
+                go.Scattergl(x=x[ip], y=self.close[ip, 0], mode="lines", name="close"),
+                row=1,
+                col=1,
+            )
+        r = self.order_records
+        first = r[:, nb.O_COL] == 0
+        bars = r[first, nb.O_BAR].astype(np.int64)
+        buys = r[first, nb.O_SIDE] > 0
+        for mask, label, symbol, color in (
+            (buys, "buy", "triangle-up", "green"),
+            (~buys, "sell", "triangle-down", "red"),
+        ):
+            fig.add_trace(
+                go.Scattergl(
+                    x=x[bars[mask]],
+                    y=r[first][mask, nb.O_PRICE],
+                    mode="markers",
+                    name=label,
+                    marker={"symbol": symbol, "color": color, "size": 9},
+                ),
+                row=1,
+                col=1,
+            )
+        ie = minmax_indices(self.equity, max_points)
+        fig.add_trace(
+            go.Scattergl(x=x[ie], y=self.equity[ie], mode="lines", name="equity"), row=2, col=1
+        )
+        dd = self.drawdown
+        idd = minmax_indices(dd, max_points)
+        fig.add_trace(
+            go.Scatter(x=x[idd], y=dd[idd], mode="lines", fill="tozeroy", name="drawdown"),
+            row=3,
+            col=1,
+        )
+        fig.update_layout(
+            title=f"{self.strategy} {self.params} on {self.label}",
+            height=750,
+            xaxis_rangeslider_visible=False,
+            hovermode="x unified",
+        )
+        fig.update_yaxes(tickformat=".1%", row=3, col=1)
         return fig
 
     def write_html(self, path: str | Path, fig: Any | None = None) -> Path:
@@ -215,12 +349,50 @@ class BacktestResult:
         out.write_text(doc, encoding="utf-8")
         return out
 
+    @property
+    def label(self) -> str:
+        """The symbols and timeframe, e.g. ``BTC/USDT 1h``."""
+        return ",".join(self.symbols) + (f" {self.timeframe}" if self.timeframe else "")
+
+    def stats(self) -> Any:
+        """Return the metrics as a pandas Series (plain floats), in :data:`METRIC_NAMES` order."""
+        import pandas as pd
+
+        return pd.Series({k: self.metrics[k] for k in METRIC_NAMES}, name=self.strategy)
+
+    def to_pandas(self) -> Any:
+        """Return the equity curve as a DataFrame indexed by UTC time: equity, drawdown."""
+        import pandas as pd
+
+        index = pd.to_datetime(self.timestamp, unit="ms", utc=True)
+        return pd.DataFrame({"equity": self.equity, "drawdown": self.drawdown}, index=index)
+
     def __repr__(self) -> str:
         m = self.metrics
         return (
-            f"<BacktestResult {self.strategy} {self.params} on {','.join(self.symbols)}: "
+            f"<BacktestResult {self.strategy} {self.params} on {self.label}: "
             f"return {m['total_return']:.4%}, sharpe {m['sharpe']:.3f}, "
             f"trades {int(m['trade_count'])}>"
+        )
+
+    def _repr_html_(self) -> str:
+        from cryptoorchestrator.platform.backtest.plotting import sparkline_svg
+
+        e = html.escape
+        period = ""
+        if self.timestamp.size:
+            t = self.timestamp[[0, -1]].astype("datetime64[ms]").astype("datetime64[m]").astype(str)
+            period = f"{t[0].replace('T', ' ')} to {t[1].replace('T', ' ')} UTC"
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{e(k)}</th><td>{e(_fmt(self.metrics[k]))}</td></tr>"
+            for k in METRIC_NAMES
+        )
+        return (
+            "<div class='co-backtest'>"
+            f"<b>BacktestResult</b> {e(self.strategy)} <code>{e(json.dumps(self.params))}</code>"
+            f" on <b>{e(self.label)}</b><br><small>{e(period)}; {self.equity.size} bars, "
+            f"{self.trades.num_rows} trades</small><br>{sparkline_svg(self.equity)}"
+            f"<table>{rows}</table></div>"
         )
 
 

@@ -130,4 +130,5 @@ def run_backtest(
         close=close,
         order_records=out.orders,
         trade_records=out.trades,
+        ohlc=(first.open[warmup:], first.high[warmup:], first.low[warmup:], first.close[warmup:]),
     )

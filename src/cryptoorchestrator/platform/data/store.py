@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from cryptoorchestrator.platform.data.times import TimeLike, fmt_ms, optional_ms
 from cryptoorchestrator.platform.errors import DataError, InvalidInputError, NotFoundError
-from cryptoorchestrator.platform.model.ohlcv import OHLCV_COLUMNS, OHLCV_SCHEMA
+from cryptoorchestrator.platform.model.ohlcv import DATASET_META, OHLCV_COLUMNS, OHLCV_SCHEMA
 from cryptoorchestrator.platform.model.symbols import (
     normalize_symbol,
     symbol_from_path,
@@ -642,6 +642,9 @@ def load_ohlcv(
     data_dir
         Store root; defaults to ``get_settings().data_dir``.
 
+    The table's schema metadata names the dataset (:data:`DATASET_META` keys), which
+    ``co.backtest`` reads when no ``symbol``/``timeframe`` is given.
+
     Notes
     -----
     When the store lacks the dataset and it is one the package ships (Binance spot BTC/USDT 1h,
@@ -659,7 +662,17 @@ def load_ohlcv(
     key = DatasetKey.of(exchange, symbol, timeframe)
     if not store.exists(key.exchange, key.symbol, key.timeframe):
         seed_bundled(store, key.exchange, key.symbol, key.timeframe)
-    return store.read(key.exchange, key.symbol, key.timeframe, start, end)
+    table = store.read(key.exchange, key.symbol, key.timeframe, start, end)
+    # The dataset travels with the bars (zero-copy), so a backtest of them names its symbol.
+    meta = dict(table.schema.metadata or {})
+    meta.update(
+        {
+            DATASET_META["exchange"]: key.exchange.encode(),
+            DATASET_META["symbol"]: key.symbol.encode(),
+            DATASET_META["timeframe"]: key.timeframe.encode(),
+        }
+    )
+    return table.replace_schema_metadata(meta)
 
 
 def bundled_candles(exchange: str, symbol: str, timeframe: str) -> pa.Table:

@@ -17,3 +17,10 @@ OHLCV_SCHEMA = pa.schema(
         pa.field("volume", pa.float64(), nullable=False),
     ]
 )
+
+#: Schema metadata keys naming the dataset of a table of bars (``co.load_ohlcv`` sets them).
+DATASET_META: dict[str, bytes] = {
+    "exchange": b"cryptoorch.exchange",
+    "symbol": b"cryptoorch.symbol",
+    "timeframe": b"cryptoorch.timeframe",
+}

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from cryptoorchestrator.platform.errors import InvalidInputError
-from cryptoorchestrator.platform.model.ohlcv import OHLCV_COLUMNS, OHLCV_SCHEMA
+from cryptoorchestrator.platform.model.ohlcv import DATASET_META, OHLCV_COLUMNS, OHLCV_SCHEMA
 from cryptoorchestrator.platform.model.timeframe import TIMEFRAMES, timeframe_to_ms
 from cryptoorchestrator.platform.model.timestamps import annualisation, timestamps_to_ms
 from cryptoorchestrator.platform.strategy import nb
@@ -149,7 +149,8 @@ def as_bars(
     from their magnitude, see :func:`~cryptoorchestrator.platform.model.timestamps.
     timestamps_to_ms`). Without a ``timestamp`` column (1-D closes, arrays) the ``timeframe`` is
     required and the bars are numbered ``i * timeframe`` from the epoch; a 1-D array is taken as
-    closes and used for open, high and low too; missing volume is zero.
+    closes and used for open, high and low too; missing volume is zero.  A pyarrow table from
+    ``co.load_ohlcv`` names its ``symbol`` and ``timeframe`` (schema metadata) unless given.
 
     Raises
     ------
@@ -160,6 +161,13 @@ def as_bars(
     """
     if isinstance(data, Bars):
         return data
+    if isinstance(data, pa.Table) and data.schema.metadata:
+        # bars from co.load_ohlcv name their dataset (DATASET_META)
+        meta = data.schema.metadata
+        if symbol is None and DATASET_META["symbol"] in meta:
+            symbol = meta[DATASET_META["symbol"]].decode()
+        if timeframe is None and DATASET_META["timeframe"] in meta:
+            timeframe = meta[DATASET_META["timeframe"]].decode()
     cols = _columns_from(data)
     if "date" in cols and "timestamp" not in cols:
         cols["timestamp"] = cols.pop("date")
