@@ -7,7 +7,9 @@ imported.  Every attack is refused as an unknown strategy and the marker never a
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -80,8 +82,15 @@ class Evil:
 
 
 @pytest.fixture
-def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Evil:
-    return Evil(tmp_path, monkeypatch)
+def evil(monkeypatch: pytest.MonkeyPatch) -> Iterator[Evil]:
+    # A short folder of its own: the attacks name real files, and a path over the field's
+    # 100 characters would be refused for its length (pytest's tmp_path under xdist is long),
+    # hiding whether the name itself is refused.
+    root = Path(tempfile.mkdtemp(prefix="ev", dir="/tmp"))
+    try:
+        yield Evil(root, monkeypatch)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 ATTACKS = [
@@ -156,10 +165,17 @@ def test_run_bodies_naming_code_are_refused_before_the_cluster(
 
 def test_errors_cannot_probe_which_files_or_modules_exist(client: TestClient, evil: Evil) -> None:
     h = _trader(client)
+    # Each missing name is as long as its existing twin: a too-long value is refused for its
+    # length before anything else, which must not make the two answers differ (the temporary
+    # folder's path length varies, e.g. with pytest-xdist's worker folders).
+    missing_file = evil.dir / ("m" * len(evil.file.stem) + ".py")
+    missing_dir = evil.dir.with_name("n" * len(evil.dir.name))
+    assert not missing_file.exists()
+    assert not missing_dir.exists()
     pairs = [
-        (str(evil.file), str(evil.dir / "missing_strategy.py")),
-        (f"{evil.file}:Evil", f"{evil.dir / 'missing_strategy.py'}:Evil"),
-        (str(evil.dir), str(evil.dir / "no_such_dir")),
+        (str(evil.file), str(missing_file)),
+        (f"{evil.file}:Evil", f"{missing_file}:Evil"),
+        (str(evil.dir), str(missing_dir)),
         ("os:system", "no_such_module_xyz:system"),
         (evil.module, "no_such_module_xyz"),
         ("cryptoorchestrator.strategies.sma_cross:SmaCross", "cryptoorchestrator.nope:Nope"),
