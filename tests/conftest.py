@@ -7,8 +7,11 @@ scoped settings that point every path into a temporary folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
 import os
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,21 +31,25 @@ PG_ADMIN_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-#: Tests that bind the platform's documented fixed ports (8000, 8765, 8265) because they run
-#: the README and docs as written. ``scripts/test.sh`` runs the suite on two pytest-xdist workers
-#: with ``--dist loadgroup``; this group keeps them on one worker, one after another.
-FIXED_PORT_TESTS = (
-    "tests/docs/",
-    "tests/security/test_security_doc.py",
-)
+#: The lock of the platform's documented fixed ports (8000, 8765, 8265), machine-wide.
+FIXED_PORTS_LOCK = Path(tempfile.gettempdir()) / "cryptoorch-fixed-ports.lock"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put the tests that share fixed ports into one xdist group (one worker, in turn)."""
-    for item in items:
-        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
-        if path.startswith(FIXED_PORT_TESTS):
-            item.add_marker(pytest.mark.xdist_group("fixed-ports"))
+@contextlib.contextmanager
+def fixed_ports() -> Iterator[None]:
+    """Hold the machine-wide lock of the fixed ports while the README's platform runs.
+
+    ``scripts/test.sh`` runs the suite on two pytest-xdist workers (``--dist loadfile``: a
+    module's tests stay together, in order, so a module-scoped platform starts once); the
+    modules that start the platform as the README does (on its fixed ports) take this lock, so
+    they run one after another, whichever workers they land on (and beside a second suite).
+    """
+    with FIXED_PORTS_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

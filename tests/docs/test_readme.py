@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import fixed_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -104,9 +105,22 @@ def test_every_runnable_readme_block_is_run_or_named() -> None:
         assert b.marker in ("", "platform") or b.marker.startswith("not-run: "), b.line
 
 
+#: The README's ports: the API, the exchange simulator, Ray's dashboard.
+PORTS = (8000, 8765, 8265)
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_until_free(ports: tuple[int, ...], timeout_s: float = 120.0) -> None:
+    """Wait for ``ports`` to close (a previous module's platform may still be going away)."""
+    deadline = time.monotonic() + timeout_s
+    for port in ports:
+        while not _free(port):
+            assert time.monotonic() < deadline, f"port {port} is in use: the README needs it"
+            time.sleep(0.5)
 
 
 @dataclass
@@ -150,8 +164,12 @@ class Workdir:
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Workdir]:
     """A scratch copy of the checkout's layout with a private Ray; stops all it started."""
-    for port in (8000, 8765, 8265):
-        assert _free(port), f"port {port} is in use: the README's commands need it"
+    with fixed_ports():
+        yield from _workdir()
+
+
+def _workdir() -> Iterator[Workdir]:
+    _wait_until_free(PORTS)
     # Install (if the project's files changed) from the checkout itself: pip writes the
     # interpreter path it ran under into the entry points, and the scratch path goes away.
     subprocess.run(  # noqa: S603
@@ -179,6 +197,9 @@ def workdir() -> Iterator[Workdir]:
         _stop(wd.procs)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+        # Leave the ports as found: the next module's platform (or the security page's)
+        # binds them too.
+        _wait_until_free(PORTS)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 60.0) -> None:

@@ -39,8 +39,6 @@ from cryptoorchestrator.platform.storage.models import Order, Trade
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.slow,
-    # One head node and one browser for the module: keep its tests on one xdist worker.
-    pytest.mark.xdist_group("e2e-dashboard"),
 ]
 
 

@@ -29,8 +29,6 @@ from tests.e2e.conftest import (
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.slow,
-    # One head node and one browser for the module: keep its tests on one xdist worker.
-    pytest.mark.xdist_group("e2e-dashboard"),
 ]
 
 #: A run on a busy machine: a Ray worker may have to start first.
