@@ -4,7 +4,7 @@ One head node and one browser for the module (see ``conftest.py``).  A trader ru
 backtest from the form and reads its report (metrics, candles with the fills, equity and
 drawdown), runs a second and compares the two; starts a small grid study and watches its
 trials arrive, the best-so-far curve and the heatmap.  The reads the pages added
-(``/api/backtests/strategies``, ``/api/backtests/{id}/report``,
+(``/api/strategies``, ``/api/backtests/{id}/report``,
 ``/api/optimizations/{id}/trials``) are checked for their owner rule and shape.
 """
 
@@ -73,13 +73,13 @@ def _run_backtest(page: Any, fast: int, slow: int) -> str:
 
 def test_strategies_report_and_trials_reads(head: Head) -> None:
     with httpx.Client(base_url=head.url, timeout=60) as http:
-        listed = http.get("/api/backtests/strategies", headers=_auth(head.viewer_token))
+        listed = http.get("/api/strategies", headers=_auth(head.viewer_token))
         assert listed.status_code == 200
         sma = next(s for s in listed.json() if s["name"] == "sma_cross")
         fast = next(p for p in sma["params"] if p["name"] == "fast")
         assert (fast["type"], fast["low"], fast["high"], fast["default"]) == ("int", 2, 500, 10)
         assert fast["allowed"] == "int in [2, 500]"
-        assert http.get("/api/backtests/strategies").status_code == 401
+        assert http.get("/api/strategies").status_code == 401
         # Someone else's (or no) run: 404, never its data.
         missing = "00000000-0000-4000-8000-000000000000"
         for path in (f"/api/backtests/{missing}/report", f"/api/optimizations/{missing}/trials"):

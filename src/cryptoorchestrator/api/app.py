@@ -63,6 +63,7 @@ from cryptoorchestrator.api.routers import (
     markets,
     optimizations,
     risk,
+    strategies,
     trading,
     ws,
 )
@@ -400,6 +401,7 @@ def create_app(
         trading,
         markets,
         integrations,
+        strategies,
         backtests,
         optimizations,
         risk,

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cryptoorchestrator.api.context import AppContext, context_of
-from cryptoorchestrator.api.routers import backtests, optimizations, risk
+from cryptoorchestrator.api.routers import backtests, optimizations, risk, strategies
 from cryptoorchestrator.platform.logs import flush_logs
 from cryptoorchestrator.platform.services.trade_reads import SessionTradeReads
 
@@ -37,14 +37,17 @@ def test_each_run_resource_has_its_router_on_the_same_paths(lite: TestClient) ->
         ("/api/backtests", "POST"),
         ("/api/backtests/{run_id}", "GET"),
         ("/api/backtests/{run_id}/results", "GET"),
+        ("/api/backtests/{run_id}/report", "GET"),
         ("/api/backtests/{run_id}/cancel", "POST"),
     }
     assert paths(optimizations) == {
         ("/api/optimizations", "GET"),
         ("/api/optimizations", "POST"),
         ("/api/optimizations/{run_id}", "GET"),
+        ("/api/optimizations/{run_id}/trials", "GET"),
         ("/api/optimizations/{run_id}/cancel", "POST"),
     }
+    assert paths(strategies) == {("/api/strategies", "GET")}
     assert paths(risk) == {
         ("/api/risk/limits", "GET"),
         ("/api/risk/limits", "PUT"),
@@ -53,7 +56,7 @@ def test_each_run_resource_has_its_router_on_the_same_paths(lite: TestClient) ->
         ("/api/risk/events", "GET"),
     }
     # Served by the app: asking without a token is 401, not 404.
-    for path in ("/api/backtests", "/api/risk/events", "/api/analytics/risk"):
+    for path in ("/api/backtests", "/api/strategies", "/api/risk/events", "/api/analytics/risk"):
         assert lite.get(path).status_code == 401, path
 
 

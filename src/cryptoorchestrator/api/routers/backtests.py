@@ -1,10 +1,9 @@
 """``/api/backtests``: your stored backtest runs, and submitting or cancelling them through the
 cluster facade (503 "not available" without a cluster).
 
-Viewers read; traders also submit and cancel.  Two reads serve the dashboard:
-``GET /api/backtests/strategies`` (the strategies a run, a study or a bot may name, with their
-declared parameters) and ``GET /api/backtests/{id}/report`` (a finished run's candles, fills,
-equity and drawdown, recomputed from its stored spec: runs store their metrics only).
+Viewers read; traders also submit and cancel.  ``GET /api/backtests/{id}/report`` serves the
+dashboard a finished run's candles, fills, equity and drawdown, recomputed from its stored spec
+(runs store their metrics only).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from fastapi import APIRouter, Query, status
 from cryptoorchestrator.api.deps import (
     ClusterDep,
     ContextDep,
-    CurrentUser,
     RunQuota,
     RunsDep,
     TraderUser,
@@ -28,12 +26,6 @@ from cryptoorchestrator.api.schemas import BacktestCreate, BacktestRunPublic, Ru
 from cryptoorchestrator.cluster.jobs import SPEC_KEY, backtest_from_spec
 from cryptoorchestrator.platform.errors import ConflictError
 from cryptoorchestrator.platform.model.fees import DEFAULT_FEE_BPS
-from cryptoorchestrator.platform.strategy.base import Param
-from cryptoorchestrator.strategies.registry import (
-    list_strategies,
-    load_strategy_paths,
-    registered_strategy,
-)
 
 router = APIRouter(prefix="/api/backtests", tags=["runs"])
 
@@ -53,35 +45,6 @@ async def submit_backtest(
     registry_validator()(body.strategy, body.params)
     run_id = await cluster.submit_backtest(user.id, body.model_dump(mode="json"))
     return RunSubmitted(id=run_id, status="queued")
-
-
-def _param(p: Param) -> dict[str, Any]:
-    """A declared parameter as JSON: what a form needs to offer and check it."""
-    return {
-        "name": p.name,
-        "type": p.type,
-        "default": p.default,
-        "low": p.low,
-        "high": p.high,
-        "step": p.step,
-        "choices": list(p.choices) if p.choices is not None else None,
-        "doc": p.doc,
-        "allowed": p.allowed,
-    }
-
-
-@router.get("/strategies")
-def list_strategy_params(context: ContextDep, _user: CurrentUser) -> list[dict[str, Any]]:
-    """The strategies runs, studies and bots may name, with their declared parameters."""
-    load_strategy_paths(context.settings.strategy_paths)  # the operator's, as the workers do
-    return [
-        {
-            "name": name,
-            "summary": summary,
-            "params": [_param(p) for p in registered_strategy(name).params],
-        }
-        for name, summary in list_strategies().items()
-    ]
 
 
 @router.get("/{run_id}")

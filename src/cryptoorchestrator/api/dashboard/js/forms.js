@@ -9,7 +9,7 @@ let strategies = null;
 
 /** The strategies the API accepts, with their declared Params (read once per page load). */
 export async function loadStrategies() {
-  if (!strategies) strategies = await api("/api/backtests/strategies");
+  if (!strategies) strategies = await api("/api/strategies");
   return strategies;
 }
 
