@@ -43,11 +43,11 @@ from cryptoorchestrator.cluster.risk_actor import (
 )
 from cryptoorchestrator.cluster.runtime import BOT_NICENESS, NAMESPACE, lower_priority
 from cryptoorchestrator.platform.bots.clients import candle_feed_for, execution_client_for
+from cryptoorchestrator.platform.bots.process import BotProcess
 from cryptoorchestrator.platform.bots.runtime import (
     BotRuntime,
     BotSettings,
     SignalSource,
-    shared_candles,
 )
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.logs import bot_logger, tail
@@ -105,8 +105,10 @@ class BotSlot:
         settings_data: dict[str, Any],
         options: dict[str, Any] | None = None,
         restarted: bool = False,
+        process: BotProcess | None = None,
     ) -> None:
         # Never raise here: it runs in the actor's constructor during restarts.
+        # ``process``: the actor's bot process, shared by its bots (None: one of the slot's own).
         self.bot_id = bot_id
         self._opts = dict(options or {})
         self.state: dict[str, Any] = {
@@ -119,8 +121,11 @@ class BotSlot:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._settings: Settings | None = None
+        self._process: BotProcess | None = process
         try:
             self._settings = Settings(**settings_data)
+            if self._process is None:
+                self._process = BotProcess(self._settings)
             self._log = bot_logger(bot_id, self._settings.log_dir)
         except Exception as exc:  # degraded: run() reports it as an Error status
             self.state["reason"] = f"bad settings: {exc}"
@@ -175,7 +180,8 @@ class BotSlot:
 
     async def _trade(self) -> None:
         assert self._settings is not None
-        settings = self._settings
+        assert self._process is not None
+        settings, process = self._settings, self._process
         self._set_status(BotStatus.STARTING, "loading and reconciling")
         # No connection may be held across an await: the process's bots share one event loop,
         # and a bot waiting for a connection blocks it, so with more bots than the pool holds,
@@ -191,7 +197,9 @@ class BotSlot:
         load_strategy_paths(settings.strategy_paths)
         factory: SignalFactory = self._opts.get("signal_factory") or registry_signals
         signals = factory(strategy, params)
-        client, exchange = await execution_client_for(settings, self.bot_id)
+        client, exchange = await execution_client_for(
+            settings, self.bot_id, bookings=process.bookings
+        )
         config = BotSettings.from_row(bot, exchange, self._window(strategy, params))
         risk = risk_client(get_risk_actor(settings))
         # Open the approval line now: the first order must not wait for its connection.
@@ -230,11 +238,12 @@ class BotSlot:
             client,
             signals,
             gate,
+            process=process,
             events=publish,
             on_equity=on_equity,
             poll_interval_s=float(self._opts.get("poll_interval_s", 1.0)),
             logger=self._log,
-            candles=shared_candles,
+            candles=process.candles,
             feed=feed,
             telemetry=telemetry,
         )
@@ -406,6 +415,12 @@ class BotActor:
         self._opts = dict(options or {})
         self._slots: dict[int, BotSlot] = {}
         self._lock = threading.Lock()
+        # One bot process for every bot of this actor: their batches are shared.
+        self._process: BotProcess | None = None
+        try:
+            self._process = BotProcess(Settings(**self._settings_data))
+        except Exception:  # bad settings: each slot reports them as its Error status
+            self._process = None
         # Below the risk actor, above batch work (see cluster.runtime.BOT_NICENESS).
         lower_priority(int(self._opts.get("nice", BOT_NICENESS)))
         try:
@@ -436,7 +451,9 @@ class BotActor:
         with self._lock:
             slot = self._slots.get(bot_id)
             if slot is None or not slot.alive():
-                slot = BotSlot(bot_id, self._settings_data, self._opts, self._restarted)
+                slot = BotSlot(
+                    bot_id, self._settings_data, self._opts, self._restarted, self._process
+                )
                 self._slots[bot_id] = slot
             return slot
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from cryptoorchestrator.platform.bots import runtime as runtime_mod
+from cryptoorchestrator.platform.bots import records
 from cryptoorchestrator.platform.bots.ledger import BotSettings
 from cryptoorchestrator.platform.bots.runtime import BotRuntime
 from cryptoorchestrator.platform.bots.writes import OrderWrites
@@ -219,7 +219,7 @@ def test_late_writes_leave_a_final_order_as_it_is(
         _answer(cid, OrderStatus.PARTIALLY_FILLED, "0.005"),
         _answer(cid, other),
     ):
-        assert rt._record(late, []) == []  # noqa: SLF001 (the loop's own recording step)
+        assert rt.record_answer(late, []) == []  # the loop's own recording step
         assert _row(settings, cid) == before, late.status
 
     # The loop's own marks (a lapsed send, a stale intent, a denial).
@@ -244,21 +244,21 @@ def test_an_answer_moves_an_order_forward_and_not_back(world: tuple[Settings, in
     assert OrderWrites(settings).mark_submitted([(cid, "signal")]) == [None]
     assert _row(settings, cid)[:2] == ("submitted", "signal")
     rt = _runtime(settings, bot_id, account_id)
-    rt._record(_answer(cid, OrderStatus.OPEN), [])  # noqa: SLF001
+    rt.record_answer(_answer(cid, OrderStatus.OPEN), [])
     assert _row(settings, cid)[0] == "open"
     filled = _answer(cid, OrderStatus.FILLED, "0.01")
-    rt._record(filled, [])  # noqa: SLF001
+    rt.record_answer(filled, [])
     # Filled by the exchange, but its fill is not stored yet: partly filled in our books.
     assert _row(settings, cid)[0] == "partially_filled"
     assert rt.drain_closed_orders() == []
     fill = Fill("late-1-1", "late-1", "BTC/USDT", OrderSide.BUY, Decimal("60001"),
                 Decimal("0.01"), Decimal("0.00001"), "BTC", NEWEST + HOUR)  # fmt: skip
-    assert rt._record(filled, [fill]) == [fill]  # noqa: SLF001
+    assert rt.record_answer(filled, [fill]) == [fill]
     after = _row(settings, cid)
     assert after[0] == "filled"
     assert after[6] is not None
     assert rt.drain_closed_orders() == [cid]
-    rt._record(_answer(cid, OrderStatus.OPEN), [])  # noqa: SLF001 (an older answer, late)
+    rt.record_answer(_answer(cid, OrderStatus.OPEN), [])  # an older answer, late
     assert _row(settings, cid) == after
 
 
@@ -275,7 +275,7 @@ def test_a_batch_of_answers_moves_each_order_forward_only(
     _store(settings, bot_id, done, "filled", filled=Decimal("0.01"), closed_at=closed)
     finished = _row(settings, done)
     rt = _runtime(settings, bot_id, account_id)
-    store = runtime_mod._store_answers  # noqa: SLF001 (the batch's one transaction)
+    store = records.store_answers  # the batch's one transaction
     assert store([(rt, _answer(c, OrderStatus.OPEN), []) for c in (a, b, done)]) == [[]] * 3
     assert [_row(settings, c)[0] for c in (a, b)] == ["open", "open"]
     assert _row(settings, done) == finished

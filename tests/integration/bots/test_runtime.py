@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from cryptoorchestrator.platform.bots.process import BotProcess
 from cryptoorchestrator.platform.bots.runtime import (
     BotRuntime,
     BotSettings,
@@ -51,7 +52,12 @@ class Scripted:
 
 
 def make_runtime(
-    settings: Any, bot_id: int, sim: Any, signals: Any, manager: RiskManager | None = None
+    settings: Any,
+    bot_id: int,
+    sim: Any,
+    signals: Any,
+    manager: RiskManager | None = None,
+    process: BotProcess | None = None,
 ) -> BotRuntime:
     client = CcxtExecutionClient.for_exchange(
         "binance",
@@ -79,7 +85,9 @@ def make_runtime(
         risk_per_trade_pct=Decimal(1),
         window=100,
     )
-    return BotRuntime(cfg, settings, client, signals, gate, poll_interval_s=0.01, settle_s=0.0)
+    return BotRuntime(
+        cfg, settings, client, signals, gate, process=process, poll_interval_s=0.01, settle_s=0.0
+    )
 
 
 async def step(rt: BotRuntime, sim: Any, n: int) -> None:
@@ -225,7 +233,7 @@ def test_crash_at_any_point_leaves_one_order_and_every_fill(
         rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=99))
         await rt.prepare()
         real_create = rt.client.create_order
-        real_record = rt._record  # noqa: SLF001
+        real_record = rt.record_answer
 
         async def crashing_create(request: Any) -> Any:
             if point == "before_submit":
@@ -240,7 +248,7 @@ def test_crash_at_any_point_leaves_one_order_and_every_fill(
             return applied
 
         if point == "between_fills":
-            monkeypatch.setattr(rt, "_record", crashing_record)
+            monkeypatch.setattr(rt, "record_answer", crashing_record)
         else:
             monkeypatch.setattr(rt.client, "create_order", crashing_create)
         sim.advance(HOUR)
@@ -482,11 +490,11 @@ def test_bots_of_a_loop_record_their_fills_together(
     # Two bots act on one candle: their answers are recorded in one transaction, and the
     # books and rows are those each would have written alone.  Should that transaction fail,
     # every bot's books are put back and each answer is recorded alone.
-    from cryptoorchestrator.platform.bots import runtime as runtime_mod
+    from cryptoorchestrator.platform.bots import records
 
     settings, _ = bot_db
     ids = more_bots(2)  # two halves of the one simulator account
-    real_rows = runtime_mod._record_rows
+    real_rows = records._record_rows
     shared_calls: list[int] = []
 
     def rows(conn: Any, items: list[Any]) -> Any:
@@ -497,10 +505,10 @@ def test_bots_of_a_loop_record_their_fills_together(
                 raise RuntimeError("lost connection")
         return real_rows(conn, items)
 
-    monkeypatch.setattr(runtime_mod, "_record_rows", rows)
+    monkeypatch.setattr(records, "_record_rows", rows)
 
     class Together:
-        """The group's batch, made certain: both bots' answers go to one _record_all call (a
+        """The group's batch, made certain: both bots' answers go to one record_all call (a
         real group's coalescer joins the answers that arrive within a few loop iterations, and
         these two bots' answers, each on its own HTTP client, may arrive further apart)."""
 
@@ -512,7 +520,7 @@ def test_bots_of_a_loop_record_their_fills_together(
             self.waiting.append((item, future))
             if len(self.waiting) == len(ids):
                 batch, self.waiting = self.waiting, []
-                answers = runtime_mod._record_all([i for i, _ in batch])
+                answers = records.record_all([i for i, _ in batch])
                 for (_, f), answer in zip(batch, answers, strict=True):
                     if isinstance(answer, BaseException):
                         f.set_exception(answer)
@@ -521,10 +529,14 @@ def test_bots_of_a_loop_record_their_fills_together(
             return await future
 
     together = Together()
-    monkeypatch.setattr(runtime_mod, "_recordings", lambda _settings: together)
+    process = BotProcess(settings)  # the group's process: its recordings are the batch above
+    monkeypatch.setattr(process, "recordings", together)
 
     async def scenario() -> list[BotRuntime]:
-        rts = [make_runtime(settings, b, sim, Scripted(buy_at=1, sell_at=3)) for b in ids]
+        rts = [
+            make_runtime(settings, b, sim, Scripted(buy_at=1, sell_at=3), process=process)
+            for b in ids
+        ]
         for rt in rts:
             await rt.prepare()
         for _ in range(3):

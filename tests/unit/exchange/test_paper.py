@@ -318,7 +318,7 @@ def test_order_fills_at_the_quote_the_caller_just_read(setup: tuple[Settings, in
 def test_orders_sent_together_are_booked_in_one_transaction(setup: tuple[Settings, int]) -> None:
     # Three bots' brokers on their own accounts send at once: one batch, each its own answer;
     # the one without funds is refused alone.
-    from cryptoorchestrator.platform.exchange.paper import _bookings
+    from cryptoorchestrator.platform.exchange.paper import PaperBookings
 
     settings, _ = setup
     with db.session_scope(settings) as s:
@@ -332,8 +332,11 @@ def test_orders_sent_together_are_booked_in_one_transaction(setup: tuple[Setting
             s.flush()
             accounts.append(account.id)
     prices = Prices()
-    brokers = [PaperBroker(settings, a, prices, clock=lambda: NOW) for a in accounts]  # type: ignore[arg-type]
-    batches = _bookings(settings)
+    batches = PaperBookings(settings)  # the bot process's, shared by its brokers
+    brokers = [
+        PaperBroker(settings, a, prices, clock=lambda: NOW, bookings=batches)  # type: ignore[arg-type]
+        for a in accounts
+    ]
     before = batches.batches
 
     async def scenario() -> list[object]:
@@ -366,8 +369,6 @@ def _book_together_and_alone(
     setup: tuple[Settings, int], requests: list[OrderRequest], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[object], list[object], list[dict[str, object]]]:
     """Book ``requests`` on two fresh accounts: all at once (one batch) and one by one."""
-    from cryptoorchestrator.platform.exchange import paper
-
     settings, _ = setup
     with db.session_scope(settings) as s:
         user = s.scalars(select(User)).one()
@@ -390,7 +391,7 @@ def _book_together_and_alone(
         for b in (together, alone):
             await b.fund({"USDT": Decimal("1000")})
         monkeypatch.setattr(PaperBroker, "_run_db", counted)
-        batches = paper._bookings(settings)
+        batches = together.bookings
         before = batches.batches
         first = list(await asyncio.gather(*(together.create_order(r) for r in requests)))
         assert batches.batches == before + 1

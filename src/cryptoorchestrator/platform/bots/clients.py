@@ -8,16 +8,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cryptoorchestrator.platform.bots.runtime import SharedCandles
+from cryptoorchestrator.platform.bots.process import SharedCandles
 from cryptoorchestrator.platform.errors import ConfigError, InvalidInputError
 from cryptoorchestrator.platform.exchange.accounts import build_client, load_credentials
 from cryptoorchestrator.platform.exchange.candle_feed import CandleFeed
+from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
 from cryptoorchestrator.platform.exchange.execution import (
     Candle,
     ExecutionClient,
     MarketInfo,
     Ticker,
 )
+from cryptoorchestrator.platform.exchange.paper import PaperBookings, PaperBroker
 from cryptoorchestrator.platform.exchange.urls import GuardedSession, UrlPolicy, check_account_url
 from cryptoorchestrator.platform.model import BotMode
 from cryptoorchestrator.platform.settings import Settings
@@ -26,14 +28,18 @@ from cryptoorchestrator.platform.storage.db import session_scope
 from cryptoorchestrator.platform.storage.models import Bot, ExchangeAccount, User
 
 
-async def execution_client_for(settings: Settings, bot_id: int) -> tuple[ExecutionClient, str]:
+async def execution_client_for(
+    settings: Settings, bot_id: int, *, bookings: PaperBookings | None = None
+) -> tuple[ExecutionClient, str]:
     """Return the bot's execution client and the exchange name its orders are recorded under.
 
     Paper bots (or bots on a paper account) trade through a
     :class:`~cryptoorchestrator.platform.exchange.paper.PaperBroker` whose prices come from the
     account's exchange (public data; ``api_url`` may point at the simulator), funded once with
-    the bot's starting balance in the quote asset.  Live bots trade through ccxt with the
-    account's decrypted credentials.
+    the bot's starting balance in the quote asset; it books its orders through ``bookings``
+    (the bot process's ``BotProcess.bookings``, shared with the process's other paper brokers;
+    None: bookings of its own).  Live bots trade through ccxt with the account's decrypted
+    credentials.
 
     Raises
     ------
@@ -62,9 +68,6 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
         if not credentials.api_key or not credentials.api_secret:
             raise ConfigError(f"live account {account_id} has no API key and secret")
         return _guarded(build_client(credentials), policy, exchange), exchange
-    from cryptoorchestrator.platform.exchange.ccxt_client import CcxtExecutionClient
-    from cryptoorchestrator.platform.exchange.paper import PaperBroker
-
     market_data = SharedMarketData.acquire(
         (exchange, api_url, policy is not None),
         lambda: _guarded(
@@ -76,7 +79,7 @@ async def execution_client_for(settings: Settings, bot_id: int) -> tuple[Executi
         ),
     )
     # The bot sizes each order on the ticker it read just before sending it: fill at that quote.
-    broker = PaperBroker(settings, account_id, market_data, quote_ttl_s=1.0)
+    broker = PaperBroker(settings, account_id, market_data, quote_ttl_s=1.0, bookings=bookings)
     if starting is not None:
         # Each bot deposits its starting balance into the shared paper account once.
         await broker.fund({quote: starting}, deposit_key=f"bot{bot_id}")

@@ -54,8 +54,8 @@ from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.backtest.result import BacktestResult
 from cryptoorchestrator.platform.backtest.stops import round_to_tick_nb
 from cryptoorchestrator.platform.bots.ledger import BotSettings
+from cryptoorchestrator.platform.bots.process import BotProcess
 from cryptoorchestrator.platform.bots.runtime import BotRuntime, SignalSource
-from cryptoorchestrator.platform.bots.writes import OrderWrites
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.exchange.sim import SymbolSpec, default_spec, first_touch
 from cryptoorchestrator.platform.model.clock import TestClock
@@ -301,6 +301,8 @@ async def run_in_process(
     market = CcxtExecutionClient.for_exchange(
         "binance", api_url=sim.base_url, account_id=f"replay-{bot_id}", enable_rate_limit=False
     )
+    # The replay is a bot process of its own: its batches are its bot's alone.
+    process = BotProcess(settings)
     broker = PaperBroker(
         settings,
         account_of(settings, bot_id),
@@ -312,6 +314,7 @@ async def run_in_process(
         quote_candle=spec.timeframe,
         # A strategy that shorts trades a margin account under the backtest's margin rule.
         max_gross_leverage=cfg.max_gross_leverage if cfg.allow_short else None,
+        bookings=process.bookings,
     )
     await broker.fund({spec.symbol.split("/")[1].split(":")[0]: cfg.starting_balance})
     manager = RiskManager(spec.limits, TestClock())
@@ -339,8 +342,8 @@ async def run_in_process(
         signals,
         gate,
         on_equity=on_equity,
+        process=process,
         poll_interval_s=0.0,
-        writes=OrderWrites(settings),
     )
     tf_ms = timeframe_to_ms(spec.timeframe)
     tick = float(spec.exchange.tick_size)
@@ -359,7 +362,10 @@ async def run_in_process(
                 sim.set_time(touch)
                 await rt.poll_once()
     finally:
-        await rt.close()
+        try:
+            await rt.close()
+        finally:
+            await process.close()
 
 
 def take_profit_touch_ms(

@@ -71,19 +71,17 @@ again (one being resent stays submitted).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
-import threading
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Table, bindparam, insert, literal_column, select, update
+from sqlalchemy import Table, select, update
 
 from cryptoorchestrator.platform.backtest.stops import (
     REASON_STOP_LOSS,
@@ -91,7 +89,6 @@ from cryptoorchestrator.platform.backtest.stops import (
     REASON_TRAILING_STOP,
     PositionStops,
 )
-from cryptoorchestrator.platform.batching import Coalescer
 
 # BotSettings and LiveSignal are imported from here by the cluster's bot actors and signals.
 from cryptoorchestrator.platform.bots.ledger import (
@@ -105,7 +102,9 @@ from cryptoorchestrator.platform.bots.ledger import (
     risk_distance,
     stop_distances,
 )
-from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot, writes_for
+from cryptoorchestrator.platform.bots.process import BotProcess, Sending, SharedCandles
+from cryptoorchestrator.platform.bots.records import store_answers
+from cryptoorchestrator.platform.bots.writes import OrderWrites, Snapshot
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,
     InvalidInputError,
@@ -122,17 +121,15 @@ from cryptoorchestrator.platform.exchange.execution import (
     OrderRejected,
     OrderRequest,
 )
-from cryptoorchestrator.platform.exchange.paper import PaperBroker
 from cryptoorchestrator.platform.model import BotStatus, OrderSide, OrderStatus, OrderType
 from cryptoorchestrator.platform.model import orders as lifecycle
-from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
+from cryptoorchestrator.platform.model.clock import Clock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
-from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order, Position, Trade
-from cryptoorchestrator.platform.storage.types import utcnow
+from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order, Trade
 from cryptoorchestrator.platform.telemetry import NullTelemetry, Telemetry
 
 _ZERO = Decimal(0)
@@ -140,41 +137,9 @@ _ZERO = Decimal(0)
 FEED_SAFETY_POLL_S = 2.0
 # The hot path writes through Core statements on the tables: the ORM's unit of work cost more
 # CPU than the statements themselves, and 50 bots on two cores spent most of their time in it.
-# Intents, submitted marks and snapshots are batched across the process's bots (``writes``).
+# Intents, submitted marks and snapshots, orders and answers are batched across the process's
+# bots: the runtime's ``process`` (a :class:`~cryptoorchestrator.platform.bots.process.BotProcess`).
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
-_TRADES: Table = Trade.__table__  # type: ignore[assignment]
-_POSITIONS: Table = Position.__table__  # type: ignore[assignment]
-# Recording an answer's fills: statements built once (construction and cache keys were most of
-# its CPU).
-_ORDERS_BY_CIDS = select(
-    _ORDERS.c.id, _ORDERS.c.client_order_id, _ORDERS.c.closed_at, _ORDERS.c.status
-).where(_ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True)))
-_TRADES_OF_ORDERS = select(_TRADES.c.order_id, _TRADES.c.exchange_trade_id, _TRADES.c.amount).where(
-    _TRADES.c.order_id.in_(bindparam("ids", expanding=True))
-)
-_POSITIONS_OF_BOTS = select(_POSITIONS.c.bot_id, _POSITIONS.c.symbol).where(
-    _POSITIONS.c.bot_id.in_(bindparam("bots", expanding=True))
-)
-# One guarded update per status an answer moves an order to: the order state machine's
-# predecessors of that status, so a late answer cannot move an order that went further.  The
-# statuses are written into the SQL: an executemany takes no expanding ``IN`` parameters.
-_UPDATE_ORDER_TO = {
-    status: update(_ORDERS).where(
-        _ORDERS.c.id == bindparam("order_pk"),
-        _ORDERS.c.status.in_(
-            [literal_column(f"'{value}'") for value in lifecycle.may_precede_values(status)]
-        ),
-    )
-    for status in OrderStatus
-    if lifecycle.may_precede(status)
-}
-_INSERT_TRADES = insert(_TRADES)
-_UPDATE_POSITION = (
-    update(_POSITIONS)
-    .where(_POSITIONS.c.bot_id == bindparam("bot"))
-    .where(_POSITIONS.c.symbol == bindparam("sym"))
-)
-_INSERT_POSITION = insert(_POSITIONS)
 
 
 class SignalSource(Protocol):
@@ -216,275 +181,20 @@ class RuntimeState:
     steps: deque[dict[str, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
-_T = TypeVar("_T")
-
-
-class SharedCandles:
-    """Market-data requests shared by the bots of one process (candles, tickers).
-
-    Bots that poll the same market within ``max_age_s`` of each other get one answer from one
-    request: the first asks the exchange, the others wait for its answer.  Bots wake on a common
-    grid of poll instants (see :meth:`BotRuntime.run`), so a group of N bots makes one request
-    per poll instead of N; without sharing, 50 bots polling every 50 ms kept both cores busy.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[Any, ...], tuple[float, concurrent.futures.Future[Any]]] = {}
-
-    async def get(
-        self,
-        key: tuple[Any, ...],
-        max_age_s: float,
-        fetch: Callable[[], Awaitable[_T]],
-    ) -> _T:
-        """Return the answer to ``fetch`` asked under ``key`` at most ``max_age_s`` ago."""
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and now - entry[0] < max_age_s:
-                future, mine = entry[1], False
-            else:
-                future, mine = concurrent.futures.Future(), True
-                self._entries[key] = (now, future)
-        if not mine:
-            # Shielded: a waiter being stopped must not cancel the answer the others wait for.
-            result: _T = await asyncio.shield(asyncio.wrap_future(future))
-            return result
-        try:
-            candles = await fetch()
-        except BaseException as exc:
-            # The waiters retry on their next poll, as after any exchange failure; our own
-            # cancellation (a stop) is not theirs.
-            shared = exc if isinstance(exc, Exception) else RetryableExchangeError(repr(exc))
-            future.set_exception(shared)
-            with self._lock:  # a failure is not an answer to keep
-                if self._entries.get(key, (0.0, None))[1] is future:
-                    del self._entries[key]
-            raise
-        future.set_result(candles)
-        return candles
-
-
-#: The process's shared candle requests (bots of a group actor use it).
-shared_candles = SharedCandles()
-
-
-#: An order to send: the client, the request, and for a paper broker the reason its intent is
-#: marked submitted with in the booking's own transaction (None: already marked).
-_Sending = tuple[ExecutionClient, OrderRequest, str | None]
-
-
-def _send(item: _Sending) -> Awaitable[ExchangeOrder | OrderRejected]:
-    client, request, mark = item
-    if mark is None:
-        return client.create_order(request)
-    # Only a paper broker is handed the mark (see _submit); any other client would skip it.
-    assert isinstance(client, PaperBroker)
-    return client.create_order(request, mark_submitted_as=mark)
-
-
-async def _send_all(items: list[_Sending]) -> list[ExchangeOrder | OrderRejected | BaseException]:
-    """Send orders concurrently; answer each only once all of them are out.
-
-    The bots of a process that act on one candle send together, and none of them books its
-    fills (a transaction each) while another's order is still on its way: candle close to
-    order at the exchange is the latency that counts, the bookkeeping can wait milliseconds.
-    """
-    return list(await asyncio.gather(*map(_send, items), return_exceptions=True))
-
-
-#: The process's order submissions, batched (see :func:`_send_all`).
-_submissions: Coalescer[_Sending, ExchangeOrder | OrderRejected] = Coalescer(_send_all)
-
-
-_Recording = tuple["BotRuntime", ExchangeOrder, list[Fill]]
-_recording_batches: dict[str, Coalescer[_Recording, list[Fill]]] = {}
-
-
-def _recordings(settings: Settings) -> Coalescer[_Recording, list[Fill]]:
-    """Return the process's batched recording of exchange answers into the settings' database.
-
-    The bots of a group get their answers together and record them together: one transaction
-    with one statement per kind of row, where each answer alone paid five round trips on the
-    loop's thread (a quarter of a group's CPU with 25 bots trading every candle).
-    """
-    batch = _recording_batches.get(settings.database_url)
-    if batch is None:
-
-        async def record_all(items: list[_Recording]) -> Sequence[list[Fill] | BaseException]:
-            return _record_all(items)
-
-        batch = _recording_batches[settings.database_url] = Coalescer(record_all)
-    return batch
-
-
-def _record_all(items: list[_Recording]) -> Sequence[list[Fill] | BaseException]:
-    """Record ``items`` in one transaction; if it fails, each alone (its own error to it).
-
-    Runs on the loop's thread, as a bot's own recording does: the books it moves are read by
-    that loop.  A failed shared transaction leaves the books of its bots as they were before it.
-    """
-    if len(items) == 1:
-        runtime, order, fills = items[0]
-        try:
-            return [runtime._record(order, fills)]  # noqa: SLF001 (the bot's own step)
-        except Exception as exc:
-            return [exc]
-    # The books each bot had before the batch (orders become final only after the commit).
-    before: dict[int, tuple[BotRuntime, Ledger]] = {}
-    for runtime, _, _ in items:
-        if id(runtime) not in before:
-            before[id(runtime)] = (runtime, replace(runtime.ledger))
-    try:
-        return _store_answers(items)
-    except Exception:
-        for runtime, ledger in before.values():
-            for name in Ledger.__dataclass_fields__:
-                setattr(runtime.ledger, name, getattr(ledger, name))
-        out: list[list[Fill] | BaseException] = []
-        for runtime, order, fills in items:
-            try:
-                out.append(runtime._record(order, fills))  # noqa: SLF001
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-
-def _store_answers(items: list[_Recording]) -> list[list[Fill]]:
-    """Record ``items`` in one transaction (see :func:`_record_rows`); once it is committed,
-    note the orders that became final for their bots' end-of-candle reports."""
-    with get_engine(items[0][0].settings).begin() as conn:
-        applied, closing = _record_rows(conn, items)
-    for runtime, cid in closing:
-        runtime._closed.append(cid)  # noqa: SLF001
-    return applied
-
-
-def _record_rows(
-    conn: Any, items: list[_Recording]
-) -> tuple[list[list[Fill]], list[tuple[BotRuntime, str]]]:
-    """Store each answer's order state and new fills and move its bot's books (in ``conn``'s
-    transaction); return the fills applied per item and the orders that became final.
-
-    An order is final in our books only once every fill of it is stored; until then it stays
-    open, so reconciliation comes back for the missing fills.  Items are applied in order, so
-    one order answered twice sees its first answer's fills as known.
-
-    An answer moves the stored status only where the order state machine allows it (a late
-    answer for an order that went further, say an "open" after it filled, leaves it as it is);
-    its new fills are stored all the same, since fills are facts whatever the order's status.
-    """
-    cids = list(dict.fromkeys(str(order.client_order_id) for _, order, _ in items))
-    rows = {r.client_order_id: r for r in conn.execute(_ORDERS_BY_CIDS, {"cids": cids})}
-    missing = [cid for cid in cids if cid not in rows]
-    if missing:
-        raise LookupError(f"orders not stored: {', '.join(missing[:3])}")
-    known: dict[int, dict[str, Decimal]] = {rows[cid].id: {} for cid in cids}
-    for t in conn.execute(_TRADES_OF_ORDERS, {"ids": list(known)}):
-        known[t.order_id][t.exchange_trade_id] = t.amount
-    closed_at = {cid: rows[cid].closed_at for cid in cids}
-    status_of = {cid: OrderStatus(rows[cid].status) for cid in cids}
-    updates: dict[int, dict[str, Any]] = {}
-    trade_rows: list[dict[str, Any]] = []
-    moved: dict[int, BotRuntime] = {}
-    applied_all: list[list[Fill]] = []
-    closing: list[tuple[BotRuntime, str]] = []
-    for runtime, order, fills in items:
-        cid = str(order.client_order_id)
-        order_pk = rows[cid].id
-        stored = known[order_pk]
-        have = sum(stored.values(), _ZERO) + sum(
-            (f.amount for f in fills if f.trade_id not in stored), _ZERO
-        )
-        complete = have >= order.filled
-        status = OrderStatus.PARTIALLY_FILLED if order.is_final and not complete else order.status
-        if lifecycle.can_move(status_of[cid], status):
-            status_of[cid] = status
-            values: dict[str, Any] = {
-                "exchange_order_id": order.order_id,
-                "average_price": order.average_price,
-                "status": status.value,
-                "filled": min(have, order.filled),
-            }
-            if order.is_final and complete and closed_at[cid] is None:
-                values["closed_at"] = closed_at[cid] = utcnow()
-                closing.append((runtime, cid))
-            updates[order_pk] = {**updates.get(order_pk, {}), **values}
-        elif status is not status_of[cid]:  # (the same final word again changes nothing)
-            runtime.log.warning(
-                "late answer left as it is",
-                extra={"client_order_id": cid, "stored": status_of[cid], "answer": status},
-            )
-        applied: list[Fill] = []
-        for fill in fills:
-            if fill.trade_id in stored:
-                continue
-            pnl = runtime.ledger.apply(fill, runtime._base, runtime._quote)  # noqa: SLF001
-            trade_rows.append(
-                {
-                    "bot_id": runtime.config.bot_id,
-                    "order_id": order_pk,
-                    "exchange_trade_id": fill.trade_id,
-                    "symbol": fill.symbol,
-                    "side": fill.side.value,
-                    "price": fill.price,
-                    "amount": fill.amount,
-                    "fee": fill.fee,
-                    "fee_currency": fill.fee_currency,
-                    "realized_pnl": pnl if fill.side is OrderSide.SELL else None,
-                    "timestamp": ms_to_datetime(fill.timestamp_ms),
-                }
-            )
-            stored[fill.trade_id] = fill.amount
-            applied.append(fill)
-        if applied:
-            moved[id(runtime)] = runtime
-        applied_all.append(applied)
-    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for order_pk, values in updates.items():
-        key = (values["status"], tuple(sorted(values)))
-        groups.setdefault(key, []).append({"order_pk": order_pk, **values})
-    for (status_value, _), group in groups.items():
-        conn.execute(_UPDATE_ORDER_TO[OrderStatus(status_value)], group)
-    if trade_rows:
-        conn.execute(_INSERT_TRADES, trade_rows)
-    if moved:
-        _save_positions(conn, list(moved.values()))
-    return applied_all, closing
-
-
-def _save_positions(conn: Any, runtimes: list[BotRuntime]) -> None:
-    """Write the bots' positions from their books (in the caller's transaction)."""
-    bots = [r.config.bot_id for r in runtimes]
-    have = {(p.bot_id, p.symbol) for p in conn.execute(_POSITIONS_OF_BOTS, {"bots": bots})}
-    updates, inserts = [], []
-    for runtime in runtimes:
-        book = runtime.ledger
-        values = {
-            "amount": book.amount,
-            "average_price": book.average_price,
-            "realized_pnl": book.realized_pnl,
-            "fees_paid": book.fees_paid,
-        }
-        bot, symbol = runtime.config.bot_id, runtime.config.symbol
-        if (bot, symbol) in have:
-            updates.append({"bot": bot, "sym": symbol, **values})
-        else:
-            inserts.append({"bot_id": bot, "symbol": symbol, **values})
-    if updates:
-        conn.execute(_UPDATE_POSITION, updates)
-    if inserts:
-        conn.execute(_INSERT_POSITION, inserts)
-
-
 def _would_trigger(rejected: OrderRejected) -> bool:
     """Whether a stop order was refused because the price is already through its stop."""
     return rejected.code == REJECT_WOULD_TRIGGER or "trigger immediately" in rejected.reason
 
 
 class BotRuntime:
-    """One bot's trading loop (see the module docstring)."""
+    """One bot's trading loop (see the module docstring).
+
+    ``process`` is the bot process this bot runs in: its batchers (intents, submitted marks,
+    snapshots, orders sent, answers recorded) are shared with the other bots of the process.
+    None: a process of the bot's own (:meth:`BotProcess.for_settings`), closed with the bot.
+    ``clock`` defaults to the process's.  ``candles``: the shared candle requests (usually the
+    process's ``candles``); None: this bot asks alone.
+    """
 
     def __init__(
         self,
@@ -494,6 +204,7 @@ class BotRuntime:
         signals: SignalSource,
         risk: RiskGate,
         *,
+        process: BotProcess | None = None,
         clock: Clock | None = None,
         events: EventSink | None = None,
         on_equity: Callable[[Decimal], Awaitable[None]] | None = None,
@@ -501,7 +212,6 @@ class BotRuntime:
         settle_s: float = 11.0,
         logger: logging.Logger | None = None,
         candles: SharedCandles | None = None,
-        writes: OrderWrites | None = None,
         feed: CandleFeed | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -510,14 +220,16 @@ class BotRuntime:
         self.client = client
         self.signals = signals
         self.risk = risk
-        self.clock = clock or LiveClock()
+        self._own_process = process is None
+        self.process = process if process is not None else BotProcess.for_settings(settings)
+        self.clock: Clock = clock if clock is not None else self.process.clock
         self.events = events
         self.on_equity = on_equity
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
         self.candles = candles
         self.feed = feed
-        self.writes = writes or writes_for(settings)
+        self.writes: OrderWrites = self.process.writes
         self.log = logger or logging.getLogger(f"cryptoorchestrator.bot.{config.bot_id}")
         # Monitoring sink: the cluster hands in Ray's metrics; backtests and tests record nothing.
         self.telemetry: Telemetry = telemetry or NullTelemetry()
@@ -525,10 +237,13 @@ class BotRuntime:
         # Whether the account can short (a capability of the client, e.g. a margin account);
         # a client that does not declare it (a duck-typed test double) is a spot account.
         self._margin = bool(getattr(client, "supports_short", False))
+        # Whether the exchange writes the submitted mark as it books the order (a paper
+        # exchange in our database); a duck-typed test double does not.
+        self._books_mark = bool(getattr(client, "books_submitted_mark", False))
         self.ledger = Ledger(cash=config.starting_balance, margin=self._margin)
         self._tf_ms = timeframe_to_ms(config.timeframe)
         base, _, quote = config.symbol.partition("/")
-        self._base, self._quote = base, quote.split(":")[0]
+        self.base_asset, self.quote_asset = base, quote.split(":")[0]
         self._stop = asyncio.Event()
         self._unconfirmed = False
         self._steps: dict[str, float] = {}
@@ -558,6 +273,10 @@ class BotRuntime:
         """Ask the loop to finish after the current step."""
         self._stop.set()
 
+    def note_closed(self, client_order_id: str) -> None:
+        """Note an order that became final (its risk slot is released at the candle's end)."""
+        self._closed.append(client_order_id)
+
     def drain_closed_orders(self) -> list[str]:
         """Return (and forget) the client order ids that became final since the last call."""
         closed, self._closed = self._closed, []
@@ -582,9 +301,10 @@ class BotRuntime:
             )
         market = await self.client.market(self.config.symbol)
         self._price_tick = float(market.price_tick or 0)
-        self._load_ledger()
+        # Database work runs on a worker thread: the bots of the process share this loop.
+        await asyncio.to_thread(self._load_ledger)
         await self.reconcile()
-        self._held_stop = self._stored_stop()
+        self._held_stop = await asyncio.to_thread(self._stored_stop)
 
     async def run(self) -> None:
         """Trade until :meth:`request_stop`: process each newly closed candle once."""
@@ -599,13 +319,15 @@ class BotRuntime:
             await self._until_next_poll(self.next_poll_delay_s())
 
     async def close(self) -> None:
-        """Release the exchange client and the candle feed."""
+        """Release the exchange client, the candle feed, and a process of the bot's own."""
         try:
             await self.client.close()
         finally:
             feed, self.feed = self.feed, None
             if feed is not None:
                 await feed.close()
+            if self._own_process:
+                await self.process.close()
 
     async def _until_next_poll(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less: until the candle feed pushes the next close.
@@ -785,7 +507,7 @@ class BotRuntime:
         """Decide and act on the newest closed candle of ``candles`` (oldest first)."""
         started = self.clock.monotonic()
         last = candles[-1]
-        seen = time.time()
+        seen = self.clock.now_ms() / 1000.0
         self.state.seen_at.append((last.timestamp_ms, seen))
         bars = {
             "timestamp": np.array([c.timestamp_ms for c in candles], dtype=np.int64),
@@ -831,7 +553,7 @@ class BotRuntime:
         if action is not None:
             self.state.decision_ms.append(self.state.last_decision_ms)
             self._step("done")
-            self.state.steps.append({k: v - seen for k, v in self._steps.items()})
+            self.state.steps.append({k: v - started for k, v in self._steps.items()})
         self._measure(last, mark, seen)
         if self.on_equity is not None:
             await self.on_equity(self.ledger.equity(mark))
@@ -848,7 +570,7 @@ class BotRuntime:
         telemetry.candle_lag(bot, seen - (last.timestamp_ms + self._tf_ms) / 1000)
 
     def _step(self, name: str) -> None:
-        self._steps[name] = time.time()
+        self._steps[name] = self.clock.monotonic()
 
     async def _tradable_position(self) -> Decimal:
         """The position as far as decisions go: dust below the exchange's lot step is flat."""
@@ -979,7 +701,7 @@ class BotRuntime:
         self.state.risk_ms.append((self.clock.monotonic() - asked) * 1000)
         self._step("risk")
         if not decision.approved:
-            self._deny(cid, f"{decision.limit}: {decision.reason}")
+            await self._deny(cid, f"{decision.limit}: {decision.reason}")
             await self._emit(
                 (
                     "order_denied",
@@ -1029,7 +751,7 @@ class BotRuntime:
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
         existing = await self._intent(cid, close_side, amount, price, OrderType.STOP_LOSS)
         if not self._may_send(cid, existing):
-            self._held_stop = self._stored_stop()
+            self._held_stop = await asyncio.to_thread(self._stored_stop)
             return  # placed before a restart (reconciled at start)
         decision = await self.risk(
             OrderCheck(
@@ -1046,7 +768,7 @@ class BotRuntime:
         )
         if not decision.approved:
             # Unprotected on the exchange: the bot watches the level itself (``_stop_exit``).
-            self._deny(cid, f"{decision.limit}: {decision.reason}")
+            await self._deny(cid, f"{decision.limit}: {decision.reason}")
             return
         reason_text = "trailing_stop" if tag == "T" else "stop_loss"
         request = OrderRequest(
@@ -1055,7 +777,7 @@ class BotRuntime:
         result = await self._submit(request, reason_text)
         if isinstance(result, ExchangeOrder):
             if result.is_final:
-                self._closed.append(cid)
+                self.note_closed(cid)
             else:
                 self._held_stop = (cid, price)
         elif isinstance(result, OrderRejected) and _would_trigger(result):
@@ -1077,7 +799,7 @@ class BotRuntime:
         fills = await self._adopt(order)
         if order.is_final:
             self._held_stop = None
-            self._closed.append(held[0])
+            self.note_closed(held[0])
         return fills
 
     async def _cancel_stop(self) -> bool:
@@ -1090,7 +812,7 @@ class BotRuntime:
             return self.ledger.amount != 0
         await self._adopt(order)
         if order.is_final:
-            self._closed.append(held[0])
+            self.note_closed(held[0])
         return order.filled <= 0
 
     def _stored_stop(self) -> tuple[str, Decimal] | None:
@@ -1126,17 +848,17 @@ class BotRuntime:
     ) -> ExchangeOrder | OrderRejected | None:
         """Send an intent already stored; return the exchange's answer (None: none known)."""
         self._resend.discard(request.client_order_id)
-        if isinstance(self.client, PaperBroker):
+        if self._books_mark:
             # The paper exchange lives in our database: the mark is written in the transaction
             # that books the order, one step (and one transaction of the group) fewer.
-            sending: _Sending = (self.client, request, reason)
+            sending: Sending = (self.client, request, reason)
         else:
             # Marked before the request leaves, so a restart asks the exchange about it.
             await self.writes.submitted((request.client_order_id, reason))
             self._step("marked")
             sending = (self.client, request, None)
         try:
-            result = await _submissions(sending)
+            result = await self.process.submissions(sending)
             self._step("sent")
         except OrderStateUnknownError as exc:
             # The answer was lost and the exchange cannot be asked now: keep the order
@@ -1146,12 +868,12 @@ class BotRuntime:
             return None
         except RetryableExchangeError as exc:
             # Certainly not sent (circuit open, rate limited before sending): the decision lapses.
-            self._mark(lifecycle.OrderCanceled(request.client_order_id, f"not sent: {exc}"))
+            await self._marked(lifecycle.OrderCanceled(request.client_order_id, f"not sent: {exc}"))
             return None
         self.state.orders_sent += 1
         self.telemetry.order(self.config.bot_id, "submitted")
         if isinstance(result, OrderRejected):
-            self._mark(lifecycle.OrderRejected(request.client_order_id, result.reason))
+            await self._marked(lifecycle.OrderRejected(request.client_order_id, result.reason))
             await self._emit(
                 (
                     "order_rejected",
@@ -1166,18 +888,12 @@ class BotRuntime:
 
     async def reconcile(self) -> int:
         """Adopt what the exchange did with every order not yet final; return how many."""
-        with session_scope(self.settings) as session:
-            pending = session.scalars(
-                select(Order).where(
-                    Order.bot_id == self.config.bot_id, Order.status.in_(OPEN_ORDER_STATUSES)
-                )
-            ).all()
-            rows = [(o.client_order_id, o.status, o.submitted_at) for o in pending]
+        rows = await asyncio.to_thread(self._unfinished_orders)
         newest = None
         if rows:
             candles = await self._closed_candles()
             newest = candles[-1].timestamp_ms if candles else None
-        now = utcnow()
+        now = ms_to_datetime(self.clock.now_ms())
         for cid, status, submitted_at in rows:
             order = await self.client.fetch_order(self.config.symbol, client_order_id=cid)
             if order is not None:
@@ -1200,8 +916,18 @@ class BotRuntime:
                     self._resend.add(cid)
             else:
                 why = "never reached the exchange; stale after restart"
-                self._mark(lifecycle.OrderCanceled(cid, why))
+                await self._marked(lifecycle.OrderCanceled(cid, why))
         return len(rows)
+
+    def _unfinished_orders(self) -> list[tuple[str, str, datetime | None]]:
+        """The bot's orders not yet final: client order id, status, when submitted."""
+        with session_scope(self.settings) as session:
+            pending = session.scalars(
+                select(Order).where(
+                    Order.bot_id == self.config.bot_id, Order.status.in_(OPEN_ORDER_STATUSES)
+                )
+            ).all()
+            return [(o.client_order_id, o.status, o.submitted_at) for o in pending]
 
     async def _adopt(self, order: ExchangeOrder) -> list[Fill]:
         """Persist the exchange's view of an order and every fill of it we had missed.
@@ -1211,7 +937,7 @@ class BotRuntime:
         fills = list(order.fills)
         if order.filled > sum((f.amount for f in fills), _ZERO):
             fills = await self.client.fetch_my_trades(self.config.symbol, order_id=order.order_id)
-        new_fills = await _recordings(self.settings)((self, order, fills))
+        new_fills = await self.process.recordings((self, order, fills))
         events: list[tuple[str, dict[str, Any]]] = [
             (
                 "fill",
@@ -1238,9 +964,13 @@ class BotRuntime:
         await self._emit(*events)
         return new_fills
 
-    def _record(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
-        """Store the order's state and its new fills, and move the books, in one transaction."""
-        return _store_answers([(self, order, fills)])[0]
+    def record_answer(self, order: ExchangeOrder, fills: list[Fill]) -> list[Fill]:
+        """Store the order's state and its new fills, and move the books, in one transaction.
+
+        Returns the fills that were new (:func:`~cryptoorchestrator.platform.bots.records.
+        store_answers` of this answer alone).
+        """
+        return store_answers([(self, order, fills)])[0]
 
     # ------------------------------------------------------------------------ persistence
 
@@ -1281,7 +1011,7 @@ class BotRuntime:
         cid, status = event.client_order_id, event.status
         values: dict[str, Any] = {"status": status.value, "status_reason": event.reason}
         if status.is_final:
-            values["closed_at"] = utcnow()
+            values["closed_at"] = ms_to_datetime(self.clock.now_ms())
         column = _ORDERS.c.client_order_id
         with get_engine(self.settings).begin() as conn:
             result = conn.execute(
@@ -1299,10 +1029,14 @@ class BotRuntime:
                 )
                 return False
         if status.is_final:
-            self._closed.append(cid)
+            self.note_closed(cid)
         return True
 
-    def _deny(self, cid: str, reason: str) -> None:
+    async def _marked(self, event: lifecycle.OrderEvent) -> bool:
+        """:meth:`_mark` on a worker thread: the bots of the process share this loop."""
+        return await asyncio.to_thread(self._mark, event)
+
+    async def _deny(self, cid: str, reason: str) -> None:
         """Record the risk gate's denial of an order about to be sent.
 
         An order being resent after a restart (:meth:`reconcile`) was submitted once and cannot
@@ -1310,9 +1044,9 @@ class BotRuntime:
         """
         if cid in self._resend:
             self._resend.discard(cid)
-            self._mark(lifecycle.OrderCanceled(cid, f"resend denied: {reason}"))
+            await self._marked(lifecycle.OrderCanceled(cid, f"resend denied: {reason}"))
         else:
-            self._mark(lifecycle.OrderDenied(cid, reason))
+            await self._marked(lifecycle.OrderDenied(cid, reason))
 
     def _may_send(self, cid: str, existing: str | None) -> bool:
         """Whether an order whose intent was just stored (``existing``: the status found
@@ -1354,8 +1088,8 @@ class BotRuntime:
                         fee_currency=t.fee_currency,
                         timestamp_ms=int(t.timestamp.timestamp() * 1000),
                     ),
-                    self._base,
-                    self._quote,
+                    self.base_asset,
+                    self.quote_asset,
                 )
             last = session.scalars(
                 select(EquitySnapshot)

@@ -2,9 +2,10 @@
 
 Three writes happen for every bot on every candle: the order intent (before anything leaves the
 process), the "submitted" mark (just before the request goes out) and the equity snapshot.  Each
-is a :class:`~cryptoorchestrator.platform.batching.Coalescer` here, so the bots of a group
-that act on the same candle share one transaction per step instead of one each.  A lone bot gets
-a batch of one: there is a single code path.
+is a :class:`~cryptoorchestrator.platform.batching.Coalescer` here, and the bots of one process
+share one :class:`OrderWrites` (their ``BotProcess.writes``), so the bots of a group that act on
+the same candle share one transaction per step instead of one each.  A lone bot gets a batch of
+one: there is a single code path.
 
 Batches keep each bot's guarantees: an intent is stored before its caller goes on, an existing
 order with the same client order id is reported instead of inserted (a restarted bot must not act
@@ -14,7 +15,6 @@ to one transaction per intent, so only the bot that lost the race learns it lost
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +25,11 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from cryptoorchestrator.platform.batching import Coalescer
+from cryptoorchestrator.platform.model.clock import Clock, LiveClock, ms_to_datetime
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine
 from cryptoorchestrator.platform.storage.marks import mark_submitted
 from cryptoorchestrator.platform.storage.models import EquitySnapshot, Order
-from cryptoorchestrator.platform.storage.types import utcnow
 
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _SNAPSHOTS: Table = EquitySnapshot.__table__  # type: ignore[assignment]
@@ -50,10 +50,19 @@ class Snapshot:
 
 
 class OrderWrites:
-    """Batched intent, submitted-mark and snapshot writes to one database."""
+    """Batched intent, submitted-mark and snapshot writes to one database.
 
-    def __init__(self, settings: Settings) -> None:
+    Parameters
+    ----------
+    settings
+        Where the database is.
+    clock
+        The time of submitted marks (default: the wall clock).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock if clock is not None else LiveClock()
         self.intent: Coalescer[dict[str, Any], str | None] = Coalescer(self._intents)
         self.submitted: Coalescer[tuple[str, str], None] = Coalescer(self._submitted)
         self.snapshot: Coalescer[Snapshot, None] = Coalescer(self._snapshots)
@@ -103,7 +112,7 @@ class OrderWrites:
     def mark_submitted(self, items: list[tuple[str, str]]) -> list[None | BaseException]:
         """Mark ``(client order id, reason)`` orders submitted, one statement per reason."""
         with get_engine(self.settings).begin() as conn:
-            missing = mark_submitted(conn, items, utcnow())
+            missing = mark_submitted(conn, items, ms_to_datetime(self.clock.now_ms()))
         return [
             LookupError(f"order {cid} is not stored") if cid in missing else None
             for cid, _ in items
@@ -127,17 +136,4 @@ class OrderWrites:
         return [None] * len(rows)
 
 
-_writes: dict[str, OrderWrites] = {}
-_lock = threading.Lock()
-
-
-def writes_for(settings: Settings) -> OrderWrites:
-    """Return the process's batched writes to the settings' database (one per database)."""
-    with _lock:
-        writes = _writes.get(settings.database_url)
-        if writes is None:
-            writes = _writes[settings.database_url] = OrderWrites(settings)
-        return writes
-
-
-__all__ = ["EXISTS", "OrderWrites", "Snapshot", "writes_for"]
+__all__ = ["EXISTS", "OrderWrites", "Snapshot"]

@@ -132,6 +132,11 @@ class CcxtExecutionClient(ExecutionClient):
             if isinstance(per_call, dict):
                 per_call["warnWithoutSymbol"] = False
 
+    @property
+    def books_submitted_mark(self) -> bool:
+        """False: the exchange is not our database, the bot marks its intent before sending."""
+        return False
+
     # ------------------------------------------------------------------ construction
 
     @classmethod

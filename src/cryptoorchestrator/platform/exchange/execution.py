@@ -412,6 +412,32 @@ class ExecutionClient(ABC):
         """
         return False
 
+    @property
+    def books_submitted_mark(self) -> bool:
+        """Whether the exchange can mark the bot's intent submitted as it books the order.
+
+        A paper exchange keeps its books in the bot's own database, so the mark is written in
+        the transaction that books the order (:meth:`create_marked_order`): the order is in the
+        book exactly when its intent says so.  A real exchange cannot: the bot marks its intent
+        before the request leaves, so a restart asks the exchange about it.
+        """
+        return False
+
+    async def create_marked_order(
+        self, request: OrderRequest, mark_submitted_as: str
+    ) -> ExchangeOrder | OrderRejected:
+        """Place an order and mark the bot's intent of its client order id submitted, as one step.
+
+        Only clients whose :attr:`books_submitted_mark` is true implement it; ``mark_submitted_as``
+        is the reason the intent is marked with.
+
+        Raises
+        ------
+        NotImplementedError
+            If the client cannot write the mark (:attr:`books_submitted_mark` is false).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot book the submitted mark")
+
     @abstractmethod
     async def load_markets(self, reload: bool = False) -> dict[str, MarketInfo]:
         """Return every market by unified symbol (cached after the first call)."""

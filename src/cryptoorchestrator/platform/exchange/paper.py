@@ -219,6 +219,10 @@ class PaperBroker(ExecutionClient):
         None (default): a spot account, which sells only what it holds.  A number: a margin
         account with this cap on gross exposure as a multiple of equity (the backtest's
         ``SimConfig.max_gross_leverage``, see the module docstring); it can short.
+    bookings
+        Where this broker's new orders are booked: the bot process's :class:`PaperBookings`,
+        shared by its brokers so the orders their bots send together are booked in one
+        transaction.  None: bookings of this broker's own (a batch per call).
     """
 
     def __init__(
@@ -234,8 +238,10 @@ class PaperBroker(ExecutionClient):
         fees_in_quote: bool = False,
         quote_candle: str | None = None,
         max_gross_leverage: Decimal | str | int | None = None,
+        bookings: PaperBookings | None = None,
     ) -> None:
         self.settings = settings
+        self.bookings = bookings if bookings is not None else PaperBookings(settings)
         self.account_id = int(account_id)
         self.market_data = market_data
         self.fee_rate = Decimal(fee_rate)
@@ -265,6 +271,18 @@ class PaperBroker(ExecutionClient):
     def supports_short(self) -> bool:
         """Whether this is a margin account (``max_gross_leverage`` set): it can short."""
         return self.max_gross_leverage is not None
+
+    @property
+    def books_submitted_mark(self) -> bool:
+        """True: the paper exchange's books are in the bot's database (see
+        :meth:`create_marked_order`)."""
+        return True
+
+    async def create_marked_order(
+        self, request: OrderRequest, mark_submitted_as: str
+    ) -> ExchangeOrder | OrderRejected:
+        """Book an order and mark the bot's intent submitted in the same transaction."""
+        return await self.create_order(request, mark_submitted_as=mark_submitted_as)
 
     def _run_db(self, fn: Callable[[Session], object]) -> object:
         """Run ``fn`` in a transaction of its own (on the calling thread)."""
@@ -500,7 +518,7 @@ class PaperBroker(ExecutionClient):
             return self._book(conn, prepared, market, fill_price, now, fill_time)
 
         booking = _Booking(self, run, prepared, market, fill_price, now, mark, fill_time)
-        return await _bookings(self.settings)(booking)  # type: ignore[return-value]
+        return await self.bookings(booking)  # type: ignore[return-value]
 
     def _book(
         self,
@@ -1084,27 +1102,23 @@ class _Plan:
     balances: dict[str, tuple[Decimal, Decimal]]
 
 
-_booking_batches: dict[str, Coalescer[_Booking, object]] = {}
+class PaperBookings(Coalescer[_Booking, object]):
+    """Order bookings into one database, batched across the paper brokers that share it.
 
-
-def _bookings(settings: Settings) -> Coalescer[_Booking, object]:
-    """Return the process's batched order bookings into the settings' database.
-
-    Paper brokers of the bots of one process book the orders their bots send together in one
-    transaction, on one worker thread, with one statement per kind of row (:func:`_book_many`):
-    booking them one after another cost seven round trips each, and the last order of a group
-    reached the book long after the first.  Should the shared transaction fail (a balance row
-    created by another process at the same moment), each order is booked again alone, so only
-    its own caller sees its own error.
+    The paper brokers of the bots of one process (its ``BotProcess`` holds one of these) book
+    the orders their bots send together in one transaction, on one worker thread, with one
+    statement per kind of row (:func:`_book_many`): booking them one after another cost seven
+    round trips each, and the last order of a group reached the book long after the first.
+    Should the shared transaction fail (a balance row created by another process at the same
+    moment), each order is booked again alone, so only its own caller sees its own error.
     """
-    batch = _booking_batches.get(settings.database_url)
-    if batch is None:
 
-        async def book_all(items: list[_Booking]) -> list[object]:
-            return await asyncio.to_thread(_book_all, settings, items)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__(self._book_batch)
 
-        batch = _booking_batches[settings.database_url] = Coalescer(book_all)
-    return batch
+    async def _book_batch(self, items: list[_Booking]) -> list[object]:
+        return await asyncio.to_thread(_book_all, self.settings, items)
 
 
 def _book_all(settings: Settings, items: list[_Booking]) -> list[object]:
