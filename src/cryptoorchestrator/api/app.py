@@ -61,6 +61,7 @@ from cryptoorchestrator.api.routers import (
     health,
     integrations,
     markets,
+    notifications,
     optimizations,
     risk,
     strategies,
@@ -72,6 +73,7 @@ from cryptoorchestrator.api.wiring import (
     cluster_tasks,
     connection_tester,
     market_syncer,
+    notification_tasks,
     ray_cluster,
 )
 from cryptoorchestrator.platform.crypto import SecretBox
@@ -94,6 +96,7 @@ TAGS = [
     {"name": "runs", "description": "Backtests and optimizations."},
     {"name": "risk", "description": "Risk limits, events, kill switch."},
     {"name": "health", "description": "Liveness and component health (no auth)."},
+    {"name": "notifications", "description": "Alert channels (write-only secrets), delivery log."},
 ]
 
 
@@ -391,6 +394,11 @@ def create_app(
         readiness=readiness,
     )
     app.state.context = context
+    # The outbox's delivery task (atomic claims: any number of replicas may run one).
+    notifier, notify_start, notify_stop = notification_tasks(settings, factory, context.secret_box)
+    app.state.notify_dispatcher = notifier
+    on_start.append(notify_start)
+    on_stop.insert(0, notify_stop)
     _register_health(context)
     install_error_handlers(app)
     # Until start-up is over, detailed health answers 503 "starting" (liveness stays 200).
@@ -406,6 +414,7 @@ def create_app(
         optimizations,
         risk,
         analytics,
+        notifications,
         ws,
     ):
         app.include_router(module.router)

@@ -19,10 +19,15 @@ from typing import TYPE_CHECKING, Any
 from cryptoorchestrator.api.context import BreakerStates, ExchangeTester, Hook, MarketSyncer
 from cryptoorchestrator.api.events import EventHub
 from cryptoorchestrator.api.facade import ClusterFacade
+from cryptoorchestrator.platform.crypto import SecretBox
+from cryptoorchestrator.platform.notify.dispatcher import Dispatcher, dispatcher_hooks
+from cryptoorchestrator.platform.notify.outbox import install_outbox
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.models import ExchangeAccount
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from cryptoorchestrator.cluster.facade import RayCluster
 
 
@@ -196,3 +201,38 @@ def cluster_tasks(
                 await task
 
     return start, stop
+
+
+def notification_tasks(
+    settings: Settings, factory: sessionmaker[Session], box: SecretBox
+) -> tuple[Dispatcher, Hook, Hook]:
+    """Return the notification dispatcher and the hooks that start and stop its task.
+
+    Also makes this process's sessions write the outbox rows of the facts they record (the
+    head node changes bot statuses too).  With ``notify.dispatcher`` off the hooks do nothing:
+    another replica sends (the dispatcher still serves the test sends of this one).
+
+    Parameters
+    ----------
+    settings
+        Platform settings (``settings.notify``).
+    factory
+        Session factory of the platform database.
+    box
+        The platform's secret box (channels' destinations).
+
+    Returns
+    -------
+    tuple[Dispatcher, Hook, Hook]
+        ``(dispatcher, start, stop)``, the hooks for the app's lifespan.
+    """
+    install_outbox()
+    dispatcher = Dispatcher(factory, box, settings.notify)
+    start, stop = dispatcher_hooks(dispatcher)
+    if settings.notify.dispatcher:
+        return dispatcher, start, stop
+
+    async def nothing() -> None:
+        return None
+
+    return dispatcher, nothing, nothing

@@ -52,6 +52,7 @@ from cryptoorchestrator.platform.bots.runtime import (
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.logs import bot_logger, tail
 from cryptoorchestrator.platform.model import BotStatus
+from cryptoorchestrator.platform.notify.outbox import install_outbox
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -109,6 +110,7 @@ class BotSlot:
     ) -> None:
         # Never raise here: it runs in the actor's constructor during restarts.
         # ``process``: the actor's bot process, shared by its bots (None: one of the slot's own).
+        install_outbox()  # fills and status changes are written with their notifications
         self.bot_id = bot_id
         self._opts = dict(options or {})
         self.state: dict[str, Any] = {
@@ -407,6 +409,7 @@ class BotActor:
         options: dict[str, Any] | None = None,
     ) -> None:
         # Never raise here: a constructor exception during a restart kills the actor for good.
+        install_outbox()  # fills and status changes are written with their notifications
         self._settings_data = {
             "db": GROUP_DB_POOL if group is not None else BOT_DB_POOL,
             **settings_data,

@@ -41,6 +41,7 @@ from cryptoorchestrator.cluster.runtime import NAMESPACE
 from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.model import BotStatus, OrderSide
+from cryptoorchestrator.platform.notify.outbox import install_outbox
 from cryptoorchestrator.platform.risk import store
 from cryptoorchestrator.platform.risk.limits import (
     Breach,
@@ -108,6 +109,9 @@ class RiskActor:
     def __init__(self, settings_data: dict[str, Any]) -> None:
         # Never raise here: an exception in __init__ during a restart kills the actor for good.
         self._settings = Settings(**settings_data)
+        # Risk events (breaches, kill switches) and the status changes they cause are written
+        # with their notifications, in one transaction (the transactional outbox).
+        install_outbox()
         self._manager = RiskManager()
         self._ready = False
         self._load_error: str | None = None

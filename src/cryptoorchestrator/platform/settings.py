@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptoorchestrator.platform.errors import ConfigError
+from cryptoorchestrator.platform.notify.config import NotifySettings
 
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name, not a secret)
 
@@ -102,6 +103,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="operator's strategy sources loaded at start-up: directories of *.py "
         "files or module names; tenants only ever pick registered names",
+    )
+    notify: NotifySettings = Field(
+        default_factory=NotifySettings,
+        description="notification channels' allowed hosts, SMTP server, retries",
     )
     allowed_api_hosts: list[str] = Field(
         default_factory=list,

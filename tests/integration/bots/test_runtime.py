@@ -635,3 +635,37 @@ def test_an_orders_fills_and_final_state_are_published_as_one_batch(sim: Any, bo
     (batch,) = batches  # one order: one batch of events
     assert batch.count("fill") >= 4
     assert batch[-1] == "order"
+
+
+def test_a_bots_fills_commit_with_their_notifications(sim: Any, bot_db: Any) -> None:
+    # The bots record fills with batched Core inserts, which the ORM's flush hook never sees:
+    # the recording itself enqueues them, in the fills' own transaction.
+    from cryptoorchestrator.platform.crypto import SecretBox
+    from cryptoorchestrator.platform.notify.channels import ChannelService
+    from cryptoorchestrator.platform.notify.config import NotifySettings
+    from cryptoorchestrator.platform.notify.outbox import install_outbox
+    from cryptoorchestrator.platform.storage.models import Bot, Notification
+
+    settings, bot_id = bot_db
+    install_outbox()
+    notify = NotifySettings(allowed_hosts=["127.0.0.1:9"])
+    with db.session_scope(settings) as session:
+        owner = session.get(Bot, bot_id).user_id  # type: ignore[union-attr]
+        ChannelService(session, SecretBox("bot-test-secret-key-0123456789"), notify, owner).create(
+            "hook", {"kind": "webhook", "url": "http://127.0.0.1:9/hook"}
+        )
+
+    async def scenario() -> None:
+        rt = make_runtime(settings, bot_id, sim, Scripted(buy_at=1, sell_at=4))
+        await rt.prepare()
+        await step(rt, sim, 5)
+        await rt.client.close()
+
+    asyncio.run(scenario())
+    with db.session_scope(settings) as session:
+        trade_ids = session.scalars(select(Trade.id).where(Trade.bot_id == bot_id)).all()
+        keys = session.scalars(
+            select(Notification.event_key).where(Notification.event_key.like("fill:%"))
+        ).all()
+    assert len(trade_ids) >= 2  # the buy and the sell
+    assert sorted(keys) == sorted(f"fill:{i}" for i in trade_ids)

@@ -407,7 +407,7 @@ def test_cli_check_exit_codes_and_json(books: Books, monkeypatch: pytest.MonkeyP
 def test_findings_migration_upgrades_and_downgrades(db_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=db_url, var_dir=tmp_path / "var")
     assert db.upgrade(settings, "0004") == "0004"
-    assert db.upgrade(settings) == "0005"
+    assert db.upgrade(settings, "0005") == "0005"
 
     def has_table() -> bool:
         engine = db.create_db_engine(settings)
@@ -422,7 +422,7 @@ def test_findings_migration_upgrades_and_downgrades(db_url: str, tmp_path: Path)
     assert not has_table()
     with pytest.raises(StorageError, match="db upgrade"):
         integrity.run_check(settings)
-    assert db.upgrade(settings) == "0005"
+    assert db.upgrade(settings, "0005") == "0005"
     assert has_table()
     db.dispose_engines()
 

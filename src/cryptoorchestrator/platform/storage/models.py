@@ -445,3 +445,68 @@ class IntegrityFinding(Base):
     found_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column()
     resolution: Mapped[str | None] = mapped_column(Text)
+
+
+# ---------------------------------------------------------------------------- notifications
+
+
+class NotificationChannel(TimestampMixin, Base):
+    """Where one user's notifications go: a webhook, Telegram chat, Discord/Slack or email.
+
+    The destination and its secrets (URL, signing secret, bot token) are one JSON document
+    encrypted at rest (``config_enc``); ``target_hint`` is the masked form shown by the API.
+    ``lease_owner``/``lease_until``: the dispatcher sending to it now (one at a time, in order).
+    """
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    config_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    target_hint: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str] | None] = mapped_column(JSON)
+    min_severity: Mapped[str] = mapped_column(String(10), default="info")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class Notification(Base):
+    """One event for one channel: the outbox row, written with the fact it reports.
+
+    ``(channel_id, event_key)`` is unique, so a fact enqueued twice is sent once.  ``batch_key``
+    is the idempotency key of the message that carries it (several coalesced rows share one);
+    it is kept across retries and crashes so receivers can dedupe.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "event_key"),
+        Index("ix_notifications_due", "status", "next_attempt_at"),
+        Index("ix_notifications_channel_status", "channel_id", "status", "id"),
+        Index("ix_notifications_user_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    event_key: Mapped[str] = mapped_column(String(120))
+    event_type: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending -> sending -> sent, or back to pending (retry), or dead after the last attempt.
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    batch_key: Mapped[str | None] = mapped_column(String(64))
+    claim_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
