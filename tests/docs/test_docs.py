@@ -63,7 +63,7 @@ def test_every_runnable_block_is_run_or_named() -> None:
     assert skipped == set(NOT_RUN)
 
 
-@pytest.mark.parametrize("page", ["optimize.md"])
+@pytest.mark.parametrize("page", ["notifications.md", "optimize.md"])
 def test_page_runs_as_written(page: str, workdir: Workdir) -> None:  # noqa: F811
     ran = 0
     for block in _runnable(DOCS / page):
