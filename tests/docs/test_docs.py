@@ -75,7 +75,7 @@ def test_page_runs_as_written(page: str, workdir: Workdir) -> None:  # noqa: F81
             done = workdir.run(["bash", "-xeuo", "pipefail", "-c", block.code])
         _check(done, block)
         ran += 1
-    assert ran >= 2
+    assert ran >= 1
 
 
 #: Inline mentions of the CLI in the prose of README.md and docs/*.md (``cryptoorch ...`` in
