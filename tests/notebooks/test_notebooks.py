@@ -107,6 +107,9 @@ def test_a_kernel_that_started_ray_exits_without_stack_dumps(
     # the kernel's stderr is this process's fd 2: Ray's SIGTERM dumps would land there
     monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for key in list(os.environ):  # no platform settings: a library's Ray, no dashboard
+        if key.startswith("CRYPTOORCH_"):
+            monkeypatch.delenv(key)
     monkeypatch.setenv("CRYPTOORCH_VAR_DIR", str(tmp_path / "var"))
     source = (
         "from cryptoorchestrator.cluster.runtime import ensure_ray\n"

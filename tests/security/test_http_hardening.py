@@ -328,6 +328,10 @@ def test_serve_starts_uvicorn_without_header_trust_or_its_access_log(
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     monkeypatch.setenv("CRYPTOORCH_API_WS_MAX_MESSAGE_BYTES", "4096")
     monkeypatch.setenv("CRYPTOORCH_API_CLUSTER", "none")
+    # serve sets this for the processes it starts (setdefault); set here through monkeypatch so
+    # it is removed after the test and cannot leak into the rest of the session (a library's
+    # Ray would then start a dashboard on the README platform's port).
+    monkeypatch.setenv("CRYPTOORCH_RAY_DASHBOARD", "true")
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
     (kwargs,) = calls
