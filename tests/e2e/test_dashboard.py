@@ -202,7 +202,7 @@ def test_trader_logs_in_with_mfa_and_runs_the_dashboard(browser: Any, head: Head
         page.click("#kill-open")
         page.click("#kill-confirm")
         # The risk actor halts the started bot's actor first, which may still be starting up.
-        page.wait_for_selector("#kill-state.engaged", timeout=4 * WAIT_MS)
+        page.wait_for_selector("#kill-state.engaged", timeout=3 * WAIT_MS)
         page.wait_for_selector("table.events tbody tr[data-kind=kill_switch]")
         _shot(page, "risk-engaged-1440x900")
         page.click("nav a[data-route=overview]")

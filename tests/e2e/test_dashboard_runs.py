@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 #: A run on a busy machine: a Ray worker may have to start first.
-RUN_WAIT_MS = 6 * WAIT_MS
+RUN_WAIT_MS = 4 * WAIT_MS
 #: A tiny period of the bundled BTC/USDT 1h candles: a few hundred bars.
 START, END = "2022-01-01", "2022-01-15"
 
