@@ -8,6 +8,7 @@ errors, failed requests), log in, and take screenshots to ``test-artifacts/dashb
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pyotp
 import pytest
 from sqlalchemy import select, update
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.integration.api.conftest import PASSWORD, options
 
+from cryptoorchestrator.platform.services.auth import create_access_token
 from cryptoorchestrator.platform.storage.models import (
     Bot,
     EquitySnapshot,
@@ -47,6 +50,18 @@ PHONE = {"width": 390, "height": 844}
 WAIT_MS = 120_000
 #: Fill times of the seeded bot, inside the bundled BTC/USDT candles (2021-2022).
 FILL_START = datetime(2022, 6, 1, tzinfo=UTC)
+
+
+def _lasting(app: Any, token: str) -> str:
+    """The same login's access token, valid for an hour (same session and auth epoch)."""
+    config = app.state.context.auth_config
+    claims = jwt.decode(token, config.secret_key, algorithms=["HS256"], issuer=config.issuer)
+    return create_access_token(
+        dataclasses.replace(config, access_ttl=timedelta(hours=1)),
+        int(claims["sub"]),
+        session_id=claims["sid"],
+        epoch=int(claims["ep"]),
+    )
 
 
 @dataclass
@@ -276,7 +291,10 @@ def head(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> Iterator
         try:
             with httpx.Client(base_url=url, timeout=60) as http:
                 totp, backups, bots, trader_token, viewer_token = _seed(app, http)
-            yield Head(url, app, totp, backups, bots, trader_token, viewer_token)
+            # The pages' tokens live 63 s (their background refresh is tested); the tests' own
+            # API calls use the same sessions with tokens that outlive a slow module.
+            trader, viewer = _lasting(app, trader_token), _lasting(app, viewer_token)
+            yield Head(url, app, totp, backups, bots, trader, viewer)
         finally:
             server.should_exit = True
             thread.join(timeout=60)

@@ -2,6 +2,7 @@
 
 import { api, apiAllowing503, canTrade, currentUser, describe } from "../api.js";
 import { fmtTime, h, replace, toast } from "../dom.js";
+import { botSocket } from "../ws.js";
 
 /** Whose kill switches are engaged, from detailed health as this user may see it. */
 function switchState(health) {
@@ -100,6 +101,10 @@ export function render(root) {
     return button;
   }
 
+  let seenKill = false;
+  let followUp = null;
+  let closed = false;
+
   dialog.addEventListener("close", async () => {
     if (dialog.returnValue !== "engage") return;
     dialog.returnValue = "";
@@ -113,6 +118,13 @@ export function render(root) {
       toast(describe(error), "error");
     }
     await load();
+    // The risk actor records the switch's event as it halts the bots, which may finish after
+    // the answer: look again a few times (backing off) until the event is there.
+    for (let wait = 500; wait <= 8000 && !seenKill; wait *= 2) {
+      await new Promise((resolve) => { followUp = setTimeout(resolve, wait); });
+      if (closed) return;
+      await load();
+    }
   });
 
   async function load() {
@@ -132,13 +144,25 @@ export function render(root) {
         h("td", { "data-label": "Kind", text: e.limitName ? `${e.kind} (${e.limitName})` : e.kind }),
         h("td", { "data-label": "Message", text: e.message || "" }))));
       eventsEmpty.hidden = events.length > 0;
+      seenKill = events.some((e) => e.kind === "kill_switch");
     } catch (error) {
       replace(stateNote, `Could not load the risk state: ${describe(error)}`);
     }
   }
 
+  // Live: a bot's status change or risk event (pushed on /ws/bots) reloads the page's state.
+  let pending = null;
+  const onBot = () => {
+    clearTimeout(pending);
+    pending = setTimeout(load, 300);
+  };
+  botSocket.addEventListener("bot", onBot);
   load();
   return () => {
+    closed = true;
+    clearTimeout(pending);
+    clearTimeout(followUp);
+    botSocket.removeEventListener("bot", onBot);
     if (dialog.open) dialog.close();
   };
 }
