@@ -25,7 +25,7 @@ from cryptoorchestrator.platform.model import OrderSide
 from cryptoorchestrator.platform.risk import margin
 
 if TYPE_CHECKING:
-    from cryptoorchestrator.platform.storage.models import Bot
+    from cryptoorchestrator.platform.storage.models import Bot, Trade
 
 _ZERO = Decimal(0)
 
@@ -351,6 +351,21 @@ def decide(
     if le != se:
         return "buy" if le else "short"
     return None
+
+
+def stored_fill(trade: Trade) -> Fill:
+    """The fill a stored ``trades`` row records, as the ledger applies it."""
+    return Fill(
+        trade_id=trade.exchange_trade_id,
+        order_id=str(trade.order_id),
+        symbol=trade.symbol,
+        side=OrderSide(trade.side),
+        price=trade.price,
+        amount=trade.amount,
+        fee=trade.fee,
+        fee_currency=trade.fee_currency,
+        timestamp_ms=int(trade.timestamp.timestamp() * 1000),
+    )
 
 
 def client_order_id(bot_id: int, candle_ms: int, tag: str) -> str:

@@ -101,6 +101,7 @@ from cryptoorchestrator.platform.bots.ledger import (
     entry_amount,
     risk_distance,
     stop_distances,
+    stored_fill,
 )
 from cryptoorchestrator.platform.bots.process import BotProcess, Sending, SharedCandles
 from cryptoorchestrator.platform.bots.records import store_answers
@@ -1077,17 +1078,7 @@ class BotRuntime:
             ).all()
             for t in trades:
                 book.apply(
-                    Fill(
-                        trade_id=t.exchange_trade_id,
-                        order_id=str(t.order_id),
-                        symbol=t.symbol,
-                        side=OrderSide(t.side),
-                        price=t.price,
-                        amount=t.amount,
-                        fee=t.fee,
-                        fee_currency=t.fee_currency,
-                        timestamp_ms=int(t.timestamp.timestamp() * 1000),
-                    ),
+                    stored_fill(t),
                     self.base_asset,
                     self.quote_asset,
                 )

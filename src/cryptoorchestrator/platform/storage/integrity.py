@@ -136,9 +136,7 @@ class _Rebuilt:
 
 def rebuild_positions(session: Session) -> dict[tuple[int, str], _Rebuilt]:
     """Replay every bot's fills through the runtime's ledger: (bot, symbol) -> position."""
-    from cryptoorchestrator.platform.bots.ledger import Ledger
-    from cryptoorchestrator.platform.exchange.execution import Fill
-    from cryptoorchestrator.platform.model import OrderSide
+    from cryptoorchestrator.platform.bots.ledger import Ledger, stored_fill
 
     bots = {b.id: b for b in session.scalars(select(Bot))}
     books: dict[tuple[int, str], tuple[Any, int]] = {}
@@ -156,17 +154,7 @@ def rebuild_positions(session: Session) -> dict[tuple[int, str], _Rebuilt]:
         book, n = books[key]
         base, quote = _split(t.symbol)
         book.apply(
-            Fill(
-                trade_id=t.exchange_trade_id,
-                order_id=str(t.order_id),
-                symbol=t.symbol,
-                side=OrderSide(t.side),
-                price=t.price,
-                amount=t.amount,
-                fee=t.fee,
-                fee_currency=t.fee_currency,
-                timestamp_ms=int(t.timestamp.timestamp() * 1000),
-            ),
+            stored_fill(t),
             base,
             quote,
         )
