@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cryptoorchestrator.cluster.risk_actor import (
+    LINE_RETRY_S,
     RiskActor,
     RiskClient,
     get_risk_actor,
@@ -156,7 +157,17 @@ def test_approvals_go_over_the_line_and_find_a_restarted_actor(
     _, actor, bot_id = risk_env
     client = RiskClient(actor)
 
+    async def line_open() -> None:
+        # Opening waits LINE_RETRY_S * 2 for the actor's address; under load that can pass
+        # (approvals then go through Ray), so wait until the line is open, the retry included.
+        for _ in range(120):
+            if await client.open_line():
+                return
+            await asyncio.sleep(LINE_RETRY_S)
+        raise AssertionError("the risk line never opened")
+
     async def trade() -> list[Any]:
+        await line_open()
         first = await client.approve(_check(bot_id, "0.1"), timeout_s=PATIENT)
         line = next(iter(client._lines.values())).client  # noqa: SLF001
         # A restart: a new process with a new line and token; the old line breaks.
@@ -171,6 +182,7 @@ def test_approvals_go_over_the_line_and_find_a_restarted_actor(
                 break
             except ray_session.exceptions.ActorUnavailableError:
                 await asyncio.sleep(0.1)
+        await line_open()
         second = await client.approve(_check(bot_id, "0.2"), timeout_s=PATIENT)
         fresh = next(iter(client._lines.values())).client  # noqa: SLF001
         return [first, line, second, fresh, fresh is not None and not fresh.closed]
