@@ -55,6 +55,7 @@ class AtrStops(Strategy):
         Param("trail", "bool", True, doc="trail the stop behind the best price"),
     )
     warmup = 1000
+    sweep_order = ("ema_period", "atr_period", "atr_mult", "tp_mult", "trail")
 
     def required_window(self, params: Mapping[str, Any]) -> int:
         """Return the longer of the EMA's and the ATR's seed plus memory, plus one (a cross)."""

@@ -30,6 +30,7 @@ class MacdTrend(Strategy):
         Param("signal", "int", 9, low=2, high=100, doc="signal EMA period"),
     )
     warmup = 2000
+    sweep_order = ("fast", "slow", "signal")
 
     def required_window(self, params: Mapping[str, Any]) -> int:
         """Return the seeds and memories of the slow EMA and of the signal EMA, plus one."""

@@ -37,6 +37,7 @@ class RsiReversion(Strategy):
     )
     stop_loss = 0.10
     warmup = 1000
+    sweep_order = ("period", "lower", "upper")
 
     def required_window(self, params: Mapping[str, Any]) -> int:
         """Return the RSI's seed plus the bars Wilder's smoothing takes to forget it, plus one."""

@@ -143,10 +143,10 @@ def test_builtin_strategies_reuse_their_indicators(bars: trials_mod.BarArrays) -
         trusted = cache.trust_bars(bars)
         for p in grid:
             signals_in_batch(strategy, trusted, strategy.validate_params(p), bars)
-    # the EMAs of 5, 10, 20 and 40 bars: computed at their first request and at their second
-    # (kept from then on), served from the cache at every later one
-    assert cache.misses == 8
-    assert cache.hits == 2 * len(grid) - 8
+    # the EMAs of 5, 10, 20 and 40 bars: computed at their first request (held in probation,
+    # kept from the second on), served from the cache at every later one
+    assert cache.misses == 4
+    assert cache.hits == 2 * len(grid) - 4
 
 
 def test_nothing_is_cached_outside_a_batch_and_results_stay_writable(
@@ -166,10 +166,8 @@ def test_the_cache_never_outlives_its_batch_nor_crosses_bars(
     with indicator_cache() as cache:
         x = cache.trust_bars(bars)
         y = cache.trust_bars(other)
-        once = ta.sma(x.close, 10)
-        first = ta.sma(x.close, 10)  # asked for again: kept from now on
-        assert once is not first
-        assert once.flags.writeable
+        first = ta.sma(x.close, 10)  # on probation: frozen and trusted
+        assert ta.sma(x.close, 10) is first  # asked for again: kept from now on
         assert ta.sma(x.close, 10) is first  # same bars, same call: reused, read-only
         assert not first.flags.writeable
         for _ in range(3):
@@ -183,7 +181,7 @@ def test_the_cache_never_outlives_its_batch_nor_crosses_bars(
         z = again.trust_bars(bars)
         assert ta.sma(z.close, 10) is not first
         assert ta.sma(z.close, 10) is not first
-        assert again.hits == 0
+        assert again.hits == 1  # its own first result, not the earlier batch's
 
 
 def test_a_writer_to_its_input_is_not_fooled() -> None:
@@ -226,10 +224,10 @@ def test_memoised_passes_out_buffers_through() -> None:
         assert double(x, out=buf) is buf
         assert double(x, out=buf) is buf
         assert calls == [2, 2]
-        double(x)
         kept = double(x)
         assert double(x) is kept
-        assert calls == [2, 2, 2, 2]
+        assert double(x) is kept
+        assert calls == [2, 2, 2]
 
 
 def test_wrapped_indicators_pickle_by_reference(bars: trials_mod.BarArrays) -> None:
@@ -267,3 +265,42 @@ def test_stateful_strategies_are_not_reused(
     res = run_trials(USER_GRID[:2], bars, Stateful(), _config())
     assert [r.status for r in res] == [OK, OK]
     assert seen == [None, None]
+
+def test_probation_holds_the_last_few_first_requests_only(bars: trials_mod.BarArrays) -> None:
+    from cryptoorchestrator.platform.strategy.memo import PROBATION_ENTRIES
+
+    with indicator_cache() as cache:
+        x = cache.trust_bars(bars)
+        periods = list(range(2, 2 + PROBATION_ENTRIES + 1))
+        first = {p: ta.sma(x.close, p) for p in periods}
+        # the oldest first request left probation: computed again, no longer the same array
+        assert ta.sma(x.close, periods[0]) is not first[periods[0]]
+        # the newest is still there: promoted, and kept from now on
+        assert ta.sma(x.close, periods[-1]) is first[periods[-1]]
+        assert ta.sma(x.close, periods[-1]) is first[periods[-1]]
+        assert cache.misses == len(periods) + 1
+    assert cache.nbytes == 0
+
+
+def test_a_batch_runs_its_trials_in_the_strategys_sweep_order(
+    bars: trials_mod.BarArrays,
+) -> None:
+    from cryptoorchestrator.platform.optimize.trials import plan_batches, sweep_permutation
+
+    strategy = get_strategy("macd_trend")
+    assert strategy.sweep_order[:2] == ("fast", "slow")
+    grid = [
+        strategy.validate_params({"fast": f, "slow": s, "signal": g})
+        for g in (5, 9)
+        for s in (26, 30)
+        for f in (8, 12)
+    ]
+    order = sweep_permutation(strategy, grid)
+    pairs = [(grid[i]["fast"], grid[i]["slow"]) for i in order]
+    assert pairs == sorted(pairs)  # trials sharing a MACD line run one after the other
+    # the planner cuts batches along the same order: each batch holds whole (fast, slow) runs
+    batches = plan_batches(grid, 2, strategy.sweep_order)
+    assert [{(p["fast"], p["slow"]) for p in b} for b in batches] == [
+        {(8, 26), (8, 30)},
+        {(12, 26), (12, 30)},
+    ]

@@ -220,5 +220,5 @@ class BatchPlanner:
         n = math.ceil(len(new) / self.size)
         if n > 1 and self._n_cpus > 1:
             n = math.ceil(n / self._n_cpus) * self._n_cpus
-        batches = plan_batches(new, n)
+        batches = plan_batches(new, n, getattr(self._spec.strategy, "sweep_order", ()))
         return split_tail(batches, self._n_cpus) if exhausted else batches

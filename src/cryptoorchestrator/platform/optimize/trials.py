@@ -220,19 +220,28 @@ def _rank_key(value: Any) -> tuple[int, Any]:
     return (1, repr(value))
 
 
-def plan_batches(trials: Sequence[Params], n_batches: int) -> list[list[Params]]:
+def plan_batches(
+    trials: Sequence[Params], n_batches: int, order: Sequence[str] = ()
+) -> list[list[Params]]:
     """Split ``trials`` into ``n_batches`` batches of near-equal size, neighbours together.
 
     Trials are ordered along a Z-order (Morton) curve over each parameter's rank, so that a
     batch covers a compact block of the space: a block of ``a x b`` trials of a two-parameter
     grid needs ``a + b`` indicator arrays instead of up to one or two per trial, which is what
-    the batch adapters reuse.  Only the grouping changes; every trial's result is the same.
+    the batch adapters reuse.  With ``order`` (a strategy's ``sweep_order``) they are sorted by
+    those parameters instead, outermost first: the strategy says which parameters its costly
+    indicators depend on, so a batch holds whole runs of trials that share them.  Only the
+    grouping changes; every trial's result is the same.
     """
     items = list(trials)
     n_batches = max(1, min(n_batches, len(items)))
     if n_batches == 1:
         return [items] if items else []
-    ordered = z_order(items)
+    names = tuple(order)
+    if names:
+        ordered = sorted(items, key=lambda p: tuple(_rank_key(p.get(n)) for n in names))
+    else:
+        ordered = z_order(items)
     base, extra = divmod(len(ordered), n_batches)
     out: list[list[Params]] = []
     start = 0
@@ -297,9 +306,35 @@ def run_trials(
     if getattr(strategy, "stateful_signals", False):
         # signals that keep state from call to call must compute every call themselves
         return _run_batch(batch, validated, bars, bars, strategy, config)
+    order = sweep_permutation(strategy, validated)
+    batch = [batch[i] for i in order]
+    validated = [validated[i] for i in order]
     # The batch's trials share indicators through the strategy API's cache.
     with indicator_cache(REUSE_BYTES) as cache:
-        return _run_batch(batch, validated, bars, cache.trust_bars(bars), strategy, config)
+        ran = _run_batch(batch, validated, bars, cache.trust_bars(bars), strategy, config)
+    out: list[TrialResult] = [ran[0]] * len(ran)
+    for i, result in zip(order, ran, strict=True):
+        out[i] = result
+    return out
+
+
+def sweep_permutation(strategy: Strategy, validated: Sequence[Params | BaseException]) -> list[int]:
+    """Return the order to evaluate ``validated`` in: by ``strategy.sweep_order``, stable.
+
+    Trials whose parameters failed validation keep their place at the end.
+    """
+    names = tuple(getattr(strategy, "sweep_order", ()) or ())
+    index = list(range(len(validated)))
+    if not names:
+        return index
+
+    def key(i: int) -> tuple[Any, ...]:
+        p = validated[i]
+        if isinstance(p, BaseException):
+            return (1,)
+        return (0, *(_rank_key(p.get(name)) for name in names))
+
+    return sorted(index, key=key)
 
 
 def _run_batch(

@@ -162,6 +162,11 @@ class Strategy:
     #: Bars of history a live bot must keep so the last bar's signal equals the backtest's,
     #: whatever the parameters; :meth:`required_window` refines it per parameter set.
     warmup: ClassVar[int] = 0
+    #: Parameters an optimizer batch orders its trials by, outermost first: name first those
+    #: that the costly indicators depend on (``("fast", "slow", "signal")`` for a MACD whose
+    #: line depends on ``fast`` and ``slow``), so that trials sharing an indicator run one after
+    #: the other and the batch's indicator cache computes it once.  Empty: the planner's order.
+    sweep_order: ClassVar[tuple[str, ...]] = ()
 
     def signals(self, bars: Any, params: Mapping[str, Any]) -> Signals:
         """Return the signals over ``bars`` (anything with ``open``/``high``/``low``/``close``).

@@ -6,7 +6,10 @@ An optimizer batch calls one strategy's ``signals`` once per parameter set on th
 indicators of :mod:`cryptoorchestrator.platform.strategy.indicators`, which the built-in
 strategies import and user strategies should too) is looked up by ``(function, identity of
 each input array, every other argument)``: a call made a second time is kept and serves every
-later one (kept from the second, so that calls no other trial makes hold no memory).  Outside
+later one (kept from the second, so that calls no other trial makes hold no memory).  The last
+few first-time results wait in a small probation list: the trial right after, which often
+shares them (a batch ordered by :attr:`Strategy.sweep_order`), finds them there, and they are
+then kept like a second request's.  Outside
 it, the wrappers call the indicator directly: backtests and live bots are unaffected.
 
 Soundness rests on which arrays may key the cache: only *trusted* ones, i.e. read-only views
@@ -41,6 +44,10 @@ R = TypeVar("R")
 #: Default memory bound of one batch's cache; about 30 float arrays of 1M bars.
 DEFAULT_MAX_BYTES = 256 * 2**20
 
+#: First-time results held on probation: at most this many, and this share of the bound.
+PROBATION_ENTRIES = 8
+PROBATION_SHARE = 4
+
 _BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
@@ -69,6 +76,9 @@ class IndicatorCache:
         self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
         self._trusted: dict[int, np.ndarray] = {}  # id -> array, held
         self._seen: set[tuple[Any, ...]] = set()  # keys asked for once
+        # first-time results, newest last: a later trial's request promotes one to _entries
+        self._probation: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self._probation_bytes = 0
 
     def trust_bars(self, bars: R) -> R:
         """Return ``bars`` with read-only views of its OHLCV columns, trusted as cache keys.
@@ -129,18 +139,20 @@ class IndicatorCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return entry.result  # type: ignore[no-any-return]
+        entry = self._probation.pop(key, None)
+        if entry is not None:  # asked for again: kept from now on
+            self._probation_bytes -= entry.nbytes
+            self.hits += 1
+            self._keep(key, entry)
+            return entry.result  # type: ignore[no-any-return]
         self.misses += 1
         result = fn(*args, **kwargs)
-        if key not in self._seen:
-            # Kept from its second request on: holding results no later trial asks for would
-            # only keep memory from being recycled (a strategy whose every call differs).
-            self._seen.add(key)
-            return result
         outputs = _arrays_of(result)
         if outputs is None:
             return result
         nbytes = sum(a.nbytes for a in outputs)
-        if nbytes > self.max_bytes:
+        first = key not in self._seen
+        if nbytes > (self.max_bytes // PROBATION_SHARE if first else self.max_bytes):
             return result
         for arr in outputs:
             if self._trusted.get(id(arr)) is arr or any(
@@ -151,15 +163,36 @@ class IndicatorCache:
         for arr in outputs:
             arr.flags.writeable = False
             self._trusted[id(arr)] = arr
-        self._entries[key] = _Entry(inputs, result, nbytes)
-        self.nbytes += nbytes
+        if not first:
+            self._keep(key, _Entry(inputs, result, nbytes))
+            return result
+        # Kept for good from its second request on: holding results no later trial asks for
+        # would only keep memory from being recycled (a strategy whose every call differs).
+        # Until then it waits in probation, which holds the last few and a share of the bound.
+        self._seen.add(key)
+        self._probation[key] = _Entry(inputs, result, nbytes)
+        self._probation_bytes += nbytes
+        while (
+            len(self._probation) > PROBATION_ENTRIES
+            or self._probation_bytes > self.max_bytes // PROBATION_SHARE
+        ):
+            _, old = self._probation.popitem(last=False)
+            self._probation_bytes -= old.nbytes
+            self._untrust(old)
+        return result
+
+    def _keep(self, key: tuple[Any, ...], entry: _Entry) -> None:
+        self._entries[key] = entry
+        self.nbytes += entry.nbytes
         while self.nbytes > self.max_bytes:
             self._evict()
-        return result
 
     def _evict(self) -> None:
         _, entry = self._entries.popitem(last=False)
         self.nbytes -= entry.nbytes
+        self._untrust(entry)
+
+    def _untrust(self, entry: _Entry) -> None:
         for arr in _arrays_of(entry.result) or ():
             # no longer held here: its id may go to another array, so it keys nothing
             self._trusted.pop(id(arr), None)
@@ -167,9 +200,11 @@ class IndicatorCache:
     def clear(self) -> None:
         """Drop every entry and every trusted array."""
         self._entries.clear()
+        self._probation.clear()
         self._trusted.clear()
         self._seen.clear()
         self.nbytes = 0
+        self._probation_bytes = 0
 
 
 def _arrays_of(result: Any) -> tuple[np.ndarray, ...] | None:
