@@ -70,7 +70,7 @@ FORMS: dict[str, tuple[Callable[[Any, Mapping[str, Any]], Signals], list[dict[st
     ),
     "bollinger_breakout": (
         _bollinger,
-        [{"period": p, "nbdev": d} for p in (5, 20) for d in (1.5, 2.0)],
+        [{"period": p, "nbdev": d} for p in (2, 5, 20, 200) for d in (0.5, 1.0, 2.0, 2.7, 5.0)],
     ),
     "ema_cross": (
         _ema,
