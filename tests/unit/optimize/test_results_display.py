@@ -166,3 +166,24 @@ def test_interactive_views_are_plotly_figures_of_the_same_data(
     assert list(tmp_path.iterdir()) == []
     out = opt.plot(tmp_path / "heat.html", interactive=True)
     assert "plotly" in out.read_text()
+
+
+def test_interactive_walk_forward_shades_each_fold_and_hovers_its_parameters(
+    wf: WalkForwardResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    fig = wf.plot(interactive=True)
+    assert fig.data[0].name == "out-of-sample"
+    spans = wf.fold_spans()
+    assert [s.fold for s in spans] == [0, 1]
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert [(r.x0, r.x1) for r in rects] == [(str(s.start), str(s.stop)) for s in spans]
+    hovers = [t.hovertext[0] for t in fig.data[1:]]
+    for fold, text in zip(wf.folds, hovers, strict=True):
+        assert f"fold {fold['fold']}: " in text
+        assert "fast=" in text
+        assert _fmt_num(fold["oos_value"]) in text
+    assert list(tmp_path.iterdir()) == []
+    out = wf.plot(tmp_path / "folds.html", interactive=True)
+    assert out == tmp_path / "folds.html"
+    assert "plotly" in out.read_text()

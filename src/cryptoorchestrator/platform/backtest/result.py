@@ -233,7 +233,9 @@ class BacktestResult:
             self.write_html(html_path, fig)
         return fig
 
-    def iplot(self, *, max_points: int = 4000, max_candles: int = 5000) -> Any:
+    def iplot(
+        self, *, max_points: int = 4000, max_candles: int = 5000, widget: bool | None = None
+    ) -> Any:
         """Return an interactive Plotly chart: candles with fills, equity, drawdown.
 
         To stay responsive over long histories the chart is thinned for display only:
@@ -241,80 +243,32 @@ class BacktestResult:
         equal buckets (:func:`~cryptoorchestrator.platform.backtest.plotting.minmax_indices`),
         and more than ``max_candles`` candles are drawn as candles of ``ceil(n / max_candles)``
         bars each (first open, highest high, lowest low, last close).  Fills are all drawn.
-        Without stored candles (results built by hand) the price pane is a close line.
+        In a Jupyter kernel the chart is a widget that draws every zoomed window again at full
+        detail (see :func:`~cryptoorchestrator.platform.backtest.plotting.price_chart` for
+        ``widget``).  Without stored candles (results built by hand) the price pane is a close
+        line.
         """
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
+        from cryptoorchestrator.platform.backtest.plotting import price_chart
 
-        from cryptoorchestrator.platform.backtest.plotting import minmax_indices, ohlc_buckets
-
-        x = self.timestamp.astype("datetime64[ms]")
-        fig = make_subplots(
-            rows=3,
-            cols=1,
-            shared_xaxes=True,
-            vertical_spacing=0.03,
-            row_heights=[0.55, 0.3, 0.15],
-            subplot_titles=(f"{self.symbols[0]}", "equity", "drawdown"),
-        )
-        n = x.shape[0]
-        if self.ohlc is not None:
-            o, h, lo, c = self.ohlc
-            bucket = -(-n // max_candles) if n > max_candles else 1
-            bt, bo, bh, bl, bc = ohlc_buckets(self.timestamp, o, h, lo, c, bucket)
-            name = "candles" if bucket == 1 else f"candles ({bucket} bars each)"
-            fig.add_trace(
-                go.Candlestick(
-                    x=bt.astype("datetime64[ms]"), open=bo, high=bh, low=bl, close=bc, name=name
-                ),
-                row=1,
-                col=1,
-            )
-        else:
-            ip = minmax_indices(self.close[:, 0], max_points)
-            fig.add_trace(
-                go.Scattergl(x=x[ip], y=self.close[ip, 0], mode="lines", name="close"),
-                row=1,
-                col=1,
-            )
-        r = self.order_records
-        first = r[:, nb.O_COL] == 0
-        bars = r[first, nb.O_BAR].astype(np.int64)
-        buys = r[first, nb.O_SIDE] > 0
-        for mask, label, symbol, color in (
-            (buys, "buy", "triangle-up", "green"),
-            (~buys, "sell", "triangle-down", "red"),
-        ):
-            fig.add_trace(
-                go.Scattergl(
-                    x=x[bars[mask]],
-                    y=r[first][mask, nb.O_PRICE],
-                    mode="markers",
-                    name=label,
-                    marker={"symbol": symbol, "color": color, "size": 9},
-                ),
-                row=1,
-                col=1,
-            )
-        ie = minmax_indices(self.equity, max_points)
-        fig.add_trace(
-            go.Scattergl(x=x[ie], y=self.equity[ie], mode="lines", name="equity"), row=2, col=1
-        )
-        dd = self.drawdown
-        idd = minmax_indices(dd, max_points)
-        fig.add_trace(
-            go.Scatter(x=x[idd], y=dd[idd], mode="lines", fill="tozeroy", name="drawdown"),
-            row=3,
-            col=1,
-        )
-        fig.update_layout(
+        r = self.order_records[self.order_records[:, nb.O_COL] == 0]
+        bars = r[:, nb.O_BAR].astype(np.int64)
+        buys = r[:, nb.O_SIDE] > 0
+        return price_chart(
+            self.timestamp,
+            close=self.close[:, 0],
+            equity=self.equity,
+            drawdown=self.drawdown,
+            ohlc=self.ohlc,
+            fills=[
+                ("buy", bars[buys], r[buys, nb.O_PRICE]),
+                ("sell", bars[~buys], r[~buys, nb.O_PRICE]),
+            ],
+            symbol=self.symbols[0],
             title=f"{self.strategy} {self.params} on {self.label}",
-            height=750,
-            xaxis_rangeslider_visible=False,
-            hovermode="x unified",
+            max_points=max_points,
+            max_candles=max_candles,
+            widget=widget,
         )
-        fig.update_yaxes(tickformat=".1%", row=3, col=1)
-        return fig
 
     def write_html(self, path: str | Path, fig: Any | None = None) -> Path:
         """Write a self-contained HTML report (metrics, embedded chart, trades) to ``path``."""

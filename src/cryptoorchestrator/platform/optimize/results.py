@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -126,21 +126,8 @@ class OptimizationResult:
         """
         title = f"{self.name or strategy_name(self.strategy)}: {self.objective.name}"
         args = (self.trials, self.param_names, self.objective)
-        if interactive:
-            ifig = plotly_figure(*args, kind=kind, x=x, y=y, title=title)
-            if path is None:
-                return ifig
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ifig.write_html(out, include_plotlyjs="cdn")
-            return out
-        fig = plot_figure(*args, kind=kind, x=x, y=y, title=title)
-        if path is None:
-            return fig
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        return out
+        fig = plot_figure(*args, kind=kind, x=x, y=y, title=title, interactive=interactive)
+        return fig if path is None else save_figure(fig, path)
 
     def __repr__(self) -> str:
         best = self.best
@@ -213,39 +200,99 @@ class WalkForwardResult:
         """Return :attr:`table` as a pandas DataFrame (one row per fold)."""
         return self.table.to_pandas()
 
-    def plot(self, path: str | Path | None = None) -> Any:
+    def plot(self, path: str | Path | None = None, *, interactive: bool = False) -> Any:
         """Draw the stitched out-of-sample equity with each fold's test window shaded.
 
-        Returns the figure; with ``path`` it is also saved there as PNG (and the path returned).
+        Parameters
+        ----------
+        path
+            Save the figure there (PNG, or HTML with ``interactive``) and return that path;
+            without it nothing is written and the figure is returned.
+        interactive
+            Return a Plotly figure (hover a fold's window for its parameters and its
+            in-sample and out-of-sample values) instead of a matplotlib one.
         """
-        from cryptoorchestrator.platform.backtest.plotting import minmax_indices, new_figure
+        from cryptoorchestrator.platform.backtest.plotting import minmax_indices
 
-        fig = new_figure((11, 5))
-        ax = fig.subplots()
         n = min(self.equity.size, self.timestamps.size)
         t = self.timestamps[:n].astype("datetime64[ms]")
         keep = minmax_indices(self.equity[:n], 4000)
-        ax.plot(t[keep], self.equity[:n][keep], lw=1, color="tab:blue", label="out-of-sample")
-        offset = self.folds[0]["test_start"] if self.folds else 0
-        for f in self.folds:
-            lo, hi = f["test_start"] - offset, min(f["test_stop"] - offset, n) - 1
-            if 0 <= lo < n and hi > lo:
-                ax.axvspan(t[lo], t[hi], alpha=0.08 if f["fold"] % 2 else 0.16, color="gray")
+        title = f"walk-forward: {len(self.folds)} folds, OOS return {self.oos_return:.2%}"
+        spans = self.fold_spans()
+        if interactive:
+            import plotly.graph_objects as go
+
+            fig = go.Figure(
+                go.Scattergl(x=t[keep], y=self.equity[:n][keep], mode="lines", name="out-of-sample")
+            )
+            for span in spans:
+                fig.add_vrect(
+                    x0=str(span.start),
+                    x1=str(span.stop),
+                    fillcolor="gray",
+                    opacity=span.shade,
+                    line_width=0,
+                    annotation_text=f"fold {span.fold}",
+                    annotation_position="top left",
+                )
+                # an invisible point per fold carries its hover text
+                fig.add_trace(
+                    go.Scatter(
+                        x=[str(span.start)],
+                        y=[float(np.nanmax(self.equity[:n])) if n else 0.0],
+                        mode="markers",
+                        marker={"opacity": 0},
+                        name=f"fold {span.fold}",
+                        hovertext=[span.hover],
+                        hoverinfo="text",
+                        showlegend=False,
+                    )
+                )
+            _axis_titles(fig, None, "equity", title)
+        else:
+            from cryptoorchestrator.platform.backtest.plotting import new_figure
+
+            fig = new_figure((11, 5))
+            ax = fig.subplots()
+            ax.plot(t[keep], self.equity[:n][keep], lw=1, color="tab:blue", label="out-of-sample")
+            for span in spans:
+                # matplotlib converts dates through its units registry; its stubs say float
+                ax.axvspan(span.start, span.stop, alpha=span.shade, color="gray")  # type: ignore[arg-type]
                 ax.annotate(
-                    f"fold {f['fold']}\n{_short_params(f['params'])}",
-                    (t[lo], 1.0),
+                    f"fold {span.fold}\n{span.label}",
+                    (span.start, 1.0),
                     xycoords=("data", "axes fraction"),
                     va="top",
                     fontsize=8,
                 )
-        ax.set_ylabel("equity")
-        ax.set_title(f"walk-forward: {len(self.folds)} folds, OOS return {self.oos_return:.2%}")
-        if path is None:
-            return fig
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        return out
+            _axis_titles(ax, None, "equity", title)
+        return fig if path is None else save_figure(fig, path)
+
+    def fold_spans(self) -> list[FoldSpan]:
+        """Return each fold's out-of-sample window on the stitched equity's time axis."""
+        n = min(self.equity.size, self.timestamps.size)
+        t = self.timestamps[:n].astype("datetime64[ms]")
+        offset = self.folds[0]["test_start"] if self.folds else 0
+        spans = []
+        for f in self.folds:
+            lo, hi = f["test_start"] - offset, min(f["test_stop"] - offset, n) - 1
+            if 0 <= lo < n and hi > lo:
+                hover = (
+                    f"fold {f['fold']}: {_short_params(f['params'])}<br>"
+                    f"in-sample {_fmt_num(f.get('is_value'))}, "
+                    f"out-of-sample {_fmt_num(f.get('oos_value'))}"
+                )
+                spans.append(
+                    FoldSpan(
+                        fold=int(f["fold"]),
+                        start=t[lo],
+                        stop=t[hi],
+                        label=_short_params(f["params"]),
+                        hover=hover,
+                        shade=0.08 if f["fold"] % 2 else 0.16,
+                    )
+                )
+        return spans
 
     def __repr__(self) -> str:
         return (
@@ -327,10 +374,97 @@ def plot_results(
 
     Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plot_figure(results, param_names, objective, title=title).savefig(path, dpi=100)
-    return path
+    return save_figure(plot_figure(results, param_names, objective, title=title), path)
+
+
+class FoldSpan(NamedTuple):
+    """A walk-forward fold's out-of-sample window, as the folds plot shades it."""
+
+    fold: int
+    start: np.datetime64
+    stop: np.datetime64
+    label: str
+    hover: str
+    shade: float
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """What a plot of the trials draws, whichever library draws it.
+
+    ``kind`` is ``"best"`` (``trial``, ``values``, ``best``), ``"heatmap"`` (``x_name``,
+    ``y_name``, ``xs``, ``ys``, ``grid``: rows are ``y`` values, each cell the best value of its
+    pair), ``"parallel"`` (``names``, ``params``: one row per succeeded trial, best first, and
+    its ``values``) or ``"empty"`` (no succeeded trial).
+    """
+
+    kind: str
+    objective: str
+    direction: str
+    trial: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+    best: np.ndarray = field(default_factory=lambda: np.empty(0))
+    x_name: str = ""
+    y_name: str = ""
+    xs: list[Any] = field(default_factory=list)
+    ys: list[Any] = field(default_factory=list)
+    grid: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    names: list[str] = field(default_factory=list)
+    params: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+
+
+def trial_view(
+    results: Sequence[TrialResult],
+    param_names: Sequence[str],
+    objective: Objective,
+    *,
+    kind: PlotKind = "auto",
+    x: str | None = None,
+    y: str | None = None,
+) -> TrialView:
+    """Return the data of a plot of the trials (see :meth:`OptimizationResult.plot`).
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown ``kind``, or ``x``/``y`` not among ``param_names``.
+    """
+    names = list(param_names)
+    shape = _check_kind(kind, names, x, y)
+    obj, direction = objective.name, objective.direction
+    if shape == "best":
+        idx, vals, best = _best_so_far(results, objective)
+        return TrialView(
+            "best" if idx.size else "empty",
+            trial=idx,
+            values=vals,
+            best=best,
+            objective=obj,
+            direction=direction,
+        )
+    ok = ranked(results, objective)
+    if not ok or not names:
+        return TrialView("empty", obj, direction)
+    if shape == "heatmap" and len(names) >= 2:
+        x_name, y_name, xs, ys, grid = _heat_grid(ok, names, x, y)
+        return TrialView(
+            "heatmap",
+            x_name=x_name,
+            y_name=y_name,
+            xs=xs,
+            ys=ys,
+            grid=grid,
+            objective=obj,
+            direction=direction,
+        )
+    return TrialView(
+        "parallel",
+        names=names,
+        params=np.array([[_as_float(r.params[n]) for n in names] for r in ok]),
+        values=np.array([float(r.value) for r in ok]),  # type: ignore[arg-type]
+        objective=obj,
+        direction=direction,
+    )
 
 
 def plot_figure(
@@ -342,118 +476,130 @@ def plot_figure(
     x: str | None = None,
     y: str | None = None,
     title: str | None = None,
+    interactive: bool = False,
 ) -> Any:
-    """Return a figure of the trials (see :meth:`OptimizationResult.plot` for ``kind``).
+    """Return a figure of the trials (see :meth:`OptimizationResult.plot` for ``kind``):
+    matplotlib, or Plotly with ``interactive``.
 
     Raises
     ------
     InvalidInputError
         Unknown ``kind``, or ``x``/``y`` not among ``param_names``.
     """
+    view = trial_view(results, param_names, objective, kind=kind, x=x, y=y)
+    return plotly_view(view, title) if interactive else matplotlib_view(view, title)
+
+
+def matplotlib_view(view: TrialView, title: str | None = None) -> Any:
+    """Draw a :class:`TrialView` as a matplotlib figure (built without pyplot)."""
     import matplotlib as mpl
 
     from cryptoorchestrator.platform.backtest.plotting import new_figure
 
-    names = list(param_names)
-    shape = _check_kind(kind, names, x, y)
-    ok = ranked(results, objective)
     fig = new_figure((9, 6))
     ax = fig.subplots()
     cmap = mpl.colormaps["viridis"]
-    if shape == "best":
-        idx, vals, best = _best_so_far(results, objective)
-        if idx.size:
-            ax.scatter(idx, vals, s=8, alpha=0.5, color="tab:gray", label="trial")
-            ax.step(idx, best, where="post", color="tab:blue", label="best so far")
-            ax.legend(loc="best")
-        else:
-            ax.text(0.5, 0.5, "no successful trials", ha="center", va="center")
-        ax.set_xlabel("trial")
-        ax.set_ylabel(objective.name)
-    elif shape == "heatmap" and ok and len(names) >= 2:
-        x_name, y_name, xs, ys, grid = _heat_grid(ok, names, x, y)
-        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap)
-        ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=90)
-        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-        ax.set_xlabel(x_name)
-        ax.set_ylabel(y_name)
-        fig.colorbar(im, ax=ax, label=objective.name)
-    elif ok and names:
-        data = np.array([[_as_float(r.params[n]) for n in names] for r in ok])
-        lo, hi = np.nanmin(data, axis=0), np.nanmax(data, axis=0)
-        scaled = (data - lo) / np.where(hi > lo, hi - lo, 1.0)
-        values = np.array([float(r.value) for r in ok])  # type: ignore[arg-type]
-        vmin, vmax = float(values.min()), float(values.max())
+    if view.kind == "best":
+        ax.scatter(view.trial, view.values, s=8, alpha=0.5, color="tab:gray", label="trial")
+        ax.step(view.trial, view.best, where="post", color="tab:blue", label="best so far")
+        ax.legend(loc="best")
+        _axis_titles(ax, "trial", view.objective)
+    elif view.kind == "heatmap":
+        im = ax.imshow(np.ma.masked_invalid(view.grid), origin="lower", aspect="auto", cmap=cmap)
+        ax.set_xticks(range(len(view.xs)), [str(v) for v in view.xs], rotation=90)
+        ax.set_yticks(range(len(view.ys)), [str(v) for v in view.ys])
+        _axis_titles(ax, view.x_name, view.y_name)
+        fig.colorbar(im, ax=ax, label=view.objective)
+    elif view.kind == "parallel":
+        lo, hi = np.nanmin(view.params, axis=0), np.nanmax(view.params, axis=0)
+        scaled = (view.params - lo) / np.where(hi > lo, hi - lo, 1.0)
+        vmin, vmax = float(view.values.min()), float(view.values.max())
         # worst first so the best lines are drawn on top
-        for row, v in reversed(list(zip(scaled, values, strict=True))):
+        for row, v in reversed(list(zip(scaled, view.values, strict=True))):
             t = (v - vmin) / (vmax - vmin) if vmax > vmin else 1.0
-            ax.plot(range(len(names)), row, color=cmap(t), alpha=0.6, lw=1)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("scaled parameter value")
+            ax.plot(range(len(view.names)), row, color=cmap(t), alpha=0.6, lw=1)
+        ax.set_xticks(range(len(view.names)), view.names)
+        _axis_titles(ax, None, "scaled parameter value")
         sm = mpl.cm.ScalarMappable(cmap=cmap, norm=mpl.colors.Normalize(vmin=vmin, vmax=vmax))
-        fig.colorbar(sm, ax=ax, label=objective.name)
+        fig.colorbar(sm, ax=ax, label=view.objective)
     else:
         ax.text(0.5, 0.5, "no successful trials", ha="center", va="center")
-    ax.set_title(title or f"{objective.name} ({objective.direction})")
+    _axis_titles(ax, None, None, title or f"{view.objective} ({view.direction})")
     return fig
 
 
-def plotly_figure(
-    results: Sequence[TrialResult],
-    param_names: Sequence[str],
-    objective: Objective,
-    *,
-    kind: PlotKind = "auto",
-    x: str | None = None,
-    y: str | None = None,
-    title: str | None = None,
-) -> Any:
-    """Return an interactive Plotly figure of the trials (same ``kind`` as :func:`plot_figure`).
-
-    Raises
-    ------
-    InvalidInputError
-        Unknown ``kind``, or ``x``/``y`` not among ``param_names``.
-    """
+def plotly_view(view: TrialView, title: str | None = None) -> Any:
+    """Draw a :class:`TrialView` as an interactive Plotly figure."""
     import plotly.graph_objects as go
 
-    names = list(param_names)
-    shape = _check_kind(kind, names, x, y)
-    ok = ranked(results, objective)
     fig = go.Figure()
-    if shape == "best":
-        idx, vals, best = _best_so_far(results, objective)
-        fig.add_trace(go.Scatter(x=idx, y=vals, mode="markers", name="trial", opacity=0.5))
-        fig.add_trace(go.Scatter(x=idx, y=best, mode="lines", name="best so far", line_shape="hv"))
-        fig.update_xaxes(title="trial")
-        fig.update_yaxes(title=objective.name)
-    elif shape == "heatmap" and ok and len(names) >= 2:
-        x_name, y_name, xs, ys, grid = _heat_grid(ok, names, x, y)
+    if view.kind == "best":
+        fig.add_trace(
+            go.Scatter(x=view.trial, y=view.values, mode="markers", name="trial", opacity=0.5)
+        )
+        fig.add_trace(
+            go.Scatter(x=view.trial, y=view.best, mode="lines", name="best so far", line_shape="hv")
+        )
+        _axis_titles(fig, "trial", view.objective)
+    elif view.kind == "heatmap":
         fig.add_trace(
             go.Heatmap(
-                z=grid,
-                x=[str(v) for v in xs],
-                y=[str(v) for v in ys],
+                z=view.grid,
+                x=[str(v) for v in view.xs],
+                y=[str(v) for v in view.ys],
                 colorscale="Viridis",
-                colorbar={"title": objective.name},
-                hovertemplate=f"{x_name}=%{{x}}<br>{y_name}=%{{y}}<br>"
-                f"{objective.name}=%{{z}}<extra></extra>",
+                colorbar={"title": view.objective},
+                hovertemplate=f"{view.x_name}=%{{x}}<br>{view.y_name}=%{{y}}<br>"
+                f"{view.objective}=%{{z}}<extra></extra>",
             )
         )
-        fig.update_xaxes(title=x_name, type="category")
-        fig.update_yaxes(title=y_name, type="category")
-    elif ok and names:
-        values = [float(r.value) for r in ok]  # type: ignore[arg-type]
-        dims = [{"label": n, "values": [_as_float(r.params[n]) for r in ok]} for n in names]
-        dims.append({"label": objective.name, "values": values})
+        _axis_titles(fig, view.x_name, view.y_name)
+        fig.update_xaxes(type="category")
+        fig.update_yaxes(type="category")
+    elif view.kind == "parallel":
+        values = view.values.tolist()
+        dims = [
+            {"label": n, "values": view.params[:, i].tolist()} for i, n in enumerate(view.names)
+        ]
+        dims.append({"label": view.objective, "values": values})
         fig.add_trace(
             go.Parcoords(
                 line={"color": values, "colorscale": "Viridis", "showscale": True},
                 dimensions=dims,
             )
         )
-    fig.update_layout(title=title or f"{objective.name} ({objective.direction})")
+    _axis_titles(fig, None, None, title or f"{view.objective} ({view.direction})")
     return fig
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (a Plotly figure as HTML, a matplotlib one as PNG at 100 dpi),
+    creating its folder; return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(fig, "write_html"):
+        fig.write_html(out, include_plotlyjs="cdn")
+    else:
+        fig.savefig(out, dpi=100)
+    return out
+
+
+def _axis_titles(target: Any, x: str | None, y: str | None, title: str | None = None) -> None:
+    """Set the axis labels and the title of a matplotlib ``Axes`` or a Plotly figure."""
+    if hasattr(target, "update_layout"):
+        if x is not None:
+            target.update_xaxes(title=x)
+        if y is not None:
+            target.update_yaxes(title=y)
+        if title is not None:
+            target.update_layout(title=title)
+        return
+    if x is not None:
+        target.set_xlabel(x)
+    if y is not None:
+        target.set_ylabel(y)
+    if title is not None:
+        target.set_title(title)
 
 
 def _check_kind(kind: str, names: list[str], x: str | None, y: str | None) -> str:
