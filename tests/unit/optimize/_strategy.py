@@ -1,4 +1,5 @@
-"""A minimal SMA-cross strategy for the optimizer's tests, independent of the registry.
+"""A minimal SMA-cross strategy for the optimizer's tests, independent of the registry, and the
+bars, spaces and settings those tests share.
 
 A real :class:`Strategy` subclass: the optimizer evaluates strategies through the same contract
 as ``co.backtest`` and takes nothing else.
@@ -11,8 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from cryptoorchestrator.platform.backtest.engine import SimConfig
+from cryptoorchestrator.platform.optimize.objective import parse_objective, parse_result_filter
+from cryptoorchestrator.platform.optimize.study import StudySpec, build_study
+from cryptoorchestrator.platform.optimize.trials import BarArrays, TrialConfig, bars_to_arrays
 from cryptoorchestrator.platform.strategy.base import Param, Signals, Strategy
 from cryptoorchestrator.platform.strategy.indicators import crossed_above, crossed_below, sma
+
+#: The SMA cross's 10 x 19 grid (174 pairs with ``fast < slow``).
+GRID_SPACE = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
+#: A 3 x 2 grid, small enough to run serially in any test.
+SMALL_SPACE = {"fast": [5, 10, 20], "slow": [30, 60]}
 
 
 class SmaCross(Strategy):
@@ -51,3 +61,26 @@ def random_bars(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "close": close,
         "volume": np.ones(n),
     }
+
+
+def random_arrays(n: int, seed: int = 0) -> BarArrays:
+    """Return :func:`random_bars` as the optimizer's arrays."""
+    return bars_to_arrays(random_bars(n, seed=seed))
+
+
+def sma_study(n_bars: int, bars_seed: int, /, **study: Any) -> StudySpec:
+    """Return the validated :class:`SmaCross` study ``study`` (``build_study`` keywords).
+
+    Its bars are ``random_arrays(n_bars, bars_seed)``; ``study`` may hold a ``seed`` of its own.
+    """
+    return build_study(SmaCross(), random_arrays(n_bars, bars_seed), **study)
+
+
+def trial_config(**result_filter: Any) -> TrialConfig:
+    """Return the trial settings these tests share: 10 bps fees, hourly bars, the Sharpe ratio."""
+    return TrialConfig(
+        SimConfig(fee_bps=10),
+        8760.0,
+        parse_objective("sharpe"),
+        parse_result_filter(**result_filter),
+    )

@@ -8,15 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _strategy import random_bars
+from _strategy import random_arrays, trial_config
 
-from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.optimize import trials as trials_mod
-from cryptoorchestrator.platform.optimize.objective import parse_objective, parse_result_filter
 from cryptoorchestrator.platform.optimize.trials import (
     OK,
-    TrialConfig,
-    bars_to_arrays,
     run_trials,
     z_order,
 )
@@ -51,13 +47,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 
 @pytest.fixture(scope="module")
 def bars() -> trials_mod.BarArrays:
-    return bars_to_arrays(random_bars(3000, seed=11))
-
-
-def _config() -> TrialConfig:
-    return TrialConfig(
-        SimConfig(fee_bps=10), 8760.0, parse_objective("sharpe"), parse_result_filter()
-    )
+    return random_arrays(3000, seed=11)
 
 
 def _same_signals(a: Signals, b: Signals) -> bool:
@@ -109,10 +99,10 @@ def _check_batch_equals_alone(
     strategy: Strategy, grid: list[dict[str, Any]], bars: trials_mod.BarArrays
 ) -> None:
     grid = [strategy.validate_params(p) for p in z_order(grid)]
-    batch = run_trials(grid, bars, strategy, _config())
+    batch = run_trials(grid, bars, strategy, trial_config())
     assert [r.status for r in batch] == [OK] * len(grid)
     for params, r in zip(grid, batch, strict=True):
-        alone = run_trials([params], bars, strategy, _config())[0]
+        alone = run_trials([params], bars, strategy, trial_config())[0]
         assert r.same_outcome(alone), params
     # the signals themselves, trial by trial in one cache against the plain strategy
     with indicator_cache() as cache:
@@ -162,7 +152,7 @@ def test_nothing_is_cached_outside_a_batch_and_results_stay_writable(
 def test_the_cache_never_outlives_its_batch_nor_crosses_bars(
     bars: trials_mod.BarArrays,
 ) -> None:
-    other = bars_to_arrays(random_bars(3000, seed=12))
+    other = random_arrays(3000, seed=12)
     with indicator_cache() as cache:
         x = cache.trust_bars(bars)
         y = cache.trust_bars(other)
@@ -219,7 +209,7 @@ def test_memoised_passes_out_buffers_through() -> None:
         return np.multiply(x, k, out=out)
 
     with indicator_cache() as cache:
-        x = cache.trust_bars(bars_to_arrays(random_bars(10, seed=1))).close
+        x = cache.trust_bars(random_arrays(10, seed=1)).close
         buf = np.empty(10)
         assert double(x, out=buf) is buf
         assert double(x, out=buf) is buf
@@ -262,9 +252,10 @@ def test_stateful_strategies_are_not_reused(
             seen.append(active_cache())
             return super().signals(bars, params)
 
-    res = run_trials(USER_GRID[:2], bars, Stateful(), _config())
+    res = run_trials(USER_GRID[:2], bars, Stateful(), trial_config())
     assert [r.status for r in res] == [OK, OK]
     assert seen == [None, None]
+
 
 def test_probation_holds_the_last_few_first_requests_only(bars: trials_mod.BarArrays) -> None:
     from cryptoorchestrator.platform.strategy.memo import PROBATION_ENTRIES

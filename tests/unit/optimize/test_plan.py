@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from _strategy import SmaCross, random_bars
+from _strategy import GRID_SPACE, sma_study
 
 from cryptoorchestrator.platform.optimize.plan import POOL, BatchPlanner
 from cryptoorchestrator.platform.optimize.space import trial_key
-from cryptoorchestrator.platform.optimize.study import StudySpec, build_study
-from cryptoorchestrator.platform.optimize.trials import TrialResult, bars_to_arrays
-
-SPACE = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
+from cryptoorchestrator.platform.optimize.study import StudySpec
+from cryptoorchestrator.platform.optimize.trials import TrialResult
 
 
 def _spec(**kw: object) -> StudySpec:
-    bars = bars_to_arrays(random_bars(300, seed=2))
-    kw = {"space": SPACE, "constraint": "fast < slow", **kw}
-    return build_study(SmaCross(), bars, **kw)  # type: ignore[arg-type]
+    return sma_study(300, 2, **{"space": GRID_SPACE, "constraint": "fast < slow", **kw})
 
 
 def _keys(batches: list[list[dict[str, int]]]) -> list[str]:

@@ -5,22 +5,20 @@ from __future__ import annotations
 import _strategy
 import numpy as np
 import pytest
-from _strategy import Exploding, SmaCross, random_bars
+from _strategy import Exploding, SmaCross, random_arrays, trial_config
 
 from cryptoorchestrator import indicators as ci
 from cryptoorchestrator.platform.backtest.engine import SimConfig, simulate
 from cryptoorchestrator.platform.backtest.metrics import metrics_from_stats
 from cryptoorchestrator.platform.optimize import store
 from cryptoorchestrator.platform.optimize import trials as trials_mod
-from cryptoorchestrator.platform.optimize.objective import parse_objective, parse_result_filter
+from cryptoorchestrator.platform.optimize.objective import parse_objective
 from cryptoorchestrator.platform.optimize.space import trial_key
 from cryptoorchestrator.platform.optimize.trials import (
     FAILED,
     OK,
     REJECTED,
-    TrialConfig,
     TrialResult,
-    bars_to_arrays,
     run_trials,
 )
 from cryptoorchestrator.platform.strategy import indicators as ta
@@ -31,18 +29,12 @@ BATCH = [{"fast": f, "slow": s} for f in (5, 10, 15) for s in (20, 40, 60)]
 
 @pytest.fixture(scope="module")
 def bars() -> trials_mod.BarArrays:
-    return bars_to_arrays(random_bars(5000, seed=3))
-
-
-def _config(**kw: object) -> TrialConfig:
-    return TrialConfig(
-        SimConfig(fee_bps=10), 8760.0, parse_objective("sharpe"), parse_result_filter(**kw)
-    )  # type: ignore[arg-type]
+    return random_arrays(5000, seed=3)
 
 
 def test_batch_equals_one_backtest_per_trial(bars: trials_mod.BarArrays) -> None:
     strat = SmaCross()
-    results = run_trials(BATCH, bars, strat, _config())
+    results = run_trials(BATCH, bars, strat, trial_config())
     assert [r.params for r in results] == BATCH
     for r in results:
         sig = strat.signals(bars, r.params)
@@ -73,12 +65,12 @@ def test_indicator_reuse_is_used_and_matches(
 
     monkeypatch.setattr(ta, "sma", memoised(counting))
     monkeypatch.setattr(_strategy, "sma", ta.sma)
-    fast = run_trials(BATCH, bars, SmaCross(), _config())
+    fast = run_trials(BATCH, bars, SmaCross(), trial_config())
     # one computation per distinct period of the batch (its first result waits in probation
     # and the next request keeps it), not two per trial
     assert sorted(calls) == sorted({v for q in BATCH for v in q.values()})
     monkeypatch.setattr(trials_mod, "REUSE_BYTES", 0)
-    slow = run_trials(BATCH, bars, SmaCross(), _config())
+    slow = run_trials(BATCH, bars, SmaCross(), trial_config())
     assert len(calls) == 6 + 2 * len(BATCH)
     assert all(a.same_outcome(b) for a, b in zip(fast, slow, strict=True))
 
@@ -89,8 +81,8 @@ def test_read_only_arrays_are_accepted(bars: trials_mod.BarArrays) -> None:
         v = a.copy()
         v.flags.writeable = False
         ro.append(v)
-    res = run_trials(BATCH[:2], trials_mod.BarArrays(*ro), SmaCross(), _config())
-    ref = run_trials(BATCH[:2], bars, SmaCross(), _config())
+    res = run_trials(BATCH[:2], trials_mod.BarArrays(*ro), SmaCross(), trial_config())
+    ref = run_trials(BATCH[:2], bars, SmaCross(), trial_config())
     assert all(a.same_outcome(b) for a, b in zip(res, ref, strict=True))
 
 
@@ -98,7 +90,7 @@ def test_failures_and_rejections_are_recorded_and_the_batch_goes_on(
     bars: trials_mod.BarArrays,
 ) -> None:
     batch = [{"fast": 10, "slow": 40}, {"fast": 5, "slow": 40}, {"fast": 1, "slow": 40}]
-    res = run_trials(batch, bars, Exploding(), _config(min_trades=10**6))
+    res = run_trials(batch, bars, Exploding(), trial_config(min_trades=10**6))
     assert res[0].status == FAILED
     assert "ZeroDivisionError" in (res[0].error or "")
     assert res[1].status == REJECTED
@@ -124,7 +116,7 @@ def test_store_resume_skips_finished_and_retries_failed(
     run_id, done = store.open_run(settings, **kw)  # type: ignore[arg-type]
     assert done == {}
     res = run_trials(
-        [{"fast": 10, "slow": 40}, {"fast": 5, "slow": 40}], bars, Exploding(), _config()
+        [{"fast": 10, "slow": 40}, {"fast": 5, "slow": 40}], bars, Exploding(), trial_config()
     )
     store.record_trials(settings, run_id, res)  # type: ignore[arg-type]
     again, done = store.open_run(settings, **kw)  # type: ignore[arg-type]
@@ -140,7 +132,7 @@ def test_results_table_and_plots(bars: trials_mod.BarArrays, tmp_path: object) -
 
     from cryptoorchestrator.platform.optimize.results import plot_results, results_table
 
-    res = run_trials(BATCH, bars, SmaCross(), _config())
+    res = run_trials(BATCH, bars, SmaCross(), trial_config())
     table = results_table(res, ["fast", "slow"])
     df = table.to_pandas()
     assert len(df) == len(BATCH)
@@ -156,13 +148,13 @@ def test_a_cache_too_small_for_the_batch_gives_the_same_results(
     bars: trials_mod.BarArrays, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     grid = [{"fast": f, "slow": s} for f in (5, 10, 15, 20) for s in (30, 40, 50, 60, 70)]
-    whole = run_trials(grid, bars, SmaCross(), _config())
+    whole = run_trials(grid, bars, SmaCross(), trial_config())
     # room for two SMAs only: entries are evicted while trials still use them
     monkeypatch.setattr(trials_mod, "REUSE_BYTES", 2 * 8 * len(bars))
-    small = run_trials(grid, bars, SmaCross(), _config())
+    small = run_trials(grid, bars, SmaCross(), trial_config())
     strat = SmaCross()
     for params, r in zip(grid, small, strict=True):
-        alone = run_trials([params], bars, strat, _config())[0]
+        alone = run_trials([params], bars, strat, trial_config())[0]
         assert r.same_outcome(alone)
     assert all(a.same_outcome(b) for a, b in zip(whole, small, strict=True))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from _strategy import GRID_SPACE as SPACE
 
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.optimize.expr import Expression
@@ -12,8 +13,6 @@ from cryptoorchestrator.platform.optimize.objective import parse_objective, pars
 from cryptoorchestrator.platform.optimize.sampling import ParamConstraint, TrialSource
 from cryptoorchestrator.platform.optimize.space import parse_space, trial_key
 from cryptoorchestrator.platform.optimize.walkforward import split_folds, stitch_equity
-
-SPACE = {"fast": range(5, 55, 5), "slow": range(20, 210, 10)}
 
 
 def test_cli_ranges_are_inclusive_and_equal_python_ranges() -> None:

@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from _strategy import SmaCross, random_bars
+from _strategy import SMALL_SPACE as SPACE
+from _strategy import SmaCross, random_arrays
 
 from cryptoorchestrator.platform.backtest.engine import SimConfig
 from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.optimize.study import build_study
-from cryptoorchestrator.platform.optimize.trials import BarArrays, bars_to_arrays
-
-SPACE = {"fast": [5, 10, 20], "slow": [30, 60]}
+from cryptoorchestrator.platform.optimize.trials import BarArrays
 
 
 @pytest.fixture(scope="module")
 def bars() -> BarArrays:
-    return bars_to_arrays(random_bars(400, seed=1))
+    return random_arrays(400, seed=1)
 
 
 def test_spec_holds_the_validated_study(bars: BarArrays) -> None:

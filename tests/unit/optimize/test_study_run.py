@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from _strategy import SmaCross, random_bars
+from _strategy import sma_study
 
 from cryptoorchestrator.platform.optimize.executor import (
     FinishedBatch,
@@ -13,15 +13,14 @@ from cryptoorchestrator.platform.optimize.executor import (
     run_study,
 )
 from cryptoorchestrator.platform.optimize.space import Params, trial_key
-from cryptoorchestrator.platform.optimize.study import StudySpec, build_study
-from cryptoorchestrator.platform.optimize.trials import FAILED, OK, TrialResult, bars_to_arrays
+from cryptoorchestrator.platform.optimize.study import StudySpec
+from cryptoorchestrator.platform.optimize.trials import FAILED, OK, TrialResult
 
 SPACE = {"fast": [5, 10, 20], "slow": [30, 60, 90]}
 
 
 def _spec(**kw: object) -> StudySpec:
-    bars = bars_to_arrays(random_bars(300, seed=4))
-    return build_study(SmaCross(), bars, space=SPACE, batch_size=2, **kw)  # type: ignore[arg-type]
+    return sma_study(300, 4, space=SPACE, batch_size=2, **kw)
 
 
 class FakeExecutor:

@@ -10,10 +10,12 @@
 - :mod:`.executor`: the study driver against a submit / wait / cancel executor, and the serial
   executor;
 - :mod:`.walkforward`: fold splitting, a study per fold, out-of-sample evaluation, stitching;
+- :mod:`.optimizer`: the public ``optimize`` / ``open_study`` / ``walk_forward``, which build the
+  spec and run it on a named executor (serial here, others injected);
 - :mod:`.store`: runs and trials in the database, resume and cancel requests;
 - :mod:`.results`: the result classes, the results table and the heatmap / parallel-coordinates
   plot.
 
-The Ray executor and the public ``optimize`` / ``walk_forward`` live in
-``cryptoorchestrator.cluster.optimize``.
+The Ray executor lives in ``cryptoorchestrator.cluster.optimize``, which binds ``co.optimize`` and
+``co.walk_forward`` to it.
 """
