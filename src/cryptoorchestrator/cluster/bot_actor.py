@@ -33,6 +33,7 @@ from typing import Any
 import ray
 from sqlalchemy import select
 
+from cryptoorchestrator.cluster.budget_actor import install_budget
 from cryptoorchestrator.cluster.events import EventPublisher, get_event_bus
 from cryptoorchestrator.cluster.handles import actor_name, group_actor_name, group_of
 from cryptoorchestrator.cluster.metrics import RayTelemetry, process_telemetry
@@ -424,6 +425,12 @@ class BotActor:
             self._process = BotProcess(Settings(**self._settings_data))
         except Exception:  # bad settings: each slot reports them as its Error status
             self._process = None
+        try:
+            # This process's ccxt clients share the cluster's request budget (budget_actor).
+            if self._process is not None:
+                install_budget(self._process.settings)
+        except Exception:  # clients are then paced by ccxt alone; trading goes on
+            logging.getLogger(__name__).warning("exchange budget not installed", exc_info=True)
         # Below the risk actor, above batch work (see cluster.runtime.BOT_NICENESS).
         lower_priority(int(self._opts.get("nice", BOT_NICENESS)))
         try:

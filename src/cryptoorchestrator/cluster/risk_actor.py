@@ -584,6 +584,8 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
         # Bot actors check their accounts' apiUrl against the driver's rule before connecting.
         "allowed_api_hosts": list(settings.allowed_api_hosts),
         "exchange_endpoints": dict(settings.exchange_endpoints),
+        # Bot processes share the driver's request budget settings (cluster/budget_actor.py).
+        "exchange_budget": settings.exchange_budget.model_dump(),
     }
 
 

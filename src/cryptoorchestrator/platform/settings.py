@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptoorchestrator.platform.errors import ConfigError
+from cryptoorchestrator.platform.exchange.budget import ExchangeBudgetSettings
 from cryptoorchestrator.platform.notify.config import NotifySettings
 
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name, not a secret)
@@ -117,6 +118,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="operator-configured exchanges {name: base URL}: probed by health and the "
         "only sources that write the shared market-data store",
+    )
+    exchange_budget: ExchangeBudgetSettings = Field(
+        default_factory=ExchangeBudgetSettings,
+        description="request-weight budget shared by every bot process per exchange and egress "
+        "IP, and orders per API key (CRYPTOORCH_EXCHANGE_BUDGET__ENABLED, __LIMITS, __SAFETY, "
+        "__EGRESS_ID, ...; see docs/bots.md)",
     )
     market_feed: Literal["auto", "exchange", "store"] = Field(
         "auto",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptoorchestrator.platform.errors import InvalidInputError
+from cryptoorchestrator.platform.exchange.budget_client import registry as budget_registry
 from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 from cryptoorchestrator.platform.model.symbols import normalize_symbol
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
@@ -377,9 +378,12 @@ def _stream_client(exchange: str, api_url: str | None) -> Any | None:
     know, or a URL it refuses, leaves the feed without a stream: its callers poll REST.
     """
     try:
-        return build_ccxt_client(exchange, api_url, kind="pro")
+        client = build_ccxt_client(exchange, api_url, kind="pro")
     except InvalidInputError:
         return None
+    # Its REST calls (loading markets) spend the process's shared request budget, if any.
+    budget_registry.attach(client, exchange, api_url)
+    return client
 
 
 def _redact(text: str) -> str:

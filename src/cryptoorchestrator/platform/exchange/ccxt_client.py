@@ -35,6 +35,7 @@ from cryptoorchestrator.platform.errors import (
     OrderStateUnknownError,
     RetryableExchangeError,
 )
+from cryptoorchestrator.platform.exchange.budget_client import registry as budget_registry
 from cryptoorchestrator.platform.exchange.ccxt_factory import build_ccxt_client
 from cryptoorchestrator.platform.exchange.circuit import CircuitBreaker, account_key, registry
 from cryptoorchestrator.platform.exchange.errors_map import is_ccxt_error, map_ccxt_error
@@ -187,6 +188,8 @@ class CcxtExecutionClient(ExecutionClient):
             timeout_ms=timeout_ms,
             enable_rate_limit=enable_rate_limit,
         )
+        # Bot processes share one request budget per exchange, IP and API key (if configured).
+        budget_registry.attach(exchange, exchange_id, api_url, api_key)
         key = account_key(exchange_id, account_id)
         client = cls(exchange, account_key=key, **kwargs)
         client.market_data_key = f"{exchange_id}@{api_url or 'default'}"

@@ -33,6 +33,7 @@ from cryptoorchestrator.platform.exchange.sim.faults import FaultState
 from cryptoorchestrator.platform.exchange.sim.market import ReplayMarket, SymbolSpec, build_markets
 from cryptoorchestrator.platform.exchange.sim.matching import MatchingEngine
 from cryptoorchestrator.platform.exchange.sim.public import PublicEndpoints
+from cryptoorchestrator.platform.exchange.sim.ratelimit import WeightLimiter
 from cryptoorchestrator.platform.exchange.sim.signed import SignedEndpoints
 from cryptoorchestrator.platform.exchange.sim.wire import (
     MSG_RATE_LIMIT,
@@ -69,6 +70,10 @@ class ExchangeSimulator:
         Initial fault switches (see :class:`FaultState`).
     specs
         Filters per symbol; default ones follow the price level (BTC: tick 0.01, step 0.00001).
+    weight_limit, weight_window_s
+        Request weight per IP per window, enforced as Binance does (429, then 418 bans; see
+        :mod:`~cryptoorchestrator.platform.exchange.sim.ratelimit`); None: no limit and no
+        ``X-MBX-USED-WEIGHT-*`` header.
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class ExchangeSimulator:
         faults: Mapping[str, Any] | None = None,
         specs: Mapping[str, SymbolSpec] | None = None,
         warmup_candles: int = 1000,
+        weight_limit: float | None = None,
+        weight_window_s: float = 60.0,
     ) -> None:
         if not isinstance(data, Mapping):
             data = {"BTC/USDT": data}
@@ -116,6 +123,9 @@ class ExchangeSimulator:
         if faults:
             self.faults.update(faults)
         self.stats: Counter[str] = Counter()
+        self.weights = (
+            WeightLimiter(weight_limit, weight_window_s) if weight_limit is not None else None
+        )
         self._lock = threading.RLock()
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -284,6 +294,7 @@ class ExchangeSimulator:
         get("/_sim/orders", self._admin_orders)
         get("/_sim/balances", self._admin_balances)
         get("/_sim/stats", self._admin_stats)
+        get("/_sim/weights", self._admin_weights)
         get("/_sim/ws", self._admin_ws)
         post("/_sim/ws", self._admin_ws)
         get("/ws", self.streams.handle)
@@ -302,6 +313,18 @@ class ExchangeSimulator:
             hang = self.faults.hang_s
             retry_after = self.faults.retry_after_s
             fail_status = self.faults.fail_status
+        verdict = None
+        if self.weights is not None and path.startswith("/api/"):
+            verdict = self.weights.charge(request.remote or "", request.method, path, request.query)
+            if verdict.status != 200:
+                return json_response(
+                    {"code": -1003, "msg": MSG_RATE_LIMIT},
+                    status=verdict.status,
+                    headers={
+                        "Retry-After": str(verdict.retry_after_s),
+                        verdict.header: str(int(verdict.used)),
+                    },
+                )
         if latency:
             await asyncio.sleep(latency / 1000.0)
         if action == "timeout":
@@ -320,11 +343,14 @@ class ExchangeSimulator:
         if action == "fail":
             return web.Response(status=fail_status, text="Service Unavailable")
         try:
-            return await handler(request)
+            response = await handler(request)
         except BinanceReject as exc:
-            return error_response(exc.code, exc.msg, exc.status)
+            response = error_response(exc.code, exc.msg, exc.status)
         except InvalidInputError as exc:
-            return error_response(-1100, str(exc))
+            response = error_response(-1100, str(exc))
+        if verdict is not None and not response.prepared:
+            response.headers[verdict.header] = str(int(verdict.used))
+        return response
 
     def _take_fault(self) -> str | None:
         f = self.faults
@@ -405,6 +431,12 @@ class ExchangeSimulator:
     async def _admin_stats(self, request: web.Request) -> web.Response:
         with self._lock:
             return json_response(dict(self.stats))
+
+    async def _admin_weights(self, request: web.Request) -> web.Response:
+        """Answer the weight limit's figures: most served in a window, 429s and 418s sent."""
+        if self.weights is None:
+            return json_response({"limit": None})
+        return json_response(self.weights.stats())
 
     async def _admin_ws(self, request: web.Request) -> web.Response:
         if request.method == "POST":
