@@ -262,6 +262,65 @@ class Client:
         body = self.request("GET", path, params={"timeframe": timeframe, "limit": limit})
         return _listing(body["candles"], as_frame)
 
+    # ------------------------------------------------------------------------ notifications
+    def notification_channels(self) -> list[dict[str, Any]]:
+        """Return your notification channels (destinations masked, no secrets)."""
+        return self.request("GET", "/api/notifications/channels")  # type: ignore[no-any-return]
+
+    def add_notification_channel(self, name: str, kind: str, **fields: Any) -> dict[str, Any]:
+        """Add a channel: ``kind`` is webhook, telegram, discord, slack or email.
+
+        ``fields`` are the kind's destination (``url``; ``botToken`` and ``chatId``;
+        ``address``) and the subscription (``events``, ``botIds``, ``minSeverity``,
+        ``quietStart``, ``quietEnd``, ``timezone``); None values are left out.  A webhook's
+        answer holds its ``signingSecret``, shown this once.
+        """
+        body = {"name": name, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+        return self.request("POST", "/api/notifications/channels", json=body)  # type: ignore[no-any-return]
+
+    def update_notification_channel(self, channel_id: int, **changes: Any) -> dict[str, Any]:
+        """Change a channel's name, subscription or ``enabled`` (None clears a filter)."""
+        path = f"/api/notifications/channels/{channel_id}"
+        return self.request("PATCH", path, json=changes)  # type: ignore[no-any-return]
+
+    def test_notification_channel(self, channel_id: int) -> dict[str, Any]:
+        """Send a test message now; return ``{"ok": bool, "error": str | None}``."""
+        path = f"/api/notifications/channels/{channel_id}/test"
+        return self.request("POST", path)  # type: ignore[no-any-return]
+
+    def remove_notification_channel(self, channel_id: int) -> dict[str, Any]:
+        """Delete a channel and its delivery log."""
+        path = f"/api/notifications/channels/{channel_id}"
+        return self.request("DELETE", path)  # type: ignore[no-any-return]
+
+    def rotate_notification_secret(self, channel_id: int) -> dict[str, Any]:
+        """Give a webhook channel a new ``signingSecret`` (in this answer only)."""
+        path = f"/api/notifications/channels/{channel_id}/rotate-secret"
+        return self.request("POST", path)  # type: ignore[no-any-return]
+
+    def notifications(
+        self,
+        *,
+        status: str | None = None,
+        channel_id: int | None = None,
+        limit: int = 100,
+        as_frame: bool = False,
+    ) -> Any:
+        """Return your delivery log, newest first (``status``: held, pending, sending, sent,
+        dead); a DataFrame with ``as_frame=True``."""
+        params = {"status": status, "channelId": channel_id, "limit": limit}
+        query = {k: v for k, v in params.items() if v is not None}
+        return _listing(self.request("GET", "/api/notifications", params=query), as_frame)
+
+    def dead_letters(self, *, limit: int = 100, as_frame: bool = False) -> Any:
+        """Return your dead-lettered notifications (``notifications(status="dead")``)."""
+        return self.notifications(status="dead", limit=limit, as_frame=as_frame)
+
+    def retry_notification(self, notification_id: int) -> dict[str, Any]:
+        """Queue a dead notification again; return ``{"requeued": n}``."""
+        path = f"/api/notifications/{notification_id}/retry"
+        return self.request("POST", path)  # type: ignore[no-any-return]
+
     def health(self) -> dict[str, Any]:
         """Return the detailed health report (does not raise on 503)."""
         response = self._send("GET", "/api/health/detailed")

@@ -19,6 +19,7 @@ from cryptoorchestrator.cli import bots as bots_cli
 from cryptoorchestrator.cli import data as data_cli
 from cryptoorchestrator.cli import db as db_cli
 from cryptoorchestrator.cli import exchange_sim as exchange_sim_cli
+from cryptoorchestrator.cli import notify as notify_cli
 from cryptoorchestrator.cli import optimize as optimize_cli
 from cryptoorchestrator.cli import replay as replay_cli
 from cryptoorchestrator.cli import strategies as strategies_cli
@@ -42,6 +43,7 @@ app.command("optimize")(optimize_cli.optimize)
 app.add_typer(bots_cli.app, name="bots")
 app.add_typer(bots_cli.risk_app, name="risk")
 app.add_typer(users_cli.app, name="users")
+app.add_typer(notify_cli.app, name="notify")
 app.command("backtest")(backtest_cli.backtest)
 app.command("check-lookahead")(backtest_cli.check_lookahead)
 app.command("replay")(replay_cli.replay)

@@ -77,9 +77,14 @@ class NotifyDb:
         """Create a channel of ``user_id``; return its id and its webhook secret."""
         events = values.pop("events", None)
         min_severity = values.pop("min_severity", "info")
+        subscription = {
+            key: values.pop(key)
+            for key in ("bot_ids", "quiet_start", "quiet_end", "timezone")
+            if key in values
+        }
         with self.factory() as session:
             row, config = ChannelService(session, self.box, notify, user_id).create(
-                name, values, events=events, min_severity=min_severity
+                name, values, events=events, min_severity=min_severity, **subscription
             )
             session.commit()
             return int(row.id), config.secret

@@ -1,4 +1,5 @@
-"""Migration 0006 (notification tables) goes up, down and up again on SQLite and PostgreSQL."""
+"""Migrations 0006 (notification tables) and 0007 (subscriptions: bots, quiet hours) go up,
+down and up again on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from sqlalchemy import create_engine, inspect
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import current_revision, dispose_engines, downgrade
 from cryptoorchestrator.platform.storage.db import upgrade as migrate
+
+
+def _columns(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
 
 
 def _tables(url: str) -> set[str]:
@@ -21,7 +30,12 @@ def test_upgrade_downgrade_upgrade(settings: Settings, db_url: str) -> None:
     s = settings.model_copy(update={"database_url": db_url})
     try:
         migrate(s)
+        assert current_revision(s) == "0007"
+        subscription = {"bot_ids", "quiet_start", "quiet_end", "timezone"}
+        assert subscription <= _columns(db_url, "notification_channels")
+        downgrade(s, "0006")
         assert current_revision(s) == "0006"
+        assert not subscription & _columns(db_url, "notification_channels")
         assert {"notifications", "notification_channels"} <= _tables(db_url)
         downgrade(s, "0005")
         assert current_revision(s) == "0005"
@@ -29,5 +43,6 @@ def test_upgrade_downgrade_upgrade(settings: Settings, db_url: str) -> None:
         assert "integrity_findings" in _tables(db_url)
         migrate(s)
         assert {"notifications", "notification_channels"} <= _tables(db_url)
+        assert subscription <= _columns(db_url, "notification_channels")
     finally:
         dispose_engines()

@@ -24,6 +24,7 @@ from cryptoorchestrator.api.deps import (
 )
 from cryptoorchestrator.api.health import overall
 from cryptoorchestrator.platform.errors import UnauthorizedError
+from cryptoorchestrator.platform.notify.dispatcher import notifications_health
 from cryptoorchestrator.platform.services.bots import bots_by_status
 from cryptoorchestrator.platform.storage.db import check_database
 from cryptoorchestrator.platform.storage.integrity import integrity_health
@@ -116,7 +117,7 @@ def _own_kill_switch(switch: dict[str, Any], user_id: int) -> dict[str, bool]:
 @router.get("/detailed", responses=UNHEALTHY, openapi_extra=OPTIONAL_AUTH)
 async def detailed(context: ContextDep, user: Caller, db: SessionDep) -> JSONResponse:
     """Database, Ray, risk actor (with its kill switches), each exchange's ``circuit_breaker``,
-    bots by status.
+    bots by status, and (signed in) dead-lettered ``notifications``.
 
     Anonymous callers see each component's status; a signed-in user also their own bots,
     circuit breakers and the kill switches that stop their bots; an admin everything (errors,
@@ -128,6 +129,9 @@ async def detailed(context: ContextDep, user: Caller, db: SessionDep) -> JSONRes
     body = overall(healthy, report)
     # The troubleshooting guide tells users to look for `circuit_breaker` at the top level.
     body["circuit_breaker"] = report.get("circuit_breaker", {"status": "unavailable"})
+    if user is not None:  # dead letters: an admin's count is everyone's, a user's their own
+        scope = None if has_role(user, "admin") else user.id
+        body["notifications"] = await run_in_threadpool(notifications_health, db, scope)
     return _answer(healthy, body)
 
 

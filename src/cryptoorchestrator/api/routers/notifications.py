@@ -1,10 +1,11 @@
-"""``/api/notifications``: your channels (write-only secrets), a test send, the delivery log.
+"""``/api/notifications``: your channels (write-only secrets) and their subscriptions, a test
+send, signing-secret rotation, the delivery log and its dead letters.
 
 Every role may manage its own channels (viewers too: a channel only tells its owner about the
 owner's own bots, which a viewer may already read).  Nobody, admins included, ever reads a
 channel's destination secrets back: the URL of a webhook, Discord or Slack channel, a Telegram
-bot token and a webhook's signing secret are write-only (the signing secret is shown once, in
-the answer that creates the channel).
+bot token and a webhook's signing secret are write-only (a signing secret is shown once, in
+the answer that creates the channel or rotates its secret).  Another user's channel is a 404.
 """
 
 from __future__ import annotations
@@ -37,8 +38,26 @@ class ChannelCreate(StrictBody):
     bot_token: SecretStr | None = Field(None, description="telegram: the bot's token")
     chat_id: str | None = Field(None, max_length=40, description="telegram: chat id")
     address: str | None = Field(None, max_length=254, description="email: the recipient")
-    events: list[str] | None = Field(None, max_length=20, description="types; all when omitted")
+    events: list[str] | None = Field(None, max_length=40, description="types; all when omitted")
     min_severity: Literal["info", "warning", "error", "critical"] = "info"
+    bot_ids: list[int] | None = Field(None, description="only these bots' events; all if omitted")
+    quiet_start: str | None = Field(None, max_length=5, description="HH:MM local time")
+    quiet_end: str | None = Field(None, max_length=5, description="HH:MM local time")
+    timezone: str = Field("UTC", max_length=64, description="IANA zone of the quiet hours")
+
+
+class ChannelUpdate(StrictBody):
+    """Changes to a channel's name, subscription or ``enabled`` (fields left out are kept;
+    ``null`` clears ``events``, ``botIds`` and the quiet hours)."""
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    events: list[str] | None = Field(None, max_length=40)
+    min_severity: Literal["info", "warning", "error", "critical"] | None = None
+    bot_ids: list[int] | None = None
+    quiet_start: str | None = Field(None, max_length=5)
+    quiet_end: str | None = Field(None, max_length=5)
+    timezone: str | None = Field(None, max_length=64)
+    enabled: bool | None = None
 
 
 class ChannelPublic(CamelModel):
@@ -50,6 +69,10 @@ class ChannelPublic(CamelModel):
     target: str
     events: list[str] | None
     min_severity: str
+    bot_ids: list[int] | None
+    quiet_start: str | None
+    quiet_end: str | None
+    timezone: str
     enabled: bool
     created_at: datetime
     last_sent_at: datetime | None
@@ -59,6 +82,16 @@ class ChannelCreated(ChannelPublic):
     """The answer to a create: a webhook's signing secret, shown this once."""
 
     signing_secret: str | None = None
+
+
+class SecretRotated(CamelModel):
+    """The answer to a rotation: the new signing secret, shown this once."""
+
+    id: int
+    signing_secret: str
+    previous_valid_until: datetime | None = Field(
+        None, description="until then requests carry a signature with the old secret too"
+    )
 
 
 class TestResult(CamelModel):
@@ -100,6 +133,10 @@ def _public(row: NotificationChannel) -> dict[str, Any]:
         "target": row.target_hint,
         "events": row.events,
         "min_severity": row.min_severity,
+        "bot_ids": row.bot_ids,
+        "quiet_start": row.quiet_start,
+        "quiet_end": row.quiet_end,
+        "timezone": row.timezone or "UTC",
         "enabled": row.enabled,
         "created_at": row.created_at,
         "last_sent_at": row.last_sent_at,
@@ -134,10 +171,47 @@ def create_channel(
         "address": body.address,
     }
     row, config = _service(context, db, user).create(
-        body.name, values, events=body.events, min_severity=body.min_severity
+        body.name,
+        values,
+        events=body.events,
+        min_severity=body.min_severity,
+        bot_ids=body.bot_ids,
+        quiet_start=body.quiet_start,
+        quiet_end=body.quiet_end,
+        timezone=body.timezone,
     )
     db.commit()
     return ChannelCreated(**_public(row), signing_secret=config.secret)
+
+
+@router.patch("/channels/{channel_id}")
+def update_channel(
+    channel_id: IdPath,
+    body: ChannelUpdate,
+    context: ContextDep,
+    db: SessionDep,
+    user: CurrentUser,
+) -> ChannelPublic:
+    """Change one of your channels' name, subscription (events, bots, minimum severity, quiet
+    hours and their time zone) or pause it (``enabled: false``)."""
+    changes = body.model_dump(exclude_unset=True, by_alias=False)
+    row = _service(context, db, user).update(channel_id, changes)
+    db.commit()
+    return ChannelPublic(**_public(row))
+
+
+@router.post("/channels/{channel_id}/rotate-secret")
+def rotate_secret(
+    channel_id: IdPath, context: ContextDep, db: SessionDep, user: CurrentUser
+) -> SecretRotated:
+    """Give one of your webhook channels a new signing secret, shown in this answer only.
+
+    For the operator's grace period (``CRYPTOORCH_NOTIFY__SECRET_GRACE_S``, a day by default)
+    every request is signed with the old secret and the new one, so receivers can switch.
+    """
+    row, secret, until = _service(context, db, user).rotate_secret(channel_id)
+    db.commit()
+    return SecretRotated(id=row.id, signing_secret=secret, previous_valid_until=until)
 
 
 @router.delete("/channels/{channel_id}")
@@ -165,7 +239,7 @@ def delivery_log(
     db: SessionDep,
     user: CurrentUser,
     status_: Annotated[
-        Literal["pending", "sending", "sent", "dead"] | None, Query(alias="status")
+        Literal["held", "pending", "sending", "sent", "dead"] | None, Query(alias="status")
     ] = None,
     channel_id: Annotated[int | None, Query(alias="channelId", ge=1, le=2_147_483_647)] = None,
     before: Annotated[int | None, Query(ge=1, description="rows with a smaller id")] = None,

@@ -24,7 +24,7 @@ from cryptoorchestrator.platform.exchange.execution import ExchangeOrder, Fill
 from cryptoorchestrator.platform.model import OrderSide, OrderStatus
 from cryptoorchestrator.platform.model import orders as lifecycle
 from cryptoorchestrator.platform.model.clock import Clock, ms_to_datetime
-from cryptoorchestrator.platform.notify.outbox import enqueue_inserted_fills
+from cryptoorchestrator.platform.notify.outbox import enqueue_inserted_fills, enqueue_order_updates
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine
 from cryptoorchestrator.platform.storage.models import Order, Position, Trade
@@ -236,6 +236,7 @@ def _record_rows(
         conn.execute(_INSERT_TRADES, trade_rows)
         # Their notifications commit with them (a no-op where the outbox is not installed).
         enqueue_inserted_fills(conn, trade_rows)
+    enqueue_order_updates(conn, updates)  # rejected / canceled orders (after their fills)
     if moved:
         _save_positions(conn, list(moved.values()))
     return applied_all, closing

@@ -127,6 +127,7 @@ from cryptoorchestrator.platform.model import orders as lifecycle
 from cryptoorchestrator.platform.model.clock import Clock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
+from cryptoorchestrator.platform.notify.outbox import enqueue_order_updates
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
@@ -1029,6 +1030,10 @@ class BotRuntime:
                     extra={"client_order_id": cid, "stored": stored, "event": type(event).__name__},
                 )
                 return False
+            if status in (OrderStatus.REJECTED, OrderStatus.CANCELED):
+                # the owner hears of it through the outbox, in this transaction
+                pk = conn.execute(select(_ORDERS.c.id).where(column == cid)).scalar_one()
+                enqueue_order_updates(conn, {pk: {"status": status.value}})
         if status.is_final:
             self.note_closed(cid)
         return True

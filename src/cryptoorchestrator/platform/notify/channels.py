@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.crypto import SecretBox
@@ -24,13 +25,15 @@ from cryptoorchestrator.platform.logs import register_secret
 from cryptoorchestrator.platform.notify import signing
 from cryptoorchestrator.platform.notify.config import NotifySettings
 from cryptoorchestrator.platform.notify.events import EventType, Severity
+from cryptoorchestrator.platform.notify.subscriptions import QuietHours, check_bots
 from cryptoorchestrator.platform.notify.urls import (
     DISCORD_HOSTS,
     SLACK_HOSTS,
     check_channel_url,
     policy_of,
 )
-from cryptoorchestrator.platform.storage.models import NotificationChannel
+from cryptoorchestrator.platform.storage.models import Bot, Notification, NotificationChannel
+from cryptoorchestrator.platform.storage.types import utcnow
 
 _TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,100}$")
 _CHAT = re.compile(r"^(-?\d{1,20}|@[A-Za-z0-9_]{5,32})$")
@@ -58,9 +61,20 @@ class ChannelConfig:
     bot_token: str | None = None
     chat_id: str | None = None
     address: str | None = None
+    previous_secret: str | None = None
+    previous_until: str | None = None
 
     def __repr__(self) -> str:
         return f"ChannelConfig(kind={self.kind.value!r}, ...)"
+
+    def signing_secrets(self, now: datetime) -> tuple[str, list[str]]:
+        """The webhook's secret and the ones it also signs with now (a rotation's old one)."""
+        assert self.secret is not None
+        also: list[str] = []
+        if self.previous_secret and self.previous_until:
+            if now < datetime.fromisoformat(self.previous_until):
+                also.append(self.previous_secret)
+        return self.secret, also
 
 
 def _purpose(channel_id: int) -> str:
@@ -143,7 +157,7 @@ def check_subscription(events: list[str] | None, min_severity: str | None) -> No
 
 def seal(box: SecretBox, channel_id: int, config: ChannelConfig) -> bytes:
     """Return ``config`` encrypted for channel ``channel_id``."""
-    for value in (config.url, config.secret, config.bot_token):
+    for value in (config.url, config.secret, config.bot_token, config.previous_secret):
         register_secret(value)
     document = {k: v for k, v in asdict(config).items() if v is not None}
     return box.encrypt(json.dumps(document), _purpose(channel_id))
@@ -198,6 +212,21 @@ class ChannelService:
             raise NotFoundError(f"notification channel {channel_id} not found")
         return row
 
+    def _check_bots(self, bot_ids: Any) -> list[int] | None:
+        ids = check_bots(bot_ids)
+        if ids:
+            mine = set(
+                self.session.scalars(
+                    select(Bot.id).where(Bot.id.in_(ids), Bot.user_id == self.user_id)
+                )
+            )
+            unknown = [b for b in ids if b not in mine]
+            if unknown:
+                raise InvalidInputError(
+                    "botIds", f"unknown bot ids {unknown[:5]}", allowed="ids of your own bots"
+                )
+        return ids
+
     def create(
         self,
         name: str,
@@ -205,16 +234,22 @@ class ChannelService:
         *,
         events: list[str] | None = None,
         min_severity: str = Severity.INFO.value,
+        bot_ids: list[int] | None = None,
+        quiet_start: str | None = None,
+        quiet_end: str | None = None,
+        timezone: str = "UTC",
     ) -> tuple[NotificationChannel, ChannelConfig]:
         """Validate and store a channel; return it and its config (the webhook secret in it).
 
         Raises
         ------
         InvalidInputError
-            For a bad destination, event type or severity, a duplicate name, or too many
-            channels.
+            For a bad destination, event type, severity, bot id, quiet hours or time zone, a
+            duplicate name, or too many channels.
         """
         check_subscription(events, min_severity)
+        QuietHours.parse(quiet_start, quiet_end, timezone)
+        bots = self._check_bots(bot_ids)
         name = name.strip()
         if not name or len(name) > 100:
             raise InvalidInputError("name", "must be 1 to 100 characters")
@@ -231,12 +266,115 @@ class ChannelService:
             target_hint=hint,
             events=sorted(set(events)) if events is not None else None,
             min_severity=min_severity,
+            bot_ids=bots,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            timezone=timezone or "UTC",
             enabled=True,
         )
         self.session.add(row)
         self.session.flush()  # the id binds the ciphertext to this row
         row.config_enc = seal(self.box, row.id, config)
         return row, config
+
+    def update(
+        self, channel_id: int, changes: dict[str, Any], *, now: datetime | None = None
+    ) -> NotificationChannel:
+        """Change one of the owner's channels' name, subscription or ``enabled``.
+
+        ``changes`` holds only the fields given (``name``, ``events``, ``bot_ids``,
+        ``min_severity``, ``quiet_start``, ``quiet_end``, ``timezone``, ``enabled``; None
+        clears ``events``, ``bot_ids`` and the quiet hours).  Rows held by the old quiet hours
+        are rescheduled to the end of the new window (or released now).
+
+        Raises
+        ------
+        InvalidInputError
+            Naming the field that is wrong.
+        """
+        row = self.get(channel_id)
+        known = {
+            "name",
+            "events",
+            "bot_ids",
+            "min_severity",
+            "quiet_start",
+            "quiet_end",
+            "timezone",
+            "enabled",
+        }
+        for key in changes:
+            if key not in known:
+                raise InvalidInputError(key, "cannot be changed", allowed=sorted(known))
+        events = changes.get("events", row.events)
+        min_severity = changes.get("min_severity", row.min_severity)
+        if min_severity is None:
+            raise InvalidInputError("minSeverity", "unknown severity", allowed=list(Severity))
+        check_subscription(events, min_severity)
+        start = changes.get("quiet_start", row.quiet_start)
+        end = changes.get("quiet_end", row.quiet_end)
+        zone = changes.get("timezone", row.timezone) or "UTC"
+        quiet = QuietHours.parse(start, end, zone)
+        bots = self._check_bots(changes["bot_ids"]) if "bot_ids" in changes else row.bot_ids
+        if "name" in changes:
+            name = str(changes["name"] or "").strip()
+            if not name or len(name) > 100:
+                raise InvalidInputError("name", "must be 1 to 100 characters")
+            if any(c.name == name and c.id != row.id for c in self.channels()):
+                raise InvalidInputError("name", "you already have a channel with this name")
+            row.name = name
+        if "enabled" in changes:
+            if not isinstance(changes["enabled"], bool):
+                raise InvalidInputError("enabled", "must be true or false")
+            row.enabled = changes["enabled"]
+        row.events = sorted(set(events)) if events is not None else None
+        row.min_severity = min_severity
+        row.bot_ids = bots
+        row.quiet_start, row.quiet_end, row.timezone = start, end, zone
+        at = now or utcnow()
+        release = quiet.release_at(at) if quiet is not None else None
+        self.session.execute(
+            update(Notification)
+            .where(Notification.channel_id == row.id, Notification.status == "held")
+            .values(next_attempt_at=release or at)
+            .execution_options(synchronize_session=False)
+        )
+        return row
+
+    def rotate_secret(
+        self, channel_id: int, *, now: datetime | None = None
+    ) -> tuple[NotificationChannel, str, datetime | None]:
+        """Give a webhook channel a new signing secret.
+
+        Returns the channel, the new secret and until when the old one signs too (None
+        without a grace period).
+
+        For ``settings.secret_grace_s`` the old secret still signs too (each request then
+        carries both signatures), so receivers can switch without losing a message.
+
+        Raises
+        ------
+        InvalidInputError
+            If the channel is not a webhook (only webhooks are signed).
+        """
+        row = self.get(channel_id)
+        config = open_config(self.box, row)
+        if config.kind is not ChannelKind.WEBHOOK or config.secret is None:
+            raise InvalidInputError(
+                "kind", "only webhook channels have a signing secret", allowed=["webhook"]
+            )
+        at = now or utcnow()
+        fresh = signing.new_secret()
+        grace = self.settings.secret_grace_s
+        until = at + timedelta(seconds=grace) if grace > 0 else None
+        rotated = replace(
+            config,
+            secret=fresh,
+            previous_secret=config.secret if until is not None else None,
+            previous_until=until.isoformat() if until is not None else None,
+        )
+        row.config_enc = seal(self.box, row.id, rotated)
+        return row, fresh, until
 
     def delete(self, channel_id: int) -> None:
         """Delete one of the owner's channels (its delivery log goes with it)."""

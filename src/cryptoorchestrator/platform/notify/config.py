@@ -16,6 +16,12 @@ class NotifySettings(BaseModel):
         ``https`` and public addresses only.
     telegram_api_base
         Telegram Bot API root (a local fake in tests; its host must then be allowed).
+    smtp_ca_file
+        PEM file of the CA (or the self-signed certificate) the SMTP server's certificate is
+        checked against; the system's CAs when unset.  The certificate is always checked.
+    secret_grace_s
+        After a webhook's signing secret is rotated, requests are signed with the old secret
+        too for this long (Standard Webhooks receivers accept any listed signature).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,6 +36,8 @@ class NotifySettings(BaseModel):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
     smtp_from: str = "cryptoorchestrator@localhost"
+    smtp_ca_file: str | None = None
+    secret_grace_s: float = Field(86_400.0, ge=0, le=30 * 86_400)
     max_attempts: int = Field(8, ge=1, le=100, description="attempts before the dead letter")
     backoff_base_s: float = Field(5.0, gt=0)
     backoff_max_s: float = Field(3600.0, gt=0)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cryptoorchestrator.platform.crypto import SecretBox
@@ -45,6 +45,8 @@ from cryptoorchestrator.platform.storage.types import utcnow
 log = logging.getLogger("cryptoorchestrator.notify")
 
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
+#: Held by the channel's quiet hours until ``next_attempt_at``; then pending, as a digest.
+HELD = "held"
 #: Messages one dispatcher sends to one channel per pass before giving others a turn.
 BATCHES_PER_PASS = 10
 
@@ -119,6 +121,7 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Serve every channel with due rows once; return the messages attempted."""
+        await asyncio.to_thread(self._release_held)
         channels = await asyncio.to_thread(self._due_channels)
         if not channels:
             return 0
@@ -182,6 +185,18 @@ class Dispatcher:
             and_(Notification.status == PENDING, Notification.next_attempt_at <= now),
             and_(Notification.status == SENDING, Notification.lease_until < now),
         )
+
+    def _release_held(self) -> None:
+        """Queue the rows whose quiet hours ended (one conditional update: replicas agree)."""
+        now = self.clock()
+        with self.factory() as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.status == HELD, Notification.next_attempt_at <= now)
+                .values(status=PENDING)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
 
     def _due_channels(self) -> list[int]:
         now = self.clock()
@@ -421,6 +436,29 @@ def retry_dead(session: Session, user_id: int, notification_id: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def dead_letters(session: Session, user_id: int | None = None) -> int:
+    """Count dead notifications: ``user_id``'s, or everyone's when None (admins)."""
+    query = select(func.count()).select_from(Notification).where(Notification.status == DEAD)
+    if user_id is not None:
+        query = query.where(Notification.user_id == user_id)
+    return int(session.scalar(query) or 0)
+
+
+def notifications_health(session: Session, user_id: int | None = None) -> dict[str, Any]:
+    """The ``notifications`` part of ``/api/health/detailed``.
+
+    ``{"status": "ok" | "dead_letters", "dead_letters": n}``: ``user_id``'s dead notifications,
+    or everyone's when None (an admin's view).  Informational: it never makes the report
+    unhealthy.  ``{"status": "unavailable"}`` when the count cannot be read.
+    """
+    try:
+        count = dead_letters(session, user_id)
+    except Exception:  # the table missing (a database not yet migrated), the database away
+        session.rollback()
+        return {"status": "unavailable"}
+    return {"status": "dead_letters" if count else "ok", "dead_letters": count}
 
 
 def dispatcher_hooks(

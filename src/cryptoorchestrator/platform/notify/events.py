@@ -24,6 +24,8 @@ class EventType(StrEnum):
     """Every event a channel may subscribe to."""
 
     ORDER_FILLED = "order.filled"
+    ORDER_REJECTED = "order.rejected"
+    ORDER_CANCELED = "order.canceled"
     BOT_STARTING = "bot.starting"
     BOT_RUNNING = "bot.running"
     BOT_STOPPED = "bot.stopped"
@@ -32,12 +34,23 @@ class EventType(StrEnum):
     RISK_DENIAL = "risk.denial"
     KILL_SWITCH_ENGAGED = "kill_switch.engaged"
     KILL_SWITCH_RELEASED = "kill_switch.released"
+    BACKUP_DONE = "backup.done"
+    BACKUP_FAILED = "backup.failed"
+    INTEGRITY_FINDINGS = "integrity.findings"
     TEST = "test"
+
+
+#: System alerts: they go to the channels of active admins (whatever their bots).
+SYSTEM_EVENTS = frozenset(
+    {EventType.BACKUP_DONE, EventType.BACKUP_FAILED, EventType.INTEGRITY_FINDINGS}
+)
 
 
 #: Default severity of each event type.
 SEVERITY: dict[EventType, Severity] = {
     EventType.ORDER_FILLED: Severity.INFO,
+    EventType.ORDER_REJECTED: Severity.WARNING,
+    EventType.ORDER_CANCELED: Severity.INFO,
     EventType.BOT_STARTING: Severity.INFO,
     EventType.BOT_RUNNING: Severity.INFO,
     EventType.BOT_STOPPED: Severity.WARNING,
@@ -46,6 +59,9 @@ SEVERITY: dict[EventType, Severity] = {
     EventType.RISK_DENIAL: Severity.WARNING,
     EventType.KILL_SWITCH_ENGAGED: Severity.CRITICAL,
     EventType.KILL_SWITCH_RELEASED: Severity.WARNING,
+    EventType.BACKUP_DONE: Severity.INFO,
+    EventType.BACKUP_FAILED: Severity.ERROR,
+    EventType.INTEGRITY_FINDINGS: Severity.ERROR,
     EventType.TEST: Severity.INFO,
 }
 
@@ -99,13 +115,25 @@ class Event:
         }
 
 
-def wants(events: list[str] | None, min_severity: str, event: Event) -> bool:
-    """Return whether a channel subscribed to ``events`` at ``min_severity`` gets ``event``.
+def wants(
+    events: list[str] | None,
+    min_severity: str,
+    event: Event,
+    bot_ids: list[int] | None = None,
+) -> bool:
+    """Return whether a channel subscribed to ``events``, ``bot_ids`` and ``min_severity``
+    gets ``event``.
 
-    The test event reaches every channel.
+    The test event reaches every channel.  ``bot_ids`` (None: every bot) filters events about
+    one bot (``data["botId"]``); events about no single bot (a user's or the global kill
+    switch, system alerts) are not filtered by bot.  Quiet hours do not decide *whether* a
+    channel gets an event, only *when* (:mod:`.subscriptions`).
     """
     if event.type is EventType.TEST:
         return True
     if events is not None and event.type.value not in events:
+        return False
+    bot = event.data.get("botId")
+    if bot_ids is not None and bot is not None and bot not in bot_ids:
         return False
     return SEVERITY_RANK[event.level] >= SEVERITY_RANK[Severity(min_severity)]

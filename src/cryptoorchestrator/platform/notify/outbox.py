@@ -20,12 +20,15 @@ from typing import Any
 from sqlalchemy import Connection, event, inspect, select
 from sqlalchemy.orm import Session
 
+from cryptoorchestrator.platform.errors import InvalidInputError
 from cryptoorchestrator.platform.notify.events import Event, EventType, wants
+from cryptoorchestrator.platform.notify.subscriptions import QuietHours, hold_until
 from cryptoorchestrator.platform.storage.models import (
     Bot,
     BotStatusEvent,
     Notification,
     NotificationChannel,
+    Order,
     RiskEvent,
     Trade,
     User,
@@ -72,29 +75,38 @@ def enqueue_many(target: Session | Connection, items: Iterable[tuple[int, Event]
             NotificationChannel.user_id,
             NotificationChannel.events,
             NotificationChannel.min_severity,
+            NotificationChannel.bot_ids,
+            NotificationChannel.quiet_start,
+            NotificationChannel.quiet_end,
+            NotificationChannel.timezone,
         ).where(NotificationChannel.user_id.in_(users), NotificationChannel.enabled.is_(True))
     ).all()
     if not channels:
         return 0
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    for user_id, ev in pairs:
-        for channel_id, owner, events, min_severity in channels:
-            if owner == user_id and wants(events, min_severity, ev):
-                rows.append(
-                    {
-                        "channel_id": channel_id,
-                        "user_id": user_id,
-                        "event_key": ev.key,
-                        "event_type": ev.type.value,
-                        "severity": ev.level.value,
-                        "payload": ev.to_payload(),
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                )
+    for channel in channels:
+        quiet = _quiet_hours(channel.quiet_start, channel.quiet_end, channel.timezone)
+        for user_id, ev in pairs:
+            if channel.user_id != user_id:
+                continue
+            if not wants(channel.events, channel.min_severity, ev, channel.bot_ids):
+                continue
+            held = hold_until(quiet, ev, now)
+            rows.append(
+                {
+                    "channel_id": channel.id,
+                    "user_id": user_id,
+                    "event_key": ev.key,
+                    "event_type": ev.type.value,
+                    "severity": ev.level.value,
+                    "payload": ev.to_payload(),
+                    "status": "pending" if held is None else "held",
+                    "attempts": 0,
+                    "next_attempt_at": now if held is None else held,
+                    "created_at": now,
+                }
+            )
     if not rows:
         return 0
     # Imported here: the bot and risk actors import this module at start-up, and most flushes
@@ -111,6 +123,14 @@ def enqueue_many(target: Session | Connection, items: Iterable[tuple[int, Event]
     stmt = stmt.on_conflict_do_nothing(index_elements=["channel_id", "event_key"])
     result = conn.execute(stmt, rows)
     return max(int(result.rowcount or 0), 0)
+
+
+def _quiet_hours(start: str | None, end: str | None, zone: str | None) -> QuietHours | None:
+    """A stored channel's quiet hours; a row the API would refuse (edited by hand) has none."""
+    try:
+        return QuietHours.parse(start, end, zone)
+    except InvalidInputError:
+        return None
 
 
 def enqueue(target: Session | Connection, user_id: int, ev: Event) -> int:
@@ -301,3 +321,90 @@ def install_outbox() -> None:
         if not _installed:
             event.listen(Session, "after_flush", _after_flush)
             _installed = True
+
+
+def admin_ids(conn: Connection) -> list[int]:
+    """The active admins: who receives system alerts."""
+    return list(
+        conn.execute(
+            select(User.id).where(User.role == "admin", User.is_active.is_(True)).order_by(User.id)
+        ).scalars()
+    )
+
+
+def enqueue_admins(target: Session | Connection, ev: Event) -> int:
+    """Enqueue a system alert for every active admin's channels; return the rows written.
+
+    Nothing happens on a database without the outbox's tables.
+    """
+    conn = _connection(target)
+    if not _outbox_ready(conn):
+        return 0
+    return enqueue_many(conn, [(user_id, ev) for user_id in admin_ids(conn)])
+
+
+_ORDER_EVENTS = {"rejected": EventType.ORDER_REJECTED, "canceled": EventType.ORDER_CANCELED}
+
+
+def enqueue_order_updates(conn: Connection, updates: dict[int, dict[str, Any]]) -> int:
+    """Enqueue the orders a Core ``UPDATE`` just made rejected or canceled (same transaction).
+
+    ``updates`` maps an order's primary key to the values written (``status`` among them), as
+    :mod:`cryptoorchestrator.platform.bots.records` builds them.  Only orders whose stored
+    status now is that one are notified (the update is guarded by the order state machine);
+    the key ``order:<id>:<status>`` makes a repeated answer notify once.  Nothing happens in a
+    process without the outbox.
+    """
+    ids = [pk for pk, values in updates.items() if values.get("status") in _ORDER_EVENTS]
+    if not _installed or not ids or not _outbox_ready(conn):
+        return 0
+    found = conn.execute(
+        select(
+            Order.id,
+            Order.bot_id,
+            Order.client_order_id,
+            Order.symbol,
+            Order.side,
+            Order.amount,
+            Order.filled,
+            Order.status,
+            Order.status_reason,
+            Bot.user_id,
+            Bot.name,
+        )
+        .join(Bot, Bot.id == Order.bot_id)
+        .where(Order.id.in_(ids))
+        .order_by(Order.id)
+    ).all()
+    items: list[tuple[int, Event]] = []
+    for row in found:
+        kind = _ORDER_EVENTS.get(row.status)
+        if kind is None or updates[row.id].get("status") != row.status:
+            continue
+        side, amount, filled = row.side.upper(), _num(row.amount), _num(row.filled)
+        reason = f": {row.status_reason}" if row.status_reason else ""
+        items.append(
+            (
+                row.user_id,
+                Event(
+                    type=kind,
+                    key=f"order:{row.id}:{row.status}",
+                    title=f"{row.name}: {side} {amount} {row.symbol} {row.status}",
+                    text=f"Order {row.client_order_id} ({side} {amount} {row.symbol}) "
+                    f"{row.status}, {filled} filled{reason}",
+                    at=utcnow(),
+                    data={
+                        "botId": row.bot_id,
+                        "orderId": row.id,
+                        "clientOrderId": row.client_order_id,
+                        "symbol": row.symbol,
+                        "side": row.side,
+                        "amount": amount,
+                        "filled": filled,
+                        "status": row.status,
+                        "reason": row.status_reason,
+                    },
+                ),
+            )
+        )
+    return enqueue_many(conn, items)

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 PREFIX = "whsec_"
 #: Seconds a signed request stays acceptable (both ways, for clock skew): older ones are replays.
@@ -45,13 +45,26 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    """Return the signature headers of one delivery (``Idempotency-Key`` too)."""
+def headers(
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    timestamp: int | None = None,
+    *,
+    also: Sequence[str] = (),
+) -> dict[str, str]:
+    """Return the signature headers of one delivery (``Idempotency-Key`` too).
+
+    ``also``: more secrets to sign with (the previous secret during a rotation's grace
+    period); the signatures are space-separated, as Standard Webhooks allows, and a receiver
+    holding any one of the secrets verifies the request.
+    """
     ts = int(time.time()) if timestamp is None else timestamp
+    signatures = [sign(s, msg_id, ts, body) for s in (secret, *also)]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": " ".join(signatures),
         "Idempotency-Key": msg_id,
     }
 

@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,7 +163,8 @@ class Sender:
             assert config.secret is not None
             url = self._checked(config.url, None)
             body = message.body()
-            headers = signing.headers(config.secret, message.key, body)
+            secret, also = config.signing_secrets(datetime.now(UTC))
+            headers = signing.headers(secret, message.key, body, also=also)
             headers["Content-Type"] = "application/json"
             await self._post(url, body, headers, [])
             return
@@ -249,18 +251,18 @@ class Sender:
         mail["Idempotency-Key"] = message.key
         mail.set_content(message.text(LIMITS[ChannelKind.EMAIL]))
         try:
+            # The server's certificate is always checked: against the operator's CA file
+            # (a self-signed relay) or the system's CAs.
+            context = ssl.create_default_context(cafile=s.smtp_ca_file)
             if s.smtp_ssl:
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.smtp_host,
-                    s.smtp_port,
-                    timeout=s.send_timeout_s,
-                    context=ssl.create_default_context(),
+                    s.smtp_host, s.smtp_port, timeout=s.send_timeout_s, context=context
                 )
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.send_timeout_s)
             with smtp:
                 if s.smtp_starttls and not s.smtp_ssl:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
                 if s.smtp_username and s.smtp_password is not None:
                     smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
                 smtp.send_message(mail)

@@ -66,6 +66,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import ColumnElement
 
 from cryptoorchestrator.platform.errors import ConflictError, StorageError
+from cryptoorchestrator.platform.notify.system import notify_backup
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage import db
 from cryptoorchestrator.platform.storage.models import Base
@@ -662,9 +663,11 @@ def create_backup(
             dest.rmdir()
         os.replace(work, dest)
         _fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        notify_backup(settings, dest, error=exc)
         raise
+    notify_backup(settings, dest)
     report = verify_backup(dest, settings) if verify else None
     return BackupResult(dest, manifest, report)
 

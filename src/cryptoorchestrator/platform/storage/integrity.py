@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from cryptoorchestrator.platform.errors import StorageError
 from cryptoorchestrator.platform.model.enums import OrderStatus
+from cryptoorchestrator.platform.notify.system import enqueue_integrity_findings
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.models import (
     Base,
@@ -508,6 +509,7 @@ def _record(
         )
         new += 1
     session.flush()
+    enqueue_integrity_findings(session, [f for k, f in found.items() if k not in seen])
     return new, resolved
 
 

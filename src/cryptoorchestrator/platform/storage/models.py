@@ -456,6 +456,8 @@ class NotificationChannel(TimestampMixin, Base):
     The destination and its secrets (URL, signing secret, bot token) are one JSON document
     encrypted at rest (``config_enc``); ``target_hint`` is the masked form shown by the API.
     ``lease_owner``/``lease_until``: the dispatcher sending to it now (one at a time, in order).
+    Subscription: ``events``, ``bot_ids`` (None: all), ``min_severity``, and quiet hours
+    ``quiet_start``-``quiet_end`` (``HH:MM``, local to ``timezone``).
     """
 
     __tablename__ = "notification_channels"
@@ -469,6 +471,10 @@ class NotificationChannel(TimestampMixin, Base):
     target_hint: Mapped[str] = mapped_column(String(200))
     events: Mapped[list[str] | None] = mapped_column(JSON)
     min_severity: Mapped[str] = mapped_column(String(10), default="info")
+    bot_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column()
