@@ -11,10 +11,11 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.docs.test_readme import ROOT, Block, Workdir, _check, blocks, workdir  # noqa: F401
+from tests.docs.test_readme import ROOT, Block, Workdir, _check, _workdir, blocks
 
 DOCS = ROOT / "docs"
 
@@ -63,8 +64,18 @@ def test_every_runnable_block_is_run_or_named() -> None:
     assert skipped == set(NOT_RUN)
 
 
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Workdir]:
+    """The README's scratch workdir, without the fixed ports' lock.
+
+    These pages start no server and no Ray dashboard (the settings' default), so they need
+    none of the README's fixed ports and run beside the module that holds them.
+    """
+    yield from _workdir(fixed_ports=False)
+
+
 @pytest.mark.parametrize("page", ["notifications.md", "optimize.md"])
-def test_page_runs_as_written(page: str, workdir: Workdir) -> None:  # noqa: F811
+def test_page_runs_as_written(page: str, workdir: Workdir) -> None:
     ran = 0
     for block in _runnable(DOCS / page):
         if block.marker.startswith("not-run"):

@@ -168,8 +168,10 @@ def workdir() -> Iterator[Workdir]:
         yield from _workdir()
 
 
-def _workdir() -> Iterator[Workdir]:
-    _wait_until_free(PORTS)
+def _workdir(fixed_ports: bool = True) -> Iterator[Workdir]:
+    """Yield the scratch workdir; ``fixed_ports``: its commands bind the README's ports."""
+    if fixed_ports:
+        _wait_until_free(PORTS)
     # Install (if the project's files changed) from the checkout itself: pip writes the
     # interpreter path it ran under into the entry points, and the scratch path goes away.
     subprocess.run(  # noqa: S603
@@ -197,9 +199,10 @@ def _workdir() -> Iterator[Workdir]:
         _stop(wd.procs)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-        # Leave the ports as found: the next module's platform (or the security page's)
-        # binds them too.
-        _wait_until_free(PORTS)
+        if fixed_ports:
+            # Leave the ports as found: the next module's platform (or the security page's)
+            # binds them too.
+            _wait_until_free(PORTS)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 60.0) -> None:
