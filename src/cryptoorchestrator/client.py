@@ -19,6 +19,7 @@ code and its field details.  An expired access token is refreshed once, automati
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -185,6 +186,10 @@ class Client:
             if not cursor:
                 return
 
+    def exchange_accounts(self, *, as_frame: bool = False) -> Any:
+        """Return your exchange accounts, keys never included (a DataFrame with ``as_frame``)."""
+        return _listing(self.request("GET", "/api/integrations/exchanges/accounts"), as_frame)
+
     def trades(
         self, bot_id: int | None = None, page_size: int = 200, *, as_frame: bool = False
     ) -> Any:
@@ -327,11 +332,33 @@ class Client:
         return _json(response)
 
 
+#: A decimal as the API writes money and amounts: exact text, converted in frames only.
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+#: Columns holding times: epoch milliseconds or ISO-8601 text.
+_TIME_COLUMNS = ("timestamp", "time", "datetime")
+
+
 def _frame(rows: Iterable[dict[str, Any]]) -> Any:
-    """Return ``rows`` as a pandas DataFrame, one row per item (pandas imported on use)."""
+    """Return ``rows`` as a pandas DataFrame, one row per item (pandas imported on use).
+
+    For analysis, columns the API sends as exact decimal strings (prices, amounts, fees, P&L)
+    become floats and time columns (``timestamp``, ``...At``) UTC datetimes; identifiers and
+    names stay text.  The lists of dicts keep the exact decimals.
+    """
     import pandas as pd
 
-    return pd.DataFrame.from_records(list(rows))
+    df = pd.DataFrame.from_records(list(rows))
+    for column in df.columns:
+        name = str(column)
+        values = df[column].dropna()
+        if values.empty or name.lower().endswith(("id", "name")):
+            continue
+        if name in _TIME_COLUMNS or name.endswith("At"):
+            unit = "ms" if pd.api.types.is_integer_dtype(values) else None
+            df[column] = pd.to_datetime(df[column], utc=True, unit=unit, errors="coerce")
+        elif all(isinstance(v, str) and _DECIMAL.fullmatch(v) for v in values):
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    return df
 
 
 def _listing(rows: Iterable[dict[str, Any]], as_frame: bool) -> Any:

@@ -39,7 +39,17 @@ _BOTS = [
     {"id": 2, "name": "b2", "status": "Running"},
     {"id": 1, "name": "b1", "status": "Stopped"},
 ]
-_TRADES = [{"id": i, "price": str(100 + i), "side": "buy"} for i in range(5)]
+_TRADES = [
+    {
+        "id": i,
+        "price": f"{100 + i}.25",
+        "side": "buy",
+        "clientOrderId": f"{7 + i}",  # digits, but an identifier: stays text
+        "timestamp": f"2024-01-0{1 + i}T00:00:00+00:00",
+        "closedAt": None,
+    }
+    for i in range(5)
+]
 
 
 class _Api(BaseHTTPRequestHandler):
@@ -87,4 +97,13 @@ def test_client_listings_as_frames(api_url: str) -> None:
         trades = client.trades(page_size=2, as_frame=True)  # three pages read to the end
         assert trades["id"].tolist() == [0, 1, 2, 3, 4]
         assert [t["id"] for t in client.trades(page_size=2)] == [0, 1, 2, 3, 4]
+        # exact decimals in the dicts; numbers and UTC times in the frame, identifiers as text
+        assert next(iter(client.trades(page_size=5)))["price"] == "100.25"
+        assert trades["price"].dtype == "float64"
+        assert trades["price"].tolist() == [100.25, 101.25, 102.25, 103.25, 104.25]
+        assert str(trades["timestamp"].dt.tz) == "UTC"
+        assert trades["timestamp"].iloc[1].day == 2
+        assert trades["clientOrderId"].tolist() == ["7", "8", "9", "10", "11"]
+        assert trades["side"].tolist() == ["buy"] * 5
+        assert trades["closedAt"].isna().all()
         assert client.backtests(as_frame=True)["status"].tolist() == ["succeeded"]
