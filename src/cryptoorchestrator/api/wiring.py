@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -152,6 +153,13 @@ def ray_cluster(settings: Settings) -> RayCluster:
     cluster = RayCluster(settings)
     if on_sigterm is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
+    from cryptoorchestrator.cluster.budget_actor import install_budget
+
+    try:
+        # The head node's market-data poller spends the same request budget as the bots.
+        install_budget(settings)
+    except Exception:  # its clients are then paced by ccxt alone; serving goes on
+        logging.getLogger(__name__).warning("exchange budget not installed", exc_info=True)
     return cluster
 
 
