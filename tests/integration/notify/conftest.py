@@ -38,6 +38,20 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+def bot_row(user_id: int, name: str = "alpha") -> Bot:
+    """Return a new (unsaved) BTC/USDT sma_cross bot row of ``user_id``."""
+    return Bot(
+        user_id=user_id,
+        name=name,
+        trading_pair="BTC/USDT",
+        strategy="sma_cross",
+        params={},
+        timeframe="1h",
+        risk_per_trade=Decimal("1"),
+        max_position_size=Decimal("10"),
+    )
+
+
 @dataclass
 class NotifyDb:
     """A migrated database and what the tests need around it."""
@@ -57,16 +71,7 @@ class NotifyDb:
     def bot(self, user_id: int, name: str = "alpha") -> int:
         """Insert a paper bot of ``user_id``; return its id."""
         with self.factory() as session:
-            bot = Bot(
-                user_id=user_id,
-                name=name,
-                trading_pair="BTC/USDT",
-                strategy="sma_cross",
-                params={},
-                timeframe="1h",
-                risk_per_trade=Decimal("1"),
-                max_position_size=Decimal("10"),
-            )
+            bot = bot_row(user_id, name)
             session.add(bot)
             session.commit()
             return int(bot.id)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.integration.api.conftest import register_and_login
+from tests.integration.notify.conftest import bot_row
 from tests.integration.notify.receivers import Receiver, http_receiver
 
 from cryptoorchestrator.platform.notify import signing
@@ -39,16 +40,7 @@ def _fill(client: TestClient, email: str) -> int:
     factory: Any = client.app.state.context.session_factory  # type: ignore[attr-defined]
     with factory() as session:
         user_id = session.scalar(select(User.id).where(User.email == email))
-        bot = Bot(
-            user_id=user_id,
-            name="alpha",
-            trading_pair="BTC/USDT",
-            strategy="sma_cross",
-            params={},
-            timeframe="1h",
-            risk_per_trade=Decimal(1),
-            max_position_size=Decimal(10),
-        )
+        bot = bot_row(user_id)
         session.add(bot)
         session.flush()
         order = Order(

@@ -5,19 +5,19 @@ ownership (another user's channel is a 404), and secrets never in answers or log
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from tests.integration.api.conftest import register_and_login
+from tests.integration.notify.conftest import bot_row
 from tests.integration.notify.receivers import Receiver, http_receiver
 
 from cryptoorchestrator.platform.notify import signing
 from cryptoorchestrator.platform.notify.config import NotifySettings
 from cryptoorchestrator.platform.settings import Settings
-from cryptoorchestrator.platform.storage.models import Bot, Notification, User
+from cryptoorchestrator.platform.storage.models import Notification, User
 from cryptoorchestrator.platform.storage.types import utcnow
 
 CHANNELS = "/api/notifications/channels"
@@ -39,16 +39,7 @@ def _factory(client: TestClient) -> Any:
 def _bot(client: TestClient, email: str, name: str) -> int:
     with _factory(client)() as session:
         user_id = session.scalar(select(User.id).where(User.email == email))
-        bot = Bot(
-            user_id=user_id,
-            name=name,
-            trading_pair="BTC/USDT",
-            strategy="sma_cross",
-            params={},
-            timeframe="1h",
-            risk_per_trade=Decimal(1),
-            max_position_size=Decimal(10),
-        )
+        bot = bot_row(user_id, name)
         session.add(bot)
         session.commit()
         return int(bot.id)

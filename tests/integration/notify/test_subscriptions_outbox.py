@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -34,6 +35,16 @@ def _settings(receiver: Receiver) -> NotifySettings:
 def _rows(db: NotifyDb) -> list[Notification]:
     with db.factory() as session:
         return list(session.scalars(select(Notification).order_by(Notification.id)))
+
+
+def _paper_runtime(db: NotifyDb, user: int, bot: int) -> Any:
+    """The bot runtime of ``bot`` on a new paper account of ``user``."""
+    with db.factory() as session:
+        account = ExchangeAccount(user_id=user, name="paper", exchange="binance", mode="paper")
+        session.add(account)
+        session.commit()
+        account_id = int(account.id)
+    return _runtime(db.settings, bot, account_id)
 
 
 def _window_around_now() -> tuple[str, str]:
@@ -245,12 +256,7 @@ def test_a_bots_canceled_and_rejected_answers_notify_through_its_recording(
         user = notify_db.user("a@example.com")
         bot = notify_db.bot(user)
         notify_db.channel(user, _settings(rx), kind="webhook", url=rx.url + "/h")
-        with notify_db.factory() as session:
-            account = ExchangeAccount(user_id=user, name="paper", exchange="binance", mode="paper")
-            session.add(account)
-            session.commit()
-            account_id = int(account.id)
-        runtime = _runtime(notify_db.settings, bot, account_id)
+        runtime = _paper_runtime(notify_db, user, bot)
         for suffix, final in (("C", OrderStatus.CANCELED), ("R", OrderStatus.REJECTED)):
             cid = f"co{bot}-1-{suffix}"
             _store(notify_db.settings, bot, cid, OrderStatus.SUBMITTED.value)
@@ -273,12 +279,7 @@ def test_orders_rejected_or_canceled_at_submission_notify_once(notify_db: Notify
         user = notify_db.user("m@example.com")
         bot = notify_db.bot(user)
         notify_db.channel(user, _settings(rx), kind="webhook", url=rx.url + "/h")
-        with notify_db.factory() as session:
-            account = ExchangeAccount(user_id=user, name="paper", exchange="binance", mode="paper")
-            session.add(account)
-            session.commit()
-            account_id = int(account.id)
-        runtime = _runtime(notify_db.settings, bot, account_id)
+        runtime = _paper_runtime(notify_db, user, bot)
         rejected, unsent = f"co{bot}-2-R", f"co{bot}-2-C"
         _store(notify_db.settings, bot, rejected, OrderStatus.SUBMITTED.value)
         _store(notify_db.settings, bot, unsent, OrderStatus.SUBMITTED.value)
