@@ -8,6 +8,8 @@ stored on ``app.state.context``; routes get it through ``ContextDep``
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +75,36 @@ class Readiness:
         return [f"{name}: {why}" for name, why in sorted(self.pending.items())]
 
 
+class RecentResults:
+    """The last few results of a costly read, by key (least recently used go first).
+
+    For answers that cannot change once computed: a finished backtest's report is the stored
+    spec run again, with its data range pinned, so the same request gets the same answer.
+    Thread-safe (synchronous routes run on a thread pool); two first requests may both compute.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Return the result kept for ``key``, else ``compute()`` kept for next time."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
 @dataclass(eq=False)
 class AppContext:
     """What the API's routes share, one per app.
@@ -106,6 +138,8 @@ class AppContext:
         Run by the lifespan, in order.
     readiness
         What start-up still waits for (the health routes answer ``starting`` until it is over).
+    reports
+        The last finished backtests' reports (``GET /api/backtests/{id}/report``).
     """
 
     settings: Settings
@@ -127,6 +161,7 @@ class AppContext:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
+    reports: RecentResults = field(default_factory=RecentResults)
 
 
 def context_of(app: FastAPI) -> AppContext:

@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import ray
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
@@ -139,9 +140,11 @@ def execute_backtest(settings: Settings, run_id: str, spec: Mapping[str, Any]) -
         if run is None or run.status == RunStatus.CANCELLED.value:
             return
         run.status, run.started_at, run.progress = RunStatus.RUNNING.value, utcnow(), 0.05
+    pinned: dict[str, int] = {}
     try:
         result, _ = backtest_from_spec(settings, spec)
         metrics, status, error = json_safe(dict(result.metrics)), RunStatus.SUCCEEDED, None
+        pinned = pinned_range(spec, result.timestamp)
     except Exception as exc:  # user input or strategy code: recorded on the run
         metrics, status, error = None, RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
     with session_scope(settings) as session:
@@ -149,6 +152,28 @@ def execute_backtest(settings: Settings, run_id: str, spec: Mapping[str, Any]) -
         if run is not None and run.status != RunStatus.CANCELLED.value:
             run.status, run.metrics, run.error = status.value, metrics, error
             run.progress, run.finished_at = 1.0, utcnow()
+            if pinned:
+                config = dict(run.config or {})
+                config[SPEC_KEY] = {**dict(config.get(SPEC_KEY) or spec), **pinned}
+                run.config = config
+
+
+def pinned_range(spec: Mapping[str, Any], timestamps: Any) -> dict[str, int]:
+    """Return the ``start``/``end`` (epoch ms, end exclusive) a spec left open, as run.
+
+    A run over "all the data" would mean other candles once the store grows; the report
+    (``backtest_from_spec`` again) must see the bars the run measured, so the open ends are
+    stored with the run.
+    """
+    stamps = np.asarray(timestamps)
+    if stamps.size == 0:
+        return {}
+    out: dict[str, int] = {}
+    if spec.get("start") is None:
+        out["start"] = int(stamps[0])
+    if spec.get("end") is None:
+        out["end"] = int(stamps[-1]) + 1
+    return out
 
 
 def execute_optimization(settings: Settings, spec: Mapping[str, Any]) -> str:

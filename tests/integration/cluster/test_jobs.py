@@ -129,3 +129,19 @@ def test_operator_strategies_run_in_job_workers(job_settings: Settings, tmp_path
     assert study.n_trials == 3
     with pytest.raises(InvalidInputError, match="unknown strategy"):
         jobs.submit_backtest(settings, None, {**SPEC, "strategy": str(folder / "momentum_jobs.py")})
+
+
+def test_a_run_over_all_the_data_pins_its_range(job_settings: Settings) -> None:
+    """The report re-runs the stored spec: open ends are pinned to the bars the run saw."""
+    spec = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "start": "2021-01-01"}
+    run_id = jobs.submit_backtest(
+        job_settings, None, {**spec, "strategy": "sma_cross", "params": {"fast": 10, "slow": 50}}
+    )
+    run = _wait(job_settings, BacktestRun, run_id)
+    assert run.status == "succeeded", run.error
+    stored = run.config[jobs.SPEC_KEY]
+    assert stored["start"] == "2021-01-01"  # given: kept as given
+    result, _ = jobs.backtest_from_spec(job_settings, stored)
+    assert stored["end"] == int(result.timestamp[-1]) + 1  # open: the last bar seen, exclusive
+    assert result.metrics["trade_count"] == run.metrics["trade_count"]
+    assert jobs.pinned_range(stored, result.timestamp) == {}

@@ -87,13 +87,18 @@ def backtest_report(
     """Candles, fills, equity and drawdown of a finished backtest (409 while it is not).
 
     Runs store their metrics only: the report runs the backtest again on the head node from
-    the stored spec (the same strategy, parameters, data and fees, so the same result).  At
-    most the last ``maxBars`` bars are returned (``truncated`` says so); the metrics are the
-    stored ones, over the whole run.
+    the stored spec (the same strategy, parameters, data range and fees, so the same result),
+    once: the last few reports are kept.  At most the last ``maxBars`` bars are returned
+    (``truncated`` says so); the metrics are the stored ones, over the whole run.
     """
     run = runs.backtest(run_id)
     if run.status != "succeeded":
         raise ConflictError(f"backtest {run_id} is {run.status}, not succeeded")
+    return context.reports.get((run.id, max_bars), lambda: _report(run, context, max_bars))  # type: ignore[no-any-return]
+
+
+def _report(run: Any, context: Any, max_bars: int) -> dict[str, Any]:
+    """Compute a finished run's report (see :func:`backtest_report`)."""
     spec = dict((run.config or {}).get(SPEC_KEY) or {})
     spec.setdefault("strategy", run.strategy)
     spec.setdefault("params", run.params or {})
