@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +29,9 @@ from sqlalchemy import select, update
 from tests.conftest import IN_CI, REPO_ROOT
 from tests.integration.api.conftest import PASSWORD, options
 
+from cryptoorchestrator.platform.data.importers import read_ohlcv_file
+from cryptoorchestrator.platform.data.store import OhlcvStore
+from cryptoorchestrator.platform.model.ohlcv import OHLCV_SCHEMA
 from cryptoorchestrator.platform.services.auth import create_access_token
 from cryptoorchestrator.platform.storage.models import (
     Bot,
@@ -398,3 +401,157 @@ def _login(page: Any, email: str, *, code: str | None = None, backup: str | None
     else:
         page.fill("#code", code or "")
     page.click("form.step-mfa button[type=submit]")
+
+
+@dataclass(frozen=True)
+class FillSpec:
+    """What differs between the tests' fills: price, amount, fee and realized P&L."""
+
+    price: Decimal = Decimal(30_000)
+    amount: Decimal = Decimal("0.01")
+    fee: Decimal = Decimal("0.003")
+    realized_pnl: Decimal | None = None
+
+
+def fill_rows(
+    bot_id: int,
+    at: datetime,
+    key: str,
+    side: str,
+    spec: FillSpec = FillSpec(),  # noqa: B008 (frozen: one shared default is safe)
+) -> tuple[Order, Trade]:
+    """A closed market order of ``bot_id`` and its one fill at ``at`` (not yet added)."""
+    order = Order(
+        bot_id=bot_id,
+        client_order_id=key,
+        exchange="binance",
+        symbol="BTC/USDT",
+        side=side,
+        type="market",
+        amount=spec.amount,
+        filled=spec.amount,
+        average_price=spec.price,
+        status="closed",
+        submitted_at=at,
+        closed_at=at,
+    )
+    trade = Trade(
+        bot_id=bot_id,
+        exchange_trade_id=key,
+        symbol="BTC/USDT",
+        side=side,
+        price=spec.price,
+        amount=spec.amount,
+        fee=spec.fee,
+        fee_currency="USDT",
+        realized_pnl=spec.realized_pnl,
+        timestamp=at,
+    )
+    return order, trade
+
+
+def add_fills(session: Any, pairs: list[tuple[Order, Trade]]) -> list[int]:
+    """Add orders and their fills (orders first, for their ids); returns the trade ids."""
+    session.add_all([order for order, _ in pairs])
+    session.flush()
+    for order, trade in pairs:
+        trade.order_id = order.id
+    session.add_all([trade for _, trade in pairs])
+    session.flush()
+    return [trade.id for _, trade in pairs]
+
+
+def _seed_fills(head: Head, bot_id: int, count: int, start: datetime) -> list[int]:
+    """``count`` hourly fills of ``bot_id`` from ``start`` (prices 20,000 + i); returns their
+    trade ids."""
+    pairs = [
+        fill_rows(
+            bot_id,
+            start + timedelta(hours=i),
+            f"page-{bot_id}-{i}",
+            "buy" if i % 2 == 0 else "sell",
+            FillSpec(price=Decimal(20_000 + i), fee=Decimal("0.002")),
+        )
+        for i in range(count)
+    ]
+    with head.app.state.context.session_factory() as s:
+        ids = add_fills(s, pairs)
+        s.commit()
+    return ids
+
+
+def load_history(data_dir: Path, source: Path) -> list[int]:
+    """Store the real BTC/USDT 1h history (``source``) as ``binance`` ``BTC/USDT`` ``1h`` in
+    ``data_dir``; the chart test and ``benchmarks/dashboard.py`` share this set-up.
+
+    Returns
+    -------
+    list[int]
+        The candles' open times (ms), oldest first.
+    """
+    table = read_ohlcv_file(source).cast(OHLCV_SCHEMA)
+    OhlcvStore(data_dir).write("binance", "BTC/USDT", "1h", table, mode="replace")
+    return [int(t) for t in table.column("timestamp").to_pylist()]
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def seed_fills(session_factory: Callable[[], Any], bot_id: int, times_ms: list[int]) -> None:
+    """Write one fill (order and trade) of ``bot_id`` at each of ``times_ms``, buys and sells
+    alternating, in one transaction."""
+    with session_factory() as session:
+        add_fills(
+            session,
+            [
+                fill_rows(bot_id, _at(at), f"bench-{bot_id}-{i}", "buy" if i % 2 else "sell")
+                for i, at in enumerate(times_ms)
+            ],
+        )
+        session.commit()
+
+
+def spread(times_ms: list[int], count: int) -> list[int]:
+    """``count`` of ``times_ms`` evenly spread over them (the last candle left free)."""
+    step = (len(times_ms) - 1) / count
+    return [times_ms[int(i * step)] for i in range(count)]
+
+
+def book_fill(
+    app: Any,
+    bot_id: int,
+    at: datetime | int,
+    key: str,
+    side: str = "buy",
+    spec: FillSpec = FillSpec(),
+) -> int:
+    """Book one fill as a bot's event relay does: the rows committed, then the hub's ``fill``
+    event to the owner's sockets; returns how many sockets it reached."""
+    context = app.state.context
+    with context.session_factory() as session:
+        order, trade = fill_rows(bot_id, _at(at) if isinstance(at, int) else at, key, side, spec)
+        add_fills(session, [(order, trade)])
+        session.commit()
+        event = {
+            "type": "fill",
+            "orderId": order.id,
+            "price": str(spec.price),
+            "amount": str(spec.amount),
+        }
+    return int(context.event_hub.publish(bot_id, event))
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _trader_page(browser: Any, head: Head, viewport: dict[str, int]) -> tuple[Any, Any, Watch]:
+    """A page logged in as the trader (with one of the backup codes) on the overview, its
+    sockets up (/ws/runs too: from there on a run page reads once and is pushed the rest)."""
+    context, page, watch = _open(browser, head, viewport)
+    page.wait_for_selector("#email")
+    _login(page, "trader@example.com", backup=head.backup_codes.pop())
+    page.wait_for_selector("table.bots tbody tr")
+    page.wait_for_selector("#live[data-runs=on]")
+    return context, page, watch

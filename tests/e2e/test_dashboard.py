@@ -25,16 +25,19 @@ from tests.e2e.conftest import (
     FILL_START,
     PHONE,
     WAIT_MS,
+    FillSpec,
     Head,
-    Watch,
     _assert_clean,
     _login,
     _open,
+    _seed_fills,
     _shot,
+    _trader_page,
+    book_fill,
 )
 
 from cryptoorchestrator.api.middleware import DASHBOARD_CSP
-from cryptoorchestrator.platform.storage.models import Order, Trade
+from cryptoorchestrator.platform.storage.models import Order
 
 pytestmark = [
     pytest.mark.ray,
@@ -44,40 +47,8 @@ pytestmark = [
 
 def _book_fill(head: Head, bot_id: int, at: datetime) -> None:
     """Persist a fill of ``bot_id`` and announce it on the event hub, as a bot's relay does."""
-    with head.app.state.context.session_factory() as s:
-        order = Order(
-            bot_id=bot_id,
-            client_order_id=f"live-{at.timestamp():.0f}",
-            exchange="binance",
-            symbol="BTC/USDT",
-            side="sell",
-            type="market",
-            amount=Decimal("0.1"),
-            filled=Decimal("0.1"),
-            average_price=Decimal("30500"),
-            status="closed",
-            submitted_at=at,
-            closed_at=at,
-        )
-        s.add(order)
-        s.flush()
-        trade = Trade(
-            bot_id=bot_id,
-            order_id=order.id,
-            exchange_trade_id=f"live-{order.id}",
-            symbol="BTC/USDT",
-            side="sell",
-            price=Decimal("30500"),
-            amount=Decimal("0.1"),
-            fee=Decimal("0.03"),
-            fee_currency="USDT",
-            realized_pnl=Decimal("40"),
-            timestamp=at,
-        )
-        s.add(trade)
-        s.commit()
-        event = {"type": "fill", "orderId": order.id, "price": "30500", "amount": "0.1"}
-    assert head.app.state.context.event_hub.publish(bot_id, event) >= 1
+    spec = FillSpec(Decimal(30_500), Decimal("0.1"), Decimal("0.03"), realized_pnl=Decimal(40))
+    assert book_fill(head.app, bot_id, at, f"live-{at.timestamp():.0f}", "sell", spec) >= 1
 
 
 def _badge(page: Any, bot_id: int) -> Any:
@@ -345,15 +316,6 @@ def test_phone_screen_with_a_backup_code(browser: Any, head: Head) -> None:
         context.close()
 
 
-def _trader_page(browser: Any, head: Head, viewport: dict[str, int]) -> tuple[Any, Any, Watch]:
-    """A page logged in as the trader (with one of the backup codes) on the overview."""
-    context, page, watch = _open(browser, head, viewport)
-    page.wait_for_selector("#email")
-    _login(page, "trader@example.com", backup=head.backup_codes.pop())
-    page.wait_for_selector("table.bots tbody tr")
-    return context, page, watch
-
-
 def _field_error(page: Any, field: str) -> Any:
     return page.locator(f'#bot-form .field[data-field="{field}"] .field-error')
 
@@ -417,48 +379,6 @@ def test_trader_creates_a_bot_with_the_apis_validation(browser: Any, head: Head)
         _assert_clean(watch)
     finally:
         context.close()
-
-
-def _seed_fills(head: Head, bot_id: int, count: int, start: datetime) -> list[int]:
-    """``count`` hourly fills of ``bot_id`` from ``start``; returns their trade ids."""
-    ids = []
-    with head.app.state.context.session_factory() as s:
-        for i in range(count):
-            at = start + timedelta(hours=i)
-            order = Order(
-                bot_id=bot_id,
-                client_order_id=f"page-{bot_id}-{i}",
-                exchange="binance",
-                symbol="BTC/USDT",
-                side="buy" if i % 2 == 0 else "sell",
-                type="market",
-                amount=Decimal("0.01"),
-                filled=Decimal("0.01"),
-                average_price=Decimal(20_000 + i),
-                status="closed",
-                submitted_at=at,
-                closed_at=at,
-            )
-            s.add(order)
-            s.flush()
-            trade = Trade(
-                bot_id=bot_id,
-                order_id=order.id,
-                exchange_trade_id=f"page-{bot_id}-{i}",
-                symbol="BTC/USDT",
-                side=order.side,
-                price=Decimal(20_000 + i),
-                amount=Decimal("0.01"),
-                fee=Decimal("0.002"),
-                fee_currency="USDT",
-                realized_pnl=None,
-                timestamp=at,
-            )
-            s.add(trade)
-            s.flush()
-            ids.append(trade.id)
-        s.commit()
-    return ids
 
 
 def test_trades_page_paginates_filters_and_exports_csv(browser: Any, head: Head) -> None:

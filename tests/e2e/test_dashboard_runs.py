@@ -19,11 +19,12 @@ from tests.e2e.conftest import (
     PHONE,
     WAIT_MS,
     Head,
-    Watch,
     _assert_clean,
+    _auth,
     _login,
     _open,
     _shot,
+    _trader_page,
 )
 
 pytestmark = [
@@ -35,18 +36,6 @@ pytestmark = [
 RUN_WAIT_MS = 4 * WAIT_MS
 #: A tiny period of the bundled BTC/USDT 1h candles: a few hundred bars.
 START, END = "2022-01-01", "2022-01-15"
-
-
-def _trader_page(browser: Any, head: Head, viewport: dict[str, int]) -> tuple[Any, Any, Watch]:
-    context, page, watch = _open(browser, head, viewport)
-    page.wait_for_selector("#email")
-    _login(page, "trader@example.com", backup=head.backup_codes.pop())
-    page.wait_for_selector("table.bots tbody tr")
-    return context, page, watch
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _run_backtest(page: Any, fast: int, slow: int) -> str:

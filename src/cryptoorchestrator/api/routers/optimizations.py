@@ -80,16 +80,18 @@ def optimization_trials(
         "nTrials": run.n_trials,
         "objective": run.objective,
         "space": run.space,
-        "items": [
-            {
-                "id": t.id,
-                "params": t.params,
-                "value": t.value,
-                "status": t.status,
-                "metrics": t.metrics,
-                "error": t.error,
-                "finishedAt": t.finished_at.isoformat(),
-            }
-            for t in rows
-        ],
+        "items": [trial_public(t) for t in rows],
+    }
+
+
+def trial_public(trial: OptimizationTrial) -> dict[str, Any]:
+    """One finished trial as the API shows it (also pushed by ``/ws/runs``)."""
+    return {
+        "id": trial.id,
+        "params": trial.params,
+        "value": trial.value,
+        "status": trial.status,
+        "metrics": trial.metrics,
+        "error": trial.error,
+        "finishedAt": trial.finished_at.isoformat(),
     }

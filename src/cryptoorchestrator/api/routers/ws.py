@@ -34,6 +34,24 @@ subprotocols ``Sec-WebSocket-Protocol: bearer, <access token>`` (the server sele
 and the server's are redacted).  It then receives ``{"botId", "type": "status"|"order"|"fill",
 ...}`` events of the user's own bots from the event hub.
 
+``/ws/runs`` authenticates the same way, then pushes the user's backtest and optimization runs
+as they change, so the dashboard's run pages need no polling loop::
+
+    <- {"type": "authenticated", "userId": 7}
+    <- {"type": "run", "kind": "backtest" | "optimization", "id", "status", "progress",
+        "error", "nTrials"?, "bestValue"?}        each active run at once, then on every change
+                                                 (its last one when it ends)
+    -> {"type": "watch", "runId": <optimization id>, "after": <last trial id seen, 0>}
+    <- {"type": "watching", "runId"}             or an error ``not_found`` for no such study
+    <- {"type": "trials", "runId", "items": [...]}   new trials (GET .../trials's items)
+    -> {"type": "unwatch", "runId"}              <- {"type": "unwatched", "runId"}
+    -> {"type": "ping"}                          <- {"type": "pong"}
+
+Runs are written by the cluster's workers in other processes, so the head node reads them: one
+read of the user's active, recently ended and watched runs every :data:`RUN_SCAN_S` seconds per
+socket while any is active or watched, every :data:`RUN_IDLE_SCAN_S` seconds otherwise.  At most
+:data:`MAX_WATCHED` studies are watched per socket.
+
 Limits (:class:`~cryptoorchestrator.api.config.ApiOptions`): a message larger than
 ``ws_max_message_bytes`` closes the socket with 1009; JSON nested deeper than ``ws_max_depth``
 is answered ``{"type": "error", "code": "too_deep"}`` and the socket stays open; beyond
@@ -48,9 +66,12 @@ import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import false, or_, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cryptoorchestrator.api.config import ApiOptions
@@ -58,6 +79,7 @@ from cryptoorchestrator.api.context import AppContext
 from cryptoorchestrator.api.deps import ContextDep
 from cryptoorchestrator.api.events import EventHub, SocketSlots
 from cryptoorchestrator.api.feeds import MAX_LISTED, SYMBOLS_ROUTE, MarketFeed, unknown_symbol
+from cryptoorchestrator.api.routers.optimizations import trial_public
 from cryptoorchestrator.platform.errors import (
     CryptoOrchError,
     UnauthorizedError,
@@ -65,6 +87,11 @@ from cryptoorchestrator.platform.errors import (
 )
 from cryptoorchestrator.platform.model import TIMEFRAMES, normalize_symbol
 from cryptoorchestrator.platform.services.market_feed import FeedKey, Subscriber
+from cryptoorchestrator.platform.storage.models import (
+    BacktestRun,
+    OptimizationRun,
+    OptimizationTrial,
+)
 
 router = APIRouter(tags=["websockets"])
 MAX_SYMBOLS = 50
@@ -367,21 +394,37 @@ def _offered_token(ws: WebSocket) -> tuple[bool, str | None]:
     return True, rest[0] if rest else None
 
 
+Serve = Callable[[WebSocket, AppContext, int], Awaitable[None]]
+
+
 @router.websocket("/ws/bots")
 async def bot_events(ws: WebSocket, context: ContextDep) -> None:
     """Stream status changes, orders and fills of the authenticated user's bots."""
+    await _authenticated(ws, context, _serve_bot_events)
+
+
+@router.websocket("/ws/runs")
+async def run_events(ws: WebSocket, context: ContextDep) -> None:
+    """Stream the authenticated user's backtest and optimization runs and watched trials."""
+    await _authenticated(ws, context, _serve_run_events)
+
+
+async def _authenticated(ws: WebSocket, context: AppContext, serve: Serve) -> None:
+    """Take the address's slot, authenticate, take the user's slot, then ``serve``."""
     slots = context.ws_slots
     ip = _client(ws, context)
     if not slots.take_ip(ip):
         await _refuse(ws, f"too many WebSockets from this address (at most {slots.per_ip})")
         return
     try:
-        await _bot_events(ws, context, slots)
+        await _authenticate_then(ws, context, slots, serve)
     finally:
         slots.release_ip(ip)
 
 
-async def _bot_events(ws: WebSocket, context: AppContext, slots: SocketSlots) -> None:
+async def _authenticate_then(
+    ws: WebSocket, context: AppContext, slots: SocketSlots, serve: Serve
+) -> None:
     options = context.options
     bearer, token = _offered_token(ws)
     # A browser completes the handshake only if the server selects a subprotocol it offered:
@@ -412,9 +455,13 @@ async def _bot_events(ws: WebSocket, context: AppContext, slots: SocketSlots) ->
         await ws.close(code=1008, reason=reason)
         return
     try:
-        await _stream_events(ws, context.event_hub, options, user_id)
+        await serve(ws, context, user_id)
     finally:
         slots.release_user(user_id)
+
+
+async def _serve_bot_events(ws: WebSocket, context: AppContext, user_id: int) -> None:
+    await _stream_events(ws, context.event_hub, context.options, user_id)
 
 
 async def _stream_events(ws: WebSocket, hub: EventHub, options: ApiOptions, user_id: int) -> None:
@@ -447,3 +494,187 @@ async def _stream_events(ws: WebSocket, hub: EventHub, options: ApiOptions, user
         forwarder.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await forwarder
+
+
+#: Seconds between reads of a socket's runs while one is active, and while none is.
+RUN_SCAN_S = 0.5
+RUN_IDLE_SCAN_S = 3.0
+#: How long before the previous scan a run's end still counts as new (the workers' clocks
+#: and the head node's may differ a little; a run told already is not told again).
+FINISHED_GRACE = timedelta(seconds=60)
+#: Studies one ``/ws/runs`` socket may watch at once.
+MAX_WATCHED = 20
+#: Run statuses that may still change (the dashboard's ``active`` in js/runs.js).
+ACTIVE_RUN_STATUSES = ("queued", "pending", "running", "cancelling")
+_TRIALS_PER_READ = 1000
+
+
+def _run_event(run: BacktestRun | OptimizationRun) -> dict[str, Any]:
+    """The ``run`` message of a stored run."""
+    event: dict[str, Any] = {
+        "type": "run",
+        "kind": "backtest" if isinstance(run, BacktestRun) else "optimization",
+        "id": run.id,
+        "status": run.status,
+        "progress": run.progress,
+        "error": run.error,
+    }
+    if isinstance(run, OptimizationRun):
+        event["nTrials"] = run.n_trials
+        event["bestValue"] = run.best_value
+    return event
+
+
+class RunWatch:
+    """What one ``/ws/runs`` socket has been told: the runs' last states and watched studies.
+
+    :meth:`scan` reads the database (blocking: run it on a worker thread) and returns only the
+    messages that say something new.  A scan reads the user's active runs, the runs that
+    finished since shortly before the previous scan (so a run that goes from queued to done
+    between two scans is still told, once), and the runs it has told about and not yet seen
+    end.
+
+    Parameters
+    ----------
+    session_factory
+        Makes the session each scan reads in.
+    user_id
+        Whose runs are read.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session], user_id: int) -> None:
+        self.session_factory = session_factory
+        self.user_id = user_id
+        self.sent: dict[str, dict[str, Any]] = {}
+        self.watched: dict[str, int] = {}
+        self.last_scan: datetime | None = None
+
+    def active(self) -> bool:
+        """Whether a run was active at the last scan (the next one comes sooner)."""
+        return any(e["status"] in ACTIVE_RUN_STATUSES for e in self.sent.values())
+
+    def watch(self, run_id: str, after: int) -> bool:
+        """Start sending the trials of study ``run_id`` after trial ``after``; False if the
+        user has no such study."""
+        with self.session_factory() as session:
+            owned = session.scalar(
+                select(OptimizationRun.id).where(
+                    OptimizationRun.id == run_id, OptimizationRun.user_id == self.user_id
+                )
+            )
+        if owned is None:
+            return False
+        self.watched[run_id] = after
+        return True
+
+    def _runs(
+        self,
+        session: Session,
+        model: type[BacktestRun] | type[OptimizationRun],
+        since: datetime,
+    ) -> list[Any]:
+        known = [k for k, e in self.sent.items() if e["kind"] == _KIND[model]]
+        if model is OptimizationRun:
+            known += list(self.watched)
+        condition = or_(
+            model.status.in_(ACTIVE_RUN_STATUSES),
+            model.finished_at >= since,
+            model.id.in_(known) if known else false(),
+        )
+        return list(session.scalars(select(model).where(model.user_id == self.user_id, condition)))
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Read the runs and watched trials; return the messages to send (changes only)."""
+        now = datetime.now(UTC)
+        since = (self.last_scan or now) - FINISHED_GRACE
+        out: list[dict[str, Any]] = []
+        with self.session_factory() as session:
+            runs = [
+                *self._runs(session, BacktestRun, since),
+                *self._runs(session, OptimizationRun, since),
+            ]
+            for run in runs:
+                event = _run_event(run)
+                if self.sent.get(run.id) != event:
+                    self.sent[run.id] = event
+                    out.append(event)
+            for run_id, after in list(self.watched.items()):
+                rows = session.scalars(
+                    select(OptimizationTrial)
+                    .where(OptimizationTrial.run_id == run_id, OptimizationTrial.id > after)
+                    .order_by(OptimizationTrial.id)
+                    .limit(_TRIALS_PER_READ)
+                ).all()
+                if rows:
+                    self.watched[run_id] = rows[-1].id
+                    items = [trial_public(t) for t in rows]
+                    out.append({"type": "trials", "runId": run_id, "items": items})
+        # A run that ended is forgotten once its end has been told and it left the window of
+        # recent ends (which keeps it from being told again meanwhile).
+        for run in runs:
+            ended = run.status not in ACTIVE_RUN_STATUSES and run.id not in self.watched
+            if ended and (run.finished_at is None or run.finished_at < since):
+                self.sent.pop(run.id, None)
+        self.last_scan = now
+        return out
+
+
+_KIND: dict[type[Any], str] = {BacktestRun: "backtest", OptimizationRun: "optimization"}
+
+
+async def _serve_run_events(ws: WebSocket, context: AppContext, user_id: int) -> None:
+    watch = RunWatch(context.session_factory, user_id)
+    lock = asyncio.Lock()
+    wake = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await ws.send_json(message)
+
+    async def scanner() -> None:
+        while True:
+            wake.clear()
+            for message in await run_in_threadpool(watch.scan):
+                await send(message)
+            delay = RUN_SCAN_S if watch.active() or watch.watched else RUN_IDLE_SCAN_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+
+    async def on_message(message: dict[str, Any] | None) -> None:
+        kind = message.get("type") if message is not None else None
+        if kind == "ping":
+            await send({"type": "pong"})
+            return
+        run_id = message.get("runId") if message is not None else None
+        if kind not in ("watch", "unwatch") or not isinstance(run_id, str) or len(run_id) > 36:
+            await send(
+                _error("malformed", "send ping, or watch/unwatch with a 'runId' (a study id)")
+            )
+            return
+        if kind == "unwatch":
+            watch.watched.pop(run_id, None)
+            await send({"type": "unwatched", "runId": run_id})
+            return
+        after = message.get("after", 0) if message is not None else 0
+        if type(after) is not int or not 0 <= after <= 2**62:
+            await send(_error("malformed", "'after' must be a trial id (an integer >= 0)"))
+            return
+        if run_id not in watch.watched and len(watch.watched) >= MAX_WATCHED:
+            await send(_error("too_many", f"at most {MAX_WATCHED} studies watched per socket"))
+            return
+        if not await run_in_threadpool(watch.watch, run_id, after):
+            await send(_error("not_found", f"study {run_id} not found"))
+            return
+        await send({"type": "watching", "runId": run_id})
+        wake.set()  # its trials so far go out now, not at the next scan
+
+    await send({"type": "authenticated", "userId": user_id})
+    task = asyncio.create_task(scanner())
+    try:
+        await _receive_loop(ws, context.options, on_message, send)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

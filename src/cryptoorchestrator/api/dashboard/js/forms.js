@@ -2,7 +2,7 @@
 // their allowed ranges shown, client checks that mirror the API's, and the API's 422 details
 // placed next to the field they name.
 
-import { api } from "./api.js";
+import { ApiError, api, describe } from "./api.js";
 import { h, replace } from "./dom.js";
 
 let strategies = null;
@@ -11,6 +11,32 @@ let strategies = null;
 export async function loadStrategies() {
   if (!strategies) strategies = await api("/api/strategies");
   return strategies;
+}
+
+/**
+ * POST `body` to `url` with `submit` disabled meanwhile and hand the answer to `onDone`; the
+ * API's field errors go next to their fields in `form`, anything else above them.
+ */
+export async function submitForm(form, submit, url, body, onDone) {
+  submit.disabled = true;
+  try {
+    onDone(await api(url, { method: "POST", body }));
+  } catch (error) {
+    if (error instanceof ApiError && error.details.length) showErrors(form, error.details, error.message);
+    else showErrors(form, [], describe(error));
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+/**
+ * Fill `select` with the strategies of `list` (labelled by `label`) and choose sma_cross, or the
+ * first one; returns the chosen name.
+ */
+export function fillStrategies(select, list, label = (s) => s.name) {
+  replace(select, list.map((s) => h("option", { value: s.name, text: label(s) })));
+  select.value = list.some((s) => s.name === "sma_cross") ? "sma_cross" : (list[0] && list[0].name) || "";
+  return select.value;
 }
 
 /**

@@ -4,7 +4,7 @@
 import { currentUser, logout, resume, session } from "./api.js";
 import { h, replace, toast } from "./dom.js";
 import { initTheme, toggleTheme } from "./theme.js";
-import { botSocket } from "./ws.js";
+import { botSocket, runSocket } from "./ws.js";
 import * as loginView from "./views/login.js";
 import * as overviewView from "./views/overview.js";
 import * as botView from "./views/bot.js";
@@ -69,8 +69,10 @@ function render() {
 function onSession(event) {
   if (currentUser()) {
     botSocket.start();
+    runSocket.start();
   } else {
     botSocket.stop();
+    runSocket.stop();
     const reason = event && event.detail && event.detail.reason;
     if (reason) toast(reason);
   }
@@ -87,6 +89,9 @@ async function boot() {
   botSocket.addEventListener("state", (event) => {
     live.dataset.state = event.detail;
     live.title = event.detail === "on" ? "Live updates connected" : "Live updates not connected";
+  });
+  runSocket.addEventListener("state", (event) => {
+    live.dataset.runs = event.detail; // /ws/runs: the run pages' live updates
   });
   session.addEventListener("change", onSession);
   window.addEventListener("hashchange", () => {

@@ -1,15 +1,19 @@
-// The /ws/bots socket: status changes, orders and fills of the user's bots, pushed by the head
-// node. It authenticates with a first message (the token never goes into the URL), pings to
-// stay open (the server closes silent sockets), and reconnects with a growing delay.
+// The head node's authenticated sockets: /ws/bots (status changes, orders and fills of the
+// user's bots) and /ws/runs (backtest and optimization runs as they change, and the trials of
+// the studies a page watches). Each authenticates with a first message (the token never goes
+// into the URL), pings to stay open (the server closes silent sockets), and reconnects with a
+// growing delay.
 
 import { accessToken, refresh } from "./api.js";
 
 const PING_MS = 30000;
 const MAX_BACKOFF_MS = 30000;
 
-export class BotSocket extends EventTarget {
-  constructor() {
+/** One authenticated socket at `path`; subclasses say what its messages mean (`handle`). */
+export class AuthSocket extends EventTarget {
+  constructor(path) {
     super();
+    this.path = path;
     this.ws = null;
     this.stopped = true;
     this.backoff = 1000;
@@ -44,7 +48,7 @@ export class BotSocket extends EventTarget {
   open() {
     if (this.stopped || !accessToken()) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws/bots`);
+    const ws = new WebSocket(`${scheme}//${location.host}${this.path}`);
     this.ws = ws;
     this.setState("connecting");
     ws.addEventListener("open", () => {
@@ -83,11 +87,64 @@ export class BotSocket extends EventTarget {
       this.dispatchEvent(new CustomEvent("connected"));
       return;
     }
-    if (message.type === "pong" || message.type === "error") return;
-    if (typeof message.botId === "number") {
-      this.dispatchEvent(new CustomEvent("bot", { detail: message }));
+    if (message.type === "pong") return;
+    this.handle(message);
+  }
+
+  /** Send `message` when the socket is open; false when it is not (it is resent on connect). */
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.state !== "on") return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** What a message other than the handshake's and pongs means: overridden. */
+  handle(_message) {}
+}
+
+/** /ws/bots: dispatches "bot" events ({botId, type: status|order|fill, ...}). */
+export class BotSocket extends AuthSocket {
+  constructor() {
+    super("/ws/bots");
+  }
+
+  handle(message) {
+    if (typeof message.botId === "number") this.dispatchEvent(new CustomEvent("bot", { detail: message }));
+  }
+}
+
+/**
+ * /ws/runs: dispatches "run" events ({kind, id, status, progress, error, nTrials?, bestValue?})
+ * and "trials" events ({runId, items}) of the studies watched with `watch`.
+ */
+export class RunSocket extends AuthSocket {
+  constructor() {
+    super("/ws/runs");
+    this.watches = new Map(); // study id -> last trial id received
+    this.addEventListener("connected", () => {
+      for (const [runId, after] of this.watches) this.send({ type: "watch", runId, after });
+    });
+  }
+
+  /** Receive the trials of study `runId` recorded after trial `after` (kept across reconnects). */
+  watch(runId, after = 0) {
+    this.watches.set(runId, after);
+    this.send({ type: "watch", runId, after });
+  }
+
+  unwatch(runId) {
+    if (this.watches.delete(runId)) this.send({ type: "unwatch", runId });
+  }
+
+  handle(message) {
+    if (message.type === "run") {
+      this.dispatchEvent(new CustomEvent("run", { detail: message }));
+    } else if (message.type === "trials" && this.watches.has(message.runId) && message.items.length) {
+      this.watches.set(message.runId, message.items[message.items.length - 1].id);
+      this.dispatchEvent(new CustomEvent("trials", { detail: message }));
     }
   }
 }
 
 export const botSocket = new BotSocket();
+export const runSocket = new RunSocket();

@@ -1,15 +1,16 @@
 // Backtests: run one (strategy, its declared Params, period, fees) on the cluster, follow its
 // status, read its report (metrics, candles with the fills, equity and drawdown), and compare
-// two or more runs side by side (metrics table and overlaid equity).
+// two or more runs side by side (metrics table and overlaid equity). Runs are followed live
+// over /ws/runs (see runs.js).
 //
 // Routes: #/backtests (form and runs), #/backtests/<id> (a report),
 // #/backtests/compare/<id>,<id>[,...] (a comparison).
 
-import { ApiError, api, canTrade, describe } from "../api.js";
+import { api, canTrade, describe } from "../api.js";
 import { loadChartLibrary, palette, themeOptions } from "../chart.js";
-import { badge, fmtTime, h, replace, toast } from "../dom.js";
-import { clearErrors, field, isoDate, loadStrategies, numberInput, paramFields, select, showErrors } from "../forms.js";
-import { active, pollWhileActive } from "../poll.js";
+import { fmtTime, h, replace, toast } from "../dom.js";
+import { clearErrors, field, fillStrategies, isoDate, loadStrategies, numberInput, paramFields, select, showErrors, submitForm } from "../forms.js";
+import { followRuns, liveRunList, paramsText, runStatus } from "../runs.js";
 import { themeEvents } from "../theme.js";
 
 /** Metrics shown, in order, with how to show them. */
@@ -44,10 +45,6 @@ export function fmtMetric(value, kind) {
   return n.toFixed(3);
 }
 
-function paramsText(params) {
-  return Object.entries(params || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-}
-
 /** Render the backtests pages into `root`; returns a cleanup function. */
 export function render(root, [id, compare]) {
   if (compare) return renderCompare(root, compare.split(","));
@@ -56,7 +53,6 @@ export function render(root, [id, compare]) {
 }
 
 function renderList(root) {
-  const stops = [];
   const body = h("tbody");
   const empty = h("p", { class: "empty", hidden: true, text: "No backtests yet." });
   const compareButton = h("button", { type: "button", class: "btn", id: "bt-compare", text: "Compare selected", disabled: true });
@@ -83,9 +79,7 @@ function renderList(root) {
       compareButton.disabled = selected.size < 2;
     });
     const m = run.metrics || {};
-    const status = h("td", { "data-label": "Status" }, badge(run.status));
-    if (active(run.status)) status.append(h("progress", { max: "1", value: String(run.progress || 0), "aria-label": "progress" }));
-    if (run.error) status.append(h("span", { class: "reason", text: run.error }));
+    const status = h("td", { "data-label": "Status" }, ...runStatus(run));
     return h("tr", { dataset: { runId: run.id, status: run.status } },
       h("td", { "data-label": "Compare" }, pick),
       h("td", { "data-label": "Run" }, h("a", { href: `#/backtests/${run.id}`, text: `${run.strategy} ${run.id.slice(0, 8)}` }),
@@ -98,31 +92,14 @@ function renderList(root) {
       h("td", { "data-label": "Created", text: fmtTime(run.createdAt) }));
   }
 
-  async function load() {
-    const runs = await api("/api/backtests?limit=100");
-    replace(body, runs.map(row));
-    empty.hidden = runs.length > 0;
-    return runs;
-  }
-  function follow() {
-    stops.push(pollWhileActive(async () => {
-      const runs = await load();
-      return runs.some((r) => active(r.status));
-    }));
-  }
+  const list = liveRunList("backtest", "/api/backtests?limit=100", body, empty, row, "backtests");
   if (canTrade()) {
     replace(formSlot, backtestForm((submitted) => {
       toast(`Backtest ${submitted.id.slice(0, 8)} queued.`, "ok");
-      load().then(follow).catch(() => null);
+      list.load().catch(() => null);
     }));
   }
-  load().then((runs) => {
-    if (runs.some((r) => active(r.status))) follow();
-  }).catch((error) => {
-    replace(empty, `Could not load the backtests: ${describe(error)}`);
-    empty.hidden = false;
-  });
-  return () => stops.forEach((stop) => stop());
+  return list.stop;
 }
 
 /** The run form: strategy, its Params, market, period, fees. */
@@ -160,8 +137,7 @@ function backtestForm(onSubmitted) {
   strategy.addEventListener("change", drawParams);
   loadStrategies().then((list) => {
     catalogue = list;
-    replace(strategy, list.map((s) => h("option", { value: s.name, text: s.name })));
-    strategy.value = list.some((s) => s.name === "sma_cross") ? "sma_cross" : (list[0] && list[0].name) || "";
+    fillStrategies(strategy, list);
     drawParams();
   }).catch((error) => showErrors(form, [], `Could not read the strategies: ${describe(error)}`));
   form.addEventListener("submit", async (event) => {
@@ -182,15 +158,7 @@ function backtestForm(onSubmitted) {
       strategy: strategy.value, params: read.values, exchange: exchange.value.trim(), symbol: symbol.value.trim(),
       timeframe: timeframe.value, start: isoDate(start.value), end: isoDate(end.value), feeBps: feeValue,
     };
-    submit.disabled = true;
-    try {
-      onSubmitted(await api("/api/backtests", { method: "POST", body }));
-    } catch (error) {
-      if (error instanceof ApiError && error.details.length) showErrors(form, error.details, error.message);
-      else showErrors(form, [], describe(error));
-    } finally {
-      submit.disabled = false;
-    }
+    await submitForm(form, submit, "/api/backtests", body, onSubmitted);
   });
   return form;
 }
@@ -203,7 +171,7 @@ function metricsGrid(metrics) {
 }
 
 function renderReport(root, id) {
-  const state = { chart: null, stop: null, disposed: false, report: null };
+  const state = { chart: null, stop: null, disposed: false, report: null, reporting: false };
   const title = h("h1", { text: `Backtest ${id.slice(0, 8)}` });
   const sub = h("p", { class: "sub" });
   const status = h("div", { class: "session", id: "bt-status" });
@@ -254,22 +222,24 @@ function renderReport(root, id) {
       h("a", { class: "attribution", href: "https://www.tradingview.com/", target: "_blank", rel: "noopener noreferrer", text: "Charting by TradingView" }));
   }
 
-  async function step() {
-    const run = await api(`/api/backtests/${encodeURIComponent(id)}`);
-    replace(title, `${run.strategy} · ${run.id.slice(0, 8)}`);
-    replace(sub, `${run.exchange || ""} ${run.symbol || ""} ${run.timeframe || ""} · ${paramsText(run.params)}`);
-    replace(status, badge(run.status), active(run.status) ? h("progress", { max: "1", value: String(run.progress || 0), "aria-label": "progress" }) : null,
-      run.error ? h("span", { class: "error-text", text: run.error }) : null);
-    if (active(run.status)) return true;
-    if (run.status === "succeeded" && !state.report) {
+  async function show(run) {
+    replace(status, ...runStatus(run, "error-text"));
+    if (run.status === "succeeded" && !state.reporting) {
+      state.reporting = true; // the push and the first read may both see it succeed
       state.report = await api(`/api/backtests/${encodeURIComponent(id)}/report`);
       if (!state.disposed) await draw(state.report);
     }
-    return false;
   }
-  step().then((more) => {
-    if (more) state.stop = pollWhileActive(step);
-  }).catch((error) => replace(sub, describe(error)));
+  async function load() {
+    const run = await api(`/api/backtests/${encodeURIComponent(id)}`);
+    replace(title, `${run.strategy} · ${run.id.slice(0, 8)}`);
+    replace(sub, `${run.exchange || ""} ${run.symbol || ""} ${run.timeframe || ""} · ${paramsText(run.params)}`);
+    await show(run);
+  }
+  state.stop = followRuns("backtest", (event) => {
+    if (event.id === id) show(event).catch((error) => replace(sub, describe(error)));
+  }, load);
+  load().catch((error) => replace(sub, describe(error)));
   const onTheme = () => {
     if (state.report && state.chart) {
       state.chart.remove();

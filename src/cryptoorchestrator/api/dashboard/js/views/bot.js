@@ -1,6 +1,10 @@
 // Bot page: candles of the bot's market with its fills as markers, equity below, its trades,
 // its open orders and positions, its risk limits with their utilisation, and its log tail.
 // Orders, positions and the log are read again when /ws/bots reports an event of this bot.
+//
+// The chart comes from one read (GET /api/bots/<id>/chart: the market's whole stored history
+// and every fill, in columns); a fill pushed on /ws/bots then reads only the newest fills and
+// adds their markers, so a new marker costs one small request, not the history again.
 
 import { api, describe } from "../api.js";
 import { loadChartLibrary, palette, themeOptions } from "../chart.js";
@@ -10,9 +14,14 @@ import { botSocket } from "../ws.js";
 import { controlButton } from "./overview.js";
 
 const UNIT_MS = { m: 60000, h: 3600000, d: 86400000, w: 604800000 };
-/** Candles shown before the first fill, and at most in all (the API's page limit). */
-const LEAD_BARS = 150;
-const MAX_BARS = 5000;
+/** Newest fills read when one is pushed (more than this many at once: the chart is read again). */
+const NEW_FILLS = 50;
+/** Latest trades in the page's table (all of them: the Trades page, linked from it). */
+const TABLE_ROWS = 50;
+/** Candles in the first view at most (a month of hourly ones). */
+const VIEW_BARS = 720;
+/** Candles drawn beyond each side of the first view before the rest of a long history. */
+const FIRST_MARGIN = 300;
 const LOG_LINES = 200;
 const DONE_ORDERS = new Set(["closed", "filled", "canceled", "cancelled", "rejected", "expired", "denied", "failed"]);
 /** The risk actor's defaults where no limit is stored (platform/risk/limits.py). */
@@ -26,7 +35,7 @@ function timeframeMs(timeframe) {
 /** Render the page of bot `id` into `root`; returns a cleanup function. */
 export function render(root, [id]) {
   const botId = Number(id);
-  const state = { bot: null, trades: [], candles: [], equity: [], chart: null, candleSeries: null, equitySeries: null, markers: null, lib: null, framed: false };
+  const state = { bot: null, trades: [], candles: [], fills: new Map(), equity: [], chart: null, candleSeries: null, equitySeries: null, markers: null, lib: null, framed: false, partial: false };
   let disposed = false;
 
   const title = h("h1", { text: `Bot #${botId}` });
@@ -96,7 +105,7 @@ export function render(root, [id]) {
       cell("Total P&L", profit.text, profit.cls.replace("num", "").trim()),
       cell("Position", position ? `${fmtAmount(position.amount)}` : "flat"),
       cell("Avg price", position ? fmtMoney(position.averagePrice) : "—"),
-      cell("Trades", String(state.trades.length)));
+      cell("Trades", String(state.fills.size || state.trades.length)));
   }
 
   function drawTrades() {
@@ -113,22 +122,31 @@ export function render(root, [id]) {
     tradesEmpty.hidden = state.trades.length > 0;
   }
 
+  /** One marker per fill (state.fills: id -> {ms, side, amount}), on its candle, oldest first. */
   function markers() {
     const step = timeframeMs(state.bot.timeframe);
     const colors = palette();
-    return state.trades
-      .map((t) => {
-        const ms = Date.parse(t.timestamp);
-        const buy = t.side === "buy";
+    return [...state.fills.values()]
+      .map((f) => {
+        const buy = f.side === "buy";
         return {
-          time: Math.floor(ms / step) * step / 1000,
+          time: Math.floor(f.ms / step) * step / 1000,
           position: buy ? "belowBar" : "aboveBar",
           color: buy ? colors.up : colors.down,
           shape: buy ? "arrowUp" : "arrowDown",
-          text: `${buy ? "B" : "S"} ${fmtAmount(t.amount)}`,
+          text: `${buy ? "B" : "S"} ${fmtAmount(f.amount)}`,
         };
       })
       .sort((a, b) => a.time - b.time);
+  }
+
+  /** Draw the fills' markers again (a new fill needs nothing else redrawn). */
+  function drawMarkers() {
+    if (state.partial) return []; // the whole history's step draws them all
+    const marks = markers();
+    state.markers.setMarkers(marks);
+    chartBox.dataset.markers = String(state.markers.markers().length);
+    return marks;
   }
 
   function drawChart() {
@@ -146,27 +164,105 @@ export function render(root, [id]) {
       const panes = state.chart.panes();
       if (panes[1]) panes[1].setHeight(110);
     }
-    state.candleSeries.setData(state.candles.map((c) => ({ time: c.timestamp / 1000, open: c.open, high: c.high, low: c.low, close: c.close })));
-    state.equitySeries.setData(state.equity.map((p) => ({ time: Math.floor(p.timestamp / 1000), value: Number(p.equity) })));
-    const marks = markers();
-    state.markers.setMarkers(marks);
-    if (!state.framed) {
-      // First view: from a little before the first fill to the latest candle, or to a while
-      // after the last fill when that is long ago; everything when the bot has no fills.
+    if (!state.framed && state.candles.length) {
       state.framed = true;
-      const last = state.candles.length ? state.candles[state.candles.length - 1].timestamp / 1000 : null;
-      if (marks.length && last !== null) {
-        const step = timeframeMs(state.bot.timeframe) / 1000;
-        const from = marks[0].time - 60 * step;
-        const to = Math.min(last, marks[marks.length - 1].time + 240 * step);
-        state.chart.timeScale().setVisibleRange({ from, to: Math.max(to, from + 2 * step) });
-      } else {
-        state.chart.timeScale().fitContent();
-      }
+      drawFirst(firstView(markers()));
+      return;
     }
+    state.candleSeries.setData(state.candles);
+    drawEquity();
+    drawMarkers();
+    drawLegend();
+  }
+
+  /** Call `then` in the frame after the next paint (the chart draws on animation frames). */
+  function afterPaint(then) {
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      if (!disposed && state.chart) then();
+    }));
+  }
+
+  /**
+   * The first view's time range: the fills, from a little before the first to the latest candle
+   * or a while after the last when that is long ago, at most VIEW_BARS candles (the latest
+   * activity: a long history is there to pan and zoom to, not to draw all at once); the latest
+   * candles when the bot has no fills.
+   */
+  function firstView(marks) {
+    const n = state.candles.length;
+    const step = timeframeMs(state.bot.timeframe) / 1000;
+    const last = state.candles[n - 1].time;
+    if (!marks.length) return { from: state.candles[Math.max(0, n - VIEW_BARS)].time, to: last };
+    const to = Math.min(last, marks[marks.length - 1].time + 240 * step);
+    const from = Math.max(marks[0].time - 60 * step, to - VIEW_BARS * step);
+    return { from, to: Math.max(to, from + 2 * step) };
+  }
+
+  /** Index of the first candle at or after `time` (seconds). */
+  function candleIndex(time) {
+    let lo = 0;
+    let hi = state.candles.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (state.candles[mid].time < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /**
+   * Draw the first view. A long history is drawn in two steps: the candles around the view and
+   * their markers first (what the screen shows), the whole history and every marker in the
+   * frame after that paint, the view kept. `data-painted` and `data-complete` on the chart
+   * say when each step has been painted.
+   */
+  function drawFirst(view) {
+    const n = state.candles.length;
+    const lo = Math.max(0, candleIndex(view.from) - FIRST_MARGIN);
+    const hi = Math.min(n, candleIndex(view.to) + FIRST_MARGIN);
+    drawEquity();
+    drawLegend();
+    const painted = () => {
+      chartBox.dataset.painted = String(performance.now());
+    };
+    const complete = () => {
+      chartBox.dataset.complete = String(performance.now());
+    };
+    if (hi - lo >= n) {
+      state.candleSeries.setData(state.candles);
+      drawMarkers();
+      state.chart.timeScale().setVisibleRange(view);
+      afterPaint(() => {
+        painted();
+        complete();
+      });
+      return;
+    }
+    state.partial = true;
+    state.candleSeries.setData(state.candles.slice(lo, hi));
+    const [first, last] = [state.candles[lo].time, state.candles[hi - 1].time];
+    state.markers.setMarkers(markers().filter((m) => m.time >= first && m.time <= last));
+    state.chart.timeScale().setVisibleRange(view);
+    afterPaint(() => {
+      painted();
+      const range = state.chart.timeScale().getVisibleRange();
+      state.candleSeries.setData(state.candles);
+      state.partial = false;
+      drawMarkers();
+      if (range) state.chart.timeScale().setVisibleRange(range);
+      afterPaint(complete);
+    });
+  }
+
+  function drawEquity() {
+    if (!state.chart) return;
+    state.equitySeries.setData(state.equity.map((p) => ({ time: Math.floor(p.timestamp / 1000), value: Number(p.equity) })));
+  }
+
+  function drawLegend() {
     replace(legend,
       h("span", { text: `${state.candles.length} candles (${state.bot.timeframe})` }),
-      h("span", { text: `${state.trades.length} fills` }),
+      h("span", { id: "bot-fill-count", text: `${state.fills.size} fills` }),
       h("span", { text: `${state.equity.length} equity points` }),
       h("a", { class: "attribution", href: "https://www.tradingview.com/", target: "_blank", rel: "noopener noreferrer", text: "Charting by TradingView" }));
   }
@@ -179,24 +275,37 @@ export function render(root, [id]) {
     replace(chartBox, h("div", { class: "chart-missing", id: "chart-missing", role: "note" }, message));
   }
 
-  async function loadCandles() {
-    const bot = state.bot;
-    const symbol = encodeURIComponent(bot.tradingPair.replace("/", "-"));
-    const step = timeframeMs(bot.timeframe);
-    let query = `timeframe=${encodeURIComponent(bot.timeframe)}&limit=1000`;
-    if (state.trades.length) {
-      // Start a little before the oldest fill shown, so every marker has its candle.
-      const first = Math.min(...state.trades.map((t) => Date.parse(t.timestamp)));
-      const since = Math.floor(first / step) * step - LEAD_BARS * step;
-      const bars = Math.min(MAX_BARS, Math.ceil((Date.now() - since) / step) + 1);
-      query = `timeframe=${encodeURIComponent(bot.timeframe)}&limit=${bars}&since=${Math.max(0, since)}`;
+  /** The bot's market and every fill, in one read. */
+  async function loadChartData() {
+    applyChartData(await api(`/api/bots/${botId}/chart`));
+  }
+
+  function applyChartData(data) {
+    const c = data.candles;
+    const candles = new Array(c.timestamp.length);
+    for (let i = 0; i < candles.length; i += 1) {
+      candles[i] = { time: c.timestamp[i] / 1000, open: c.open[i], high: c.high[i], low: c.low[i], close: c.close[i] };
     }
-    const ohlcv = await api(`/api/markets/${symbol}/ohlcv?${query}`);
-    state.candles = ohlcv.candles;
+    state.candles = candles;
+    const f = data.fills;
+    state.fills = new Map(f.id.map((fillId, i) => [fillId, { ms: f.timestamp[i], side: f.side[i], amount: f.amount[i] }]));
+    if (!candles.length) throw new Error(`no market data stored for ${state.bot.tradingPair} ${state.bot.timeframe}`);
+  }
+
+  /** Add the newest fills (after a push); false when more are new than one read holds. */
+  async function loadNewFills() {
+    const page = await api(`/api/trades/?botId=${botId}&limit=${NEW_FILLS}`);
+    let fresh = 0;
+    for (const t of page.items) {
+      if (state.fills.has(t.id)) continue;
+      fresh += 1;
+      state.fills.set(t.id, { ms: Date.parse(t.timestamp), side: t.side, amount: t.amount });
+    }
+    return fresh < NEW_FILLS || !page.nextCursor;
   }
 
   async function loadTrades() {
-    const page = await api(`/api/trades/?botId=${botId}&limit=500`);
+    const page = await api(`/api/trades/?botId=${botId}&limit=${TABLE_ROWS}`);
     state.trades = page.items;
   }
 
@@ -284,6 +393,12 @@ export function render(root, [id]) {
   }
 
   async function load() {
+    // The chart's library and data are the page's heaviest reads: they start first, together
+    // with the bot's, and the chart is drawn as soon as those three are in.
+    const library = loadChartLibrary();
+    const chartData = api(`/api/bots/${botId}/chart`);
+    library.catch(() => null);
+    chartData.catch(() => null);
     try {
       state.bot = await api(`/api/bots/${botId}`);
     } catch (error) {
@@ -292,6 +407,21 @@ export function render(root, [id]) {
       return;
     }
     drawHeader();
+    const charted = (async () => {
+      try {
+        state.lib = await library;
+      } catch (error) {
+        showChartProblem(`Chart unavailable: ${error.message}`);
+        return;
+      }
+      try {
+        applyChartData(await chartData);
+      } catch (error) {
+        showChartProblem(`No market data for ${state.bot.tradingPair}: ${describe(error)}`);
+        return;
+      }
+      drawChart();
+    })();
     const [, positions, perf, equity] = await Promise.all([
       loadTrades(),
       api(`/api/positions?botId=${botId}`),
@@ -306,23 +436,13 @@ export function render(root, [id]) {
     state.perf = perf && perf.bots[0];
     drawSummary(positions.items[0], perf && perf.bots[0]);
     drawPositions();
+    drawEquity();
+    if (state.chart) drawLegend();
     Promise.all([loadOrders(), loadLog(), api("/api/risk/limits").then((limits) => { state.limits = limits; })])
       .then(drawRisk)
       .catch((error) => toast(describe(error), "error"));
     drawTrades();
-    try {
-      state.lib = await loadChartLibrary();
-    } catch (error) {
-      showChartProblem(`Chart unavailable: ${error.message}`);
-      return;
-    }
-    try {
-      await loadCandles();
-    } catch (error) {
-      showChartProblem(`No market data for ${state.bot.tradingPair}: ${describe(error)}`);
-      return;
-    }
-    drawChart();
+    await charted;
     if (state.limits) drawRisk();
   }
 
@@ -360,13 +480,20 @@ export function render(root, [id]) {
       clearTimeout(pending);
       pending = setTimeout(async () => {
         try {
+          if (state.chart) {
+            if (await loadNewFills()) drawMarkers();
+            else {
+              await loadChartData();
+              drawChart();
+            }
+            drawLegend();
+          }
           await loadTrades();
           drawTrades();
-          drawChart();
         } catch (error) {
           toast(describe(error), "error");
         }
-      }, 200);
+      }, 50);
     }
   }
   const onTheme = () => {

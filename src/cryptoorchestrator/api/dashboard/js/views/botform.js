@@ -1,8 +1,8 @@
 // The create-bot form (traders and admins): the API's bot fields, the strategy's declared Params,
 // the same ranges as the API shown and checked, and the API's 422 details next to their field.
 
-import { ApiError, api, describe } from "../api.js";
-import { checkRange, clearErrors, field, loadStrategies, numberInput, paramFields, select, showErrors } from "../forms.js";
+import { api, describe } from "../api.js";
+import { checkRange, clearErrors, field, fillStrategies, loadStrategies, numberInput, paramFields, select, showErrors, submitForm } from "../forms.js";
 import { h, replace } from "../dom.js";
 
 /** Ranges of the bot's money fields (percent), as the API's BotCreate declares them. */
@@ -67,8 +67,7 @@ export function createBotForm(onCreated, onCancel) {
   }).catch(() => null); // without accounts the form still creates paper bots
   loadStrategies().then((list) => {
     catalogue = list;
-    replace(strategy, list.map((s) => h("option", { value: s.name, text: s.summary ? `${s.name} — ${s.summary}` : s.name })));
-    strategy.value = list.some((s) => s.name === "sma_cross") ? "sma_cross" : (list[0] && list[0].name) || "";
+    fillStrategies(strategy, list, (s) => (s.summary ? `${s.name} — ${s.summary}` : s.name));
     drawParams();
   }).catch((error) => showErrors(form, [], `Could not read the strategies: ${describe(error)}`));
 
@@ -96,16 +95,7 @@ export function createBotForm(onCreated, onCancel) {
       showErrors(form, errors, "Please correct the fields marked.");
       return;
     }
-    submit.disabled = true;
-    try {
-      const bot = await api("/api/bots", { method: "POST", body });
-      onCreated(bot);
-    } catch (error) {
-      if (error instanceof ApiError && error.details.length) showErrors(form, error.details, error.message);
-      else showErrors(form, [], describe(error));
-    } finally {
-      submit.disabled = false;
-    }
+    await submitForm(form, submit, "/api/bots", body, onCreated);
   });
   return form;
 }

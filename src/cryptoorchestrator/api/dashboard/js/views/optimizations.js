@@ -1,15 +1,17 @@
 // Optimizations: start a parameter study, watch its trials arrive, the best-so-far curve, a
-// heatmap of the objective over two parameters, and each parameter's importance.
+// heatmap of the objective over two parameters, parallel coordinates over more than two, each
+// parameter's importance, and the walk-forward folds a study belongs to.
 //
-// The API has no WebSocket for runs: while a study is active the page reads only the trials
-// recorded since the last one it has (GET /api/optimizations/<id>/trials?after=<id>), backing
-// off from 1 s to 8 s while nothing new comes (see poll.js), and stops when the study ends.
+// The page reads the study and its trials once, then /ws/runs pushes the run's changes and the
+// trials recorded after the last one it has (runSocket.watch); only while that socket is down
+// does the page read them itself, slowly (see runs.js).
 // Routes: #/optimizations (form and studies), #/optimizations/<id> (one study).
 
-import { ApiError, api, canTrade, describe } from "../api.js";
-import { badge, fmtTime, h, replace, toast } from "../dom.js";
-import { checkRange, clearErrors, field, isoDate, loadStrategies, numberInput, select, showErrors } from "../forms.js";
-import { active, pollWhileActive } from "../poll.js";
+import { api, canTrade, describe } from "../api.js";
+import { fmtTime, h, replace, toast } from "../dom.js";
+import { checkRange, clearErrors, field, fillStrategies, isoDate, loadStrategies, numberInput, select, showErrors, submitForm } from "../forms.js";
+import { followRuns, liveRunList, paramsText, runStatus } from "../runs.js";
+import { runSocket } from "../ws.js";
 import { LOWER_IS_BETTER, METRICS } from "./backtests.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -28,7 +30,6 @@ export function render(root, [id]) {
 }
 
 function renderList(root) {
-  const stops = [];
   const body = h("tbody");
   const empty = h("p", { class: "empty", hidden: true, text: "No studies yet." });
   const formSlot = h("div");
@@ -41,37 +42,24 @@ function renderList(root) {
         h("thead", {}, h("tr", {}, ["Study", "Status", "Method", "Trials", "Best", "Created"].map((t, i) => h("th", { class: i === 3 || i === 4 ? "num" : "", text: t })))),
         body)), empty));
   function row(run) {
-    const status = h("td", { "data-label": "Status" }, badge(run.status));
-    if (active(run.status)) status.append(h("progress", { max: "1", value: String(run.progress || 0), "aria-label": "progress" }));
-    if (run.error) status.append(h("span", { class: "reason", text: run.error }));
+    const status = h("td", { "data-label": "Status" }, ...runStatus(run));
     return h("tr", { dataset: { runId: run.id, status: run.status } },
       h("td", { "data-label": "Study" }, h("a", { href: `#/optimizations/${run.id}`, text: `${run.strategy} ${run.id.slice(0, 8)}` }),
-        h("span", { class: "reason", text: run.bestParams ? `best: ${Object.entries(run.bestParams).map(([k, v]) => `${k}=${v}`).join(", ")}` : "" })),
+        h("span", { class: "reason", text: run.bestParams ? `best: ${paramsText(run.bestParams)}` : "" })),
       status,
       h("td", { "data-label": "Method", text: `${run.method} · ${run.objective}` }),
       h("td", { "data-label": "Trials", class: "num", text: String(run.nTrials) }),
       h("td", { "data-label": "Best", class: "num", text: run.bestValue === null ? "—" : Number(run.bestValue).toFixed(4) }),
       h("td", { "data-label": "Created", text: fmtTime(run.createdAt) }));
   }
-  async function load() {
-    const runs = await api("/api/optimizations?limit=100");
-    replace(body, runs.map(row));
-    empty.hidden = runs.length > 0;
-    return runs;
-  }
+  const list = liveRunList("optimization", "/api/optimizations?limit=100", body, empty, row, "studies");
   if (canTrade()) {
     replace(formSlot, studyForm((submitted) => {
       toast(`Study ${submitted.id.slice(0, 8)} queued.`, "ok");
       location.hash = `#/optimizations/${submitted.id}`;
     }));
   }
-  load().then((runs) => {
-    if (runs.some((r) => active(r.status))) stops.push(pollWhileActive(async () => (await load()).some((r) => active(r.status))));
-  }).catch((error) => {
-    replace(empty, `Could not load the studies: ${describe(error)}`);
-    empty.hidden = false;
-  });
-  return () => stops.forEach((stop) => stop());
+  return list.stop;
 }
 
 /** The study form: strategy, a low/high/step per numeric Param (or its default), method, data. */
@@ -123,8 +111,7 @@ function studyForm(onSubmitted) {
   strategy.addEventListener("change", drawSpace);
   loadStrategies().then((list) => {
     catalogue = list;
-    replace(strategy, list.map((s) => h("option", { value: s.name, text: s.name })));
-    strategy.value = list.some((s) => s.name === "sma_cross") ? "sma_cross" : (list[0] && list[0].name) || "";
+    fillStrategies(strategy, list);
     drawSpace();
   }).catch((error) => showErrors(form, [], `Could not read the strategies: ${describe(error)}`));
 
@@ -155,21 +142,13 @@ function studyForm(onSubmitted) {
     const body = { strategy: strategy.value, space, method: method.value, objective: objective.value, symbol: symbol.value.trim(),
       timeframe: timeframe.value, start: isoDate(start.value), end: isoDate(end.value) };
     if (nTrials) body.nTrials = Number(nTrials);
-    submit.disabled = true;
-    try {
-      onSubmitted(await api("/api/optimizations", { method: "POST", body }));
-    } catch (error) {
-      if (error instanceof ApiError && error.details.length) showErrors(form, error.details, error.message);
-      else showErrors(form, [], describe(error));
-    } finally {
-      submit.disabled = false;
-    }
+    await submitForm(form, submit, "/api/optimizations", body, onSubmitted);
   });
   return form;
 }
 
 function renderStudy(root, id) {
-  const state = { trials: [], last: 0, run: null, stop: null, x: null, y: null };
+  const state = { trials: [], last: 0, run: null, stop: null, x: null, y: null, frame: 0 };
   const title = h("h1", { text: `Study ${id.slice(0, 8)}` });
   const sub = h("p", { class: "sub" });
   const status = h("div", { class: "session", id: "opt-status" });
@@ -180,6 +159,8 @@ function renderStudy(root, id) {
   xSel.id = "heat-x";
   ySel.id = "heat-y";
   const heat = h("div", { class: "heatmap-wrap", id: "opt-heatmap" });
+  const parallel = h("div", { class: "parallel", id: "opt-parallel" });
+  const folds = h("div", { class: "table-wrap", id: "opt-folds" }, h("p", { class: "muted", text: "Reading the walk-forward folds…" }));
   const body = h("tbody");
   const importance = h("tbody");
   root.append(
@@ -191,6 +172,9 @@ function renderStudy(root, id) {
       h("section", { class: "panel" }, h("h2", { text: "Best so far" }), curve),
       h("section", { class: "panel" }, h("h2", { text: "Objective over two parameters" }),
         h("div", { class: "filters-inline" }, h("label", { class: "inline" }, "x", xSel), h("label", { class: "inline" }, "y", ySel)), heat)),
+    h("section", { class: "panel", id: "opt-parallel-panel", hidden: true }, h("h2", { text: "Parallel coordinates" }),
+      h("p", { class: "muted", text: "One line per trial across every searched parameter to its objective value; greener is better." }),
+      parallel),
     h("section", { class: "panel" }, h("h2", { text: "Parameter importance" }),
       h("p", { class: "muted", text: "Share of the objective's variance across trials explained by each parameter alone (its main effect)." }),
       h("div", { class: "table-wrap" }, h("table", { class: "importance" },
@@ -199,7 +183,7 @@ function renderStudy(root, id) {
       h("div", { class: "table-wrap" }, h("table", { class: "responsive trials" },
         h("thead", {}, h("tr", {}, ["#", "Parameters", "Value", "Status", "Finished"].map((t, i) => h("th", { class: i === 2 ? "num" : "", text: t })))),
         body))),
-    h("p", { class: "muted", text: "Walk-forward folds: the optimizations API does not run walk-forward studies yet, so there are none to show." }));
+    h("section", { class: "panel" }, h("h2", { text: "Walk-forward folds" }), folds));
   for (const sel of [xSel, ySel]) sel.addEventListener("change", drawHeat);
   /** Whether objective value `a` beats `b` (the study minimises some metrics). */
   const beats = (a, b) => (state.run && LOWER_IS_BETTER.has(state.run.objective) ? a < b : a > b);
@@ -213,8 +197,7 @@ function renderStudy(root, id) {
   function drawHeader(run) {
     replace(title, `${run.strategy} · ${run.id.slice(0, 8)}`);
     replace(sub, `${run.method} search · objective ${run.objective}`);
-    replace(status, badge(run.status), active(run.status) ? h("progress", { max: "1", value: String(run.progress || 0), "aria-label": "progress" }) : null,
-      run.error ? h("span", { class: "error-text", text: run.error }) : null);
+    replace(status, ...runStatus(run, "error-text"));
     const ok = state.trials.filter((t) => t.value !== null);
     const best = ok.reduce((b, t) => (b === null || beats(t.value, b.value) ? t : b), null);
     const cell = (label, value, key) => h("div", { class: "panel card", dataset: { card: key } }, h("div", { class: "label", text: label }), h("div", { class: "value", text: value }));
@@ -222,7 +205,7 @@ function renderStudy(root, id) {
       cell("Trials", String(state.trials.length), "trials"),
       cell("Failed or rejected", String(state.trials.length - ok.length), "failed"),
       cell(`Best ${run.objective}`, best ? best.value.toFixed(4) : "—", "best"),
-      cell("Best parameters", best ? Object.entries(best.params).map(([k, v]) => `${k}=${v}`).join(", ") : "—", "best-params"));
+      cell("Best parameters", best ? paramsText(best.params) : "—", "best-params"));
   }
 
   function drawCurve() {
@@ -325,7 +308,7 @@ function renderStudy(root, id) {
     replace(body, state.trials.slice().reverse().slice(0, 200).map((t, i) =>
       h("tr", { dataset: { trialId: String(t.id), status: t.status } },
         h("td", { "data-label": "#", text: String(state.trials.length - i) }),
-        h("td", { "data-label": "Parameters", text: Object.entries(t.params).map(([k, v]) => `${k}=${v}`).join(", ") }),
+        h("td", { "data-label": "Parameters", text: paramsText(t.params) }),
         h("td", { "data-label": "Value", class: "num", text: t.value === null ? "—" : t.value.toFixed(4) }),
         h("td", { "data-label": "Status" }, h("span", { text: t.status }), t.error ? h("span", { class: "reason", text: t.error }) : null),
         h("td", { "data-label": "Finished", text: fmtTime(t.finishedAt) }))));
@@ -341,29 +324,138 @@ function renderStudy(root, id) {
     ySel.value = keepY && all.includes(keepY) ? keepY : all[1] || all[0] || "";
   }
 
-  async function step() {
+  /** Parallel coordinates: an axis per parameter and one for the objective, a line per trial. */
+  function drawParallel() {
+    const all = names();
+    const panel = parallel.parentElement;
+    if (panel) panel.hidden = all.length <= 2;
+    if (all.length <= 2) return;
+    const ok = state.trials.filter((t) => t.value !== null && Number.isFinite(t.value));
+    if (!ok.length) {
+      replace(parallel, h("p", { class: "muted", text: "No finished trials yet." }));
+      return;
+    }
+    const axes = [...all, "value"];
+    // Wide: the panel spans the page, so the drawing keeps a sane height and text size.
+    const W = Math.max(960, axes.length * 200);
+    const H = 300;
+    const top = 28;
+    const bottom = H - 24;
+    const pad = 48;
+    const xAt = (i) => pad + (i / (axes.length - 1)) * (W - 2 * pad);
+    const read = (t, name) => (name === "value" ? t.value : Number(t.params[name]));
+    const spans = axes.map((name) => {
+      const values = ok.map((t) => read(t, name)).filter(Number.isFinite);
+      return [Math.min(...values), Math.max(...values)];
+    });
+    const yAt = (i, v) => {
+      const [lo, hi] = spans[i];
+      return hi === lo ? (top + bottom) / 2 : bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    };
+    const [vlo, vhi] = spans[axes.length - 1];
+    const lower = state.run && LOWER_IS_BETTER.has(state.run.objective);
+    const level = (v) => {
+      if (vhi === vlo) return HEAT_STEPS - 1;
+      const share = Math.min(HEAT_STEPS - 1, Math.floor(((v - vlo) / (vhi - vlo)) * HEAT_STEPS));
+      return lower ? HEAT_STEPS - 1 - share : share;
+    };
+    const label = (text, x, y, anchor = "middle") => {
+      const el = svg("text", { x, y, class: "axis", "text-anchor": anchor });
+      el.textContent = text;
+      return el;
+    };
+    const fmt = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(3));
+    // Worse lines first, so the best ones are drawn on top.
+    const order = ok.slice().sort((a, b) => level(a.value) - level(b.value));
+    const lines = order.map((t) => svg("polyline", {
+      class: `pc-line pc-${level(t.value)}`,
+      "data-trial-id": String(t.id),
+      points: axes.map((name, i) => {
+        const v = read(t, name);
+        return `${xAt(i).toFixed(1)},${(Number.isFinite(v) ? yAt(i, v) : bottom).toFixed(1)}`;
+      }).join(" "),
+    }, svg("title", {}, document.createTextNode(`${paramsText(t.params)}: ${t.value.toFixed(4)}`))));
+    const axisNodes = axes.flatMap((name, i) => [
+      svg("line", { class: "pc-axis", x1: xAt(i), x2: xAt(i), y1: top, y2: bottom, "data-axis": name }),
+      label(name === "value" ? (state.run ? state.run.objective : "value") : name, xAt(i), 14),
+      label(fmt(spans[i][1]), xAt(i) + 4, top - 2, "start"),
+      label(fmt(spans[i][0]), xAt(i) + 4, bottom + 14, "start"),
+    ]);
+    replace(parallel, svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${ok.length} trials across ${all.join(", ")} and the objective`, "data-lines": String(lines.length) },
+      ...lines, ...axisNodes));
+  }
+
+  async function loadFolds() {
+    const answer = await api(`/api/optimizations/${encodeURIComponent(id)}/folds`);
+    if (!answer.walkForward) {
+      replace(folds, h("p", { class: "muted", text: "This study is not part of a walk-forward analysis (its folds would be stored as studies named <name>:fold<k>)." }));
+      return;
+    }
+    replace(folds, h("table", { class: "responsive folds" },
+      h("thead", {}, h("tr", {}, ["Fold", "Status", "Trials", "Best parameters (in sample)", `Best ${answer.objective}`].map((t, i) => h("th", { class: i === 2 || i === 4 ? "num" : "", text: t })))),
+      h("tbody", {}, answer.folds.map((f) => h("tr", { dataset: { fold: String(f.fold), runId: f.runId, current: String(f.runId === id) } },
+        h("td", { "data-label": "Fold" }, f.runId === id ? h("strong", { text: `fold ${f.fold} (this study)` }) : h("a", { href: `#/optimizations/${f.runId}`, text: `fold ${f.fold}` })),
+        h("td", { "data-label": "Status" }, ...runStatus(f)),
+        h("td", { "data-label": "Trials", class: "num", text: String(f.nTrials) }),
+        h("td", { "data-label": "Best parameters", text: f.bestParams ? paramsText(f.bestParams) : "—" }),
+        h("td", { "data-label": "Best", class: "num", text: f.bestValue === null ? "—" : Number(f.bestValue).toFixed(4) }))))));
+  }
+
+  function drawAll() {
+    syncSelectors();
+    drawHeader(state.run);
+    drawTrials();
+    drawCurve();
+    drawHeat();
+    drawParallel();
+    drawImportance();
+    root.dataset.trials = String(state.trials.length);
+  }
+
+  /** Add trials newer than the last one held (a reconnect may send some again). */
+  function addTrials(items) {
+    const fresh = items.filter((t) => t.id > state.last);
+    if (!fresh.length) return false;
+    state.trials.push(...fresh);
+    state.last = fresh[fresh.length - 1].id;
+    return true;
+  }
+
+  /** The first read, and the fallback's while /ws/runs is down. */
+  async function load() {
     const page = await api(`/api/optimizations/${encodeURIComponent(id)}/trials?after=${state.last}`);
-    const fresh = page.items.length > 0;
-    state.trials.push(...page.items);
-    if (fresh) state.last = page.items[page.items.length - 1].id;
+    addTrials(page.items);
     const run = await api(`/api/optimizations/${encodeURIComponent(id)}`);
     state.run = { ...run, space: page.space };
-    syncSelectors();
-    drawHeader(run);
-    if (fresh || !active(run.status)) {
-      drawTrials();
-      drawCurve();
-      drawHeat();
-      drawImportance();
-    }
-    root.dataset.trials = String(state.trials.length);
-    if (!active(run.status)) return false;
-    return fresh ? "changed" : true;
+    drawAll();
+    runSocket.watch(id, state.last);
   }
-  step().then((more) => {
-    if (more !== false) state.stop = pollWhileActive(step);
-  }).catch((error) => replace(sub, describe(error)));
+
+  // Trials may come in bursts: draw once per animation frame.
+  function schedule() {
+    if (state.frame) return;
+    state.frame = requestAnimationFrame(() => {
+      state.frame = 0;
+      if (state.run) drawAll();
+    });
+  }
+  const onTrials = (event) => {
+    if (event.detail.runId === id && addTrials(event.detail.items)) schedule();
+  };
+  runSocket.addEventListener("trials", onTrials);
+  state.stop = followRuns("optimization", (event) => {
+    if (event.id !== id || !state.run) return;
+    const ended = event.status !== state.run.status && event.status === "succeeded";
+    Object.assign(state.run, { status: event.status, progress: event.progress, error: event.error, nTrials: event.nTrials, bestValue: event.bestValue });
+    drawHeader(state.run);
+    if (ended) loadFolds().catch(() => null);
+  }, load);
+  load().catch((error) => replace(sub, describe(error)));
+  loadFolds().catch((error) => replace(folds, h("p", { class: "muted", text: `Could not read the folds: ${describe(error)}` })));
   return () => {
     if (state.stop) state.stop();
+    cancelAnimationFrame(state.frame);
+    runSocket.removeEventListener("trials", onTrials);
+    runSocket.unwatch(id);
   };
 }

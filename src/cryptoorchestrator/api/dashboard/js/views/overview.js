@@ -1,4 +1,5 @@
-// Overview: the user's bots with status, P&L and open position; live over /ws/bots.
+// Overview: the user's bots with status, P&L, open position and their warnings and errors of
+// the last 24 hours (one aggregate read for all bots); live over /ws/bots.
 
 import { api, canTrade, describe } from "../api.js";
 import { badge, fmtAmount, fmtMoney, h, pnl, replace, toast } from "../dom.js";
@@ -37,7 +38,7 @@ export function controlButton(bot, onDone) {
 
 /** Render the overview into `root`; returns a cleanup function. */
 export function render(root) {
-  const state = { bots: [], perf: new Map(), positions: new Map(), portfolio: null, filter: "all" };
+  const state = { bots: [], perf: new Map(), positions: new Map(), alerts: new Map(), portfolio: null, filter: "all" };
   const cards = h("div", { class: "grid cards" });
   const body = h("tbody");
   const empty = h("p", { class: "empty", hidden: true });
@@ -51,7 +52,7 @@ export function render(root) {
     });
     filters.append(button);
   }
-  const head = h("thead", {}, h("tr", {}, ["Bot", "Pair", "Mode", "Status", "P&L", "Equity", "Position", canTrade() ? "Actions" : null]
+  const head = h("thead", {}, h("tr", {}, ["Bot", "Pair", "Mode", "Status", "Alerts (24 h)", "P&L", "Equity", "Position", canTrade() ? "Actions" : null]
     .filter(Boolean).map((label) => h("th", { class: ["P&L", "Equity", "Position"].includes(label) ? "num" : "", text: label }))));
   const formSlot = h("div", { id: "bot-form-slot" });
   const newBot = canTrade()
@@ -111,10 +112,27 @@ export function render(root) {
       h("td", { "data-label": "Pair", text: bot.tradingPair }),
       h("td", { "data-label": "Mode" }, h("span", { class: bot.mode === "live" ? "tag tag-live" : "tag", text: bot.mode })),
       status,
+      h("td", { "data-label": "Alerts (24 h)", class: "alerts-cell" }, alerts(bot)),
       h("td", { "data-label": "P&L", class: profit.cls, text: profit.text }),
       h("td", { "data-label": "Equity", class: "num", text: perf ? fmtMoney(perf.equity) : "—" }),
       h("td", { "data-label": "Position", class: "num", text: position ? `${fmtAmount(position.amount)} @ ${fmtMoney(position.averagePrice)}` : "flat" }),
       canTrade() ? h("td", { "data-label": "Actions" }, controlButton(bot, (result) => setStatus(bot.id, result.status, result.reason))) : null);
+  }
+
+  /** The bot's warning and error counts: amber and red pills, grey when nothing happened. */
+  function alerts(bot) {
+    const found = state.alerts.get(bot.id);
+    if (!found) return h("span", { class: "muted", text: "—" });
+    const pill = (n, kind, cls, word) => h("a", {
+      class: `alert-count ${n ? cls : ""}`.trim(),
+      href: `#/bots/${bot.id}`,
+      dataset: { kind },
+      title: `${n} ${word}${n === 1 ? "" : "s"} in the last 24 h (log and risk events)`,
+      "aria-label": `${n} ${word}${n === 1 ? "" : "s"}`,
+      text: String(n),
+    });
+    return h("span", { class: "alerts", dataset: { warnings: String(found.warnings), errors: String(found.errors) } },
+      pill(found.warnings, "warnings", "warn", "warning"), pill(found.errors, "errors", "err", "error"));
   }
 
   function drawRows() {
@@ -134,10 +152,12 @@ export function render(root) {
   }
 
   async function loadFigures() {
-    const [perf, positions] = await Promise.all([
+    const [perf, positions, alerts] = await Promise.all([
       api("/api/analytics/performance"),
       api("/api/positions?limit=500"),
+      api("/api/dashboard/bot-alerts"),
     ]);
+    state.alerts = new Map(alerts.items.map((a) => [a.botId, a]));
     state.portfolio = perf.portfolio;
     state.perf = new Map(perf.bots.map((b) => [b.botId, b]));
     // Open positions (one symbol per bot here: the bot's pair).
@@ -159,11 +179,8 @@ export function render(root) {
   let pending = null;
   function onBot(event) {
     const message = event.detail;
-    if (message.type === "status") {
-      setStatus(message.botId, message.status, message.reason);
-      return;
-    }
-    if (message.type === "fill" || message.type === "order") {
+    if (message.type === "status") setStatus(message.botId, message.status, message.reason);
+    if (message.type === "fill" || message.type === "order" || message.type === "status") {
       clearTimeout(pending);
       pending = setTimeout(() => loadFigures().then(drawRows).catch(() => null), 300);
     }

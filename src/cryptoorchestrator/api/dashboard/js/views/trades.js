@@ -1,8 +1,8 @@
 // Trades: every fill of the user's bots, newest first, in pages (the API's cursor pagination),
 // filtered by bot and period, exported to CSV from the same pages.
 //
-// The API filters by bot; the period is applied here while paging: pages come newest first,
-// so fills newer than the period are skipped and the first fill older than it ends the list.
+// The API filters by bot and period (`from` inclusive, `to` exclusive), so a page of the
+// table is one request, and the CSV export reads the same filtered pages, 500 rows each.
 
 import { api, describe } from "../api.js";
 import { fmtAmount, fmtMoney, fmtTime, h, pnl, replace, toast } from "../dom.js";
@@ -50,33 +50,25 @@ export function render(root) {
       empty,
       h("div", { class: "pager" }, prev, where, next)));
 
-  function period() {
-    const start = from.value ? Date.parse(`${from.value}T00:00:00Z`) : null;
-    const end = to.value ? Date.parse(`${to.value}T00:00:00Z`) + 86400000 : null;
-    return { start, end };
+  /** The filters as the API's query: bot, and the period's UTC days (`to` made exclusive). */
+  function filters(limit) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (botFilter.value) query.set("botId", botFilter.value);
+    if (from.value) query.set("from", `${from.value}T00:00:00Z`);
+    if (to.value) query.set("to", new Date(Date.parse(`${to.value}T00:00:00Z`) + 86400000).toISOString());
+    return query;
   }
 
-  /** Read fills from `cursor` until `want` rows of the period are collected or none are left. */
+  /** Read filtered pages from `cursor` until `want` rows are collected or none are left. */
   async function collect(cursor, want, limit) {
-    const { start, end } = period();
     const rows = [];
     let at = cursor;
     for (;;) {
-      const query = new URLSearchParams({ limit: String(limit) });
-      if (botFilter.value) query.set("botId", botFilter.value);
+      const query = filters(limit);
       if (at) query.set("cursor", at);
       const page = await api(`/api/trades/?${query}`);
-      let ended = false;
-      for (const t of page.items) {
-        const ms = Date.parse(t.timestamp);
-        if (end !== null && ms >= end) continue;
-        if (start !== null && ms < start) {
-          ended = true;
-          break;
-        }
-        rows.push(t);
-      }
-      at = ended ? null : page.nextCursor;
+      rows.push(...page.items);
+      at = page.nextCursor;
       if (!at || rows.length >= want) return { rows, next: at };
     }
   }
@@ -98,6 +90,12 @@ export function render(root) {
   async function show() {
     prev.disabled = true;
     next.disabled = true;
+    if (from.value && to.value && to.value < from.value) {
+      replace(body);
+      replace(empty, "The period ends before it starts: choose a To on or after From.");
+      empty.hidden = false;
+      return;
+    }
     try {
       const { rows, next: after } = await collect(state.starts[state.index], PAGE_ROWS, PAGE_ROWS);
       state.rows = rows;
