@@ -268,6 +268,9 @@ class BotRuntime:
         # Submitted orders reconciliation found the exchange never received, whose decision is
         # still current: the next decision on their candle sends them again (same id).
         self._resend: set[str] = set()
+        # Orders found "submitted" at start but not (yet) at the exchange, within its receive
+        # window: client order id -> when marked.  See _settled.
+        self._unsettled: dict[str, datetime] = {}
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -674,7 +677,7 @@ class BotRuntime:
         if amount <= 0:
             self.log.info("order below the lot step skipped", extra={"client_order_id": cid})
             return
-        existing = await self._intent(cid, side, amount, price)
+        existing = await self._settled(cid, await self._intent(cid, side, amount, price))
         self._step("intent")
         if not self._may_send(cid, existing):
             return  # this decision was already carried out (before a restart)
@@ -751,7 +754,9 @@ class BotRuntime:
         # the stop closes the position: a long's sells, a short's buys back
         close_side = OrderSide.SELL if stops.side > 0 else OrderSide.BUY
         cid = client_order_id(cfg.bot_id, candle.timestamp_ms, tag)
-        existing = await self._intent(cid, close_side, amount, price, OrderType.STOP_LOSS)
+        existing = await self._settled(
+            cid, await self._intent(cid, close_side, amount, price, OrderType.STOP_LOSS)
+        )
         if not self._may_send(cid, existing):
             self._held_stop = await asyncio.to_thread(self._stored_stop)
             return  # placed before a restart (reconciled at start)
@@ -908,6 +913,7 @@ class BotRuntime:
                 # A request in flight may still arrive (the exchange accepts it within its
                 # receive window): ask again on the next poll before concluding anything.
                 self._unconfirmed = True
+                self._unsettled[cid] = submitted_at
             elif newest is not None and candle_of(cid) in (newest, newest + self._tf_ms):
                 # The exchange never got it and never will; the decision is still current (the
                 # newest closed candle's, or a stop's on the forming one), so the next decision
@@ -1053,6 +1059,32 @@ class BotRuntime:
             await self._marked(lifecycle.OrderCanceled(cid, f"resend denied: {reason}"))
         else:
             await self._marked(lifecycle.OrderDenied(cid, reason))
+
+    async def _settled(self, cid: str, existing: str | None) -> str | None:
+        """Settle an order of this decision left "submitted" by a crash before its answer.
+
+        The decision is being made again on its candle after a restart, within the exchange's
+        receive window of the mark, so reconciliation could not tell yet whether the request
+        left.  Skipping the order would lose it: once the window passed, nothing decides on
+        that candle again.  So the window is waited out here (this bot only; the others of the
+        process go on) and the exchange asked: it has the order (adopted, nothing to send) or
+        never will (sent now, under the same client order id).  Returns the status to decide
+        on.
+        """
+        marked = self._unsettled.pop(cid, None)
+        if existing != OrderStatus.SUBMITTED.value or marked is None or cid in self._resend:
+            return existing
+        wait_s = self.settle_s - (ms_to_datetime(self.clock.now_ms()) - marked).total_seconds()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        order = await self.client.fetch_order(self.config.symbol, client_order_id=cid)
+        if order is None:
+            self._resend.add(cid)
+            return existing
+        await self._adopt(order)
+        if order.is_final:
+            self.note_closed(cid)
+        return order.status.value
 
     def _may_send(self, cid: str, existing: str | None) -> bool:
         """Whether an order whose intent was just stored (``existing``: the status found
