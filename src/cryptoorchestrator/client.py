@@ -277,8 +277,8 @@ class Client:
 
         ``fields`` are the kind's destination (``url``; ``botToken`` and ``chatId``;
         ``address``) and the subscription (``events``, ``botIds``, ``minSeverity``,
-        ``quietStart``, ``quietEnd``, ``timezone``); None values are left out.  A webhook's
-        answer holds its ``signingSecret``, shown this once.
+        ``quietStart``, ``quietEnd``, ``timezone``, ``dailySummaryAt``); None values are left
+        out.  A webhook's answer holds its ``signingSecret``, shown this once.
         """
         body = {"name": name, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
         return self.request("POST", "/api/notifications/channels", json=body)  # type: ignore[no-any-return]

@@ -109,6 +109,8 @@ def _subscription(row: dict[str, Any]) -> str:
     parts.append(f">={row.get('minSeverity')}")
     if row.get("quietStart"):
         parts.append(f"quiet {row['quietStart']}-{row['quietEnd']} {row.get('timezone')}")
+    if row.get("dailySummaryAt"):
+        parts.append(f"summary {row['dailySummaryAt']} {row.get('timezone')}")
     return "; ".join(parts)
 
 
@@ -154,7 +156,12 @@ def add(
     quiet: Annotated[
         str | None, typer.Option(help="Quiet hours HH:MM-HH:MM (non-critical events held).")
     ] = None,
-    timezone: Annotated[str, typer.Option(help="IANA zone of the quiet hours.")] = "UTC",
+    timezone: Annotated[
+        str, typer.Option(help="IANA zone of the quiet hours and the daily summary.")
+    ] = "UTC",
+    daily_summary: Annotated[
+        str | None, typer.Option(help="Send a daily summary at HH:MM (off if omitted).")
+    ] = None,
 ) -> None:
     """Add a channel; a webhook's signing secret is printed this once."""
     start, end = _quiet(quiet)
@@ -169,6 +176,7 @@ def add(
         "quietStart": start,
         "quietEnd": end,
         "timezone": timezone,
+        "dailySummaryAt": daily_summary or None,
     }
     with _api(ctx) as api:
         row = api.add_notification_channel(name, kind, **fields)
@@ -189,7 +197,12 @@ def edit(
     quiet: Annotated[
         str | None, typer.Option(help="Quiet hours HH:MM-HH:MM; '' removes them.")
     ] = None,
-    timezone: Annotated[str | None, typer.Option(help="IANA zone of the quiet hours.")] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone of the quiet hours and the daily summary.")
+    ] = None,
+    daily_summary: Annotated[
+        str | None, typer.Option(help="Daily summary at HH:MM; '' turns it off.")
+    ] = None,
     enabled: Annotated[bool | None, typer.Option("--enable/--disable")] = None,
 ) -> None:
     """Change a channel's subscription, or pause it."""
@@ -204,6 +217,8 @@ def edit(
         changes["quietStart"], changes["quietEnd"] = _quiet(quiet)
     if timezone is not None:
         changes["timezone"] = timezone
+    if daily_summary is not None:
+        changes["dailySummaryAt"] = daily_summary or None
     if enabled is not None:
         changes["enabled"] = enabled
     with _api(ctx) as api:

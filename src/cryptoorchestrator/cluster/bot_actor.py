@@ -54,6 +54,7 @@ from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.logs import bot_logger, tail
 from cryptoorchestrator.platform.model import BotStatus
 from cryptoorchestrator.platform.notify.outbox import install_outbox
+from cryptoorchestrator.platform.notify.system import install_exchange_alerts
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import session_scope
@@ -127,6 +128,8 @@ class BotSlot:
         self._process: BotProcess | None = process
         try:
             self._settings = Settings(**settings_data)
+            # Breakers opening/closing and refused credentials: outbox rows, off the loop.
+            install_exchange_alerts(self._settings)
             if self._process is None:
                 self._process = BotProcess(self._settings)
             self._log = bot_logger(bot_id, self._settings.log_dir)

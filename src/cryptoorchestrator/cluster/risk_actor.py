@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Awaitable
@@ -42,6 +43,7 @@ from cryptoorchestrator.platform.batching import Coalescer
 from cryptoorchestrator.platform.bots.status import set_bot_status
 from cryptoorchestrator.platform.model import BotStatus, OrderSide
 from cryptoorchestrator.platform.notify.outbox import install_outbox
+from cryptoorchestrator.platform.notify.system import notify_risk_actor_restarted
 from cryptoorchestrator.platform.risk import store
 from cryptoorchestrator.platform.risk.limits import (
     Breach,
@@ -112,6 +114,7 @@ class RiskActor:
         # Risk events (breaches, kill switches) and the status changes they cause are written
         # with their notifications, in one transaction (the transactional outbox).
         install_outbox()
+        self._tell_if_restarted()
         self._manager = RiskManager()
         self._ready = False
         self._load_error: str | None = None
@@ -119,6 +122,26 @@ class RiskActor:
         self._line_token = secrets.token_urlsafe(24)
         self._line_lock = asyncio.Lock()  # bound to the actor's loop on first use
         self._try_load()
+
+    def _tell_if_restarted(self) -> None:
+        """Tell the admins that Ray restarted this actor (one outbox row per incarnation).
+
+        Written from a thread of its own: a database that is slow to answer must not hold up
+        the constructor (the approvals wait for it).
+        """
+        try:
+            context = ray.get_runtime_context()
+            if not context.was_current_actor_reconstructed:
+                return
+            incarnation = f"{context.get_actor_id()}:{time.time_ns() // 1_000_000}"
+        except Exception:  # not in an actor (tests build it bare)
+            return
+        threading.Thread(
+            target=notify_risk_actor_restarted,
+            args=(self._settings, incarnation),
+            name="risk-restart-alert",
+            daemon=True,
+        ).start()
 
     def _try_load(self) -> bool:
         try:

@@ -84,7 +84,7 @@ class NotifyDb:
         min_severity = values.pop("min_severity", "info")
         subscription = {
             key: values.pop(key)
-            for key in ("bot_ids", "quiet_start", "quiet_end", "timezone")
+            for key in ("bot_ids", "quiet_start", "quiet_end", "timezone", "daily_summary_at")
             if key in values
         }
         with self.factory() as session:
@@ -94,8 +94,13 @@ class NotifyDb:
             session.commit()
             return int(row.id), config.secret
 
-    def fills(self, bot_id: int, n: int, *, commit: bool = True) -> list[int]:
-        """Record ``n`` fills of one order of ``bot_id`` in one transaction; return trade ids."""
+    def fills(
+        self, bot_id: int, n: int, *, commit: bool = True, at: datetime | None = None
+    ) -> list[int]:
+        """Record ``n`` fills of one order of ``bot_id`` in one transaction; return trade ids.
+
+        The fills happened ``at`` (default 2026-01-05 12:00 UTC).
+        """
         with self.factory() as session:
             order = Order(
                 bot_id=bot_id,
@@ -119,7 +124,7 @@ class NotifyDb:
                     price=Decimal("42000.5") + i,
                     amount=Decimal("0.001"),
                     fee=Decimal("0.01"),
-                    timestamp=datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
+                    timestamp=at or datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
                 )
                 for i in range(n)
             ]

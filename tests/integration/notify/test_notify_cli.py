@@ -87,6 +87,12 @@ def test_notify_cli_and_sdk_end_to_end(
         )
         assert "order.filled" in out
         assert "quiet 22:00-07:00 Europe/Berlin" in out
+        assert "summary 18:30 Europe/Berlin" in cli(
+            "edit", str(channel["id"]), "--daily-summary", "18:30"
+        )
+        assert sdk.notification_channels()[0]["dailySummaryAt"] == "18:30"
+        assert "summary" not in cli("edit", str(channel["id"]), "--daily-summary", "")
+        assert sdk.notification_channels()[0]["dailySummaryAt"] is None
 
         (rotated,) = SECRET.findall(cli("rotate", str(channel["id"])))
         assert rotated != secret

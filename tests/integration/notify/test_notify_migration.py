@@ -1,5 +1,5 @@
-"""Migrations 0006 (notification tables) and 0007 (subscriptions: bots, quiet hours) go up,
-down and up again on SQLite and PostgreSQL."""
+"""Migrations 0006 (notification tables), 0007 (subscriptions: bots, quiet hours) and 0008
+(the daily summary's time) go up, down and up again on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ def test_upgrade_downgrade_upgrade(settings: Settings, db_url: str) -> None:
     s = settings.model_copy(update={"database_url": db_url})
     try:
         migrate(s)
+        assert current_revision(s) == "0008"
+        assert "daily_summary_at" in _columns(db_url, "notification_channels")
+        downgrade(s, "0007")
         assert current_revision(s) == "0007"
+        assert "daily_summary_at" not in _columns(db_url, "notification_channels")
         subscription = {"bot_ids", "quiet_start", "quiet_end", "timezone"}
         assert subscription <= _columns(db_url, "notification_channels")
         downgrade(s, "0006")
@@ -43,6 +47,6 @@ def test_upgrade_downgrade_upgrade(settings: Settings, db_url: str) -> None:
         assert "integrity_findings" in _tables(db_url)
         migrate(s)
         assert {"notifications", "notification_channels"} <= _tables(db_url)
-        assert subscription <= _columns(db_url, "notification_channels")
+        assert subscription | {"daily_summary_at"} <= _columns(db_url, "notification_channels")
     finally:
         dispose_engines()

@@ -43,7 +43,10 @@ class ChannelCreate(StrictBody):
     bot_ids: list[int] | None = Field(None, description="only these bots' events; all if omitted")
     quiet_start: str | None = Field(None, max_length=5, description="HH:MM local time")
     quiet_end: str | None = Field(None, max_length=5, description="HH:MM local time")
-    timezone: str = Field("UTC", max_length=64, description="IANA zone of the quiet hours")
+    timezone: str = Field("UTC", max_length=64, description="IANA zone of the local times")
+    daily_summary_at: str | None = Field(
+        None, max_length=5, description="HH:MM local time of the daily summary; none if null"
+    )
 
 
 class ChannelUpdate(StrictBody):
@@ -57,6 +60,7 @@ class ChannelUpdate(StrictBody):
     quiet_start: str | None = Field(None, max_length=5)
     quiet_end: str | None = Field(None, max_length=5)
     timezone: str | None = Field(None, max_length=64)
+    daily_summary_at: str | None = Field(None, max_length=5)
     enabled: bool | None = None
 
 
@@ -73,6 +77,7 @@ class ChannelPublic(CamelModel):
     quiet_start: str | None
     quiet_end: str | None
     timezone: str
+    daily_summary_at: str | None
     enabled: bool
     created_at: datetime
     last_sent_at: datetime | None
@@ -137,6 +142,7 @@ def _public(row: NotificationChannel) -> dict[str, Any]:
         "quiet_start": row.quiet_start,
         "quiet_end": row.quiet_end,
         "timezone": row.timezone or "UTC",
+        "daily_summary_at": row.daily_summary_at,
         "enabled": row.enabled,
         "created_at": row.created_at,
         "last_sent_at": row.last_sent_at,
@@ -179,6 +185,7 @@ def create_channel(
         quiet_start=body.quiet_start,
         quiet_end=body.quiet_end,
         timezone=body.timezone,
+        daily_summary_at=body.daily_summary_at,
     )
     db.commit()
     return ChannelCreated(**_public(row), signing_secret=config.secret)
@@ -193,7 +200,7 @@ def update_channel(
     user: CurrentUser,
 ) -> ChannelPublic:
     """Change one of your channels' name, subscription (events, bots, minimum severity, quiet
-    hours and their time zone) or pause it (``enabled: false``)."""
+    hours, daily summary time and their time zone) or pause it (``enabled: false``)."""
     changes = body.model_dump(exclude_unset=True, by_alias=False)
     row = _service(context, db, user).update(channel_id, changes)
     db.commit()

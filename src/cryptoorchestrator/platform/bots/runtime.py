@@ -128,6 +128,7 @@ from cryptoorchestrator.platform.model.clock import Clock, ms_to_datetime
 from cryptoorchestrator.platform.model.enums import OPEN_ORDER_STATUSES
 from cryptoorchestrator.platform.model.timeframe import timeframe_to_ms
 from cryptoorchestrator.platform.notify.outbox import enqueue_order_updates
+from cryptoorchestrator.platform.notify.system import notify_reconciliation
 from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage.db import get_engine, session_scope
@@ -308,7 +309,7 @@ class BotRuntime:
         self._price_tick = float(market.price_tick or 0)
         # Database work runs on a worker thread: the bots of the process share this loop.
         await asyncio.to_thread(self._load_ledger)
-        await self.reconcile()
+        await self.reconcile(report=True)
         self._held_stop = await asyncio.to_thread(self._stored_stop)
 
     async def run(self) -> None:
@@ -893,18 +894,33 @@ class BotRuntime:
 
     # ------------------------------------------------------------------- reconciliation
 
-    async def reconcile(self) -> int:
-        """Adopt what the exchange did with every order not yet final; return how many."""
+    async def reconcile(self, *, report: bool = False) -> int:
+        """Adopt what the exchange did with every order not yet final; return how many.
+
+        ``report`` (on start): what differed from the exchange (a status, missed fills, an
+        order it never got) is told to the bot's owner as ``reconciliation.discrepancy``.
+        """
         rows = await asyncio.to_thread(self._unfinished_orders)
         newest = None
         if rows:
             candles = await self._closed_candles()
             newest = candles[-1].timestamp_ms if candles else None
         now = ms_to_datetime(self.clock.now_ms())
+        found: list[dict[str, Any]] = []
         for cid, status, submitted_at in rows:
             order = await self.client.fetch_order(self.config.symbol, client_order_id=cid)
             if order is not None:
-                await self._adopt(order)
+                missed = await self._adopt(order)
+                if missed or order.status.value != status:
+                    found.append(
+                        {
+                            "clientOrderId": cid,
+                            "kind": "status" if order.status.value != status else "fills",
+                            "stored": status,
+                            "exchange": order.status.value,
+                            "missedFills": len(missed),
+                        }
+                    )
             elif (
                 status == OrderStatus.SUBMITTED.value
                 and submitted_at is not None
@@ -925,6 +941,17 @@ class BotRuntime:
             else:
                 why = "never reached the exchange; stale after restart"
                 await self._marked(lifecycle.OrderCanceled(cid, why))
+                found.append(
+                    {
+                        "clientOrderId": cid,
+                        "kind": "unknown",
+                        "stored": status,
+                        "exchange": None,
+                        "missedFills": 0,
+                    }
+                )
+        if report and found:
+            await asyncio.to_thread(notify_reconciliation, self.settings, self.config.bot_id, found)
         return len(rows)
 
     def _unfinished_orders(self) -> list[tuple[str, str, datetime | None]]:

@@ -10,6 +10,12 @@ it again for another cooldown.
 An exchange that *answers* with a refusal (insufficient funds, invalid order, bad credentials)
 is up, so those answers count as successes here: the breaker protects against an unreachable
 exchange, not against our own mistakes.
+
+A *listener* (:meth:`CircuitRegistry.set_listener`) hears of a breaker's transitions: the
+circuit opening (``opened``) and closing again (``closed``), once per episode, and the first
+authentication failure since the last success (``auth_failed``: the breaker sees every answer of
+the account).  The notification system installs one in bot processes; this module knows
+nothing of it.  A listener runs outside the breaker's lock and its exceptions are swallowed.
 """
 
 from __future__ import annotations
@@ -21,9 +27,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from cryptoorchestrator.platform.errors import CircuitOpenError, RetryableExchangeError
+from cryptoorchestrator.platform.errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    RetryableExchangeError,
+)
 
 T = TypeVar("T")
+
+#: ``listener(breaker name, "opened" | "closed" | "auth_failed", details)``.
+Listener = Callable[[str, str, dict[str, Any]], None]
 
 
 class CircuitState(StrEnum):
@@ -58,6 +71,8 @@ class CircuitBreaker:
         Epoch seconds for ``opened_at`` as shown to people.
     is_failure
         Which exceptions count as failures (default: :func:`counts_as_failure`).
+    listener
+        Told of transitions (see the module docstring); None: nobody.
     """
 
     def __init__(
@@ -69,6 +84,7 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         is_failure: Callable[[BaseException], bool] = counts_as_failure,
+        listener: Listener | None = None,
     ) -> None:
         self.name = name
         self.failure_threshold = max(1, int(failure_threshold))
@@ -84,6 +100,26 @@ class CircuitBreaker:
         self._opened_at_mono: float | None = None
         self._opened_at_wall: float | None = None
         self._probe_in_flight = False
+        self.listener = listener
+        #: Wall time the current open episode began (kept across half-open probes).
+        self._episode_wall: float | None = None
+        self._auth_failing = False
+
+    def _tell(self, kind: str, details: dict[str, Any]) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        try:
+            listener(self.name, kind, details)
+        except Exception:  # noqa: S110 (telling someone must never break a call)
+            pass
+
+    def _episode(self, since: float | None) -> dict[str, Any]:
+        return {
+            "opened_at": since,
+            "failures": self._failures,
+            "last_error": self._last_error,
+        }
 
     # ------------------------------------------------------------------------ reading
 
@@ -154,35 +190,58 @@ class CircuitBreaker:
 
     def _after_success(self) -> None:
         with self._lock:
-            self._state = CircuitState.CLOSED
-            self._failures = 0
-            self._opened_at_mono = None
-            self._opened_at_wall = None
-            self._probe_in_flight = False
+            closed = self._close()
+            self._auth_failing = False
+        if closed is not None:
+            self._tell("closed", closed)
+
+    def _close(self) -> dict[str, Any] | None:
+        """Close the circuit (lock held); return the ended episode's details, if one ended."""
+        ended = None if self._episode_wall is None else self._episode(self._episode_wall)
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._opened_at_mono = None
+        self._opened_at_wall = None
+        self._probe_in_flight = False
+        self._episode_wall = None
+        return ended
 
     def _after_failure(self, exc: BaseException) -> None:
+        told: list[tuple[str, dict[str, Any]]] = []
         with self._lock:
-            probing = self._probe_in_flight
-            self._probe_in_flight = False
-            if not isinstance(exc, Exception):
-                # Cancelled or interrupted: nothing was learnt about the exchange.
-                if probing:
-                    self._state = CircuitState.OPEN
-                return
-            if not self._is_failure(exc):
-                # The exchange answered (a refusal, a bug of ours): it is reachable.
-                if probing or self._state is CircuitState.CLOSED:
-                    self._state = CircuitState.CLOSED
-                    self._failures = 0
-                    self._opened_at_mono = None
-                    self._opened_at_wall = None
-                return
-            self._failures += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-            if probing or self._failures >= self.failure_threshold:
+            self._failed(exc, told)
+        for kind, details in told:
+            self._tell(kind, details)
+
+    def _failed(self, exc: BaseException, told: list[tuple[str, dict[str, Any]]]) -> None:
+        """Count ``exc`` (lock held); append what the listener is to hear to ``told``."""
+        probing = self._probe_in_flight
+        self._probe_in_flight = False
+        if not isinstance(exc, Exception):
+            # Cancelled or interrupted: nothing was learnt about the exchange.
+            if probing:
                 self._state = CircuitState.OPEN
-                self._opened_at_mono = self._clock()
-                self._opened_at_wall = self._wall_clock()
+            return
+        if not self._is_failure(exc):
+            # The exchange answered (a refusal, a bug of ours): it is reachable.
+            if isinstance(exc, AuthenticationError) and not self._auth_failing:
+                self._auth_failing = True  # told once until a call succeeds again
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                told.append(("auth_failed", {"error": error, "at": self._wall_clock()}))
+            if probing or self._state is CircuitState.CLOSED:
+                closed = self._close()
+                if closed is not None:
+                    told.append(("closed", closed))
+            return
+        self._failures += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if probing or self._failures >= self.failure_threshold:
+            self._state = CircuitState.OPEN
+            self._opened_at_mono = self._clock()
+            self._opened_at_wall = self._wall_clock()
+            if self._episode_wall is None:  # a failed probe continues the episode
+                self._episode_wall = self._opened_at_wall
+                told.append(("opened", self._episode(self._episode_wall)))
 
     def record_success(self) -> None:
         """Count a success observed outside :meth:`call` (closes the circuit)."""
@@ -205,14 +264,23 @@ class CircuitRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._listener: Listener | None = None
 
     def get(self, key: str, **config: Any) -> CircuitBreaker:
         """Return the breaker of ``key``, creating it with ``config`` on first use."""
         with self._lock:
             breaker = self._breakers.get(key)
             if breaker is None:
+                config.setdefault("listener", self._listener)
                 breaker = self._breakers[key] = CircuitBreaker(key, **config)
             return breaker
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Tell ``listener`` of every breaker's transitions, present and future (None: stop)."""
+        with self._lock:
+            self._listener = listener
+            for breaker in self._breakers.values():
+                breaker.listener = listener
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Return every breaker's :meth:`CircuitBreaker.snapshot`, by key."""

@@ -25,7 +25,11 @@ from cryptoorchestrator.platform.logs import register_secret
 from cryptoorchestrator.platform.notify import signing
 from cryptoorchestrator.platform.notify.config import NotifySettings
 from cryptoorchestrator.platform.notify.events import EventType, Severity
-from cryptoorchestrator.platform.notify.subscriptions import QuietHours, check_bots
+from cryptoorchestrator.platform.notify.subscriptions import (
+    QuietHours,
+    check_bots,
+    check_daily_summary,
+)
 from cryptoorchestrator.platform.notify.urls import (
     DISCORD_HOSTS,
     SLACK_HOSTS,
@@ -238,17 +242,19 @@ class ChannelService:
         quiet_start: str | None = None,
         quiet_end: str | None = None,
         timezone: str = "UTC",
+        daily_summary_at: str | None = None,
     ) -> tuple[NotificationChannel, ChannelConfig]:
         """Validate and store a channel; return it and its config (the webhook secret in it).
 
         Raises
         ------
         InvalidInputError
-            For a bad destination, event type, severity, bot id, quiet hours or time zone, a
-            duplicate name, or too many channels.
+            For a bad destination, event type, severity, bot id, quiet hours, daily summary
+            time or time zone, a duplicate name, or too many channels.
         """
         check_subscription(events, min_severity)
         QuietHours.parse(quiet_start, quiet_end, timezone)
+        summary_at = check_daily_summary(daily_summary_at)
         bots = self._check_bots(bot_ids)
         name = name.strip()
         if not name or len(name) > 100:
@@ -270,6 +276,7 @@ class ChannelService:
             quiet_start=quiet_start,
             quiet_end=quiet_end,
             timezone=timezone or "UTC",
+            daily_summary_at=summary_at,
             enabled=True,
         )
         self.session.add(row)
@@ -283,8 +290,9 @@ class ChannelService:
         """Change one of the owner's channels' name, subscription or ``enabled``.
 
         ``changes`` holds only the fields given (``name``, ``events``, ``bot_ids``,
-        ``min_severity``, ``quiet_start``, ``quiet_end``, ``timezone``, ``enabled``; None
-        clears ``events``, ``bot_ids`` and the quiet hours).  Rows held by the old quiet hours
+        ``min_severity``, ``quiet_start``, ``quiet_end``, ``timezone``, ``daily_summary_at``,
+        ``enabled``; None clears ``events``, ``bot_ids``, the quiet hours and the daily
+        summary).  Rows held by the old quiet hours
         are rescheduled to the end of the new window (or released now).
 
         Raises
@@ -301,6 +309,7 @@ class ChannelService:
             "quiet_start",
             "quiet_end",
             "timezone",
+            "daily_summary_at",
             "enabled",
         }
         for key in changes:
@@ -315,6 +324,11 @@ class ChannelService:
         end = changes.get("quiet_end", row.quiet_end)
         zone = changes.get("timezone", row.timezone) or "UTC"
         quiet = QuietHours.parse(start, end, zone)
+        summary_at = (
+            check_daily_summary(changes["daily_summary_at"])
+            if "daily_summary_at" in changes
+            else row.daily_summary_at
+        )
         bots = self._check_bots(changes["bot_ids"]) if "bot_ids" in changes else row.bot_ids
         if "name" in changes:
             name = str(changes["name"] or "").strip()
@@ -331,6 +345,7 @@ class ChannelService:
         row.min_severity = min_severity
         row.bot_ids = bots
         row.quiet_start, row.quiet_end, row.timezone = start, end, zone
+        row.daily_summary_at = summary_at
         at = now or utcnow()
         release = quiet.release_at(at) if quiet is not None else None
         self.session.execute(

@@ -18,6 +18,9 @@ Safe with several API replicas on one database:
   channel's messages keep their order.
 * Due rows of a channel (up to ``max_batch``) are coalesced into one message (a burst of fills
   in one candle: one message), every event kept in the webhook body and the delivery log.
+
+Once a minute (of its clock) a pass also writes the daily summaries that are due
+(:mod:`.summary`), before it sends.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cryptoorchestrator.platform.crypto import SecretBox
 from cryptoorchestrator.platform.notify.channels import ChannelConfig, open_config
 from cryptoorchestrator.platform.notify.config import NotifySettings
+from cryptoorchestrator.platform.notify.summary import enqueue_daily_summaries
 from cryptoorchestrator.platform.notify.transports import DeliveryError, Message, Sender
 from cryptoorchestrator.platform.storage.models import Notification, NotificationChannel
 from cryptoorchestrator.platform.storage.types import utcnow
@@ -49,6 +53,8 @@ PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 HELD = "held"
 #: Messages one dispatcher sends to one channel per pass before giving others a turn.
 BATCHES_PER_PASS = 10
+#: Seconds between two looks for due daily summaries.
+SUMMARY_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -116,11 +122,13 @@ class Dispatcher:
         self.after_send = after_send
         self.worker_id = uuid.uuid4().hex
         self._warned: set[str] = set()
+        self._summaries_at: datetime | None = None
 
     # ----------------------------------------------------------------------- the loop
 
     async def run_once(self) -> int:
         """Serve every channel with due rows once; return the messages attempted."""
+        await asyncio.to_thread(self._daily_summaries)
         await asyncio.to_thread(self._release_held)
         channels = await asyncio.to_thread(self._due_channels)
         if not channels:
@@ -185,6 +193,27 @@ class Dispatcher:
             and_(Notification.status == PENDING, Notification.next_attempt_at <= now),
             and_(Notification.status == SENDING, Notification.lease_until < now),
         )
+
+    def _daily_summaries(self) -> int:
+        """Write the daily summaries due now (at most once a minute); return the rows.
+
+        A failure is logged and skipped: the summaries must not stop the sending.
+        """
+        now = self.clock()
+        last = self._summaries_at
+        if last is not None and last <= now < last + timedelta(seconds=SUMMARY_EVERY_S):
+            return 0
+        self._summaries_at = now
+        try:
+            with self.factory() as session:
+                written = enqueue_daily_summaries(session, now)
+                session.commit()
+                return written
+        except Exception as exc:
+            if "summary" not in self._warned:
+                self._warned.add("summary")
+                log.warning("daily summaries failed (%s); retrying", type(exc).__name__)
+            return 0
 
     def _release_held(self) -> None:
         """Queue the rows whose quiet hours ended (one conditional update: replicas agree)."""

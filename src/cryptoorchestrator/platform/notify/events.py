@@ -24,6 +24,7 @@ class EventType(StrEnum):
     """Every event a channel may subscribe to."""
 
     ORDER_FILLED = "order.filled"
+    ORDER_PARTIALLY_FILLED = "order.partially_filled"
     ORDER_REJECTED = "order.rejected"
     ORDER_CANCELED = "order.canceled"
     BOT_STARTING = "bot.starting"
@@ -34,21 +35,36 @@ class EventType(StrEnum):
     RISK_DENIAL = "risk.denial"
     KILL_SWITCH_ENGAGED = "kill_switch.engaged"
     KILL_SWITCH_RELEASED = "kill_switch.released"
+    CIRCUIT_BREAKER_OPENED = "circuit_breaker.opened"
+    CIRCUIT_BREAKER_CLOSED = "circuit_breaker.closed"
+    EXCHANGE_AUTH_FAILED = "exchange.auth_failed"
+    RECONCILIATION_DISCREPANCY = "reconciliation.discrepancy"
+    RISK_ACTOR_RESTARTED = "risk_actor.restarted"
+    SUMMARY_DAILY = "summary.daily"
     BACKUP_DONE = "backup.done"
     BACKUP_FAILED = "backup.failed"
     INTEGRITY_FINDINGS = "integrity.findings"
     TEST = "test"
 
 
-#: System alerts: they go to the channels of active admins (whatever their bots).
+#: System alerts: they go to the channels of active admins (whatever their bots); a circuit
+#: breaker's also to the owners of the bots trading on the account.
 SYSTEM_EVENTS = frozenset(
-    {EventType.BACKUP_DONE, EventType.BACKUP_FAILED, EventType.INTEGRITY_FINDINGS}
+    {
+        EventType.BACKUP_DONE,
+        EventType.BACKUP_FAILED,
+        EventType.INTEGRITY_FINDINGS,
+        EventType.RISK_ACTOR_RESTARTED,
+        EventType.CIRCUIT_BREAKER_OPENED,
+        EventType.CIRCUIT_BREAKER_CLOSED,
+    }
 )
 
 
 #: Default severity of each event type.
 SEVERITY: dict[EventType, Severity] = {
     EventType.ORDER_FILLED: Severity.INFO,
+    EventType.ORDER_PARTIALLY_FILLED: Severity.INFO,
     EventType.ORDER_REJECTED: Severity.WARNING,
     EventType.ORDER_CANCELED: Severity.INFO,
     EventType.BOT_STARTING: Severity.INFO,
@@ -59,6 +75,12 @@ SEVERITY: dict[EventType, Severity] = {
     EventType.RISK_DENIAL: Severity.WARNING,
     EventType.KILL_SWITCH_ENGAGED: Severity.CRITICAL,
     EventType.KILL_SWITCH_RELEASED: Severity.WARNING,
+    EventType.CIRCUIT_BREAKER_OPENED: Severity.ERROR,
+    EventType.CIRCUIT_BREAKER_CLOSED: Severity.INFO,
+    EventType.EXCHANGE_AUTH_FAILED: Severity.ERROR,
+    EventType.RECONCILIATION_DISCREPANCY: Severity.WARNING,
+    EventType.RISK_ACTOR_RESTARTED: Severity.WARNING,
+    EventType.SUMMARY_DAILY: Severity.INFO,
     EventType.BACKUP_DONE: Severity.INFO,
     EventType.BACKUP_FAILED: Severity.ERROR,
     EventType.INTEGRITY_FINDINGS: Severity.ERROR,

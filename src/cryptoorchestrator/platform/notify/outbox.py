@@ -8,12 +8,17 @@ process do it for the facts themselves: a fill (``trades``), a bot status change
 their rows in that flush, inside the same transaction, so a rolled-back fact notifies nobody and
 a committed one is never without its rows.  The bots and the risk actor only write rows; sending
 is the dispatcher's job.
+
+A fill is ``order.filled`` when its order's stored status is ``filled`` once the fill is
+recorded, else ``order.partially_filled`` (the order still open, or canceled after part of it
+filled); either way its key is ``fill:<trade id>``, so a fill is told once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -86,27 +91,38 @@ def enqueue_many(target: Session | Connection, items: Iterable[tuple[int, Event]
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for channel in channels:
-        quiet = _quiet_hours(channel.quiet_start, channel.quiet_end, channel.timezone)
+        quiet = quiet_hours_of(channel.quiet_start, channel.quiet_end, channel.timezone)
         for user_id, ev in pairs:
             if channel.user_id != user_id:
                 continue
             if not wants(channel.events, channel.min_severity, ev, channel.bot_ids):
                 continue
-            held = hold_until(quiet, ev, now)
-            rows.append(
-                {
-                    "channel_id": channel.id,
-                    "user_id": user_id,
-                    "event_key": ev.key,
-                    "event_type": ev.type.value,
-                    "severity": ev.level.value,
-                    "payload": ev.to_payload(),
-                    "status": "pending" if held is None else "held",
-                    "attempts": 0,
-                    "next_attempt_at": now if held is None else held,
-                    "created_at": now,
-                }
-            )
+            rows.append(outbox_row(channel.id, user_id, ev, quiet, now))
+    return insert_rows(conn, rows)
+
+
+def outbox_row(
+    channel_id: int, user_id: int, ev: Event, quiet: QuietHours | None, now: datetime
+) -> dict[str, Any]:
+    """The values of ``ev``'s row for one channel (held when ``quiet`` says so)."""
+    held = hold_until(quiet, ev, now)
+    return {
+        "channel_id": channel_id,
+        "user_id": user_id,
+        "event_key": ev.key,
+        "event_type": ev.type.value,
+        "severity": ev.level.value,
+        "payload": ev.to_payload(),
+        "status": "pending" if held is None else "held",
+        "attempts": 0,
+        "next_attempt_at": now if held is None else held,
+        "created_at": now,
+    }
+
+
+def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert outbox rows (:func:`outbox_row`), ignoring keys a channel already has; return
+    the rows written."""
     if not rows:
         return 0
     # Imported here: the bot and risk actors import this module at start-up, and most flushes
@@ -121,11 +137,11 @@ def enqueue_many(target: Session | Connection, items: Iterable[tuple[int, Event]
 
         stmt = sqlite_insert(Notification)
     stmt = stmt.on_conflict_do_nothing(index_elements=["channel_id", "event_key"])
-    result = conn.execute(stmt, rows)
-    return max(int(result.rowcount or 0), 0)
+    # Counted by RETURNING: a batched insert's rowcount is not reliable on every driver.
+    return len(conn.execute(stmt.returning(Notification.id), rows).all())
 
 
-def _quiet_hours(start: str | None, end: str | None, zone: str | None) -> QuietHours | None:
+def quiet_hours_of(start: str | None, end: str | None, zone: str | None) -> QuietHours | None:
     """A stored channel's quiet hours; a row the API would refuse (edited by hand) has none."""
     try:
         return QuietHours.parse(start, end, zone)
@@ -142,15 +158,24 @@ def _num(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
 
-def _fill_event(trade: Trade, bot_name: str | None) -> Event:
+def _fill_event(trade: Trade, bot_name: str | None, order_status: str | None = None) -> Event:
+    """A fill: ``order.filled`` when its order is filled, else ``order.partially_filled``.
+
+    ``order_status`` is the order's stored status when the fill is recorded (fills and their
+    order's status are written in one transaction); None (unknown) counts as filled.
+    """
     who = bot_name or f"bot {trade.bot_id}"
     side = trade.side.upper()
     price, amount = _num(trade.price), _num(trade.amount)
+    partial = order_status is not None and order_status != "filled"
+    verb = "Partially filled" if partial else "Filled"
     return Event(
-        type=EventType.ORDER_FILLED,
+        type=EventType.ORDER_PARTIALLY_FILLED if partial else EventType.ORDER_FILLED,
+        # One key per fill whatever its type: a fill is told once.
         key=f"fill:{trade.id}",
-        title=f"{who}: {side} {amount} {trade.symbol} @ {price}",
-        text=f"Filled {side} {amount} {trade.symbol} at {price} (fee {_num(trade.fee)}).",
+        title=f"{who}: {side} {amount} {trade.symbol} @ {price}"
+        + (" (partial)" if partial else ""),
+        text=f"{verb} {side} {amount} {trade.symbol} at {price} (fee {_num(trade.fee)}).",
         at=trade.timestamp,
         data={
             "botId": trade.bot_id,
@@ -162,6 +187,7 @@ def _fill_event(trade: Trade, bot_name: str | None) -> Event:
             "amount": amount,
             "fee": _num(trade.fee),
             "realizedPnl": _num(trade.realized_pnl),
+            "orderStatus": order_status,
         },
     )
 
@@ -237,6 +263,11 @@ def facts_to_events(conn: Connection, facts: list[Any]) -> list[tuple[int, Event
         ):
             bots[bot_id] = (user_id, bot_name)
     owners = {bot_id: owner for bot_id, (owner, _) in bots.items()}
+    order_ids = {f.order_id for f in facts if isinstance(f, Trade)}
+    order_status: dict[int, str] = {}
+    if order_ids:
+        found = conn.execute(select(Order.id, Order.status).where(Order.id.in_(order_ids)))
+        order_status = {order_id: status for order_id, status in found}
 
     def name(bot_id: int | None) -> str | None:
         return bots[bot_id][1] if bot_id in bots else None
@@ -245,7 +276,8 @@ def facts_to_events(conn: Connection, facts: list[Any]) -> list[tuple[int, Event
     for fact in facts:
         if isinstance(fact, Trade):
             if fact.bot_id in owners:
-                out.append((owners[fact.bot_id], _fill_event(fact, name(fact.bot_id))))
+                status = order_status.get(fact.order_id)
+                out.append((owners[fact.bot_id], _fill_event(fact, name(fact.bot_id), status)))
         elif isinstance(fact, BotStatusEvent):
             ev = _status_event(fact, name(fact.bot_id))
             if ev is not None and fact.bot_id in owners:
@@ -260,7 +292,7 @@ def facts_to_events(conn: Connection, facts: list[Any]) -> list[tuple[int, Event
 _ready: set[str] = set()
 
 
-def _outbox_ready(conn: Connection) -> bool:
+def outbox_ready(conn: Connection) -> bool:
     """Whether this database has the outbox's tables (a database not yet migrated has not).
 
     A process with the outbox installed may write facts into a database at an older schema
@@ -279,7 +311,7 @@ def _after_flush(session: Session, _context: Any) -> None:
     facts = [f for f in session.new if isinstance(f, Trade | BotStatusEvent | RiskEvent)]
     if facts:
         conn = session.connection()
-        if _outbox_ready(conn):
+        if outbox_ready(conn):
             enqueue_many(conn, facts_to_events(conn, facts))
 
 
@@ -291,7 +323,7 @@ def enqueue_inserted_fills(conn: Connection, rows: list[dict[str, Any]]) -> int:
     commit together.  ``rows`` are the inserted values (``bot_id`` and ``exchange_trade_id``
     name each one).  Nothing happens in a process without the outbox (replays, tools).
     """
-    if not _installed or not rows or not _outbox_ready(conn):
+    if not _installed or not rows or not outbox_ready(conn):
         return 0
     wanted = {(r["bot_id"], r["exchange_trade_id"]) for r in rows if r.get("bot_id") is not None}
     if not wanted:
@@ -338,7 +370,7 @@ def enqueue_admins(target: Session | Connection, ev: Event) -> int:
     Nothing happens on a database without the outbox's tables.
     """
     conn = _connection(target)
-    if not _outbox_ready(conn):
+    if not outbox_ready(conn):
         return 0
     return enqueue_many(conn, [(user_id, ev) for user_id in admin_ids(conn)])
 
@@ -356,7 +388,7 @@ def enqueue_order_updates(conn: Connection, updates: dict[int, dict[str, Any]]) 
     process without the outbox.
     """
     ids = [pk for pk, values in updates.items() if values.get("status") in _ORDER_EVENTS]
-    if not _installed or not ids or not _outbox_ready(conn):
+    if not _installed or not ids or not outbox_ready(conn):
         return 0
     found = conn.execute(
         select(

@@ -44,6 +44,14 @@ def _clock(value: str, field: str) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
+def check_daily_summary(value: Any, field: str = "dailySummaryAt") -> str | None:
+    """Return the daily summary's ``HH:MM`` (None: no summary); 422 naming ``field`` if bad."""
+    if value is None:
+        return None
+    _clock(value, field)
+    return str(value)
+
+
 def check_bots(bot_ids: Any, field: str = "botIds") -> list[int] | None:
     """Return ``bot_ids`` sorted and unique (None: every bot); 422 naming ``field`` if bad."""
     if bot_ids is None:

@@ -457,7 +457,8 @@ class NotificationChannel(TimestampMixin, Base):
     encrypted at rest (``config_enc``); ``target_hint`` is the masked form shown by the API.
     ``lease_owner``/``lease_until``: the dispatcher sending to it now (one at a time, in order).
     Subscription: ``events``, ``bot_ids`` (None: all), ``min_severity``, and quiet hours
-    ``quiet_start``-``quiet_end`` (``HH:MM``, local to ``timezone``).
+    ``quiet_start``-``quiet_end`` (``HH:MM``, local to ``timezone``); ``daily_summary_at``
+    (``HH:MM`` local, None: no daily summary).
     """
 
     __tablename__ = "notification_channels"
@@ -475,6 +476,7 @@ class NotificationChannel(TimestampMixin, Base):
     quiet_start: Mapped[str | None] = mapped_column(String(5))
     quiet_end: Mapped[str | None] = mapped_column(String(5))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    daily_summary_at: Mapped[str | None] = mapped_column(String(5))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column()
