@@ -254,6 +254,12 @@ class BotSlot:
             telemetry=telemetry,
         )
         await self._runtime.prepare()
+        if self._stopping:
+            # Halted (the kill switch, a stop) while starting: the halt found no runtime to
+            # stop, so the orders reconciliation left open are cancelled here, and the bot
+            # never reports Running after it.
+            await self._runtime.cancel_open_orders()
+            return
         await risk.handle.register_bot.remote(
             self.bot_id,
             str(self._runtime.ledger.equity(self._runtime.ledger.average_price)),
@@ -278,6 +284,8 @@ class BotSlot:
             return True
 
     def _set_status(self, status: BotStatus, reason: str | None) -> None:
+        if self._stopping and status in (BotStatus.STARTING, BotStatus.RUNNING):
+            return  # a halt or a stop came first: no start is reported after it
         previous = self.state["status"]
         self.state.update(status=status.value, reason=reason, changed_at=time.time())
         if self._settings is None:

@@ -108,7 +108,13 @@ def test_a_fill_of_an_open_order_is_a_partial_fill_and_the_completing_one_a_fill
 
 @pytest.fixture
 def alerts() -> Any:
-    """Breaker listeners installed for the test only."""
+    """Breaker listeners installed for the test only, on breakers of its own.
+
+    The registry is the process's: a breaker an earlier test of this worker made for the same
+    key (``binance:1``) would be handed back with its own state and clocks.
+    """
+    uninstall_exchange_alerts()
+    registry.clear()
     yield
     uninstall_exchange_alerts()
     registry.clear()
