@@ -1,5 +1,6 @@
-"""``/api/notifications``: your channels (write-only secrets) and their subscriptions, a test
-send, signing-secret rotation, the delivery log and its dead letters.
+"""``/api/notifications``: your channels (write-only secrets) and their subscriptions, the event
+catalogue they choose from, a test send, signing-secret rotation, the delivery log and its
+dead letters.
 
 Every role may manage its own channels (viewers too: a channel only tells its owner about the
 owner's own bots, which a viewer may already read).  Nobody, admins included, ever reads a
@@ -22,6 +23,7 @@ from cryptoorchestrator.api.schemas import CamelModel, DeletedPublic, StrictBody
 from cryptoorchestrator.platform.errors import NotFoundError
 from cryptoorchestrator.platform.notify.channels import ChannelService
 from cryptoorchestrator.platform.notify.dispatcher import Dispatcher, retry_dead
+from cryptoorchestrator.platform.notify.events import SEVERITY, SYSTEM_EVENTS, EventType, Severity
 from cryptoorchestrator.platform.storage.models import Notification, NotificationChannel
 
 IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
@@ -124,6 +126,21 @@ class NotificationPublic(CamelModel):
     sent_at: datetime | None
 
 
+class EventTypePublic(CamelModel):
+    """One event type a channel may subscribe to."""
+
+    type: str
+    severity: str = Field(description="the type's default severity")
+    system: bool = Field(description="a system alert: it goes to admins (breakers: owners too)")
+
+
+class EventCatalogue(CamelModel):
+    """What a subscription chooses from: the event types and the severities, lowest first."""
+
+    events: list[EventTypePublic]
+    severities: list[str]
+
+
 class RetryPublic(CamelModel):
     """How many dead notifications went back to the queue."""
 
@@ -162,6 +179,20 @@ def _dispatcher(request: Request) -> Dispatcher:
 def list_channels(context: ContextDep, db: SessionDep, user: CurrentUser) -> list[ChannelPublic]:
     """List your channels (destinations masked, secrets never shown)."""
     return [ChannelPublic(**_public(r)) for r in _service(context, db, user).channels()]
+
+
+@router.get("/events")
+def event_catalogue(_user: CurrentUser) -> EventCatalogue:
+    """List the event types a channel may subscribe to (``events``) and the severities
+    (``minSeverity``); the test message reaches every channel and is not listed."""
+    return EventCatalogue(
+        events=[
+            EventTypePublic(type=t.value, severity=SEVERITY[t].value, system=t in SYSTEM_EVENTS)
+            for t in EventType
+            if t is not EventType.TEST
+        ],
+        severities=[s.value for s in Severity],
+    )
 
 
 @router.post("/channels", status_code=status.HTTP_201_CREATED)

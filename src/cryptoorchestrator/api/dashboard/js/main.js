@@ -1,5 +1,6 @@
 // The dashboard's shell: session, top bar, hash routes (#/overview, #/bots/7, #/trades,
-// #/backtests[/<id>|/compare/<id>,<id>], #/optimizations[/<id>], #/risk, #/health).
+// #/backtests[/<id>|/compare/<id>,<id>], #/optimizations[/<id>], #/risk, #/notifications,
+// #/health).
 
 import { currentUser, logout, resume, session } from "./api.js";
 import { h, replace, toast } from "./dom.js";
@@ -13,6 +14,7 @@ import * as healthView from "./views/health.js";
 import * as tradesView from "./views/trades.js";
 import * as backtestsView from "./views/backtests.js";
 import * as optimizationsView from "./views/optimizations.js";
+import * as notificationsView from "./views/notifications.js";
 
 const ROUTES = [
   { pattern: /^#\/overview$/, name: "overview", view: overviewView },
@@ -22,6 +24,7 @@ const ROUTES = [
   { pattern: /^#\/backtests\/compare\/((?:[0-9a-f-]{36},)+[0-9a-f-]{36})$/, name: "backtests", view: { render: (root, [ids]) => backtestsView.render(root, [null, ids]) } },
   { pattern: /^#\/optimizations(?:\/([0-9a-f-]{36}))?$/, name: "optimizations", view: optimizationsView },
   { pattern: /^#\/risk$/, name: "risk", view: riskView },
+  { pattern: /^#\/notifications$/, name: "notifications", view: notificationsView },
   { pattern: /^#\/health$/, name: "health", view: healthView },
 ];
 
