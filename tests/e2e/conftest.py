@@ -248,6 +248,22 @@ def _seed(app: Any, http: httpx.Client) -> tuple[pyotp.TOTP, list[str], dict[str
     return totp, backup_codes, bots, trader_token, viewer_token
 
 
+def _forget_named_actors(ray_session: Any, names: list[str], deadline_s: float = 120.0) -> None:
+    """Kill the named actors of this namespace that exist, and wait until each name is free."""
+    from cryptoorchestrator.cluster.runtime import NAMESPACE
+
+    deadline = time.monotonic() + deadline_s
+    for name in names:
+        while True:
+            try:
+                handle = ray_session.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                break  # no such actor (any more)
+            assert time.monotonic() < deadline, f"actor {name} left by another module stays"
+            ray_session.kill(handle, no_restart=True)
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> Iterator[Head]:
     """The head node on a free port, with the session's Ray as its cluster."""
@@ -255,7 +271,7 @@ def head(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> Iterator
 
     from cryptoorchestrator.api.app import create_app
     from cryptoorchestrator.cluster.facade import RayCluster
-    from cryptoorchestrator.cluster.handles import find_bot_actor
+    from cryptoorchestrator.cluster.handles import RISK_ACTOR_NAME, actor_name, find_bot_actor
     from cryptoorchestrator.cluster.risk_actor import get_risk_actor
     from cryptoorchestrator.platform.settings import Settings, get_settings
     from cryptoorchestrator.platform.storage.db import dispose_engines, upgrade
@@ -274,6 +290,11 @@ def head(tmp_path_factory: pytest.TempPathFactory, ray_session: Any) -> Iterator
             var_dir=root / "var",
         )
         upgrade(settings)
+        # The session's Ray is shared by every module of this worker: a risk actor or bot
+        # actors another module left behind hold that module's database (the kill switch
+        # wrote its Stopped there, and this page never saw it).  They go before this head
+        # node starts.
+        _forget_named_actors(ray_session, [RISK_ACTOR_NAME, *(actor_name(i) for i in range(1, 33))])
         cluster = RayCluster(settings, connect=False)
         # Access tokens of 63 s: the page renews them in the background a few seconds in.
         app = create_app(settings, options=options(access_token_minutes=1.05), cluster=cluster)
