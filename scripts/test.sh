@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export RAY_USAGE_STATS_ENABLED=0
-# Two workers (CRYPTOORCH_TEST_WORKERS=1 for one): much of the suite waits on Ray, PostgreSQL and
-# subprocesses, so the second worker fills those waits. --dist loadfile keeps a module's tests
-# on one worker, in order (module-scoped platforms start once); the modules that bind the
-# README's fixed ports take a machine-wide lock (tests/conftest.py: fixed_ports).
-exec .venv/bin/python -m pytest -n "${CRYPTOORCH_TEST_WORKERS:-2}" --dist loadfile "$@"
+# Three workers on two cores (CRYPTOORCH_TEST_WORKERS=1 for one): much of the suite waits on
+# Ray, PostgreSQL, browsers and subprocesses, so the extra worker fills those waits.
+# --dist loadfile keeps a module's tests on one worker, in order (module-scoped platforms
+# start once); the modules that bind the README's fixed ports take a machine-wide lock
+# (tests/conftest.py: fixed_ports).
+exec .venv/bin/python -m pytest -n "${CRYPTOORCH_TEST_WORKERS:-3}" --dist loadfile "$@"
