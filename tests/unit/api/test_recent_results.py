@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from cryptoorchestrator.api.context import RecentResults
 
 
@@ -34,10 +36,8 @@ def test_a_failed_computation_is_not_kept() -> None:
         raise RuntimeError("data store down")
 
     for _ in range(2):
-        try:
+        with pytest.raises(RuntimeError, match="data store down"):
             cache.get("x", failing)
-        except RuntimeError:
-            pass
     assert len(attempts) == 2
     assert cache.get("x", lambda: 5) == 5
 

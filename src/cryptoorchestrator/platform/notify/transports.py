@@ -150,8 +150,8 @@ class Sender:
 
     @functools.cached_property
     def _tls(self) -> ssl.SSLContext:
-        # Built once: loading the system's CA store cost about 33 ms of CPU per message (most
-        # of the dispatcher's time, taken from the bots on a small head node).
+        # Built once: loading the system's CA store for every message was most of the
+        # dispatcher's CPU, taken from the bots on a small head node (docs/bots.md has figures).
         return ssl.create_default_context()
 
     @functools.cached_property

@@ -19,13 +19,10 @@ the exchange (``BotRuntime._settled``), so the order is sent once, for its candl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
@@ -36,53 +33,13 @@ from cryptoorchestrator.platform.risk.limits import OrderCheck, RiskDecision, Ri
 from cryptoorchestrator.platform.risk.manager import RiskManager
 from cryptoorchestrator.platform.settings import Settings
 from cryptoorchestrator.platform.storage import db
-from cryptoorchestrator.platform.storage.models import Bot, Order, User
+from cryptoorchestrator.platform.storage.models import Order
 
 HOUR = 3_600_000
-BUNDLED = (
-    Path(__file__).resolve().parents[3]
-    / "src/cryptoorchestrator/platform/data/bundled/binance_BTC-USDT_1h_2021-2022.parquet"
-)
 
 
 class Crash(BaseException):
     """Stands for the process dying: nothing after it runs."""
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Settings, int, Any]]:
-    """A migrated SQLite database with one bot, and the simulator at candle 600."""
-    from cryptoorchestrator.platform.exchange.sim import run_simulator_in_thread
-
-    candles = pq.read_table(BUNDLED).slice(0, 700)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'bots.db'}",
-        var_dir=tmp_path / "var",
-        log_dir=tmp_path / "logs",
-        secret_key="settle-test-secret-key-0123456789",
-    )
-    db.upgrade(settings)
-    with db.session_scope(settings) as session:
-        user = User(email="settle@example.com", password_hash="x")
-        session.add(user)
-        session.flush()
-        bot = Bot(
-            user_id=user.id,
-            name="b",
-            trading_pair="BTC/USDT",
-            strategy="scripted",
-            timeframe="1h",
-            risk_per_trade=Decimal(1),
-            max_position_size=Decimal(50),
-            starting_balance=Decimal(10_000),
-        )
-        session.add(bot)
-        session.flush()
-        bot_id = int(bot.id)
-    start = int(candles.column("timestamp")[600].as_py()) + 1
-    with run_simulator_in_thread({"BTC/USDT": candles}, start_ms=start, speed=0) as sim:
-        yield settings, bot_id, sim
-    db.dispose_engines()
 
 
 def _runtime(settings: Settings, bot_id: int, sim: Any) -> BotRuntime:
@@ -120,9 +77,9 @@ def _runtime(settings: Settings, bot_id: int, sim: Any) -> BotRuntime:
 
 
 def test_an_unsent_order_is_sent_after_a_restart_within_settle_s(
-    world: tuple[Settings, int, Any],
+    bot_db: tuple[Settings, int], sim: Any
 ) -> None:
-    settings, bot_id, sim = world
+    settings, bot_id = bot_db
 
     async def first_life() -> None:
         rt = _runtime(settings, bot_id, sim)
